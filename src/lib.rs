@@ -1,0 +1,4 @@
+//! hyperhive: a systemd-native orchestrator for a hive of AI agents. Each agent's
+//! container is a transient systemd unit created over D-Bus; see docs/architecture.md.
+
+pub mod spec;

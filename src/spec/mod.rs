@@ -1,0 +1,331 @@
+//! Agent specs: parse (TOML or CLI flags, every field optional), merge the layers, then
+//! validate once into an [`AgentSpec`] that can no longer be wrong. Pure: nothing here
+//! touches the filesystem; checks that need the host (does the root exist?) live in
+//! `daemon::preflight`.
+
+mod bind;
+mod name;
+mod size;
+
+pub use bind::Bind;
+pub use name::AgentName;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Container targets hyperhive binds itself; a spec's own binds may not shadow them.
+pub const RESERVED_TARGETS: [&str; 3] = ["/state", "/root/.claude", "/run/hyperhive"];
+
+/// How nspawn treats the root: `--volatile=` verbatim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Volatile {
+    #[default]
+    No,
+    Yes,
+    State,
+    Overlay,
+}
+
+impl Volatile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::Yes => "yes",
+            Self::State => "state",
+            Self::Overlay => "overlay",
+        }
+    }
+}
+
+impl FromStr for Volatile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "no" => Ok(Self::No),
+            "yes" => Ok(Self::Yes),
+            "state" => Ok(Self::State),
+            "overlay" => Ok(Self::Overlay),
+            _ => Err(format!(
+                "invalid volatile mode \"{}\": use no, yes, state or overlay",
+                s.escape_debug()
+            )),
+        }
+    }
+}
+
+/// The container's network. Host networking is the default because the predecessor's
+/// silent switch to a private netns hid every agent's web UI (seed gotcha).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    Host,
+    Private,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Private => "private",
+        }
+    }
+}
+
+impl FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(Self::Host),
+            "private" => Ok(Self::Private),
+            _ => Err(format!(
+                "invalid network \"{}\": use host or private",
+                s.escape_debug()
+            )),
+        }
+    }
+}
+
+/// One layer of an agent spec: a spec file, or the flags of `hivectl create`.
+/// Every field is optional so layers can be merged before validation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volatile: Option<Volatile>,
+    /// Extra directories put first on the agent's PATH.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bind: Vec<bind::BindEntry>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<size::Size>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks_max: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub harness: Option<Vec<String>>,
+}
+
+impl SpecFile {
+    /// Parses a spec file's text; `origin` names it in the error.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!("{origin}: line {line}: {msg}")
+                }
+                None => format!("{origin}: {msg}"),
+            }
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a spec always serializes")
+    }
+
+    /// Lays `over` on top of `self`: its scalars win, its PATH entries and binds are
+    /// added after ours, its environment overrides ours key by key.
+    pub fn overlay(mut self, over: SpecFile) -> SpecFile {
+        self.root = over.root.or(self.root);
+        self.volatile = over.volatile.or(self.volatile);
+        self.path.extend(over.path);
+        self.bind.extend(over.bind);
+        self.env.extend(over.env);
+        self.memory_max = over.memory_max.or(self.memory_max);
+        self.cpu_weight = over.cpu_weight.or(self.cpu_weight);
+        self.tasks_max = over.tasks_max.or(self.tasks_max);
+        self.network = over.network.or(self.network);
+        self.harness = over.harness.or(self.harness);
+        self
+    }
+}
+
+/// A validated agent spec. Only [`AgentSpec::validate`] makes one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentSpec {
+    pub name: AgentName,
+    pub root: PathBuf,
+    pub volatile: Volatile,
+    pub path: Vec<PathBuf>,
+    pub binds: Vec<Bind>,
+    pub env: BTreeMap<String, String>,
+    pub memory_max: Option<u64>,
+    pub cpu_weight: Option<u64>,
+    pub tasks_max: Option<u64>,
+    pub network: Network,
+    pub harness: Vec<String>,
+}
+
+impl AgentSpec {
+    /// Validates a merged spec. The error is one line naming the agent and the field.
+    pub fn validate(name: &AgentName, file: &SpecFile) -> Result<Self, String> {
+        Self::validate_inner(name, file).map_err(|e| format!("agent {name}: {e}"))
+    }
+
+    fn validate_inner(name: &AgentName, file: &SpecFile) -> Result<Self, String> {
+        let root = match &file.root {
+            Some(root) => clean_abs_path("root", root)?,
+            None => return Err("no root directory: pass --root DIR or set root in the spec".into()),
+        };
+        let volatile = file.volatile.unwrap_or_default();
+        if root == Path::new("/") && volatile == Volatile::No {
+            return Err(
+                "root / with volatile no would boot the host's own root writable: use --volatile yes, state or overlay"
+                    .into(),
+            );
+        }
+
+        let mut path = Vec::new();
+        for dir in &file.path {
+            let dir = clean_abs_path("path entry", dir)?;
+            if dir.to_string_lossy().contains(':') {
+                return Err(format!("path entry {}: contains ':', the PATH separator", dir.display()));
+            }
+            if !path.contains(&dir) {
+                path.push(dir);
+            }
+        }
+
+        let mut binds: Vec<Bind> = Vec::new();
+        for entry in &file.bind {
+            let bind = entry.to_bind()?;
+            for reserved in RESERVED_TARGETS {
+                if bind.target.starts_with(reserved) {
+                    return Err(format!(
+                        "bind target {}: {reserved} is bound by hyperhive itself",
+                        bind.target.display()
+                    ));
+                }
+            }
+            if bind.target == Path::new("/") {
+                return Err("bind target /: cannot bind over the container's root".into());
+            }
+            if binds.iter().any(|b| b.target == bind.target) {
+                return Err(format!("bind target {}: bound twice", bind.target.display()));
+            }
+            binds.push(bind);
+        }
+
+        for (key, value) in &file.env {
+            check_env(key, value)?;
+        }
+
+        let memory_max = match &file.memory_max {
+            Some(size) => Some(size.bytes().map_err(|e| format!("memory_max: {e}"))?),
+            None => None,
+        };
+        if memory_max == Some(0) {
+            return Err("memory_max: must be more than 0 bytes".into());
+        }
+        if let Some(w) = file.cpu_weight {
+            if !(1..=10_000).contains(&w) {
+                return Err(format!("cpu_weight {w}: must be within 1..=10000"));
+            }
+        }
+        if file.tasks_max == Some(0) {
+            return Err("tasks_max: must be at least 1".into());
+        }
+
+        let harness = file.harness.clone().unwrap_or_default();
+        if let Some(first) = harness.first() {
+            if first.is_empty() {
+                return Err("harness: the command is empty".into());
+            }
+        }
+        if let Some(arg) = harness.iter().find(|a| a.contains('\0')) {
+            return Err(format!("harness: argument {:?} contains a NUL byte", arg));
+        }
+
+        Ok(Self {
+            name: name.clone(),
+            root,
+            volatile,
+            path,
+            binds,
+            env: file.env.clone(),
+            memory_max,
+            cpu_weight: file.cpu_weight,
+            tasks_max: file.tasks_max,
+            network: file.network.unwrap_or_default(),
+            harness,
+        })
+    }
+
+    /// The normalized spec as a file layer, for saving beside the agent's state.
+    pub fn to_file(&self) -> SpecFile {
+        SpecFile {
+            root: Some(self.root.clone()),
+            volatile: Some(self.volatile),
+            path: self.path.clone(),
+            bind: self.binds.iter().map(bind::BindEntry::from).collect(),
+            env: self.env.clone(),
+            memory_max: self.memory_max.map(size::Size::Bytes),
+            cpu_weight: self.cpu_weight,
+            tasks_max: self.tasks_max,
+            network: Some(self.network),
+            harness: (!self.harness.is_empty()).then(|| self.harness.clone()),
+        }
+    }
+}
+
+/// An absolute path with no `..`, no control characters, and `.`/trailing `/` removed.
+pub(crate) fn clean_abs_path(what: &str, path: &Path) -> Result<PathBuf, String> {
+    let shown = path.display().to_string();
+    if shown.is_empty() {
+        return Err(format!("{what}: empty path"));
+    }
+    if shown.chars().any(|c| c.is_control()) {
+        return Err(format!("{what} {}: contains a control character", shown.escape_debug()));
+    }
+    if !path.is_absolute() {
+        return Err(format!("{what} {shown}: must be an absolute path"));
+    }
+    let mut clean = PathBuf::from("/");
+    for comp in path.components() {
+        match comp {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return Err(format!("{what} {shown}: must not contain ..")),
+            Component::Normal(part) => clean.push(part),
+            Component::Prefix(_) => return Err(format!("{what} {shown}: not a Unix path")),
+        }
+    }
+    Ok(clean)
+}
+
+fn check_env(key: &str, value: &str) -> Result<(), String> {
+    let valid_key = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid_key {
+        return Err(format!(
+            "env {:?}: not a valid variable name (letters, digits, _; not starting with a digit)",
+            key
+        ));
+    }
+    if key == "PATH" {
+        return Err("env PATH: set PATH entries with --path (the PATH is built by hyperhive)".into());
+    }
+    if key.starts_with("HIVE_") {
+        return Err(format!("env {key}: the HIVE_ prefix is reserved for hyperhive"));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(format!("env {key}: value contains a control character"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

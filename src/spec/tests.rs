@@ -1,0 +1,151 @@
+use super::*;
+
+fn name(n: &str) -> AgentName {
+    AgentName::parse(n).unwrap()
+}
+
+fn minimal() -> SpecFile {
+    SpecFile {
+        root: Some("/".into()),
+        volatile: Some(Volatile::Yes),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let spec = AgentSpec::validate(&name("alice"), &minimal()).unwrap();
+    assert_eq!(spec.network, Network::Host);
+    assert_eq!(spec.memory_max, None);
+    assert!(spec.binds.is_empty() && spec.path.is_empty() && spec.harness.is_empty());
+}
+
+#[test]
+fn parses_a_full_spec_file() {
+    let text = r#"
+root = "/srv/agents/alice"
+volatile = "overlay"
+path = ["/opt/tools/bin", "/nix/store/abc-git/bin"]
+bind = ["/srv/data:/data:ro", { source = "/srv/a:b", target = "/mnt/x y" }]
+env = { FOO = "bar baz" }
+memory_max = "512M"
+cpu_weight = 200
+tasks_max = 64
+network = "private"
+harness = ["claude", "--print"]
+"#;
+    let file = SpecFile::from_toml(text, "alice.toml").unwrap();
+    let spec = AgentSpec::validate(&name("alice"), &file).unwrap();
+    assert_eq!(spec.volatile, Volatile::Overlay);
+    assert_eq!(spec.memory_max, Some(512 << 20));
+    assert_eq!(spec.binds.len(), 2);
+    assert!(spec.binds[0].readonly);
+    assert_eq!(spec.binds[1].source, PathBuf::from("/srv/a:b"));
+    assert_eq!(spec.binds[1].target, PathBuf::from("/mnt/x y"));
+    assert_eq!(spec.network, Network::Private);
+    assert_eq!(spec.harness, vec!["claude", "--print"]);
+}
+
+#[test]
+fn saved_spec_round_trips() {
+    let mut file = minimal();
+    file.bind = vec![bind::BindEntry::Short(r"/a\:b c:/x:ro".into())];
+    file.env.insert("K".into(), "v".into());
+    file.memory_max = Some(size::Size::Text("1G".into()));
+    let spec = AgentSpec::validate(&name("bob"), &file).unwrap();
+    let text = spec.to_file().to_toml();
+    let again = AgentSpec::validate(&name("bob"), &SpecFile::from_toml(&text, "saved").unwrap()).unwrap();
+    assert_eq!(spec, again);
+    assert_eq!(spec.binds[0].source, PathBuf::from("/a:b c"));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let mut file = minimal();
+    file.path = vec!["/a".into()];
+    file.env.insert("K".into(), "file".into());
+    file.cpu_weight = Some(10);
+    let mut flags = SpecFile::default();
+    flags.path = vec!["/b".into()];
+    flags.env.insert("K".into(), "flag".into());
+    flags.cpu_weight = Some(20);
+    let merged = file.overlay(flags);
+    assert_eq!(merged.path, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+    assert_eq!(merged.env["K"], "flag");
+    assert_eq!(merged.cpu_weight, Some(20));
+    assert_eq!(merged.root, Some("/".into()));
+}
+
+#[test]
+fn bind_short_forms() {
+    let b = |s: &str| bind::BindEntry::Short(s.into()).to_bind();
+    assert_eq!(b("/x").unwrap().target, PathBuf::from("/x"));
+    assert!(!b("/x:/y").unwrap().readonly);
+    assert!(b("/x:/y:ro").unwrap().readonly);
+    assert!(!b("/x:/y:rw").unwrap().readonly);
+    assert_eq!(b(r"/x\:1:/y").unwrap().source, PathBuf::from("/x:1"));
+    assert_eq!(b(r"/x\\y:/y").unwrap().source, PathBuf::from(r"/x\y"));
+    assert!(b("/x:/y:rx").is_err());
+    assert!(b("/x:/y:ro:more").is_err());
+    assert!(b(r"/x\n").is_err());
+    assert!(b("x:/y").is_err());
+    assert!(b("/x:y").is_err());
+}
+
+#[test]
+fn every_bad_value_is_one_line_naming_the_agent() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut SpecFile)>)> = vec![
+        ("no root", Box::new(|f| f.root = None)),
+        ("relative root", Box::new(|f| f.root = Some("srv/a".into()))),
+        ("dotdot root", Box::new(|f| f.root = Some("/srv/../etc".into()))),
+        ("host root writable", Box::new(|f| f.volatile = Some(Volatile::No))),
+        ("relative path", Box::new(|f| f.path = vec!["bin".into()])),
+        ("colon in path", Box::new(|f| f.path = vec!["/a:b".into()])),
+        ("newline in path", Box::new(|f| f.path = vec!["/a\nb".into()])),
+        ("reserved bind", Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/state".into())])),
+        ("nested reserved bind", Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/run/hyperhive/s".into())])),
+        ("bind over root", Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/".into())])),
+        (
+            "bind twice",
+            Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/y".into()), bind::BindEntry::Short("/z:/y".into())]),
+        ),
+        ("bad env key", Box::new(|f| { f.env.insert("1A".into(), "v".into()); })),
+        ("env PATH", Box::new(|f| { f.env.insert("PATH".into(), "/x".into()); })),
+        ("env HIVE_", Box::new(|f| { f.env.insert("HIVE_AGENT".into(), "x".into()); })),
+        ("env newline", Box::new(|f| { f.env.insert("A".into(), "a\nb".into()); })),
+        ("memory text", Box::new(|f| f.memory_max = Some(size::Size::Text("lots".into())))),
+        ("memory zero", Box::new(|f| f.memory_max = Some(size::Size::Bytes(0)))),
+        ("memory overflow", Box::new(|f| f.memory_max = Some(size::Size::Text("99999999999T".into())))),
+        ("cpu weight 0", Box::new(|f| f.cpu_weight = Some(0))),
+        ("cpu weight big", Box::new(|f| f.cpu_weight = Some(10_001))),
+        ("tasks 0", Box::new(|f| f.tasks_max = Some(0))),
+        ("empty harness", Box::new(|f| f.harness = Some(vec![String::new()]))),
+    ];
+    for (what, mutate) in cases {
+        let mut f = minimal();
+        mutate(&mut f);
+        let err = AgentSpec::validate(&name("alice"), &f).expect_err(what);
+        assert!(err.starts_with("agent alice: "), "{what}: {err}");
+        assert!(!err.contains('\n'), "{what}: {err}");
+    }
+}
+
+#[test]
+fn bad_toml_says_where() {
+    let err = SpecFile::from_toml("root = \"/\"\nvolatile = \"maybe\"\n", "a.toml").unwrap_err();
+    assert!(err.starts_with("a.toml: line 2:"), "{err}");
+    assert!(!err.contains('\n'));
+    let err = SpecFile::from_toml("rooot = \"/\"\n", "a.toml").unwrap_err();
+    assert!(err.contains("rooot"), "{err}");
+}
+
+#[test]
+fn sizes() {
+    use size::parse_bytes;
+    assert_eq!(parse_bytes("1024").unwrap(), 1024);
+    assert_eq!(parse_bytes("4K").unwrap(), 4096);
+    assert_eq!(parse_bytes("2G").unwrap(), 2 << 30);
+    assert!(parse_bytes("").is_err());
+    assert!(parse_bytes("-1").is_err());
+    assert!(parse_bytes("1.5G").is_err());
+}
