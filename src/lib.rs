@@ -1,4 +1,6 @@
 //! hyperhive: a systemd-native orchestrator for a hive of AI agents. Each agent's
 //! container is a transient systemd unit created over D-Bus; see docs/architecture.md.
 
+pub mod paths;
+pub mod plan;
 pub mod spec;

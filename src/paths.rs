@@ -1,0 +1,89 @@
+//! Where hyperhive keeps things. Defaults follow DESIGN.md; every root can be moved by a
+//! flag or environment variable so tests and odd hosts can point elsewhere.
+
+use std::path::{Path, PathBuf};
+
+use crate::spec::AgentName;
+
+pub const DEFAULT_STATE_ROOT: &str = "/var/lib/hyperhive";
+pub const DEFAULT_RUN_ROOT: &str = "/run/hyperhive";
+pub const DEFAULT_CONFIG_ROOT: &str = "/etc/hyperhive";
+
+/// The three roots. `run` must live under `/run`, because agent units name their runtime
+/// directory relative to it (`RuntimeDirectory=hyperhive/<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roots {
+    pub state: PathBuf,
+    pub run: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Self {
+            state: DEFAULT_STATE_ROOT.into(),
+            run: DEFAULT_RUN_ROOT.into(),
+            config: DEFAULT_CONFIG_ROOT.into(),
+        }
+    }
+}
+
+impl Roots {
+    /// Checks the roots once so later path joins can be trusted.
+    pub fn validate(self) -> Result<Self, String> {
+        for (what, p) in [("state root", &self.state), ("run root", &self.run), ("config root", &self.config)] {
+            if !p.is_absolute() {
+                return Err(format!("{what} {}: must be an absolute path", p.display()));
+            }
+        }
+        match self.run.strip_prefix("/run") {
+            Ok(rel) if !rel.as_os_str().is_empty() => Ok(self),
+            _ => Err(format!(
+                "run root {}: must be a directory below /run (systemd's RuntimeDirectory= is relative to /run)",
+                self.run.display()
+            )),
+        }
+    }
+
+    /// `<state>/agents`: one directory per agent ever created.
+    pub fn agents_dir(&self) -> PathBuf {
+        self.state.join("agents")
+    }
+
+    /// `<state>/agents/<name>`: survives destroy; only `--purge` removes it.
+    pub fn agent_dir(&self, name: &AgentName) -> PathBuf {
+        self.agents_dir().join(name.as_str())
+    }
+
+    /// Bound read-write at `/state` inside the container.
+    pub fn state_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("state")
+    }
+
+    /// Bound read-write at `/root/.claude`; one per agent because OAuth refresh tokens
+    /// rotate and a shared directory would log every sibling out (seed gotcha).
+    pub fn claude_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("claude")
+    }
+
+    /// The spec `hivectl create` saved; present while the agent exists.
+    pub fn saved_spec(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("spec.toml")
+    }
+
+    /// A declared spec, e.g. rendered by the NixOS module.
+    pub fn declared_spec(&self, name: &AgentName) -> PathBuf {
+        self.config.join("agents").join(format!("{name}.toml"))
+    }
+
+    /// `/run/hyperhive/<name>`, bound at `/run/hyperhive` inside; holds the agent socket.
+    pub fn runtime_dir(&self, name: &AgentName) -> PathBuf {
+        self.run.join(name.as_str())
+    }
+
+    /// The same directory as systemd's `RuntimeDirectory=` wants it: relative to /run.
+    pub fn runtime_directory_property(&self, name: &AgentName) -> String {
+        let rel = self.run.strip_prefix("/run").unwrap_or(Path::new("hyperhive"));
+        rel.join(name.as_str()).to_string_lossy().into_owned()
+    }
+}

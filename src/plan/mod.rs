@@ -1,0 +1,217 @@
+//! Spec → unit plan: the one pure function that decides what systemd is asked to run.
+//! Nothing here talks to systemd or reads the filesystem, so every property an agent's
+//! unit gets is unit-tested below; `systemd::manager` only carries the plan over D-Bus.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::paths::Roots;
+use crate::spec::{AgentSpec, Network};
+
+/// The slice every agent unit lives in (units/systemd/system/hive.slice).
+pub const SLICE: &str = "hive.slice";
+
+/// PATH entries that follow the agent's own: the host's git (`HYPERHIVE_GIT`), the NixOS
+/// system profile and the FHS directories, so the same plan works on NixOS and elsewhere.
+pub const DEFAULT_BASE_PATH: [&str; 7] = [
+    "/run/current-system/sw/bin",
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// Delay between a crash and the restart. Short, because a container restart is cheap and
+/// systemd's start limit (5 in 10 s) still stops a crash loop.
+pub const RESTART_USEC: u64 = 500_000;
+
+/// What the daemon knows about its host that a plan needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub roots: Roots,
+    /// Absolute path of systemd-nspawn.
+    pub nspawn: PathBuf,
+    /// Absolute path of hive-c0re, run as `ExecStopPost=` to unregister a dead machine.
+    pub hive_c0re: PathBuf,
+    /// The PATH after the agent's own entries; never the daemon's inherited PATH.
+    pub base_path: Vec<PathBuf>,
+}
+
+/// A systemd property value, in the few D-Bus shapes agent units need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Prop {
+    Str(String),
+    Bool(bool),
+    U64(u64),
+    Strv(Vec<String>),
+    /// `a(sasb)`: path, argv (with argv\[0\]), ignore-failure.
+    Exec(Vec<ExecCommand>),
+    /// `aay`, e.g. LogExtraFields.
+    Bytes(Vec<Vec<u8>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecCommand {
+    pub path: String,
+    pub argv: Vec<String>,
+    pub ignore_failure: bool,
+}
+
+/// Everything needed to create one transient unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitPlan {
+    pub unit: String,
+    pub machine: String,
+    pub properties: Vec<(String, Prop)>,
+    /// Short hash of the properties, stamped on the unit as `HIVE_PLAN=` so a later
+    /// comparison does not depend on how systemd reformats what it was given.
+    pub hash: String,
+}
+
+impl UnitPlan {
+    pub fn get(&self, name: &str) -> Option<&Prop> {
+        self.properties.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// Plans `hive-agent-<name>.service`: `systemd-nspawn --boot` of the spec's root as
+/// machine `h-<name>`, with the agent's dirs bound in.
+pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
+    let name = &spec.name;
+    let roots = &host.roots;
+    let machine = name.machine();
+    let path_env = format!("PATH={}", agent_path(spec, host));
+
+    let mut argv: Vec<String> = vec![
+        host.nspawn.display().to_string(),
+        "--quiet".into(),
+        "--keep-unit".into(),
+        "--register=yes".into(),
+        format!("--machine={machine}"),
+        format!("--directory={}", spec.root.display()),
+        format!("--volatile={}", spec.volatile.as_str()),
+        // READY=1 once the container's systemd finished booting, so the start job (and
+        // `hivectl create`) completes when the agent is really up.
+        "--notify-ready=yes".into(),
+        "--link-journal=try-host".into(),
+        "--console=passive".into(),
+    ];
+    argv.push(bind_arg(&roots.state_dir(name), Path::new("/state"), false));
+    argv.push(bind_arg(&roots.claude_dir(name), Path::new("/root/.claude"), false));
+    argv.push(bind_arg(&roots.runtime_dir(name), Path::new("/run/hyperhive"), false));
+    for b in &spec.binds {
+        argv.push(bind_arg(&b.source, &b.target, b.readonly));
+    }
+    for (k, v) in &spec.env {
+        argv.push(format!("--setenv={k}={v}"));
+    }
+    argv.push(format!("--setenv=HIVE_AGENT={name}"));
+    match spec.network {
+        // Host networking: no flag at all, so nspawn never creates a netns.
+        Network::Host => {}
+        Network::Private => argv.push("--private-network".into()),
+    }
+    argv.push("--boot".into());
+    argv.push("--".into());
+    // An empty /etc (volatile roots) must not stop the boot at a firstboot prompt.
+    argv.push("systemd.firstboot=off".into());
+
+    let exec_start = ExecCommand {
+        path: host.nspawn.display().to_string(),
+        argv,
+        ignore_failure: false,
+    };
+    // After a crash machined keeps the dead machine registered and the restart fails with
+    // "Machine already exists" (testhost.md); unregister it before systemd restarts.
+    let exec_stop_post = ExecCommand {
+        path: host.hive_c0re.display().to_string(),
+        argv: vec![
+            host.hive_c0re.display().to_string(),
+            "unregister-machine".into(),
+            machine.clone(),
+        ],
+        ignore_failure: true,
+    };
+
+    let mut properties: Vec<(String, Prop)> = vec![
+        ("Description".into(), Prop::Str(format!("hyperhive agent {name} (container {machine})"))),
+        ("Slice".into(), Prop::Str(SLICE.into())),
+        ("Type".into(), Prop::Str("notify".into())),
+        ("NotifyAccess".into(), Prop::Str("all".into())),
+        // SIGTERM to nspawn only (it shuts the container down cleanly), SIGKILL for stragglers.
+        ("KillMode".into(), Prop::Str("mixed".into())),
+        ("Delegate".into(), Prop::Bool(true)),
+        ("Environment".into(), Prop::Strv(vec![path_env, format!("HIVE_AGENT={name}")])),
+        ("RuntimeDirectory".into(), Prop::Strv(vec![roots.runtime_directory_property(name)])),
+        // The socket dir is a bind source: it must survive restarts of this unit and of
+        // the daemon (seed gotcha).
+        ("RuntimeDirectoryPreserve".into(), Prop::Str("yes".into())),
+        ("Restart".into(), Prop::Str("on-failure".into())),
+        ("RestartUSec".into(), Prop::U64(RESTART_USEC)),
+        ("ExecStart".into(), Prop::Exec(vec![exec_start])),
+        ("ExecStopPost".into(), Prop::Exec(vec![exec_stop_post])),
+        // So `journalctl HIVE_AGENT=<name>` shows the container unit's own lines too.
+        ("LogExtraFields".into(), Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()])),
+    ];
+    if let Some(m) = spec.memory_max {
+        properties.push(("MemoryMax".into(), Prop::U64(m)));
+    }
+    if let Some(w) = spec.cpu_weight {
+        properties.push(("CPUWeight".into(), Prop::U64(w)));
+    }
+    if let Some(t) = spec.tasks_max {
+        properties.push(("TasksMax".into(), Prop::U64(t)));
+    }
+
+    let hash = hash_properties(&properties);
+    if let Some((_, Prop::Strv(env))) = properties.iter_mut().find(|(k, _)| k == "Environment") {
+        env.push(format!("HIVE_PLAN={hash}"));
+    }
+    UnitPlan {
+        unit: name.container_unit(),
+        machine,
+        properties,
+        hash,
+    }
+}
+
+/// The agent's PATH: its own entries first, then the host's base, without repeats.
+pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {
+    let mut seen: Vec<&Path> = Vec::new();
+    for p in spec.path.iter().chain(host.base_path.iter()) {
+        if !seen.contains(&p.as_path()) {
+            seen.push(p);
+        }
+    }
+    seen.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// `--bind=SRC:DST` / `--bind-ro=SRC:DST`, with nspawn's backslash escapes so that paths
+/// containing `:` or `\` survive.
+pub fn bind_arg(source: &Path, target: &Path, readonly: bool) -> String {
+    let esc = |p: &Path| p.display().to_string().replace('\\', r"\\").replace(':', r"\:");
+    let flag = if readonly { "--bind-ro" } else { "--bind" };
+    format!("{flag}={}:{}", esc(source), esc(target))
+}
+
+fn hash_properties(props: &[(String, Prop)]) -> String {
+    let canonical = serde_json::to_string(props).expect("properties serialize");
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut out = String::with_capacity(16);
+    for b in &digest[..8] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

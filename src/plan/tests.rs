@@ -1,0 +1,159 @@
+use super::*;
+use crate::spec::{AgentName, SpecFile, Volatile};
+
+fn host() -> Host {
+    Host {
+        roots: Roots::default(),
+        nspawn: "/usr/bin/systemd-nspawn".into(),
+        hive_c0re: "/usr/bin/hive-c0re".into(),
+        base_path: vec!["/opt/git/bin".into(), "/run/current-system/sw/bin".into(), "/usr/bin".into()],
+    }
+}
+
+fn spec(toml: &str) -> AgentSpec {
+    let file = SpecFile::from_toml(toml, "test").unwrap();
+    AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
+}
+
+fn base() -> AgentSpec {
+    spec("root = \"/\"\nvolatile = \"yes\"\n")
+}
+
+fn argv(plan: &UnitPlan) -> Vec<String> {
+    match plan.get("ExecStart") {
+        Some(Prop::Exec(cmds)) => cmds[0].argv.clone(),
+        other => panic!("ExecStart: {other:?}"),
+    }
+}
+
+fn strv(plan: &UnitPlan, key: &str) -> Vec<String> {
+    match plan.get(key) {
+        Some(Prop::Strv(v)) => v.clone(),
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+#[test]
+fn names_follow_the_contract() {
+    let plan = container_unit(&base(), &host());
+    assert_eq!(plan.unit, "hive-agent-alice.service");
+    assert_eq!(plan.machine, "h-alice");
+    assert_eq!(plan.get("Slice"), Some(&Prop::Str("hive.slice".into())));
+}
+
+#[test]
+fn every_required_property_is_explicit() {
+    let plan = container_unit(&base(), &host());
+    for key in [
+        "Description", "Slice", "Type", "NotifyAccess", "KillMode", "Delegate", "Environment",
+        "RuntimeDirectory", "RuntimeDirectoryPreserve", "Restart", "RestartUSec", "ExecStart",
+        "ExecStopPost", "LogExtraFields",
+    ] {
+        assert!(plan.get(key).is_some(), "{key} missing");
+    }
+    assert_eq!(plan.get("Type"), Some(&Prop::Str("notify".into())));
+    assert_eq!(plan.get("RuntimeDirectoryPreserve"), Some(&Prop::Str("yes".into())));
+    assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hyperhive/alice"]);
+    assert_eq!(plan.get("Restart"), Some(&Prop::Str("on-failure".into())));
+    // No limits unless the spec asks.
+    assert!(plan.get("MemoryMax").is_none() && plan.get("CPUWeight").is_none());
+}
+
+#[test]
+fn path_is_the_agents_then_the_hosts_never_inherited() {
+    let s = spec("root = \"/\"\nvolatile = \"yes\"\npath = [\"/nix/store/x-tool/bin\", \"/usr/bin\"]\n");
+    let plan = container_unit(&s, &host());
+    let env = strv(&plan, "Environment");
+    assert_eq!(env[0], "PATH=/nix/store/x-tool/bin:/usr/bin:/opt/git/bin:/run/current-system/sw/bin");
+    assert!(env.contains(&"HIVE_AGENT=alice".to_string()));
+    assert!(env.iter().any(|e| e == &format!("HIVE_PLAN={}", plan.hash)));
+}
+
+#[test]
+fn nspawn_boots_the_root_as_h_name_with_the_agent_dirs_bound() {
+    let plan = container_unit(&base(), &host());
+    let a = argv(&plan);
+    assert_eq!(a[0], "/usr/bin/systemd-nspawn");
+    for want in [
+        "--keep-unit", "--register=yes", "--machine=h-alice", "--directory=/", "--volatile=yes",
+        "--notify-ready=yes", "--boot",
+        "--bind=/var/lib/hyperhive/agents/alice/state:/state",
+        "--bind=/var/lib/hyperhive/agents/alice/claude:/root/.claude",
+        "--bind=/run/hyperhive/alice:/run/hyperhive",
+    ] {
+        assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
+    }
+    // Kernel arguments come after `--`, flags before it.
+    let sep = a.iter().position(|x| x == "--").unwrap();
+    assert!(a[..sep].iter().any(|x| x == "--boot"));
+}
+
+#[test]
+fn host_network_unless_asked() {
+    let a = argv(&container_unit(&base(), &host()));
+    assert!(!a.iter().any(|x| x.contains("network")), "{a:?}");
+    let s = spec("root = \"/\"\nvolatile = \"yes\"\nnetwork = \"private\"\n");
+    assert!(argv(&container_unit(&s, &host())).iter().any(|x| x == "--private-network"));
+}
+
+#[test]
+fn binds_escape_colons_and_keep_spaces() {
+    let s = spec(
+        "root = \"/\"\nvolatile = \"yes\"\nbind = [{ source = '/srv/my data:v2', target = '/data' }, '/etc/x:/etc/x:ro']\n",
+    );
+    let a = argv(&container_unit(&s, &host()));
+    assert!(a.iter().any(|x| x == r"--bind=/srv/my data\:v2:/data"), "{a:?}");
+    assert!(a.iter().any(|x| x == "--bind-ro=/etc/x:/etc/x"), "{a:?}");
+    assert_eq!(bind_arg(Path::new(r"/a\b"), Path::new("/c"), false), r"--bind=/a\\b:/c");
+}
+
+#[test]
+fn limits_and_env_are_carried() {
+    let s = spec(
+        "root = \"/\"\nvolatile = \"yes\"\nmemory_max = \"1G\"\ncpu_weight = 50\ntasks_max = 99\nenv = { A = \"b c\" }\n",
+    );
+    let plan = container_unit(&s, &host());
+    assert_eq!(plan.get("MemoryMax"), Some(&Prop::U64(1 << 30)));
+    assert_eq!(plan.get("CPUWeight"), Some(&Prop::U64(50)));
+    assert_eq!(plan.get("TasksMax"), Some(&Prop::U64(99)));
+    assert!(argv(&plan).iter().any(|x| x == "--setenv=A=b c"));
+}
+
+#[test]
+fn stop_post_unregisters_the_machine_and_may_fail() {
+    let plan = container_unit(&base(), &host());
+    match plan.get("ExecStopPost") {
+        Some(Prop::Exec(c)) => {
+            assert_eq!(c[0].argv, vec!["/usr/bin/hive-c0re", "unregister-machine", "h-alice"]);
+            assert!(c[0].ignore_failure);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hash_is_stable_and_follows_the_spec() {
+    let a = container_unit(&base(), &host());
+    assert_eq!(a.hash, container_unit(&base(), &host()).hash);
+    assert_eq!(a.hash.len(), 16);
+    let mut other = base();
+    other.volatile = Volatile::Overlay;
+    assert_ne!(a.hash, container_unit(&other, &host()).hash);
+}
+
+#[test]
+fn moved_roots_move_every_path() {
+    let mut h = host();
+    h.roots = Roots {
+        state: "/tmp/s".into(),
+        run: "/run/hh-test".into(),
+        config: "/tmp/c".into(),
+    }
+    .validate()
+    .unwrap();
+    let plan = container_unit(&base(), &h);
+    assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hh-test/alice"]);
+    assert!(argv(&plan).iter().any(|x| x == "--bind=/tmp/s/agents/alice/state:/state"));
+    assert!(Roots { run: "/tmp/r".into(), ..Roots::default() }.validate().is_err());
+    assert!(Roots { run: "/run".into(), ..Roots::default() }.validate().is_err());
+}
