@@ -1,6 +1,12 @@
 //! hyperhive: a systemd-native orchestrator for a hive of AI agents. Each agent's
 //! container is a transient systemd unit created over D-Bus; see docs/architecture.md.
 
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod journal;
+pub mod logging;
 pub mod paths;
 pub mod plan;
 pub mod spec;
+pub mod systemd;

@@ -1,1 +1,31 @@
-fn main() {}
+//! hive-c0re, the hyperhive daemon. See hive-c0re(8) and docs/architecture.md.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hyperhive::cli::daemon::{Args, Command};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    hyperhive::logging::init("hive-c0re", log::LevelFilter::Info);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hive-c0re: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match args.command {
+        None => runtime.block_on(hyperhive::cli::daemon::serve(args.opts)),
+        Some(Command::UnregisterMachine { machine }) => {
+            runtime.block_on(hyperhive::cli::daemon::unregister_machine(&machine, args.opts.bus_address))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,24 @@
-fn main() {}
+//! hivectl, the hyperhive admin CLI. See hivectl(1).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = hyperhive::cli::Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hivectl: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hyperhive::cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let (code, msg) = hyperhive::cli::classify(&e);
+            eprintln!("hivectl: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -3,9 +3,9 @@
 //! touches the filesystem; checks that need the host (does the root exist?) live in
 //! `daemon::preflight`.
 
-mod bind;
+pub mod bind;
 mod name;
-mod size;
+pub mod size;
 
 pub use bind::Bind;
 pub use name::AgentName;

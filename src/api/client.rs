@@ -1,0 +1,21 @@
+//! The client side of the API, used by hivectl.
+
+use zbus::proxy;
+use zbus::zvariant::OwnedObjectPath;
+
+#[proxy(
+    interface = "org.hyperhive.Hive1.Manager",
+    default_service = "org.hyperhive.Hive1",
+    default_path = "/org/hyperhive/hive1",
+    gen_blocking = false
+)]
+pub trait Manager {
+    fn list_agents(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
+    fn get_agent(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn create_agent(&self, name: &str, spec_toml: &str) -> zbus::Result<String>;
+    fn start_agent(&self, name: &str) -> zbus::Result<String>;
+    fn stop_agent(&self, name: &str) -> zbus::Result<()>;
+    fn restart_agent(&self, name: &str) -> zbus::Result<()>;
+    fn rebuild_agent(&self, name: &str) -> zbus::Result<String>;
+    fn destroy_agent(&self, name: &str, purge: bool) -> zbus::Result<()>;
+}

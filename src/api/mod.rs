@@ -1,0 +1,58 @@
+//! hive-c0re's D-Bus API on the system bus, shaped like machined's: a manager object with
+//! `List*`/`Get*` and verbs, one object per agent at an escaped path, `*New`/`*Removed`
+//! signals. Names here are part of the external contract (docs/dbus-api.md).
+
+pub mod client;
+pub mod server;
+
+pub const BUS_NAME: &str = "org.hyperhive.Hive1";
+pub const MANAGER_PATH: &str = "/org/hyperhive/hive1";
+pub const MANAGER_INTERFACE: &str = "org.hyperhive.Hive1.Manager";
+pub const AGENT_INTERFACE: &str = "org.hyperhive.Hive1.Agent";
+pub const ERROR_PREFIX: &str = "org.hyperhive.Hive1.Error";
+
+/// Errors the API returns; their D-Bus names are `org.hyperhive.Hive1.Error.<Variant>`.
+/// hivectl maps InvalidArgument and NoSuchAgent to exit code 2 (bad input).
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.hyperhive.Hive1.Error")]
+pub enum Error {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// Bad input: nothing was touched.
+    InvalidArgument(String),
+    NoSuchAgent(String),
+    AccessDenied(String),
+    /// The operation was attempted and failed; the message says where.
+    Failed(String),
+}
+
+impl Error {
+    /// Keeps the whole context chain on one line ("creating unit …: …: …").
+    pub fn failed(err: anyhow::Error) -> Self {
+        Self::Failed(format!("{err:#}"))
+    }
+}
+
+/// The object path of an agent: `sd_bus_path_encode` of the name under the manager path,
+/// so `alice-2` becomes `/org/hyperhive/hive1/agent/alice_2d2`.
+pub fn agent_path(name: &str) -> String {
+    let mut out = format!("{MANAGER_PATH}/agent/");
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn agent_paths_are_escaped_like_sd_bus() {
+        assert_eq!(super::agent_path("alice"), "/org/hyperhive/hive1/agent/alice");
+        assert_eq!(super::agent_path("a-2"), "/org/hyperhive/hive1/agent/a_2d2");
+        assert!(zbus::zvariant::ObjectPath::try_from(super::agent_path("x-y-9")).is_ok());
+    }
+}

@@ -1,0 +1,110 @@
+//! `hivectl create`: merge the spec file and flags, validate here (a bad value never
+//! reaches the daemon), and let the daemon save, plan and start.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::BadInput;
+use crate::api::client::ManagerProxy;
+use crate::spec::{AgentName, AgentSpec, SpecFile};
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Agent name: a-z, 0-9 and '-', starting with a letter, at most 31 characters
+    pub name: String,
+    /// Spec file (TOML); the flags below override it
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// The container's root directory (absolute)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// nspawn's --volatile mode; `--root / --volatile yes` boots an ephemeral copy of the host
+    #[arg(long, value_parser = ["no", "yes", "state", "overlay"])]
+    pub volatile: Option<String>,
+    /// A directory to put first on the agent's PATH (repeatable)
+    #[arg(long = "path", value_name = "DIR")]
+    pub path: Vec<PathBuf>,
+    /// An extra bind, nspawn style; escape ':' in a path as '\:' (repeatable)
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
+    pub bind: Vec<String>,
+    /// An environment variable for the container (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Memory limit (MemoryMax=): bytes, or a number with K, M, G or T
+    #[arg(long, value_name = "BYTES")]
+    pub memory_max: Option<String>,
+    /// CPU weight (CPUWeight=), 1-10000
+    #[arg(long, value_name = "N")]
+    pub cpu_weight: Option<u64>,
+    /// Task limit (TasksMax=)
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Network: the host's (default) or a private namespace
+    #[arg(long, value_parser = ["host", "private"])]
+    pub network: Option<String>,
+    /// The harness command and its arguments; must come last
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
+    pub harness: Option<Vec<String>>,
+    /// Print nothing on success
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl CreateArgs {
+    /// The merged, validated spec; every error is bad input.
+    pub fn spec(&self) -> Result<AgentSpec, BadInput> {
+        let name = AgentName::parse(&self.name).map_err(BadInput)?;
+        let base = match &self.spec {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    BadInput(format!(
+                        "spec file {}: {}",
+                        path.display(),
+                        crate::daemon::preflight::io_reason(&e)
+                    ))
+                })?;
+                SpecFile::from_toml(&text, &path.display().to_string()).map_err(BadInput)?
+            }
+            None => SpecFile::default(),
+        };
+        let mut flags = SpecFile {
+            root: self.root.clone(),
+            path: self.path.clone(),
+            cpu_weight: self.cpu_weight,
+            tasks_max: self.tasks_max,
+            harness: self.harness.clone(),
+            ..Default::default()
+        };
+        flags.volatile = self.volatile.as_deref().map(str::parse).transpose().map_err(BadInput)?;
+        flags.network = self.network.as_deref().map(str::parse).transpose().map_err(BadInput)?;
+        flags.memory_max = self.memory_max.clone().map(crate::spec::size::Size::Text);
+        flags.bind = self.bind.iter().cloned().map(crate::spec::bind::BindEntry::Short).collect();
+        for kv in &self.env {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| BadInput(format!("--env {kv:?}: use KEY=VALUE")))?;
+            flags.env.insert(k.to_owned(), v.to_owned());
+        }
+        AgentSpec::validate(&name, &base.overlay(flags)).map_err(BadInput)
+    }
+}
+
+pub async fn run(args: CreateArgs) -> Result<()> {
+    let spec = args.spec()?;
+    let conn = super::connect(None).await?;
+    let manager = ManagerProxy::new(&conn).await?;
+    let outcome = manager
+        .create_agent(spec.name.as_str(), &spec.to_file().to_toml())
+        .await?;
+    if !args.quiet {
+        let name = &spec.name;
+        let what = match outcome.as_str() {
+            "adopted" => "already running, adopted",
+            "replaced" => "replaced with a new unit",
+            _ => "created and running",
+        };
+        println!("agent {name}: {what} ({}, machine {})", name.container_unit(), name.machine());
+    }
+    Ok(())
+}

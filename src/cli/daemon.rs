@@ -1,0 +1,109 @@
+//! hive-c0re's command line.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use super::RootArgs;
+use crate::daemon;
+use crate::plan::{Host, DEFAULT_BASE_PATH};
+use crate::systemd::Systemd;
+
+/// Where systemd-nspawn is looked for when --nspawn is not given (NixOS first).
+const NSPAWN_CANDIDATES: [&str; 3] = [
+    "/run/current-system/sw/bin/systemd-nspawn",
+    "/usr/bin/systemd-nspawn",
+    "/bin/systemd-nspawn",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hive-c0re",
+    version,
+    about = "The hyperhive daemon: runs each agent as transient systemd units over D-Bus",
+    long_about = "The hyperhive daemon. Runs as hive-c0re.service (Type=notify). Creates each \
+agent's container as a transient unit hive-agent-<name>.service through systemd's D-Bus API, \
+serves the admin API org.hyperhive.Hive1 on the system bus, and writes events to journald. \
+Restarting it never stops an agent."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub opts: DaemonOpts,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonOpts {
+    #[command(flatten)]
+    pub roots: RootArgs,
+    /// The systemd-nspawn binary agents' containers run (default: the first of
+    /// /run/current-system/sw/bin, /usr/bin, /bin that has it)
+    #[arg(long, env = "HYPERHIVE_NSPAWN", value_name = "PATH")]
+    pub nspawn: Option<PathBuf>,
+    /// The host's git binary; its directory goes on every agent's PATH
+    #[arg(long, env = "HYPERHIVE_GIT", value_name = "PATH")]
+    pub git: Option<PathBuf>,
+    /// PATH entries after each agent's own, ':'-separated
+    /// (default: /run/current-system/sw/bin and the FHS bin directories)
+    #[arg(long, env = "HYPERHIVE_BASE_PATH", value_name = "DIRS")]
+    pub base_path: Option<String>,
+    /// Bus to serve on and to reach systemd through (default: the system bus)
+    #[arg(long, env = "HYPERHIVE_BUS_ADDRESS", value_name = "ADDRESS", hide = true)]
+    pub bus_address: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Forget a dead agent machine in machined (run by agent units' ExecStopPost=)
+    UnregisterMachine {
+        /// Machine name, h-<agent>
+        machine: String,
+    },
+}
+
+impl DaemonOpts {
+    /// The host facts plans are made from. The inherited PATH is never consulted.
+    pub fn host(&self) -> Result<Host> {
+        let roots = self.roots.roots()?;
+        let nspawn = match &self.nspawn {
+            Some(p) => p.clone(),
+            None => NSPAWN_CANDIDATES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .unwrap_or_else(|| PathBuf::from(NSPAWN_CANDIDATES[1])),
+        };
+        let hive_c0re = std::env::current_exe()
+            .and_then(|p| p.canonicalize())
+            .map_err(|e| anyhow::anyhow!("locating the hive-c0re binary: {e}"))?;
+        let mut base_path: Vec<PathBuf> = Vec::new();
+        if let Some(git_dir) = self.git.as_ref().and_then(|g| g.parent()) {
+            base_path.push(git_dir.to_path_buf());
+        }
+        match &self.base_path {
+            Some(dirs) => base_path.extend(dirs.split(':').filter(|d| !d.is_empty()).map(PathBuf::from)),
+            None => base_path.extend(DEFAULT_BASE_PATH.iter().map(PathBuf::from)),
+        }
+        if let Some(bad) = base_path.iter().find(|p| !p.is_absolute()) {
+            anyhow::bail!("base PATH entry {}: must be absolute", bad.display());
+        }
+        Ok(Host {
+            roots,
+            nspawn,
+            hive_c0re,
+            base_path,
+        })
+    }
+}
+
+pub async fn serve(opts: DaemonOpts) -> Result<()> {
+    let host = opts.host()?;
+    daemon::run(host, opts.bus_address).await
+}
+
+pub async fn unregister_machine(machine: &str, bus_address: Option<String>) -> Result<()> {
+    let conn = super::connect(bus_address.as_deref()).await?;
+    Systemd::reader(&conn).await?.unregister_machine(machine).await
+}

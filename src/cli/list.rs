@@ -1,0 +1,184 @@
+//! `hivectl list` and `hivectl status`: read straight from systemd (and the spec files),
+//! never from the daemon, so they work while it is down.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::render::{format_usec, table};
+use super::{BadInput, RootArgs};
+use crate::daemon::spec_names;
+use crate::paths::Roots;
+use crate::spec::AgentName;
+use crate::systemd::{Systemd, UnitStatus};
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print JSON (an array of agents) instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Do not print the header and footer
+    #[arg(long)]
+    pub no_legend: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Agent name
+    pub name: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentRow {
+    pub name: String,
+    pub unit: String,
+    pub machine: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// The spec file the agent is started from, if it has one.
+    pub spec: Option<PathBuf>,
+}
+
+fn spec_path(roots: &Roots, name: &AgentName) -> Option<PathBuf> {
+    [roots.saved_spec(name), roots.declared_spec(name)]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+pub async fn rows(roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
+    let mut units: BTreeMap<AgentName, (String, String, String)> = BTreeMap::new();
+    for u in sd.list("hive-agent-*.service").await? {
+        if let Some(n) = AgentName::from_container_unit(&u.0) {
+            units.insert(n, (u.2, u.3, u.4));
+        }
+    }
+    let mut names: Vec<AgentName> = spec_names(roots).into_iter().collect();
+    names.extend(units.keys().cloned());
+    names.sort();
+    names.dedup();
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let (load, active, sub) = units
+                .get(&n)
+                .cloned()
+                .unwrap_or_else(|| ("not-loaded".into(), "inactive".into(), "dead".into()));
+            AgentRow {
+                unit: n.container_unit(),
+                machine: n.machine(),
+                spec: spec_path(roots, &n),
+                name: n.to_string(),
+                load_state: load,
+                active_state: active,
+                sub_state: sub,
+            }
+        })
+        .collect())
+}
+
+pub async fn list(roots: &RootArgs, args: ListArgs) -> Result<()> {
+    let roots = roots.roots()?;
+    let conn = super::connect(None).await?;
+    let sd = Systemd::reader(&conn).await?;
+    let rows = rows(&roots, &sd).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| vec![r.name.clone(), r.unit.clone(), r.load_state.clone(), r.active_state.clone(), r.sub_state.clone(), r.machine.clone()])
+        .collect();
+    let header = ["AGENT", "UNIT", "LOAD", "ACTIVE", "SUB", "MACHINE"];
+    print!("{}", table(if args.no_legend { None } else { Some(&header) }, &body));
+    if !args.no_legend {
+        println!("\n{} agents listed.", rows.len());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentStatus {
+    pub name: String,
+    pub unit: String,
+    pub machine: String,
+    pub machine_registered: bool,
+    pub spec: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub credentials_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    /// `null` when systemd holds no unit for the agent (stopped or never started).
+    pub container: Option<UnitStatus>,
+}
+
+pub async fn status(roots: &RootArgs, args: StatusArgs) -> Result<()> {
+    let roots = roots.roots()?;
+    let name = AgentName::parse(&args.name).map_err(BadInput)?;
+    let conn = super::connect(None).await?;
+    let sd = Systemd::reader(&conn).await?;
+    let unit = sd.status(&name.container_unit()).await?;
+    let spec = spec_path(&roots, &name);
+    if unit.is_none() && spec.is_none() {
+        return Err(BadInput(format!("no agent {name}: no spec and no unit {}", name.container_unit())).into());
+    }
+    let st = AgentStatus {
+        machine_registered: sd.machine_registered(&name.machine()).await.unwrap_or(false),
+        name: name.to_string(),
+        unit: name.container_unit(),
+        machine: name.machine(),
+        spec,
+        state_dir: roots.state_dir(&name),
+        credentials_dir: roots.claude_dir(&name),
+        runtime_dir: roots.runtime_dir(&name),
+        container: unit,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", render_status(&st));
+    }
+    Ok(())
+}
+
+/// Text for `hivectl status`, in the spirit of `systemctl status`.
+pub fn render_status(st: &AgentStatus) -> String {
+    let mut out = String::new();
+    let (dot, state) = match &st.container {
+        Some(u) => (
+            if u.is_failed() { "×" } else if u.is_up() { "●" } else { "○" },
+            format!("{} ({}) since {}", u.active_state, u.sub_state, format_usec(u.state_change_timestamp)),
+        ),
+        None => ("○", "inactive (no unit loaded)".to_string()),
+    };
+    out.push_str(&format!("{dot} {} - hyperhive agent\n", st.name));
+    out.push_str(&format!("      Unit: {}\n", st.unit));
+    out.push_str(&format!("    Active: {state}\n"));
+    if let Some(u) = &st.container {
+        out.push_str(&format!(
+            "    Result: {}   Main: {} (code={}, status={})   Restarts: {}\n",
+            u.result,
+            u.main_pid,
+            u.exec_main_code_name(),
+            u.exec_main_status,
+            u.n_restarts
+        ));
+        out.push_str(&format!("Invocation: {}\n", u.invocation_id));
+    }
+    out.push_str(&format!(
+        "   Machine: {} ({})\n",
+        st.machine,
+        if st.machine_registered { "registered" } else { "not registered" }
+    ));
+    let spec = st.spec.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+    out.push_str(&format!("      Spec: {spec}\n"));
+    out.push_str(&format!("     State: {}\n", st.state_dir.display()));
+    out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
+    out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
+    out
+}

@@ -1,0 +1,138 @@
+//! Command-line definitions (clap) and one module per group of verbs. The same
+//! definitions generate the man pages and shell completions.
+
+pub mod create;
+pub mod daemon;
+pub mod lifecycle;
+pub mod list;
+pub mod render;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::api::ERROR_PREFIX;
+use crate::paths::{Roots, DEFAULT_CONFIG_ROOT, DEFAULT_RUN_ROOT, DEFAULT_STATE_ROOT};
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for an operation that was tried and failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for bad usage or bad input; nothing was touched.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Bad input found before anything was asked of the daemon.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RootArgs {
+    /// Root of agents' persistent state and the store
+    #[arg(long, env = "HYPERHIVE_STATE_ROOT", value_name = "DIR", default_value = DEFAULT_STATE_ROOT)]
+    pub state_root: PathBuf,
+    /// Root of agents' runtime directories (below /run)
+    #[arg(long, env = "HYPERHIVE_RUN_ROOT", value_name = "DIR", default_value = DEFAULT_RUN_ROOT)]
+    pub run_root: PathBuf,
+    /// Root of declared configuration (agents/<name>.toml)
+    #[arg(long, env = "HYPERHIVE_CONFIG_ROOT", value_name = "DIR", default_value = DEFAULT_CONFIG_ROOT)]
+    pub config_root: PathBuf,
+}
+
+impl RootArgs {
+    pub fn roots(&self) -> Result<Roots> {
+        Roots {
+            state: self.state_root.clone(),
+            run: self.run_root.clone(),
+            config: self.config_root.clone(),
+        }
+        .validate()
+        .map_err(|e| BadInput(e).into())
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hivectl",
+    version,
+    about = "Control the hyperhive daemon and its agents",
+    long_about = "Control the hyperhive daemon (hive-c0re) and its agents. Verbs that change \
+something go through the daemon's D-Bus API (org.hyperhive.Hive1); list and status read unit \
+state from systemd directly, so they work while the daemon is down.\n\n\
+Exit status: 0 done, 1 failed, 2 bad usage or bad input (nothing was touched).",
+    after_help = "Every agent is a transient unit hive-agent-<name>.service in hive.slice: \
+systemctl, journalctl and machinectl (machine h-<name>) see it as they see any unit."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub roots: RootArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an agent and start its container (adopts or replaces existing units)
+    Create(create::CreateArgs),
+    /// Start an agent's container from its spec
+    Start(lifecycle::NameArg),
+    /// Stop an agent's container; its state and spec stay
+    Stop(lifecycle::NameArg),
+    /// Restart an agent's container as it is
+    Restart(lifecycle::NameArg),
+    /// Recreate an agent's units from its current spec
+    Rebuild(lifecycle::NameArg),
+    /// Stop an agent and remove its spec; state and credentials stay unless --purge
+    Destroy(lifecycle::DestroyArgs),
+    /// List agents with their unit states, read from systemd
+    List(list::ListArgs),
+    /// Show one agent's units, state and paths, read from systemd
+    Status(list::StatusArgs),
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Create(a) => create::run(a).await,
+        Command::Start(a) => lifecycle::start(a).await,
+        Command::Stop(a) => lifecycle::stop(a).await,
+        Command::Restart(a) => lifecycle::restart(a).await,
+        Command::Rebuild(a) => lifecycle::rebuild(a).await,
+        Command::Destroy(a) => lifecycle::destroy(a).await,
+        Command::List(a) => list::list(&args.roots, a).await,
+        Command::Status(a) => list::status(&args.roots, a).await,
+    }
+}
+
+/// Connects to the system bus, or to `address` (tests, remote bridges).
+pub async fn connect(address: Option<&str>) -> Result<zbus::Connection> {
+    let builder = match address {
+        Some(a) => zbus::connection::Builder::address(a)?,
+        None => zbus::connection::Builder::system()?,
+    };
+    builder.build().await.map_err(|e| {
+        anyhow::anyhow!("connecting to the system bus: {e} (is D-Bus running?)")
+    })
+}
+
+/// Maps an error to hivectl's exit code and a one-line message.
+pub fn classify(err: &anyhow::Error) -> (u8, String) {
+    let msg = format!("{err:#}").replace('\n', " ");
+    if err.chain().any(|e| e.is::<BadInput>()) {
+        return (EXIT_BAD_INPUT, msg);
+    }
+    for e in err.chain() {
+        if let Some(zbus::Error::MethodError(name, detail, _)) = e.downcast_ref::<zbus::Error>() {
+            let detail = detail.clone().unwrap_or_default().replace('\n', " ");
+            let code = match name.as_str().strip_prefix(ERROR_PREFIX) {
+                Some(".InvalidArgument") | Some(".NoSuchAgent") => EXIT_BAD_INPUT,
+                _ => EXIT_FAILED,
+            };
+            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" {
+                return (EXIT_FAILED, "hive-c0re is not running (systemctl start hive-c0re)".into());
+            }
+            return (code, detail);
+        }
+    }
+    (EXIT_FAILED, msg)
+}

@@ -1,0 +1,350 @@
+//! The agent lifecycle: create, start, stop, restart, rebuild, destroy. Each verb loads or
+//! validates the spec, plans the unit, and asks systemd; per-agent locks keep two verbs
+//! on one agent from interleaving.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::Serialize;
+
+use super::preflight;
+use crate::api::Error;
+use crate::journal::{self, Event};
+use crate::plan::{self, Host, UnitPlan};
+use crate::spec::{AgentName, AgentSpec, SpecFile};
+use crate::systemd::{anyhow_error_name, Systemd, UNIT_EXISTS};
+
+/// How many times to look again while systemd garbage-collects a unit we just stopped or
+/// reset. Each look is a D-Bus round trip plus a short pause; the whole wait is bounded.
+const SETTLE_ATTEMPTS: u32 = 100;
+const SETTLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// What `ensure_running` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// A new unit was created.
+    Created,
+    /// A matching unit was already up and was kept (same InvocationID).
+    Adopted,
+    /// A unit was up with other properties (or a rebuild was asked) and was replaced.
+    Replaced,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Adopted => "adopted",
+            Outcome::Replaced => "replaced",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Keep a running unit if its plan hash matches, replace it otherwise.
+    Create,
+    /// Keep whatever runs.
+    Start,
+    /// Always replace what runs.
+    Rebuild,
+}
+
+pub struct Hive {
+    pub host: Host,
+    pub sd: Systemd,
+    locks: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Hive {
+    pub fn new(host: Host, sd: Systemd) -> Self {
+        Self {
+            host,
+            sd,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn lock(&self, name: &AgentName) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .locks
+            .lock()
+            .expect("agent locks")
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
+    /// The agent's spec: the one `create` saved, else a declared one under the config root.
+    pub fn load_spec(&self, name: &AgentName) -> Result<AgentSpec, Error> {
+        let roots = &self.host.roots;
+        for path in [roots.saved_spec(name), roots.declared_spec(name)] {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let origin = path.display().to_string();
+                    let file = SpecFile::from_toml(&text, &origin).map_err(Error::InvalidArgument)?;
+                    return AgentSpec::validate(name, &file).map_err(Error::InvalidArgument);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(Error::Failed(format!(
+                        "agent {name}: reading {}: {}",
+                        path.display(),
+                        preflight::io_reason(&e)
+                    )))
+                }
+            }
+        }
+        Err(Error::NoSuchAgent(format!(
+            "no agent {name}: no spec at {} or {}",
+            roots.saved_spec(name).display(),
+            roots.declared_spec(name).display()
+        )))
+    }
+
+    fn plan(&self, spec: &AgentSpec) -> UnitPlan {
+        plan::container_unit(spec, &self.host)
+    }
+
+    pub async fn create(&self, name: &AgentName, spec_toml: &str) -> Result<Outcome, Error> {
+        let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}")).map_err(Error::InvalidArgument)?;
+        let spec = AgentSpec::validate(name, &file).map_err(Error::InvalidArgument)?;
+        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+
+        let _guard = self.lock(name).await;
+        self.prepare_dirs(name).map_err(Error::failed)?;
+        let saved = self.host.roots.saved_spec(name);
+        write_atomic(&saved, spec.to_file().to_toml().as_bytes())
+            .with_context(|| format!("agent {name}: saving spec {}", saved.display()))
+            .map_err(Error::failed)?;
+
+        let plan = self.plan(&spec);
+        let outcome = self
+            .ensure_running(&plan, Mode::Create)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        let event = if outcome == Outcome::Adopted { Event::Adopted } else { Event::AgentCreated };
+        journal::emit(
+            event,
+            Some(name),
+            Some(&plan.unit),
+            &[("HIVE_OUTCOME", outcome.as_str().into()), ("HIVE_PLAN", plan.hash.clone())],
+            &format!("agent {name}: {} {}", outcome.as_str(), plan.unit),
+        );
+        Ok(outcome)
+    }
+
+    pub async fn start(&self, name: &AgentName) -> Result<Outcome, Error> {
+        let spec = self.load_spec(name)?;
+        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+        let _guard = self.lock(name).await;
+        self.prepare_dirs(name).map_err(Error::failed)?;
+        let plan = self.plan(&spec);
+        let outcome = self
+            .ensure_running(&plan, Mode::Start)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        if outcome != Outcome::Adopted {
+            journal::emit(Event::AgentStarted, Some(name), Some(&plan.unit), &[], &format!("agent {name}: started {}", plan.unit));
+        }
+        Ok(outcome)
+    }
+
+    pub async fn stop(&self, name: &AgentName) -> Result<(), Error> {
+        self.require_known(name).await?;
+        let _guard = self.lock(name).await;
+        let unit = name.container_unit();
+        self.sd.stop(&unit).await.with_context(|| format!("agent {name}")).map_err(Error::failed)?;
+        journal::emit(Event::AgentStopped, Some(name), Some(&unit), &[], &format!("agent {name}: stopped {unit}"));
+        Ok(())
+    }
+
+    /// Restarts the running unit as it is; an agent that is not up is started from its spec.
+    pub async fn restart(&self, name: &AgentName) -> Result<(), Error> {
+        let unit = name.container_unit();
+        let up = self.sd.status(&unit).await.map_err(Error::failed)?.is_some_and(|s| s.is_up());
+        if !up {
+            return self.start(name).await.map(|_| ());
+        }
+        let _guard = self.lock(name).await;
+        self.sd.restart(&unit).await.with_context(|| format!("agent {name}")).map_err(Error::failed)?;
+        journal::emit(Event::AgentStarted, Some(name), Some(&unit), &[], &format!("agent {name}: restarted {unit}"));
+        Ok(())
+    }
+
+    /// Replaces the agent's units with ones planned from its current spec.
+    pub async fn rebuild(&self, name: &AgentName) -> Result<Outcome, Error> {
+        let spec = self.load_spec(name)?;
+        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+        let _guard = self.lock(name).await;
+        self.prepare_dirs(name).map_err(Error::failed)?;
+        let plan = self.plan(&spec);
+        journal::emit(Event::RebuildStarted, Some(name), Some(&plan.unit), &[], &format!("agent {name}: rebuilding {}", plan.unit));
+        let outcome = self
+            .ensure_running(&plan, Mode::Rebuild)
+            .await
+            .with_context(|| format!("agent {name}: rebuilding"))
+            .map_err(Error::failed)?;
+        journal::emit(
+            Event::RebuildFinished,
+            Some(name),
+            Some(&plan.unit),
+            &[("HIVE_OUTCOME", outcome.as_str().into()), ("HIVE_PLAN", plan.hash.clone())],
+            &format!("agent {name}: rebuilt {}", plan.unit),
+        );
+        Ok(outcome)
+    }
+
+    /// Stops and forgets the agent. Its state and credentials stay unless `purge`.
+    pub async fn destroy(&self, name: &AgentName, purge: bool) -> Result<(), Error> {
+        self.require_known(name).await?;
+        let _guard = self.lock(name).await;
+        let unit = name.container_unit();
+        let roots = &self.host.roots;
+        let ctx = |what: &str| format!("agent {name}: {what}");
+        self.sd.stop(&unit).await.with_context(|| ctx("stopping")).map_err(Error::failed)?;
+        self.sd.reset_failed(&unit).await.map_err(Error::failed)?;
+        self.sd.unregister_machine(&name.machine()).await.map_err(Error::failed)?;
+        remove_if_present(&roots.saved_spec(name)).map_err(Error::failed)?;
+        // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
+        // after the unit is gone, so it is ours to remove.
+        remove_dir_if_present(&roots.runtime_dir(name)).map_err(Error::failed)?;
+        if purge {
+            remove_dir_if_present(&roots.agent_dir(name)).map_err(Error::failed)?;
+        }
+        journal::emit(
+            Event::AgentDestroyed,
+            Some(name),
+            Some(&unit),
+            &[("HIVE_PURGE", purge.to_string())],
+            &format!("agent {name}: destroyed{}", if purge { " and purged" } else { "" }),
+        );
+        Ok(())
+    }
+
+    /// An agent exists if it has a spec or a unit.
+    async fn require_known(&self, name: &AgentName) -> Result<(), Error> {
+        match self.load_spec(name) {
+            Ok(_) => return Ok(()),
+            Err(Error::NoSuchAgent(msg)) => {
+                let unit = self.sd.status(&name.container_unit()).await.map_err(Error::failed)?;
+                if unit.is_some() {
+                    Ok(())
+                } else {
+                    Err(Error::NoSuchAgent(msg))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// State and credentials directories, mode 0700, created if missing and tightened if
+    /// they exist; their contents are never touched.
+    fn prepare_dirs(&self, name: &AgentName) -> Result<()> {
+        let roots = &self.host.roots;
+        std::fs::create_dir_all(roots.agents_dir())
+            .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
+        for dir in [roots.agent_dir(name), roots.state_dir(name), roots.claude_dir(name)] {
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                        .with_context(|| format!("agent {name}: setting mode 0700 on {}", dir.display()))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("agent {name}: creating {}", dir.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the planned unit up, whatever systemd holds now: adopts a matching running
+    /// unit, clears failed or leftover ones (and a machine a crash left registered), and
+    /// retries while systemd garbage-collects. Branches on D-Bus error names only.
+    async fn ensure_running(&self, plan: &UnitPlan, mode: Mode) -> Result<Outcome> {
+        let unit = &plan.unit;
+        let mut replaced = false;
+        for _ in 0..SETTLE_ATTEMPTS {
+            let status = self.sd.status(unit).await?;
+            match status {
+                Some(st) if st.is_up() => {
+                    let replace = !replaced
+                        && match mode {
+                            Mode::Start => false,
+                            Mode::Rebuild => true,
+                            Mode::Create => st.plan_hash() != Some(plan.hash.as_str()),
+                        };
+                    if !replace {
+                        return Ok(if replaced { Outcome::Replaced } else { Outcome::Adopted });
+                    }
+                    self.sd.stop(unit).await?;
+                    replaced = true;
+                    continue;
+                }
+                Some(st) if st.is_failed() => {
+                    self.sd.reset_failed(unit).await?;
+                    continue;
+                }
+                Some(st) if st.active_state == "deactivating" => {
+                    self.sd.stop(unit).await?;
+                    continue;
+                }
+                _ => {}
+            }
+            // Not loaded, or inactive and about to be collected: try to create it.
+            if self.sd.machine_registered(&plan.machine).await? {
+                self.sd.unregister_machine(&plan.machine).await?;
+            }
+            match self.sd.start_transient(plan).await {
+                Ok(()) => return Ok(if replaced { Outcome::Replaced } else { Outcome::Created }),
+                Err(e) if anyhow_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
+                    tokio::time::sleep(SETTLE_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(anyhow!(
+            "unit {unit} did not settle: systemd kept reporting it exists after {SETTLE_ATTEMPTS} attempts"
+        ))
+    }
+}
+
+/// Writes via a temporary file and rename, so a crash or a full disk never leaves half a
+/// spec behind.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| anyhow!(preflight::io_reason(&e)))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow!("removing {}: {}", path.display(), preflight::io_reason(&e))),
+    }
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow!("removing {}: {}", path.display(), preflight::io_reason(&e))),
+    }
+}

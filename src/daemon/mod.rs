@@ -1,0 +1,128 @@
+//! hive-c0re: wires systemd, the API and the agents together.
+
+mod hive;
+pub mod preflight;
+
+pub use hive::{Hive, Outcome};
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use zbus::object_server::SignalEmitter;
+
+use crate::api::{self, server};
+use crate::journal::{self, Event};
+use crate::paths::Roots;
+use crate::plan::Host;
+use crate::spec::AgentName;
+use crate::systemd::Systemd;
+
+/// Agents with a saved or declared spec, plus any agent unit systemd still holds.
+pub async fn known_agents(roots: &Roots, sd: &Systemd) -> BTreeSet<AgentName> {
+    let mut names = spec_names(roots);
+    match sd.list("hive-agent-*.service").await {
+        Ok(units) => names.extend(units.iter().filter_map(|u| AgentName::from_container_unit(&u.0))),
+        Err(e) => log::warn!("listing agent units: {e:#}"),
+    }
+    names
+}
+
+/// Names of agents that have a spec on disk (saved by create, or declared).
+pub fn spec_names(roots: &Roots) -> BTreeSet<AgentName> {
+    let mut names = BTreeSet::new();
+    if let Ok(dir) = std::fs::read_dir(roots.agents_dir()) {
+        for e in dir.flatten() {
+            if let Some(n) = e.file_name().to_str().and_then(|s| AgentName::parse(s).ok()) {
+                if roots.saved_spec(&n).exists() {
+                    names.insert(n);
+                }
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(roots.config.join("agents")) {
+        for e in dir.flatten() {
+            let file = e.file_name();
+            if let Some(n) = file
+                .to_str()
+                .and_then(|s| s.strip_suffix(".toml"))
+                .and_then(|s| AgentName::parse(s).ok())
+            {
+                names.insert(n);
+            }
+        }
+    }
+    names
+}
+
+/// Connects, rediscovers the agents systemd already runs, takes the bus name, then
+/// tells systemd it is ready; serves until SIGTERM.
+pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
+    let builder = match &bus_address {
+        Some(addr) => zbus::connection::Builder::address(addr.as_str())?,
+        None => zbus::connection::Builder::system()?,
+    };
+    let conn = builder.build().await.context("connecting to the system bus")?;
+    let sd = Systemd::manager(&conn).await?;
+    let roots = host.roots.clone();
+    let hive = Arc::new(Hive::new(host, sd.clone()));
+
+    let server = conn.object_server();
+    server
+        .at(api::MANAGER_PATH, server::Manager { hive: hive.clone() })
+        .await
+        .context("exporting the manager object")?;
+    let emitter = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
+
+    // Rediscover before READY=1: agents keep running across daemon restarts, and the
+    // daemon must know every one of them before it says it is up.
+    let mut running = 0usize;
+    for name in known_agents(&roots, &sd).await {
+        server::Manager::export_agent(server, &emitter, &name).await?;
+        if let Ok(Some(st)) = sd.status(&name.container_unit()).await {
+            if st.is_up() {
+                running += 1;
+                journal::emit(
+                    Event::Adopted,
+                    Some(&name),
+                    Some(&st.unit),
+                    &[("HIVE_INVOCATION_ID", st.invocation_id.clone())],
+                    &format!("agent {name}: found {} {}/{}, adopted", st.unit, st.active_state, st.sub_state),
+                );
+            }
+        }
+    }
+
+    conn.request_name(api::BUS_NAME)
+        .await
+        .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("{running} agents running")),
+    ]);
+    log::info!("hive-c0re ready on {}: {running} agents running", api::BUS_NAME);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    log::info!("hive-c0re stopping; agents keep running");
+    Ok(())
+}
+
+/// Failures to notify are logged, never fatal: the daemon may run outside systemd.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        log::warn!("sd_notify: {e}");
+    }
+}
+
+/// Resolves a binary named on the command line or found beside this one.
+pub fn sibling_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join(name);
+    p.exists().then_some(p)
+}

@@ -1,0 +1,136 @@
+//! Every event hyperhive reports, its fixed MESSAGE_ID and its fields, in one place.
+//! units/catalog/hyperhive.catalog explains each MESSAGE_ID to `journalctl -x`.
+//!
+//! Events are ordinary `log` records whose key-values become journal fields, so
+//! `journalctl HIVE_AGENT=alice` and `journalctl HIVE_EVENT=agent_created` work as is.
+
+use log::kv::{ToValue, Value};
+use log::{Level, Record};
+
+use crate::spec::AgentName;
+
+/// The event types of DESIGN.md. The MESSAGE_ID of each never changes once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    AgentCreated,
+    AgentStarted,
+    AgentStopped,
+    AgentDestroyed,
+    ContainerCrash,
+    HarnessCrash,
+    ApprovalRequested,
+    ApprovalApproved,
+    ApprovalDenied,
+    ApprovalFailed,
+    RebuildStarted,
+    RebuildFinished,
+    Adopted,
+}
+
+impl Event {
+    pub const ALL: [Event; 13] = [
+        Event::AgentCreated,
+        Event::AgentStarted,
+        Event::AgentStopped,
+        Event::AgentDestroyed,
+        Event::ContainerCrash,
+        Event::HarnessCrash,
+        Event::ApprovalRequested,
+        Event::ApprovalApproved,
+        Event::ApprovalDenied,
+        Event::ApprovalFailed,
+        Event::RebuildStarted,
+        Event::RebuildFinished,
+        Event::Adopted,
+    ];
+
+    /// The `HIVE_EVENT=` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::AgentCreated => "agent_created",
+            Event::AgentStarted => "agent_started",
+            Event::AgentStopped => "agent_stopped",
+            Event::AgentDestroyed => "agent_destroyed",
+            Event::ContainerCrash => "container_crash",
+            Event::HarnessCrash => "harness_crash",
+            Event::ApprovalRequested => "approval_requested",
+            Event::ApprovalApproved => "approval_approved",
+            Event::ApprovalDenied => "approval_denied",
+            Event::ApprovalFailed => "approval_failed",
+            Event::RebuildStarted => "rebuild_started",
+            Event::RebuildFinished => "rebuild_finished",
+            Event::Adopted => "adopted",
+        }
+    }
+
+    pub fn message_id(self) -> &'static str {
+        match self {
+            Event::AgentCreated => "ffc53bdd87ad42029d21a54b0c1a89d7",
+            Event::AgentStarted => "1e8c700a5af343598472574011f98327",
+            Event::AgentStopped => "bfb2458547074171a276582ea1469f74",
+            Event::AgentDestroyed => "4a3b5ba3eeee4e8e93fcb8399fc3d380",
+            Event::ContainerCrash => "e215e6c97cbb483f80307c26f034c920",
+            Event::HarnessCrash => "b3fe37fab41a4b428c3345e61545cce1",
+            Event::ApprovalRequested => "01e95c8add644321a37c245f61cda2ab",
+            Event::ApprovalApproved => "7d548e2bff9146129c92dc4c777106d0",
+            Event::ApprovalDenied => "2804026e1d2148b79bd39fe28331b084",
+            Event::ApprovalFailed => "481ee41ac3f846b1a99cc4e3cd0b1c22",
+            Event::RebuildStarted => "7d8a0f2fb9ff41718e574cc184cad5ca",
+            Event::RebuildFinished => "6c8da9e5feda4834ab0bb97306d4550e",
+            Event::Adopted => "a54a698518f54a34b7c4d48f9f549341",
+        }
+    }
+
+    fn level(self) -> Level {
+        match self {
+            Event::ContainerCrash | Event::HarnessCrash | Event::ApprovalFailed => Level::Warn,
+            _ => Level::Info,
+        }
+    }
+}
+
+/// Writes one event. `extra` adds event-specific fields (e.g. `HIVE_RESULT`).
+pub fn emit(event: Event, agent: Option<&AgentName>, unit: Option<&str>, extra: &[(&str, String)], message: &str) {
+    let mut kvs: Vec<(&str, Value<'_>)> = vec![
+        ("MESSAGE_ID", event.message_id().to_value()),
+        ("HIVE_EVENT", event.name().to_value()),
+    ];
+    if let Some(a) = agent {
+        kvs.push(("HIVE_AGENT", a.as_str().to_value()));
+    }
+    if let Some(u) = unit {
+        kvs.push(("HIVE_UNIT", u.to_value()));
+    }
+    for (k, v) in extra {
+        kvs.push((k, v.as_str().to_value()));
+    }
+    log::logger().log(
+        &Record::builder()
+            .level(event.level())
+            .target("hive-c0re")
+            .args(format_args!("{message}"))
+            .key_values(&kvs)
+            .build(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_names_are_unique_and_well_formed() {
+        let mut ids: Vec<_> = Event::ALL.iter().map(|e| e.message_id()).collect();
+        let mut names: Vec<_> = Event::ALL.iter().map(|e| e.name()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        ids.sort();
+        ids.dedup();
+        names.sort();
+        names.dedup();
+        assert_eq!(ids.len(), Event::ALL.len());
+        assert_eq!(names.len(), Event::ALL.len());
+    }
+}

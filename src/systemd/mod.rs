@@ -1,0 +1,218 @@
+//! The only code that calls systemd. Everything it sends comes from a [`crate::plan`];
+//! errors are matched by D-Bus error name, never by message text.
+
+mod jobs;
+pub mod proxies;
+mod status;
+
+pub use status::UnitStatus;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::Connection;
+
+use crate::plan::{Prop, UnitPlan};
+use proxies::{MachinedProxy, ManagerProxy};
+
+pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+pub const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
+pub const NO_SUCH_MACHINE: &str = "org.freedesktop.machine1.NoSuchMachine";
+
+/// The D-Bus error name of a failed method call, if that is what `err` is.
+pub fn error_name(err: &zbus::Error) -> Option<&str> {
+    match err {
+        zbus::Error::MethodError(name, _, _) => Some(name.as_str()),
+        zbus::Error::FDO(fdo) => match **fdo {
+            zbus::fdo::Error::UnknownObject(_) => Some("org.freedesktop.DBus.Error.UnknownObject"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Like [`error_name`], looking through anyhow's context chain.
+pub fn anyhow_error_name(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<zbus::Error>().and_then(error_name).map(str::to_owned))
+}
+
+/// A connection to systemd (and machined) on one bus.
+#[derive(Clone)]
+pub struct Systemd {
+    conn: Connection,
+    manager: ManagerProxy<'static>,
+    machined: MachinedProxy<'static>,
+    jobs: Option<Arc<jobs::Jobs>>,
+}
+
+impl Systemd {
+    /// For read-only callers (hivectl list/status): no subscription, no job tracking.
+    pub async fn reader(conn: &Connection) -> Result<Self> {
+        Ok(Self {
+            conn: conn.clone(),
+            manager: ManagerProxy::new(conn).await?,
+            machined: MachinedProxy::new(conn).await?,
+            jobs: None,
+        })
+    }
+
+    /// For the daemon: subscribes, and tracks job completion so callers can wait for the
+    /// jobs they queue.
+    pub async fn manager(conn: &Connection) -> Result<Self> {
+        let mut sd = Self::reader(conn).await?;
+        sd.jobs = Some(jobs::Jobs::spawn(&sd.manager).await?);
+        sd.manager.subscribe().await.context("subscribing to systemd's signals")?;
+        Ok(sd)
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Creates the planned transient unit and waits for its start job to finish.
+    /// `Err` carries the D-Bus error (e.g. UnitExists) for the caller to branch on.
+    pub async fn start_transient(&self, plan: &UnitPlan) -> Result<()> {
+        let values: Vec<(&str, Value<'_>)> =
+            plan.properties.iter().map(|(k, v)| (k.as_str(), to_value(v))).collect();
+        let job = self
+            .manager
+            .start_transient_unit(&plan.unit, "fail", &values, &[])
+            .await
+            .with_context(|| format!("creating transient unit {}", plan.unit))?;
+        self.expect_done(&plan.unit, "start", job).await
+    }
+
+    /// Stops a unit and waits for it; a unit that does not exist is already stopped.
+    pub async fn stop(&self, unit: &str) -> Result<()> {
+        match self.manager.stop_unit(unit, "replace").await {
+            Ok(job) => self.expect_done(unit, "stop", job).await,
+            Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("stopping unit {unit}")),
+        }
+    }
+
+    /// Restarts a loaded unit with its current properties and waits for it.
+    pub async fn restart(&self, unit: &str) -> Result<()> {
+        let job = self
+            .manager
+            .restart_unit(unit, "replace")
+            .await
+            .with_context(|| format!("restarting unit {unit}"))?;
+        self.expect_done(unit, "restart", job).await
+    }
+
+    /// Clears a failed state so a transient unit can be garbage-collected and created anew.
+    pub async fn reset_failed(&self, unit: &str) -> Result<()> {
+        match self.manager.reset_failed_unit(unit).await {
+            Ok(()) => Ok(()),
+            Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("resetting failed unit {unit}")),
+        }
+    }
+
+    /// The unit's state, or `None` if systemd has no such unit loaded.
+    pub async fn status(&self, unit: &str) -> Result<Option<UnitStatus>> {
+        let path = match self.manager.get_unit(unit).await {
+            Ok(p) => p,
+            Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("looking up unit {unit}")),
+        };
+        match self.status_at(unit, &path).await {
+            Ok(s) => Ok(Some(s)),
+            // Unloaded between GetUnit and GetAll.
+            Err(e) if anyhow_error_name(&e).as_deref() == Some("org.freedesktop.DBus.Error.UnknownObject") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn status_at(&self, unit: &str, path: &OwnedObjectPath) -> Result<UnitStatus> {
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")?
+            .path(path.clone())?
+            .build()
+            .await?;
+        let read = |iface: &'static str| {
+            let props = props.clone();
+            async move {
+                let name = zbus::names::InterfaceName::from_static_str_unchecked(iface);
+                props
+                    .get_all(name)
+                    .await
+                    .with_context(|| format!("reading {iface} properties of {unit}"))
+            }
+        };
+        let (u, s) = tokio::try_join!(
+            read("org.freedesktop.systemd1.Unit"),
+            read("org.freedesktop.systemd1.Service")
+        )?;
+        let mut all: HashMap<String, OwnedValue> = u;
+        all.extend(s);
+        Ok(UnitStatus::from_properties(unit, &all))
+    }
+
+    /// Units matching a glob, e.g. `hive-agent-*.service`, in any state systemd still holds.
+    pub async fn list(&self, pattern: &str) -> Result<Vec<proxies::UnitListEntry>> {
+        self.manager
+            .list_units_by_patterns(&[], &[pattern])
+            .await
+            .with_context(|| format!("listing units matching {pattern}"))
+    }
+
+    /// Whether machined still has a machine of that name registered.
+    pub async fn machine_registered(&self, machine: &str) -> Result<bool> {
+        match self.machined.get_machine(machine).await {
+            Ok(_) => Ok(true),
+            Err(e) if error_name(&e) == Some(NO_SUCH_MACHINE) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("looking up machine {machine}")),
+        }
+    }
+
+    /// Forgets a machine whose processes are gone (a crash leaves it registered).
+    pub async fn unregister_machine(&self, machine: &str) -> Result<()> {
+        match self.machined.unregister_machine(machine).await {
+            Ok(()) => Ok(()),
+            Err(e) if error_name(&e) == Some(NO_SUCH_MACHINE) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("unregistering machine {machine}")),
+        }
+    }
+
+    async fn expect_done(&self, unit: &str, verb: &str, job: OwnedObjectPath) -> Result<()> {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| anyhow!("internal: job tracking not enabled on this connection"))?;
+        let result = jobs.wait(job).await;
+        if result == "done" {
+            return Ok(());
+        }
+        let detail = match self.status(unit).await {
+            Ok(Some(s)) => format!(
+                " (unit {}/{}, result {}, exit {} status {})",
+                s.active_state, s.sub_state, s.result, s.exec_main_code_name(), s.exec_main_status
+            ),
+            _ => String::new(),
+        };
+        Err(anyhow!("{verb} job for {unit} finished with result '{result}'{detail}; see journalctl -u {unit}"))
+    }
+}
+
+/// Plan values in the D-Bus shapes systemd expects.
+fn to_value(p: &Prop) -> Value<'static> {
+    match p {
+        Prop::Str(s) => Value::from(s.clone()),
+        Prop::Bool(b) => Value::from(*b),
+        Prop::U64(n) => Value::from(*n),
+        Prop::Strv(v) => Value::from(v.clone()),
+        Prop::Exec(cmds) => Value::from(
+            cmds.iter()
+                .map(|c| (c.path.clone(), c.argv.clone(), c.ignore_failure))
+                .collect::<Vec<_>>(),
+        ),
+        Prop::Bytes(v) => Value::from(v.clone()),
+    }
+}

@@ -1,0 +1,67 @@
+//! Typed proxies for the few systemd and machined calls hyperhive makes.
+//! Signatures follow org.freedesktop.systemd1(5) and org.freedesktop.machine1(5).
+
+use zbus::proxy;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, Value};
+
+/// One row of `ListUnitsByPatterns`: name, description, load, active, sub, following,
+/// unit path, job id, job type, job path.
+pub type UnitListEntry = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1",
+    gen_blocking = false
+)]
+pub trait Manager {
+    /// Without a subscriber systemd emits no unit PropertiesChanged (testhost.md).
+    fn subscribe(&self) -> zbus::Result<()>;
+
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Value<'_>)],
+        aux: &[(&str, &[(&str, Value<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<Vec<UnitListEntry>>;
+
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: ObjectPath<'_>, unit: &str, result: &str) -> zbus::Result<()>;
+}
+
+#[proxy(
+    interface = "org.freedesktop.machine1.Manager",
+    default_service = "org.freedesktop.machine1",
+    default_path = "/org/freedesktop/machine1",
+    gen_blocking = false
+)]
+pub trait Machined {
+    fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn unregister_machine(&self, name: &str) -> zbus::Result<()>;
+}
