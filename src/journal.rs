@@ -1,5 +1,4 @@
 //! Every event hyperhive reports, its fixed MESSAGE_ID and its fields, in one place.
-//! units/catalog/hyperhive.catalog explains each MESSAGE_ID to `journalctl -x`.
 //!
 //! Events are ordinary `log` records whose key-values become journal fields, so
 //! `journalctl HIVE_AGENT=alice` and `journalctl HIVE_EVENT=agent_created` work as is.
@@ -90,7 +89,13 @@ impl Event {
 }
 
 /// Writes one event. `extra` adds event-specific fields (e.g. `HIVE_RESULT`).
-pub fn emit(event: Event, agent: Option<&AgentName>, unit: Option<&str>, extra: &[(&str, String)], message: &str) {
+pub fn emit(
+    event: Event,
+    agent: Option<&AgentName>,
+    unit: Option<&str>,
+    extra: &[(&str, String)],
+    message: &str,
+) {
     let mut kvs: Vec<(&str, Value<'_>)> = vec![
         ("MESSAGE_ID", event.message_id().to_value()),
         ("HIVE_EVENT", event.name().to_value()),
@@ -124,7 +129,9 @@ mod tests {
         let mut names: Vec<_> = Event::ALL.iter().map(|e| e.name()).collect();
         for id in &ids {
             assert_eq!(id.len(), 32);
-            assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
         ids.sort();
         ids.dedup();

@@ -31,7 +31,11 @@ impl Default for Roots {
 impl Roots {
     /// Checks the roots once so later path joins can be trusted.
     pub fn validate(self) -> Result<Self, String> {
-        for (what, p) in [("state root", &self.state), ("run root", &self.run), ("config root", &self.config)] {
+        for (what, p) in [
+            ("state root", &self.state),
+            ("run root", &self.run),
+            ("config root", &self.config),
+        ] {
             if !p.is_absolute() {
                 return Err(format!("{what} {}: must be an absolute path", p.display()));
             }
@@ -83,7 +87,10 @@ impl Roots {
 
     /// The same directory as systemd's `RuntimeDirectory=` wants it: relative to /run.
     pub fn runtime_directory_property(&self, name: &AgentName) -> String {
-        let rel = self.run.strip_prefix("/run").unwrap_or(Path::new("hyperhive"));
+        let rel = self
+            .run
+            .strip_prefix("/run")
+            .unwrap_or(Path::new("hyperhive"));
         rel.join(name.as_str()).to_string_lossy().into_owned()
     }
 }

@@ -51,7 +51,10 @@ pub fn agent_path(name: &str) -> String {
 mod tests {
     #[test]
     fn agent_paths_are_escaped_like_sd_bus() {
-        assert_eq!(super::agent_path("alice"), "/org/hyperhive/hive1/agent/alice");
+        assert_eq!(
+            super::agent_path("alice"),
+            "/org/hyperhive/hive1/agent/alice"
+        );
         assert_eq!(super::agent_path("a-2"), "/org/hyperhive/hive1/agent/a_2d2");
         assert!(zbus::zvariant::ObjectPath::try_from(super::agent_path("x-y-9")).is_ok());
     }

@@ -65,13 +65,19 @@ async fn require_root(conn: &Connection, header: &Header<'_>, what: &str) -> Res
     if uid == 0 {
         Ok(())
     } else {
-        Err(Error::AccessDenied(format!("{what}: only root may do this (caller uid {uid})")))
+        Err(Error::AccessDenied(format!(
+            "{what}: only root may do this (caller uid {uid})"
+        )))
     }
 }
 
 impl Manager {
     /// Exports the agent's object if it is not yet, announcing it with AgentNew.
-    pub async fn export_agent(server: &ObjectServer, emitter: &SignalEmitter<'_>, name: &AgentName) -> zbus::Result<()> {
+    pub async fn export_agent(
+        server: &ObjectServer,
+        emitter: &SignalEmitter<'_>,
+        name: &AgentName,
+    ) -> zbus::Result<()> {
         let path = object_path(name);
         let agent = Agent {
             name: name.to_string(),
@@ -84,7 +90,11 @@ impl Manager {
         Ok(())
     }
 
-    async fn unexport_agent(server: &ObjectServer, emitter: &SignalEmitter<'_>, name: &AgentName) -> zbus::Result<()> {
+    async fn unexport_agent(
+        server: &ObjectServer,
+        emitter: &SignalEmitter<'_>,
+        name: &AgentName,
+    ) -> zbus::Result<()> {
         let path = object_path(name);
         if server.remove::<Agent, _>(&path).await? {
             Self::agent_removed(emitter, name.as_str(), path.as_ref()).await?;
@@ -101,12 +111,23 @@ impl Manager {
         crate::daemon::known_agents(&self.hive.host.roots, &self.hive.sd)
             .await
             .into_iter()
-            .map(|n| (n.to_string(), n.container_unit(), n.machine(), object_path(&n)))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    n.container_unit(),
+                    n.machine(),
+                    object_path(&n),
+                )
+            })
             .collect()
     }
 
     /// The object path of an agent the daemon knows.
-    async fn get_agent(&self, name: &str, #[zbus(object_server)] server: &ObjectServer) -> Result<OwnedObjectPath, Error> {
+    async fn get_agent(
+        &self,
+        name: &str,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, Error> {
         let name = parse_name(name)?;
         let path = object_path(&name);
         if server.interface::<_, Agent>(&path).await.is_ok() {
@@ -204,8 +225,16 @@ impl Manager {
     }
 
     #[zbus(signal)]
-    async fn agent_new(emitter: &SignalEmitter<'_>, name: &str, path: ObjectPath<'_>) -> zbus::Result<()>;
+    async fn agent_new(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        path: ObjectPath<'_>,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
-    async fn agent_removed(emitter: &SignalEmitter<'_>, name: &str, path: ObjectPath<'_>) -> zbus::Result<()>;
+    async fn agent_removed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        path: ObjectPath<'_>,
+    ) -> zbus::Result<()>;
 }

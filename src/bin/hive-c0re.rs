@@ -17,9 +17,9 @@ fn main() -> ExitCode {
     };
     let result = match args.command {
         None => runtime.block_on(hyperhive::cli::daemon::serve(args.opts)),
-        Some(Command::UnregisterMachine { machine }) => {
-            runtime.block_on(hyperhive::cli::daemon::unregister_machine(&machine, args.opts.bus_address))
-        }
+        Some(Command::UnregisterMachine { machine }) => runtime.block_on(
+            hyperhive::cli::daemon::unregister_machine(&machine, args.opts.bus_address),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

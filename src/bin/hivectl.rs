@@ -6,7 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = hyperhive::cli::Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hivectl: starting the async runtime: {e}");

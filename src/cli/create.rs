@@ -76,10 +76,25 @@ impl CreateArgs {
             harness: self.harness.clone(),
             ..Default::default()
         };
-        flags.volatile = self.volatile.as_deref().map(str::parse).transpose().map_err(BadInput)?;
-        flags.network = self.network.as_deref().map(str::parse).transpose().map_err(BadInput)?;
+        flags.volatile = self
+            .volatile
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(BadInput)?;
+        flags.network = self
+            .network
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(BadInput)?;
         flags.memory_max = self.memory_max.clone().map(crate::spec::size::Size::Text);
-        flags.bind = self.bind.iter().cloned().map(crate::spec::bind::BindEntry::Short).collect();
+        flags.bind = self
+            .bind
+            .iter()
+            .cloned()
+            .map(crate::spec::bind::BindEntry::Short)
+            .collect();
         for kv in &self.env {
             let (k, v) = kv
                 .split_once('=')
@@ -104,7 +119,11 @@ pub async fn run(args: CreateArgs) -> Result<()> {
             "replaced" => "replaced with a new unit",
             _ => "created and running",
         };
-        println!("agent {name}: {what} ({}, machine {})", name.container_unit(), name.machine());
+        println!(
+            "agent {name}: {what} ({}, machine {})",
+            name.container_unit(),
+            name.machine()
+        );
     }
     Ok(())
 }

@@ -50,7 +50,12 @@ pub struct DaemonOpts {
     #[arg(long, env = "HYPERHIVE_BASE_PATH", value_name = "DIRS")]
     pub base_path: Option<String>,
     /// Bus to serve on and to reach systemd through (default: the system bus)
-    #[arg(long, env = "HYPERHIVE_BUS_ADDRESS", value_name = "ADDRESS", hide = true)]
+    #[arg(
+        long,
+        env = "HYPERHIVE_BUS_ADDRESS",
+        value_name = "ADDRESS",
+        hide = true
+    )]
     pub bus_address: Option<String>,
 }
 
@@ -83,7 +88,9 @@ impl DaemonOpts {
             base_path.push(git_dir.to_path_buf());
         }
         match &self.base_path {
-            Some(dirs) => base_path.extend(dirs.split(':').filter(|d| !d.is_empty()).map(PathBuf::from)),
+            Some(dirs) => {
+                base_path.extend(dirs.split(':').filter(|d| !d.is_empty()).map(PathBuf::from))
+            }
             None => base_path.extend(DEFAULT_BASE_PATH.iter().map(PathBuf::from)),
         }
         if let Some(bad) = base_path.iter().find(|p| !p.is_absolute()) {
@@ -105,5 +112,8 @@ pub async fn serve(opts: DaemonOpts) -> Result<()> {
 
 pub async fn unregister_machine(machine: &str, bus_address: Option<String>) -> Result<()> {
     let conn = super::connect(bus_address.as_deref()).await?;
-    Systemd::reader(&conn).await?.unregister_machine(machine).await
+    Systemd::reader(&conn)
+        .await?
+        .unregister_machine(machine)
+        .await
 }

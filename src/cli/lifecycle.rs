@@ -45,36 +45,56 @@ fn say(quiet: bool, line: String) {
 pub async fn start(a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
     let outcome = manager().await?.start_agent(n.as_str()).await?;
-    let what = if outcome == "adopted" { "already running" } else { "started" };
-    say(a.quiet, format!("agent {n}: {what} ({})", n.container_unit()));
+    let what = if outcome == "adopted" {
+        "already running"
+    } else {
+        "started"
+    };
+    say(
+        a.quiet,
+        format!("agent {n}: {what} ({})", n.container_unit()),
+    );
     Ok(())
 }
 
 pub async fn stop(a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
     manager().await?.stop_agent(n.as_str()).await?;
-    say(a.quiet, format!("agent {n}: stopped ({})", n.container_unit()));
+    say(
+        a.quiet,
+        format!("agent {n}: stopped ({})", n.container_unit()),
+    );
     Ok(())
 }
 
 pub async fn restart(a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
     manager().await?.restart_agent(n.as_str()).await?;
-    say(a.quiet, format!("agent {n}: restarted ({})", n.container_unit()));
+    say(
+        a.quiet,
+        format!("agent {n}: restarted ({})", n.container_unit()),
+    );
     Ok(())
 }
 
 pub async fn rebuild(a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
     manager().await?.rebuild_agent(n.as_str()).await?;
-    say(a.quiet, format!("agent {n}: rebuilt from its spec ({})", n.container_unit()));
+    say(
+        a.quiet,
+        format!("agent {n}: rebuilt from its spec ({})", n.container_unit()),
+    );
     Ok(())
 }
 
 pub async fn destroy(a: DestroyArgs) -> Result<()> {
     let n = name(&a.name)?;
     manager().await?.destroy_agent(n.as_str(), a.purge).await?;
-    let kept = if a.purge { "state and credentials deleted" } else { "state and credentials kept" };
+    let kept = if a.purge {
+        "state and credentials deleted"
+    } else {
+        "state and credentials kept"
+    };
     say(a.quiet, format!("agent {n}: destroyed, {kept}"));
     Ok(())
 }

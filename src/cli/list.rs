@@ -59,7 +59,14 @@ pub async fn rows(roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
         }
     }
     let mut names: Vec<AgentName> = spec_names(roots).into_iter().collect();
-    names.extend(units.keys().cloned());
+    // Same rule as the daemon's known_agents: an inactive unit without a spec is a
+    // destroyed agent's leftover.
+    names.extend(
+        units
+            .iter()
+            .filter(|(_, u)| u.1 != "inactive")
+            .map(|(n, _)| n.clone()),
+    );
     names.sort();
     names.dedup();
     Ok(names
@@ -93,10 +100,22 @@ pub async fn list(roots: &RootArgs, args: ListArgs) -> Result<()> {
     }
     let body: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r.name.clone(), r.unit.clone(), r.load_state.clone(), r.active_state.clone(), r.sub_state.clone(), r.machine.clone()])
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.unit.clone(),
+                r.load_state.clone(),
+                r.active_state.clone(),
+                r.sub_state.clone(),
+                r.machine.clone(),
+            ]
+        })
         .collect();
     let header = ["AGENT", "UNIT", "LOAD", "ACTIVE", "SUB", "MACHINE"];
-    print!("{}", table(if args.no_legend { None } else { Some(&header) }, &body));
+    print!(
+        "{}",
+        table(if args.no_legend { None } else { Some(&header) }, &body)
+    );
     if !args.no_legend {
         println!("\n{} agents listed.", rows.len());
     }
@@ -125,10 +144,17 @@ pub async fn status(roots: &RootArgs, args: StatusArgs) -> Result<()> {
     let unit = sd.status(&name.container_unit()).await?;
     let spec = spec_path(&roots, &name);
     if unit.is_none() && spec.is_none() {
-        return Err(BadInput(format!("no agent {name}: no spec and no unit {}", name.container_unit())).into());
+        return Err(BadInput(format!(
+            "no agent {name}: no spec and no unit {}",
+            name.container_unit()
+        ))
+        .into());
     }
     let st = AgentStatus {
-        machine_registered: sd.machine_registered(&name.machine()).await.unwrap_or(false),
+        machine_registered: sd
+            .machine_registered(&name.machine())
+            .await
+            .unwrap_or(false),
         name: name.to_string(),
         unit: name.container_unit(),
         machine: name.machine(),
@@ -151,8 +177,19 @@ pub fn render_status(st: &AgentStatus) -> String {
     let mut out = String::new();
     let (dot, state) = match &st.container {
         Some(u) => (
-            if u.is_failed() { "×" } else if u.is_up() { "●" } else { "○" },
-            format!("{} ({}) since {}", u.active_state, u.sub_state, format_usec(u.state_change_timestamp)),
+            if u.is_failed() {
+                "×"
+            } else if u.is_up() {
+                "●"
+            } else {
+                "○"
+            },
+            format!(
+                "{} ({}) since {}",
+                u.active_state,
+                u.sub_state,
+                format_usec(u.state_change_timestamp)
+            ),
         ),
         None => ("○", "inactive (no unit loaded)".to_string()),
     };
@@ -173,9 +210,17 @@ pub fn render_status(st: &AgentStatus) -> String {
     out.push_str(&format!(
         "   Machine: {} ({})\n",
         st.machine,
-        if st.machine_registered { "registered" } else { "not registered" }
+        if st.machine_registered {
+            "registered"
+        } else {
+            "not registered"
+        }
     ));
-    let spec = st.spec.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+    let spec = st
+        .spec
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "-".into());
     out.push_str(&format!("      Spec: {spec}\n"));
     out.push_str(&format!("     State: {}\n", st.state_dir.display()));
     out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));

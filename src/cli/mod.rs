@@ -74,7 +74,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create an agent and start its container (adopts or replaces existing units)
-    Create(create::CreateArgs),
+    Create(Box<create::CreateArgs>),
     /// Start an agent's container from its spec
     Start(lifecycle::NameArg),
     /// Stop an agent's container; its state and spec stay
@@ -93,7 +93,7 @@ pub enum Command {
 
 pub async fn run(args: Args) -> Result<()> {
     match args.command {
-        Command::Create(a) => create::run(a).await,
+        Command::Create(a) => create::run(*a).await,
         Command::Start(a) => lifecycle::start(a).await,
         Command::Stop(a) => lifecycle::stop(a).await,
         Command::Restart(a) => lifecycle::restart(a).await,
@@ -110,9 +110,10 @@ pub async fn connect(address: Option<&str>) -> Result<zbus::Connection> {
         Some(a) => zbus::connection::Builder::address(a)?,
         None => zbus::connection::Builder::system()?,
     };
-    builder.build().await.map_err(|e| {
-        anyhow::anyhow!("connecting to the system bus: {e} (is D-Bus running?)")
-    })
+    builder
+        .build()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the system bus: {e} (is D-Bus running?)"))
 }
 
 /// Maps an error to hivectl's exit code and a one-line message.
@@ -124,14 +125,21 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
     for e in err.chain() {
         if let Some(zbus::Error::MethodError(name, detail, _)) = e.downcast_ref::<zbus::Error>() {
             let detail = detail.clone().unwrap_or_default().replace('\n', " ");
-            let code = match name.as_str().strip_prefix(ERROR_PREFIX) {
-                Some(".InvalidArgument") | Some(".NoSuchAgent") => EXIT_BAD_INPUT,
-                _ => EXIT_FAILED,
+            return match name.as_str() {
+                "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                    (EXIT_FAILED, "hive-c0re is not running (systemctl start hive-c0re)".into())
+                }
+                // The bus policy refused the call before the daemon saw it.
+                "org.freedesktop.DBus.Error.AccessDenied" => (
+                    EXIT_FAILED,
+                    "access denied: only root may change agents (D-Bus policy org.hyperhive.Hive1.conf)".into(),
+                ),
+                n => match n.strip_prefix(ERROR_PREFIX) {
+                    Some(".InvalidArgument") | Some(".NoSuchAgent") => (EXIT_BAD_INPUT, detail),
+                    Some(".AccessDenied") => (EXIT_FAILED, format!("access denied: {detail}")),
+                    _ => (EXIT_FAILED, detail),
+                },
             };
-            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" {
-                return (EXIT_FAILED, "hive-c0re is not running (systemctl start hive-c0re)".into());
-            }
-            return (code, detail);
         }
     }
     (EXIT_FAILED, msg)

@@ -2,7 +2,10 @@
 
 /// Left-aligned columns separated by two spaces, like systemctl's tables.
 pub fn table(header: Option<&[&str]>, rows: &[Vec<String>]) -> String {
-    let cols = header.map(|h| h.len()).or_else(|| rows.first().map(Vec::len)).unwrap_or(0);
+    let cols = header
+        .map(|h| h.len())
+        .or_else(|| rows.first().map(Vec::len))
+        .unwrap_or(0);
     let mut width = vec![0usize; cols];
     let all = header
         .map(|h| h.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -68,7 +71,10 @@ mod tests {
     fn timestamps() {
         assert_eq!(format_usec(0), "-");
         assert_eq!(format_usec(1_000_000), "1970-01-01 00:00:01 UTC");
-        assert_eq!(format_usec(1_795_000_000_000_000), "2026-11-18 11:06:40 UTC");
+        assert_eq!(
+            format_usec(1_795_000_000_000_000),
+            "2026-11-18 11:06:40 UTC"
+        );
         assert_eq!(format_usec(951_782_400_000_000), "2000-02-29 00:00:00 UTC");
     }
 

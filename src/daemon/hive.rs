@@ -89,7 +89,8 @@ impl Hive {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     let origin = path.display().to_string();
-                    let file = SpecFile::from_toml(&text, &origin).map_err(Error::InvalidArgument)?;
+                    let file =
+                        SpecFile::from_toml(&text, &origin).map_err(Error::InvalidArgument)?;
                     return AgentSpec::validate(name, &file).map_err(Error::InvalidArgument);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -114,7 +115,8 @@ impl Hive {
     }
 
     pub async fn create(&self, name: &AgentName, spec_toml: &str) -> Result<Outcome, Error> {
-        let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}")).map_err(Error::InvalidArgument)?;
+        let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))
+            .map_err(Error::InvalidArgument)?;
         let spec = AgentSpec::validate(name, &file).map_err(Error::InvalidArgument)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
 
@@ -131,12 +133,19 @@ impl Hive {
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
-        let event = if outcome == Outcome::Adopted { Event::Adopted } else { Event::AgentCreated };
+        let event = if outcome == Outcome::Adopted {
+            Event::Adopted
+        } else {
+            Event::AgentCreated
+        };
         journal::emit(
             event,
             Some(name),
             Some(&plan.unit),
-            &[("HIVE_OUTCOME", outcome.as_str().into()), ("HIVE_PLAN", plan.hash.clone())],
+            &[
+                ("HIVE_OUTCOME", outcome.as_str().into()),
+                ("HIVE_PLAN", plan.hash.clone()),
+            ],
             &format!("agent {name}: {} {}", outcome.as_str(), plan.unit),
         );
         Ok(outcome)
@@ -154,7 +163,13 @@ impl Hive {
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
         if outcome != Outcome::Adopted {
-            journal::emit(Event::AgentStarted, Some(name), Some(&plan.unit), &[], &format!("agent {name}: started {}", plan.unit));
+            journal::emit(
+                Event::AgentStarted,
+                Some(name),
+                Some(&plan.unit),
+                &[],
+                &format!("agent {name}: started {}", plan.unit),
+            );
         }
         Ok(outcome)
     }
@@ -163,21 +178,46 @@ impl Hive {
         self.require_known(name).await?;
         let _guard = self.lock(name).await;
         let unit = name.container_unit();
-        self.sd.stop(&unit).await.with_context(|| format!("agent {name}")).map_err(Error::failed)?;
-        journal::emit(Event::AgentStopped, Some(name), Some(&unit), &[], &format!("agent {name}: stopped {unit}"));
+        self.sd
+            .stop(&unit)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        journal::emit(
+            Event::AgentStopped,
+            Some(name),
+            Some(&unit),
+            &[],
+            &format!("agent {name}: stopped {unit}"),
+        );
         Ok(())
     }
 
     /// Restarts the running unit as it is; an agent that is not up is started from its spec.
     pub async fn restart(&self, name: &AgentName) -> Result<(), Error> {
         let unit = name.container_unit();
-        let up = self.sd.status(&unit).await.map_err(Error::failed)?.is_some_and(|s| s.is_up());
+        let up = self
+            .sd
+            .status(&unit)
+            .await
+            .map_err(Error::failed)?
+            .is_some_and(|s| s.is_up());
         if !up {
             return self.start(name).await.map(|_| ());
         }
         let _guard = self.lock(name).await;
-        self.sd.restart(&unit).await.with_context(|| format!("agent {name}")).map_err(Error::failed)?;
-        journal::emit(Event::AgentStarted, Some(name), Some(&unit), &[], &format!("agent {name}: restarted {unit}"));
+        self.sd
+            .restart(&unit)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        journal::emit(
+            Event::AgentStarted,
+            Some(name),
+            Some(&unit),
+            &[],
+            &format!("agent {name}: restarted {unit}"),
+        );
         Ok(())
     }
 
@@ -188,7 +228,13 @@ impl Hive {
         let _guard = self.lock(name).await;
         self.prepare_dirs(name).map_err(Error::failed)?;
         let plan = self.plan(&spec);
-        journal::emit(Event::RebuildStarted, Some(name), Some(&plan.unit), &[], &format!("agent {name}: rebuilding {}", plan.unit));
+        journal::emit(
+            Event::RebuildStarted,
+            Some(name),
+            Some(&plan.unit),
+            &[],
+            &format!("agent {name}: rebuilding {}", plan.unit),
+        );
         let outcome = self
             .ensure_running(&plan, Mode::Rebuild)
             .await
@@ -198,7 +244,10 @@ impl Hive {
             Event::RebuildFinished,
             Some(name),
             Some(&plan.unit),
-            &[("HIVE_OUTCOME", outcome.as_str().into()), ("HIVE_PLAN", plan.hash.clone())],
+            &[
+                ("HIVE_OUTCOME", outcome.as_str().into()),
+                ("HIVE_PLAN", plan.hash.clone()),
+            ],
             &format!("agent {name}: rebuilt {}", plan.unit),
         );
         Ok(outcome)
@@ -211,9 +260,17 @@ impl Hive {
         let unit = name.container_unit();
         let roots = &self.host.roots;
         let ctx = |what: &str| format!("agent {name}: {what}");
-        self.sd.stop(&unit).await.with_context(|| ctx("stopping")).map_err(Error::failed)?;
+        self.sd
+            .stop(&unit)
+            .await
+            .with_context(|| ctx("stopping"))
+            .map_err(Error::failed)?;
         self.sd.reset_failed(&unit).await.map_err(Error::failed)?;
-        self.sd.unregister_machine(&name.machine()).await.map_err(Error::failed)?;
+        self.sd
+            .unregister_machine(&name.machine())
+            .await
+            .map_err(Error::failed)?;
+        self.wait_unloaded(&unit).await.map_err(Error::failed)?;
         remove_if_present(&roots.saved_spec(name)).map_err(Error::failed)?;
         // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
         // after the unit is gone, so it is ours to remove.
@@ -226,17 +283,43 @@ impl Hive {
             Some(name),
             Some(&unit),
             &[("HIVE_PURGE", purge.to_string())],
-            &format!("agent {name}: destroyed{}", if purge { " and purged" } else { "" }),
+            &format!(
+                "agent {name}: destroyed{}",
+                if purge { " and purged" } else { "" }
+            ),
         );
         Ok(())
+    }
+
+    /// Waits (bounded) until systemd has garbage-collected a stopped transient unit, so that
+    /// once destroy returns `systemctl status` says the unit is gone.
+    async fn wait_unloaded(&self, unit: &str) -> Result<()> {
+        for _ in 0..SETTLE_ATTEMPTS {
+            match self.sd.status(unit).await? {
+                None => return Ok(()),
+                Some(st) if st.load_state == "not-found" => return Ok(()),
+                Some(st) if st.is_up() || st.is_failed() => {
+                    return Err(anyhow!(
+                        "unit {unit} is {} again after stopping it",
+                        st.active_state
+                    ))
+                }
+                Some(_) => tokio::time::sleep(SETTLE_PAUSE).await,
+            }
+        }
+        Err(anyhow!("unit {unit} stopped but systemd did not unload it"))
     }
 
     /// An agent exists if it has a spec or a unit.
     async fn require_known(&self, name: &AgentName) -> Result<(), Error> {
         match self.load_spec(name) {
-            Ok(_) => return Ok(()),
+            Ok(_) => Ok(()),
             Err(Error::NoSuchAgent(msg)) => {
-                let unit = self.sd.status(&name.container_unit()).await.map_err(Error::failed)?;
+                let unit = self
+                    .sd
+                    .status(&name.container_unit())
+                    .await
+                    .map_err(Error::failed)?;
                 if unit.is_some() {
                     Ok(())
                 } else {
@@ -253,14 +336,23 @@ impl Hive {
         let roots = &self.host.roots;
         std::fs::create_dir_all(roots.agents_dir())
             .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
-        for dir in [roots.agent_dir(name), roots.state_dir(name), roots.claude_dir(name)] {
+        for dir in [
+            roots.agent_dir(name),
+            roots.state_dir(name),
+            roots.claude_dir(name),
+        ] {
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                        .with_context(|| format!("agent {name}: setting mode 0700 on {}", dir.display()))?;
+                        .with_context(|| {
+                            format!("agent {name}: setting mode 0700 on {}", dir.display())
+                        })?;
                 }
-                Err(e) => return Err(e).with_context(|| format!("agent {name}: creating {}", dir.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("agent {name}: creating {}", dir.display()))
+                }
             }
         }
         Ok(())
@@ -283,7 +375,11 @@ impl Hive {
                             Mode::Create => st.plan_hash() != Some(plan.hash.as_str()),
                         };
                     if !replace {
-                        return Ok(if replaced { Outcome::Replaced } else { Outcome::Adopted });
+                        return Ok(if replaced {
+                            Outcome::Replaced
+                        } else {
+                            Outcome::Adopted
+                        });
                     }
                     self.sd.stop(unit).await?;
                     replaced = true;
@@ -304,7 +400,13 @@ impl Hive {
                 self.sd.unregister_machine(&plan.machine).await?;
             }
             match self.sd.start_transient(plan).await {
-                Ok(()) => return Ok(if replaced { Outcome::Replaced } else { Outcome::Created }),
+                Ok(()) => {
+                    return Ok(if replaced {
+                        Outcome::Replaced
+                    } else {
+                        Outcome::Created
+                    })
+                }
                 Err(e) if anyhow_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
                     tokio::time::sleep(SETTLE_PAUSE).await;
                 }
@@ -322,7 +424,12 @@ impl Hive {
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("toml.tmp");
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -337,7 +444,11 @@ fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(anyhow!("removing {}: {}", path.display(), preflight::io_reason(&e))),
+        Err(e) => Err(anyhow!(
+            "removing {}: {}",
+            path.display(),
+            preflight::io_reason(&e)
+        )),
     }
 }
 
@@ -345,6 +456,10 @@ fn remove_dir_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(anyhow!("removing {}: {}", path.display(), preflight::io_reason(&e))),
+        Err(e) => Err(anyhow!(
+            "removing {}: {}",
+            path.display(),
+            preflight::io_reason(&e)
+        )),
     }
 }

@@ -19,11 +19,18 @@ use crate::plan::Host;
 use crate::spec::AgentName;
 use crate::systemd::Systemd;
 
-/// Agents with a saved or declared spec, plus any agent unit systemd still holds.
+/// Agents with a saved or declared spec, plus any agent unit systemd runs or holds as
+/// failed. An inactive unit without a spec is a destroyed agent's unit that systemd has not
+/// collected yet, not an agent.
 pub async fn known_agents(roots: &Roots, sd: &Systemd) -> BTreeSet<AgentName> {
     let mut names = spec_names(roots);
     match sd.list("hive-agent-*.service").await {
-        Ok(units) => names.extend(units.iter().filter_map(|u| AgentName::from_container_unit(&u.0))),
+        Ok(units) => names.extend(
+            units
+                .iter()
+                .filter(|u| u.3 != "inactive")
+                .filter_map(|u| AgentName::from_container_unit(&u.0)),
+        ),
         Err(e) => log::warn!("listing agent units: {e:#}"),
     }
     names
@@ -34,7 +41,11 @@ pub fn spec_names(roots: &Roots) -> BTreeSet<AgentName> {
     let mut names = BTreeSet::new();
     if let Ok(dir) = std::fs::read_dir(roots.agents_dir()) {
         for e in dir.flatten() {
-            if let Some(n) = e.file_name().to_str().and_then(|s| AgentName::parse(s).ok()) {
+            if let Some(n) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| AgentName::parse(s).ok())
+            {
                 if roots.saved_spec(&n).exists() {
                     names.insert(n);
                 }
@@ -63,7 +74,10 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         Some(addr) => zbus::connection::Builder::address(addr.as_str())?,
         None => zbus::connection::Builder::system()?,
     };
-    let conn = builder.build().await.context("connecting to the system bus")?;
+    let conn = builder
+        .build()
+        .await
+        .context("connecting to the system bus")?;
     let sd = Systemd::manager(&conn).await?;
     let roots = host.roots.clone();
     let hive = Arc::new(Hive::new(host, sd.clone()));
@@ -88,7 +102,10 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
                     Some(&name),
                     Some(&st.unit),
                     &[("HIVE_INVOCATION_ID", st.invocation_id.clone())],
-                    &format!("agent {name}: found {} {}/{}, adopted", st.unit, st.active_state, st.sub_state),
+                    &format!(
+                        "agent {name}: found {} {}/{}, adopted",
+                        st.unit, st.active_state, st.sub_state
+                    ),
                 );
             }
         }
@@ -101,7 +118,10 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("{running} agents running")),
     ]);
-    log::info!("hive-c0re ready on {}: {running} agents running", api::BUS_NAME);
+    log::info!(
+        "hive-c0re ready on {}: {running} agents running",
+        api::BUS_NAME
+    );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -12,12 +12,27 @@ pub fn check(spec: &AgentSpec, host: &Host) -> Result<(), String> {
     let name = &spec.name;
     match std::fs::metadata(&spec.root) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("agent {name}: root {}: not a directory", spec.root.display())),
-        Err(e) => return Err(format!("agent {name}: root {}: {}", spec.root.display(), io_reason(&e))),
+        Ok(_) => {
+            return Err(format!(
+                "agent {name}: root {}: not a directory",
+                spec.root.display()
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "agent {name}: root {}: {}",
+                spec.root.display(),
+                io_reason(&e)
+            ))
+        }
     }
     for b in &spec.binds {
         if let Err(e) = std::fs::metadata(&b.source) {
-            return Err(format!("agent {name}: bind source {}: {}", b.source.display(), io_reason(&e)));
+            return Err(format!(
+                "agent {name}: bind source {}: {}",
+                b.source.display(),
+                io_reason(&e)
+            ));
         }
     }
     executable(&host.nspawn).map_err(|e| format!("agent {name}: {e}"))?;

@@ -76,7 +76,10 @@ pub struct UnitPlan {
 
 impl UnitPlan {
     pub fn get(&self, name: &str) -> Option<&Prop> {
-        self.properties.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -103,8 +106,16 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         "--console=passive".into(),
     ];
     argv.push(bind_arg(&roots.state_dir(name), Path::new("/state"), false));
-    argv.push(bind_arg(&roots.claude_dir(name), Path::new("/root/.claude"), false));
-    argv.push(bind_arg(&roots.runtime_dir(name), Path::new("/run/hyperhive"), false));
+    argv.push(bind_arg(
+        &roots.claude_dir(name),
+        Path::new("/root/.claude"),
+        false,
+    ));
+    argv.push(bind_arg(
+        &roots.runtime_dir(name),
+        Path::new("/run/hyperhive"),
+        false,
+    ));
     for b in &spec.binds {
         argv.push(bind_arg(&b.source, &b.target, b.readonly));
     }
@@ -140,15 +151,24 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     };
 
     let mut properties: Vec<(String, Prop)> = vec![
-        ("Description".into(), Prop::Str(format!("hyperhive agent {name} (container {machine})"))),
+        (
+            "Description".into(),
+            Prop::Str(format!("hyperhive agent {name} (container {machine})")),
+        ),
         ("Slice".into(), Prop::Str(SLICE.into())),
         ("Type".into(), Prop::Str("notify".into())),
         ("NotifyAccess".into(), Prop::Str("all".into())),
         // SIGTERM to nspawn only (it shuts the container down cleanly), SIGKILL for stragglers.
         ("KillMode".into(), Prop::Str("mixed".into())),
         ("Delegate".into(), Prop::Bool(true)),
-        ("Environment".into(), Prop::Strv(vec![path_env, format!("HIVE_AGENT={name}")])),
-        ("RuntimeDirectory".into(), Prop::Strv(vec![roots.runtime_directory_property(name)])),
+        (
+            "Environment".into(),
+            Prop::Strv(vec![path_env, format!("HIVE_AGENT={name}")]),
+        ),
+        (
+            "RuntimeDirectory".into(),
+            Prop::Strv(vec![roots.runtime_directory_property(name)]),
+        ),
         // The socket dir is a bind source: it must survive restarts of this unit and of
         // the daemon (seed gotcha).
         ("RuntimeDirectoryPreserve".into(), Prop::Str("yes".into())),
@@ -157,7 +177,10 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         ("ExecStart".into(), Prop::Exec(vec![exec_start])),
         ("ExecStopPost".into(), Prop::Exec(vec![exec_stop_post])),
         // So `journalctl HIVE_AGENT=<name>` shows the container unit's own lines too.
-        ("LogExtraFields".into(), Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()])),
+        (
+            "LogExtraFields".into(),
+            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+        ),
     ];
     if let Some(m) = spec.memory_max {
         properties.push(("MemoryMax".into(), Prop::U64(m)));
@@ -198,7 +221,12 @@ pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {
 /// `--bind=SRC:DST` / `--bind-ro=SRC:DST`, with nspawn's backslash escapes so that paths
 /// containing `:` or `\` survive.
 pub fn bind_arg(source: &Path, target: &Path, readonly: bool) -> String {
-    let esc = |p: &Path| p.display().to_string().replace('\\', r"\\").replace(':', r"\:");
+    let esc = |p: &Path| {
+        p.display()
+            .to_string()
+            .replace('\\', r"\\")
+            .replace(':', r"\:")
+    };
     let flag = if readonly { "--bind-ro" } else { "--bind" };
     format!("{flag}={}:{}", esc(source), esc(target))
 }

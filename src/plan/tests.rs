@@ -6,7 +6,11 @@ fn host() -> Host {
         roots: Roots::default(),
         nspawn: "/usr/bin/systemd-nspawn".into(),
         hive_c0re: "/usr/bin/hive-c0re".into(),
-        base_path: vec!["/opt/git/bin".into(), "/run/current-system/sw/bin".into(), "/usr/bin".into()],
+        base_path: vec![
+            "/opt/git/bin".into(),
+            "/run/current-system/sw/bin".into(),
+            "/usr/bin".into(),
+        ],
     }
 }
 
@@ -45,14 +49,28 @@ fn names_follow_the_contract() {
 fn every_required_property_is_explicit() {
     let plan = container_unit(&base(), &host());
     for key in [
-        "Description", "Slice", "Type", "NotifyAccess", "KillMode", "Delegate", "Environment",
-        "RuntimeDirectory", "RuntimeDirectoryPreserve", "Restart", "RestartUSec", "ExecStart",
-        "ExecStopPost", "LogExtraFields",
+        "Description",
+        "Slice",
+        "Type",
+        "NotifyAccess",
+        "KillMode",
+        "Delegate",
+        "Environment",
+        "RuntimeDirectory",
+        "RuntimeDirectoryPreserve",
+        "Restart",
+        "RestartUSec",
+        "ExecStart",
+        "ExecStopPost",
+        "LogExtraFields",
     ] {
         assert!(plan.get(key).is_some(), "{key} missing");
     }
     assert_eq!(plan.get("Type"), Some(&Prop::Str("notify".into())));
-    assert_eq!(plan.get("RuntimeDirectoryPreserve"), Some(&Prop::Str("yes".into())));
+    assert_eq!(
+        plan.get("RuntimeDirectoryPreserve"),
+        Some(&Prop::Str("yes".into()))
+    );
     assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hyperhive/alice"]);
     assert_eq!(plan.get("Restart"), Some(&Prop::Str("on-failure".into())));
     // No limits unless the spec asks.
@@ -61,10 +79,15 @@ fn every_required_property_is_explicit() {
 
 #[test]
 fn path_is_the_agents_then_the_hosts_never_inherited() {
-    let s = spec("root = \"/\"\nvolatile = \"yes\"\npath = [\"/nix/store/x-tool/bin\", \"/usr/bin\"]\n");
+    let s = spec(
+        "root = \"/\"\nvolatile = \"yes\"\npath = [\"/nix/store/x-tool/bin\", \"/usr/bin\"]\n",
+    );
     let plan = container_unit(&s, &host());
     let env = strv(&plan, "Environment");
-    assert_eq!(env[0], "PATH=/nix/store/x-tool/bin:/usr/bin:/opt/git/bin:/run/current-system/sw/bin");
+    assert_eq!(
+        env[0],
+        "PATH=/nix/store/x-tool/bin:/usr/bin:/opt/git/bin:/run/current-system/sw/bin"
+    );
     assert!(env.contains(&"HIVE_AGENT=alice".to_string()));
     assert!(env.iter().any(|e| e == &format!("HIVE_PLAN={}", plan.hash)));
 }
@@ -75,8 +98,13 @@ fn nspawn_boots_the_root_as_h_name_with_the_agent_dirs_bound() {
     let a = argv(&plan);
     assert_eq!(a[0], "/usr/bin/systemd-nspawn");
     for want in [
-        "--keep-unit", "--register=yes", "--machine=h-alice", "--directory=/", "--volatile=yes",
-        "--notify-ready=yes", "--boot",
+        "--keep-unit",
+        "--register=yes",
+        "--machine=h-alice",
+        "--directory=/",
+        "--volatile=yes",
+        "--notify-ready=yes",
+        "--boot",
         "--bind=/var/lib/hyperhive/agents/alice/state:/state",
         "--bind=/var/lib/hyperhive/agents/alice/claude:/root/.claude",
         "--bind=/run/hyperhive/alice:/run/hyperhive",
@@ -93,7 +121,9 @@ fn host_network_unless_asked() {
     let a = argv(&container_unit(&base(), &host()));
     assert!(!a.iter().any(|x| x.contains("network")), "{a:?}");
     let s = spec("root = \"/\"\nvolatile = \"yes\"\nnetwork = \"private\"\n");
-    assert!(argv(&container_unit(&s, &host())).iter().any(|x| x == "--private-network"));
+    assert!(argv(&container_unit(&s, &host()))
+        .iter()
+        .any(|x| x == "--private-network"));
 }
 
 #[test]
@@ -102,9 +132,15 @@ fn binds_escape_colons_and_keep_spaces() {
         "root = \"/\"\nvolatile = \"yes\"\nbind = [{ source = '/srv/my data:v2', target = '/data' }, '/etc/x:/etc/x:ro']\n",
     );
     let a = argv(&container_unit(&s, &host()));
-    assert!(a.iter().any(|x| x == r"--bind=/srv/my data\:v2:/data"), "{a:?}");
+    assert!(
+        a.iter().any(|x| x == r"--bind=/srv/my data\:v2:/data"),
+        "{a:?}"
+    );
     assert!(a.iter().any(|x| x == "--bind-ro=/etc/x:/etc/x"), "{a:?}");
-    assert_eq!(bind_arg(Path::new(r"/a\b"), Path::new("/c"), false), r"--bind=/a\\b:/c");
+    assert_eq!(
+        bind_arg(Path::new(r"/a\b"), Path::new("/c"), false),
+        r"--bind=/a\\b:/c"
+    );
 }
 
 #[test]
@@ -124,7 +160,10 @@ fn stop_post_unregisters_the_machine_and_may_fail() {
     let plan = container_unit(&base(), &host());
     match plan.get("ExecStopPost") {
         Some(Prop::Exec(c)) => {
-            assert_eq!(c[0].argv, vec!["/usr/bin/hive-c0re", "unregister-machine", "h-alice"]);
+            assert_eq!(
+                c[0].argv,
+                vec!["/usr/bin/hive-c0re", "unregister-machine", "h-alice"]
+            );
             assert!(c[0].ignore_failure);
         }
         other => panic!("{other:?}"),
@@ -153,7 +192,19 @@ fn moved_roots_move_every_path() {
     .unwrap();
     let plan = container_unit(&base(), &h);
     assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hh-test/alice"]);
-    assert!(argv(&plan).iter().any(|x| x == "--bind=/tmp/s/agents/alice/state:/state"));
-    assert!(Roots { run: "/tmp/r".into(), ..Roots::default() }.validate().is_err());
-    assert!(Roots { run: "/run".into(), ..Roots::default() }.validate().is_err());
+    assert!(argv(&plan)
+        .iter()
+        .any(|x| x == "--bind=/tmp/s/agents/alice/state:/state"));
+    assert!(Roots {
+        run: "/tmp/r".into(),
+        ..Roots::default()
+    }
+    .validate()
+    .is_err());
+    assert!(Roots {
+        run: "/run".into(),
+        ..Roots::default()
+    }
+    .validate()
+    .is_err());
 }

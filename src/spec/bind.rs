@@ -42,9 +42,15 @@ impl BindEntry {
     pub fn to_bind(&self) -> Result<Bind, String> {
         let (source, target, readonly) = match self {
             Self::Short(s) => parse_short(s)?,
-            Self::Full { source, target, readonly } => {
-                (source.clone(), target.clone().unwrap_or_else(|| source.clone()), *readonly)
-            }
+            Self::Full {
+                source,
+                target,
+                readonly,
+            } => (
+                source.clone(),
+                target.clone().unwrap_or_else(|| source.clone()),
+                *readonly,
+            ),
         };
         Ok(Bind {
             source: clean_abs_path("bind source", &source)?,
@@ -80,9 +86,9 @@ fn parse_short(s: &str) -> Result<(PathBuf, PathBuf, bool), String> {
             "rw" => false,
             other => {
                 return Err(format!(
-                    "bind {:?}: unknown option {:?} (use ro or rw; escape a colon in a path as \\:)",
-                    s, other
-                ))
+                "bind {:?}: unknown option {:?} (use ro or rw; escape a colon in a path as \\:)",
+                s, other
+            ))
             }
         },
         _ => {

@@ -193,7 +193,10 @@ impl AgentSpec {
         for dir in &file.path {
             let dir = clean_abs_path("path entry", dir)?;
             if dir.to_string_lossy().contains(':') {
-                return Err(format!("path entry {}: contains ':', the PATH separator", dir.display()));
+                return Err(format!(
+                    "path entry {}: contains ':', the PATH separator",
+                    dir.display()
+                ));
             }
             if !path.contains(&dir) {
                 path.push(dir);
@@ -215,7 +218,10 @@ impl AgentSpec {
                 return Err("bind target /: cannot bind over the container's root".into());
             }
             if binds.iter().any(|b| b.target == bind.target) {
-                return Err(format!("bind target {}: bound twice", bind.target.display()));
+                return Err(format!(
+                    "bind target {}: bound twice",
+                    bind.target.display()
+                ));
             }
             binds.push(bind);
         }
@@ -289,7 +295,10 @@ pub(crate) fn clean_abs_path(what: &str, path: &Path) -> Result<PathBuf, String>
         return Err(format!("{what}: empty path"));
     }
     if shown.chars().any(|c| c.is_control()) {
-        return Err(format!("{what} {}: contains a control character", shown.escape_debug()));
+        return Err(format!(
+            "{what} {}: contains a control character",
+            shown.escape_debug()
+        ));
     }
     if !path.is_absolute() {
         return Err(format!("{what} {shown}: must be an absolute path"));
@@ -307,7 +316,10 @@ pub(crate) fn clean_abs_path(what: &str, path: &Path) -> Result<PathBuf, String>
 }
 
 fn check_env(key: &str, value: &str) -> Result<(), String> {
-    let valid_key = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid_key = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid_key {
         return Err(format!(
@@ -316,10 +328,14 @@ fn check_env(key: &str, value: &str) -> Result<(), String> {
         ));
     }
     if key == "PATH" {
-        return Err("env PATH: set PATH entries with --path (the PATH is built by hyperhive)".into());
+        return Err(
+            "env PATH: set PATH entries with --path (the PATH is built by hyperhive)".into(),
+        );
     }
     if key.starts_with("HIVE_") {
-        return Err(format!("env {key}: the HIVE_ prefix is reserved for hyperhive"));
+        return Err(format!(
+            "env {key}: the HIVE_ prefix is reserved for hyperhive"
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(format!("env {key}: value contains a control character"));

@@ -31,7 +31,9 @@ impl AgentName {
                 "invalid agent name \"{shown}\": longer than {MAX_LEN} characters"
             ));
         }
-        if let Some(bad) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        if let Some(bad) =
+            chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
             return Err(format!(
                 "invalid agent name \"{shown}\": character {:?} not allowed (use a-z, 0-9 and -)",
                 bad
@@ -82,8 +84,22 @@ mod tests {
     fn refuses_everything_else() {
         let long = "a".repeat(32);
         for bad in [
-            "", "A", "Alice", "1abc", "-a", "a_b", "a.b", "a/b", "..", "../x", "a b", "é", "a\n",
-            "a\0", &long, "alice/../../etc",
+            "",
+            "A",
+            "Alice",
+            "1abc",
+            "-a",
+            "a_b",
+            "a.b",
+            "a/b",
+            "..",
+            "../x",
+            "a b",
+            "é",
+            "a\n",
+            "a\0",
+            &long,
+            "alice/../../etc",
         ] {
             let err = AgentName::parse(bad).unwrap_err();
             assert!(!err.contains('\n'), "one line: {err}");
@@ -95,8 +111,14 @@ mod tests {
         let n = AgentName::parse("alice").unwrap();
         assert_eq!(n.container_unit(), "hive-agent-alice.service");
         assert_eq!(n.machine(), "h-alice");
-        assert_eq!(AgentName::from_container_unit("hive-agent-alice.service"), Some(n));
-        assert_eq!(AgentName::from_container_unit("hive-agent-Bad.service"), None);
+        assert_eq!(
+            AgentName::from_container_unit("hive-agent-alice.service"),
+            Some(n)
+        );
+        assert_eq!(
+            AgentName::from_container_unit("hive-agent-Bad.service"),
+            None
+        );
         assert_eq!(AgentName::from_container_unit("sshd.service"), None);
     }
 }

@@ -54,7 +54,8 @@ fn saved_spec_round_trips() {
     file.memory_max = Some(size::Size::Text("1G".into()));
     let spec = AgentSpec::validate(&name("bob"), &file).unwrap();
     let text = spec.to_file().to_toml();
-    let again = AgentSpec::validate(&name("bob"), &SpecFile::from_toml(&text, "saved").unwrap()).unwrap();
+    let again =
+        AgentSpec::validate(&name("bob"), &SpecFile::from_toml(&text, "saved").unwrap()).unwrap();
     assert_eq!(spec, again);
     assert_eq!(spec.binds[0].source, PathBuf::from("/a:b c"));
 }
@@ -65,10 +66,12 @@ fn flags_override_the_file() {
     file.path = vec!["/a".into()];
     file.env.insert("K".into(), "file".into());
     file.cpu_weight = Some(10);
-    let mut flags = SpecFile::default();
-    flags.path = vec!["/b".into()];
+    let mut flags = SpecFile {
+        path: vec!["/b".into()],
+        cpu_weight: Some(20),
+        ..Default::default()
+    };
     flags.env.insert("K".into(), "flag".into());
-    flags.cpu_weight = Some(20);
     let merged = file.overlay(flags);
     assert_eq!(merged.path, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
     assert_eq!(merged.env["K"], "flag");
@@ -94,32 +97,88 @@ fn bind_short_forms() {
 
 #[test]
 fn every_bad_value_is_one_line_naming_the_agent() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut SpecFile)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut SpecFile)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("no root", Box::new(|f| f.root = None)),
         ("relative root", Box::new(|f| f.root = Some("srv/a".into()))),
-        ("dotdot root", Box::new(|f| f.root = Some("/srv/../etc".into()))),
-        ("host root writable", Box::new(|f| f.volatile = Some(Volatile::No))),
+        (
+            "dotdot root",
+            Box::new(|f| f.root = Some("/srv/../etc".into())),
+        ),
+        (
+            "host root writable",
+            Box::new(|f| f.volatile = Some(Volatile::No)),
+        ),
         ("relative path", Box::new(|f| f.path = vec!["bin".into()])),
         ("colon in path", Box::new(|f| f.path = vec!["/a:b".into()])),
-        ("newline in path", Box::new(|f| f.path = vec!["/a\nb".into()])),
-        ("reserved bind", Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/state".into())])),
-        ("nested reserved bind", Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/run/hyperhive/s".into())])),
-        ("bind over root", Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/".into())])),
+        (
+            "newline in path",
+            Box::new(|f| f.path = vec!["/a\nb".into()]),
+        ),
+        (
+            "reserved bind",
+            Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/state".into())]),
+        ),
+        (
+            "nested reserved bind",
+            Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/run/hyperhive/s".into())]),
+        ),
+        (
+            "bind over root",
+            Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/".into())]),
+        ),
         (
             "bind twice",
-            Box::new(|f| f.bind = vec![bind::BindEntry::Short("/x:/y".into()), bind::BindEntry::Short("/z:/y".into())]),
+            Box::new(|f| {
+                f.bind = vec![
+                    bind::BindEntry::Short("/x:/y".into()),
+                    bind::BindEntry::Short("/z:/y".into()),
+                ]
+            }),
         ),
-        ("bad env key", Box::new(|f| { f.env.insert("1A".into(), "v".into()); })),
-        ("env PATH", Box::new(|f| { f.env.insert("PATH".into(), "/x".into()); })),
-        ("env HIVE_", Box::new(|f| { f.env.insert("HIVE_AGENT".into(), "x".into()); })),
-        ("env newline", Box::new(|f| { f.env.insert("A".into(), "a\nb".into()); })),
-        ("memory text", Box::new(|f| f.memory_max = Some(size::Size::Text("lots".into())))),
-        ("memory zero", Box::new(|f| f.memory_max = Some(size::Size::Bytes(0)))),
-        ("memory overflow", Box::new(|f| f.memory_max = Some(size::Size::Text("99999999999T".into())))),
+        (
+            "bad env key",
+            Box::new(|f| {
+                f.env.insert("1A".into(), "v".into());
+            }),
+        ),
+        (
+            "env PATH",
+            Box::new(|f| {
+                f.env.insert("PATH".into(), "/x".into());
+            }),
+        ),
+        (
+            "env HIVE_",
+            Box::new(|f| {
+                f.env.insert("HIVE_AGENT".into(), "x".into());
+            }),
+        ),
+        (
+            "env newline",
+            Box::new(|f| {
+                f.env.insert("A".into(), "a\nb".into());
+            }),
+        ),
+        (
+            "memory text",
+            Box::new(|f| f.memory_max = Some(size::Size::Text("lots".into()))),
+        ),
+        (
+            "memory zero",
+            Box::new(|f| f.memory_max = Some(size::Size::Bytes(0))),
+        ),
+        (
+            "memory overflow",
+            Box::new(|f| f.memory_max = Some(size::Size::Text("99999999999T".into()))),
+        ),
         ("cpu weight 0", Box::new(|f| f.cpu_weight = Some(0))),
         ("cpu weight big", Box::new(|f| f.cpu_weight = Some(10_001))),
         ("tasks 0", Box::new(|f| f.tasks_max = Some(0))),
-        ("empty harness", Box::new(|f| f.harness = Some(vec![String::new()]))),
+        (
+            "empty harness",
+            Box::new(|f| f.harness = Some(vec![String::new()])),
+        ),
     ];
     for (what, mutate) in cases {
         let mut f = minimal();

@@ -45,7 +45,9 @@ impl Jobs {
             while let Some(signal) = stream.next().await {
                 let Some(jobs) = weak.upgrade() else { return };
                 match signal.args() {
-                    Ok(a) => jobs.finish(OwnedObjectPath::from(a.job.to_owned()), a.result.to_owned()),
+                    Ok(a) => {
+                        jobs.finish(OwnedObjectPath::from(a.job.to_owned()), a.result.to_owned())
+                    }
                     Err(e) => log::warn!("ignoring malformed JobRemoved signal: {e}"),
                 }
             }

@@ -35,8 +35,11 @@ pub fn error_name(err: &zbus::Error) -> Option<&str> {
 
 /// Like [`error_name`], looking through anyhow's context chain.
 pub fn anyhow_error_name(err: &anyhow::Error) -> Option<String> {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<zbus::Error>().and_then(error_name).map(str::to_owned))
+    err.chain().find_map(|e| {
+        e.downcast_ref::<zbus::Error>()
+            .and_then(error_name)
+            .map(str::to_owned)
+    })
 }
 
 /// A connection to systemd (and machined) on one bus.
@@ -64,7 +67,10 @@ impl Systemd {
     pub async fn manager(conn: &Connection) -> Result<Self> {
         let mut sd = Self::reader(conn).await?;
         sd.jobs = Some(jobs::Jobs::spawn(&sd.manager).await?);
-        sd.manager.subscribe().await.context("subscribing to systemd's signals")?;
+        sd.manager
+            .subscribe()
+            .await
+            .context("subscribing to systemd's signals")?;
         Ok(sd)
     }
 
@@ -75,8 +81,11 @@ impl Systemd {
     /// Creates the planned transient unit and waits for its start job to finish.
     /// `Err` carries the D-Bus error (e.g. UnitExists) for the caller to branch on.
     pub async fn start_transient(&self, plan: &UnitPlan) -> Result<()> {
-        let values: Vec<(&str, Value<'_>)> =
-            plan.properties.iter().map(|(k, v)| (k.as_str(), to_value(v))).collect();
+        let values: Vec<(&str, Value<'_>)> = plan
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), to_value(v)))
+            .collect();
         let job = self
             .manager
             .start_transient_unit(&plan.unit, "fail", &values, &[])
@@ -123,7 +132,10 @@ impl Systemd {
         match self.status_at(unit, &path).await {
             Ok(s) => Ok(Some(s)),
             // Unloaded between GetUnit and GetAll.
-            Err(e) if anyhow_error_name(&e).as_deref() == Some("org.freedesktop.DBus.Error.UnknownObject") => {
+            Err(e)
+                if anyhow_error_name(&e).as_deref()
+                    == Some("org.freedesktop.DBus.Error.UnknownObject") =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -193,7 +205,11 @@ impl Systemd {
         let detail = match self.status(unit).await {
             Ok(Some(s)) => format!(
                 " (unit {}/{}, result {}, exit {} status {})",
-                s.active_state, s.sub_state, s.result, s.exec_main_code_name(), s.exec_main_status
+                s.active_state,
+                s.sub_state,
+                s.result,
+                s.exec_main_code_name(),
+                s.exec_main_status
             ),
             _ => String::new(),
         };

@@ -52,7 +52,13 @@ pub trait Manager {
     ) -> zbus::Result<Vec<UnitListEntry>>;
 
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: ObjectPath<'_>, unit: &str, result: &str) -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: ObjectPath<'_>,
+        unit: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
 }
 
 #[proxy(

@@ -26,10 +26,26 @@ pub struct UnitStatus {
 
 impl UnitStatus {
     pub fn from_properties(unit: &str, p: &HashMap<String, OwnedValue>) -> Self {
-        let s = |k: &str| p.get(k).and_then(|v| String::try_from(v.clone()).ok()).unwrap_or_default();
-        let u32_ = |k: &str| p.get(k).and_then(|v| u32::try_from(v).ok()).unwrap_or_default();
-        let i32_ = |k: &str| p.get(k).and_then(|v| i32::try_from(v).ok()).unwrap_or_default();
-        let u64_ = |k: &str| p.get(k).and_then(|v| u64::try_from(v).ok()).unwrap_or_default();
+        let s = |k: &str| {
+            p.get(k)
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let u32_ = |k: &str| {
+            p.get(k)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or_default()
+        };
+        let i32_ = |k: &str| {
+            p.get(k)
+                .and_then(|v| i32::try_from(v).ok())
+                .unwrap_or_default()
+        };
+        let u64_ = |k: &str| {
+            p.get(k)
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or_default()
+        };
         let invocation_id = p
             .get("InvocationID")
             .and_then(|v| Vec::<u8>::try_from(v.clone()).ok())
@@ -57,7 +73,10 @@ impl UnitStatus {
 
     /// Running, starting, or about to restart after a crash: leave it be.
     pub fn is_up(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "activating" | "reloading")
+        matches!(
+            self.active_state.as_str(),
+            "active" | "activating" | "reloading"
+        )
     }
 
     pub fn is_failed(&self) -> bool {
@@ -66,7 +85,9 @@ impl UnitStatus {
 
     /// The `HIVE_PLAN=` hash stamped by the planner, if any.
     pub fn plan_hash(&self) -> Option<&str> {
-        self.environment.iter().find_map(|e| e.strip_prefix("HIVE_PLAN="))
+        self.environment
+            .iter()
+            .find_map(|e| e.strip_prefix("HIVE_PLAN="))
     }
 
     pub fn exec_main_code_name(&self) -> &'static str {

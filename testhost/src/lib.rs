@@ -209,7 +209,18 @@ impl TestHost {
                 binds.push(format!("--bind={}:{}", src.display(), dst.display()));
             }
 
-            let mut cmd = Command::new("systemd-nspawn");
+            // Each host gets its own cgroup: nspawn puts the container in
+            // `<its own cgroup>/payload`, and without systemd on this machine every nspawn
+            // starts in the root cgroup, so parallel hosts would share one tree. Their
+            // systemds would then see each other's processes in a same-named unit's
+            // cgroup: units would not be collected, and a stop could kill the neighbour's.
+            let cgroups = create_host_cgroups(&name)?;
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg(r#"IFS=:; for cg in $HH_CGROUPS; do echo $$ > "$cg/cgroup.procs" || exit 125; done; exec "$@""#)
+                .arg("sh")
+                .arg("systemd-nspawn")
+                .env("HH_CGROUPS", join_paths(&cgroups));
             cmd.args([
                 "-q",
                 "-D",
@@ -938,8 +949,73 @@ fn stop(record: &Record) -> Result<()> {
     Ok(())
 }
 
+/// The cgroup hierarchies nspawn uses here: on a hybrid host the named `systemd` v1
+/// hierarchy and the unified one; on a pure cgroup2 host the root itself.
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.procs").exists() {
+        return vec![root.to_path_buf()];
+    }
+    ["systemd", "unified"]
+        .iter()
+        .map(|h| root.join(h))
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect()
+}
+
+fn host_cgroups(name: &str) -> Vec<PathBuf> {
+    cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join("hyperhive-testhost").join(name))
+        .collect()
+}
+
+fn create_host_cgroups(name: &str) -> Result<Vec<PathBuf>> {
+    let dirs = host_cgroups(name);
+    for d in &dirs {
+        fs::create_dir_all(d).with_context(|| format!("creating cgroup {}", d.display()))?;
+    }
+    Ok(dirs)
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Removes a host's cgroups bottom-up. The kernel only lets empty cgroups go; processes of
+/// a just-killed container can take a moment to be reaped, so retry briefly.
+fn remove_host_cgroups(name: &str) {
+    for dir in host_cgroups(name) {
+        let t0 = Instant::now();
+        while dir.exists() && rmdir_tree(&dir).is_err() && t0.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if dir.exists() {
+            warn(&format!(
+                "cannot remove cgroup {}: still populated",
+                dir.display()
+            ));
+        }
+    }
+}
+
+fn rmdir_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            rmdir_tree(&entry.path())?;
+        }
+    }
+    fs::remove_dir(dir)
+}
+
 /// Removes everything a host leaves behind on the host side. Never panics: it runs in Drop.
 fn cleanup(name: &str, state: &Path) {
+    remove_host_cgroups(name);
     // The stale bus socket survives a shutdown and would make a client hang or fail oddly.
     let _ = fs::remove_dir_all(state.join("run-dbus"));
     let _ = fs::remove_file(state.join("notify.sock"));

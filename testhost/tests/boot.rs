@@ -9,6 +9,10 @@ use std::time::Duration;
 use testhost::{Options, TestHost};
 
 /// target/debug (or wherever cargo put this crate's binary): bound into every host.
+fn fs_read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_hive-testhost"))
         .parent()
@@ -76,6 +80,13 @@ fn assert_gone(name: &str, state: &Path, nspawn: u32, leader: u32) {
             .exists(),
         "leftover nspawn propagate dir for {name}"
     );
+    for h in ["systemd", "unified", ""] {
+        let cg = Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join("hyperhive-testhost")
+            .join(name);
+        assert!(!cg.exists(), "leftover cgroup {}", cg.display());
+    }
 }
 
 #[test]
@@ -193,6 +204,17 @@ fn two_hosts_at_once() {
     let id0 = hosts[0].run_ok(&["cat", "/etc/machine-id"]);
     let id1 = hosts[1].run_ok(&["cat", "/etc/machine-id"]);
     assert_ne!(id0, id1);
+    // ...with its own cgroup tree, so same-named units in two hosts never share a cgroup.
+    let cg = |h: &TestHost| fs_read(&format!("/proc/{}/cgroup", h.leader()));
+    let (cg0, cg1) = (cg(&hosts[0]), cg(&hosts[1]));
+    assert!(
+        cg0.contains(&format!("hyperhive-testhost/{}", hosts[0].name())),
+        "{cg0}"
+    );
+    assert!(
+        cg1.contains(&format!("hyperhive-testhost/{}", hosts[1].name())),
+        "{cg1}"
+    );
     let gone: Vec<_> = hosts
         .iter()
         .map(|h| {

@@ -1,0 +1,22 @@
+# Sourced by scripts/test and scripts/demo: installs what a fresh Debian machine lacks.
+# The test host boots the host's own /usr under systemd-nspawn, so the tools it runs
+# (dbus-daemon, machined, setpriv) come from the host's packages too.
+
+if [ "$(id -u)" != 0 ]; then
+  echo "error: run as root: the test host boots systemd-nspawn containers" >&2
+  exit 2
+fi
+
+missing=()
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+command -v machinectl >/dev/null 2>&1 || missing+=(systemd-container)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for tool in cargo rustfmt cargo-clippy; do
+  command -v "$tool" >/dev/null 2>&1 || rustup component add "${tool#cargo-}"
+done

@@ -1,0 +1,151 @@
+//! Shared fixtures for integration tests: a test host with hive-c0re running as its real
+//! unit, and helpers that drive hivectl inside it. The oracle is always systemd's own
+//! tools (systemctl, machinectl, journalctl) run inside the test host.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+pub use testhost::{Options, TestHost};
+
+pub const HIVECTL: &str = env!("CARGO_BIN_EXE_hivectl");
+pub const HIVE_C0RE: &str = env!("CARGO_BIN_EXE_hive-c0re");
+
+pub fn bin_dir() -> PathBuf {
+    Path::new(HIVECTL).parent().unwrap().to_path_buf()
+}
+
+pub fn units_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("units")
+}
+
+/// A fresh test host whose boot waited for hive-c0re.service's READY=1.
+pub fn hive() -> TestHost {
+    TestHost::boot(Options {
+        bin_dir: Some(bin_dir()),
+        units_dir: Some(units_dir()),
+        start_daemon: true,
+        ..Default::default()
+    })
+    .expect("booting the test host")
+}
+
+pub trait HiveExt {
+    fn hivectl(&self, args: &[&str]) -> Output;
+    fn hivectl_ok(&self, args: &[&str]) -> String;
+    fn create(&self, name: &str, extra: &[&str]) -> String;
+    fn unit_show(&self, name: &str, prop: &str) -> String;
+    fn invocation(&self, name: &str) -> String;
+    fn machines(&self) -> Vec<String>;
+    fn agent_units(&self) -> Vec<String>;
+    fn in_agent(&self, name: &str, argv: &[&str]) -> Output;
+    fn wait_active(&self, name: &str);
+}
+
+impl HiveExt for TestHost {
+    fn hivectl(&self, args: &[&str]) -> Output {
+        let mut argv = vec![HIVECTL];
+        argv.extend_from_slice(args);
+        self.run(&argv)
+    }
+
+    fn hivectl_ok(&self, args: &[&str]) -> String {
+        let out = self.hivectl(args);
+        assert!(
+            out.status.success(),
+            "hivectl {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `hivectl create NAME --root / --volatile yes EXTRA...`: an ephemeral copy of the
+    /// test host's own tree, as the demo does.
+    fn create(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["create", name, "--root", "/", "--volatile", "yes"];
+        args.extend_from_slice(extra);
+        self.hivectl_ok(&args)
+    }
+
+    fn unit_show(&self, name: &str, prop: &str) -> String {
+        self.show(&format!("hive-agent-{name}.service"), prop)
+    }
+
+    fn invocation(&self, name: &str) -> String {
+        self.unit_show(name, "InvocationID")
+    }
+
+    /// Machine names machined lists.
+    fn machines(&self) -> Vec<String> {
+        let out = self.run_ok(&["machinectl", "list", "--no-legend", "--no-pager"]);
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Loaded hive-agent-* units, any state.
+    fn agent_units(&self) -> Vec<String> {
+        let out = self.run_ok(&[
+            "systemctl",
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+            "hive-agent-*",
+        ]);
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Runs a command inside the agent's container over machined, as an admin would.
+    fn in_agent(&self, name: &str, argv: &[&str]) -> Output {
+        let machine = format!("h-{name}");
+        let mut full = vec![
+            "systemd-run",
+            "-M",
+            &machine,
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "--",
+        ];
+        full.extend_from_slice(argv);
+        self.run(&full)
+    }
+
+    fn wait_active(&self, name: &str) {
+        self.wait_for(
+            &format!("hive-agent-{name}.service active/running"),
+            Duration::from_secs(30),
+            || {
+                self.unit_show(name, "ActiveState") == "active"
+                    && self.unit_show(name, "SubState") == "running"
+            },
+        );
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+/// Asserts hivectl refused with exit 2 and exactly one line of reason.
+pub fn assert_bad_input(out: &Output, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: expected exit 2, got {} / {}",
+        out.status,
+        stderr(out)
+    );
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "{what}: one line expected: {err:?}");
+    assert!(err.starts_with("hivectl: "), "{what}: {err}");
+}
