@@ -37,7 +37,11 @@ fn run(args: &[String]) -> Result<()> {
         "sh" => match rest {
             [name, argv @ ..] if !argv.is_empty() => {
                 let leader = testhost::leader_of(name)?;
-                Err(testhost::nsenter_command(leader, argv).exec()).context("exec nsenter")
+                Err(testhost::nsenter_command(leader, argv)
+                    // Interactive use and scripts piped in need our stdin.
+                    .stdin(std::process::Stdio::inherit())
+                    .exec())
+                .context("exec nsenter")
             }
             _ => bail!("{USAGE}"),
         },
