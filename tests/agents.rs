@@ -585,3 +585,40 @@ fn lifecycle_events_reach_journald_with_the_contract_fields() {
         assert_eq!(e["MESSAGE_ID"].as_str().unwrap().len(), 32);
     }
 }
+
+#[test]
+fn the_daemon_checks_the_caller_even_if_the_bus_policy_lets_it_through() {
+    let h = hive();
+    h.create("alice", &[]);
+    // Swap in a policy that lets anyone call anything on org.hyperhive.Hive1, then reload.
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /run/open-policy && cp /etc/dbus-1/system.d/* /run/open-policy/ && \
+         printf '%s\\n' '<busconfig><policy context=\"default\"><allow send_destination=\"org.hyperhive.Hive1\"/></policy></busconfig>' \
+           > /run/open-policy/zz-open.conf && \
+         mount --bind /run/open-policy /etc/dbus-1/system.d && \
+         busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
+    ]);
+    let out = h.run(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "busctl",
+        "call",
+        "org.hyperhive.Hive1",
+        "/org/hyperhive/hive1",
+        "org.hyperhive.Hive1.Manager",
+        "StopAgent",
+        "s",
+        "alice",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only root"),
+        "the daemon itself refused: {}",
+        stderr(&out)
+    );
+    assert_eq!(h.unit_show("alice", "ActiveState"), "active");
+}
