@@ -24,10 +24,12 @@ pub enum Event {
     RebuildStarted,
     RebuildFinished,
     Adopted,
+    /// Something an agent reported through its socket (`HIVE_AGENT_EVENT=`).
+    AgentEvent,
 }
 
 impl Event {
-    pub const ALL: [Event; 13] = [
+    pub const ALL: [Event; 14] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -41,6 +43,7 @@ impl Event {
         Event::RebuildStarted,
         Event::RebuildFinished,
         Event::Adopted,
+        Event::AgentEvent,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -59,6 +62,7 @@ impl Event {
             Event::RebuildStarted => "rebuild_started",
             Event::RebuildFinished => "rebuild_finished",
             Event::Adopted => "adopted",
+            Event::AgentEvent => "agent_event",
         }
     }
 
@@ -77,6 +81,7 @@ impl Event {
             Event::RebuildStarted => "7d8a0f2fb9ff41718e574cc184cad5ca",
             Event::RebuildFinished => "6c8da9e5feda4834ab0bb97306d4550e",
             Event::Adopted => "a54a698518f54a34b7c4d48f9f549341",
+            Event::AgentEvent => "2a2bee29f6cb442da262b09d3384ccb3",
         }
     }
 

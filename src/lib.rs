@@ -4,9 +4,11 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod harness;
 pub mod journal;
 pub mod logging;
 pub mod paths;
 pub mod plan;
+pub mod socket;
 pub mod spec;
 pub mod systemd;

@@ -30,7 +30,10 @@ fn create_starts_a_container_unit_with_every_contract_property() {
     assert_eq!(h.unit_show("alice", "Slice"), "hive.slice");
     assert_eq!(h.unit_show("alice", "Type"), "notify");
     assert_eq!(h.unit_show("alice", "Restart"), "on-failure");
-    assert_eq!(h.unit_show("alice", "RuntimeDirectory"), "hyperhive/alice");
+    assert_eq!(
+        h.unit_show("alice", "RuntimeDirectory"),
+        "hyperhive/alice hyperhive/alice.bus"
+    );
     assert_eq!(h.unit_show("alice", "RuntimeDirectoryPreserve"), "yes");
     assert_eq!(
         h.unit_show("alice", "MemoryMax"),

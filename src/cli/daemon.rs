@@ -42,6 +42,9 @@ pub struct DaemonOpts {
     /// /run/current-system/sw/bin, /usr/bin, /bin that has it)
     #[arg(long, env = "HYPERHIVE_NSPAWN", value_name = "PATH")]
     pub nspawn: Option<PathBuf>,
+    /// The hive-harness binary bound into every container (default: beside hive-c0re)
+    #[arg(long, env = "HYPERHIVE_HARNESS", value_name = "PATH")]
+    pub harness: Option<PathBuf>,
     /// The host's git binary; its directory goes on every agent's PATH
     #[arg(long, env = "HYPERHIVE_GIT", value_name = "PATH")]
     pub git: Option<PathBuf>,
@@ -83,6 +86,12 @@ impl DaemonOpts {
         let hive_c0re = std::env::current_exe()
             .and_then(|p| p.canonicalize())
             .map_err(|e| anyhow::anyhow!("locating the hive-c0re binary: {e}"))?;
+        // A missing harness is reported by preflight when an agent is created, not here:
+        // the daemon must still start so that admins can list and stop agents.
+        let hive_harness = match &self.harness {
+            Some(p) => p.clone(),
+            None => hive_c0re.with_file_name("hive-harness"),
+        };
         let mut base_path: Vec<PathBuf> = Vec::new();
         if let Some(git_dir) = self.git.as_ref().and_then(|g| g.parent()) {
             base_path.push(git_dir.to_path_buf());
@@ -100,6 +109,7 @@ impl DaemonOpts {
             roots,
             nspawn,
             hive_c0re,
+            hive_harness,
             base_path,
         })
     }

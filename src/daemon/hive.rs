@@ -16,8 +16,12 @@ use super::preflight;
 use crate::api::Error;
 use crate::journal::{self, Event};
 use crate::plan::{self, Host, UnitPlan};
+use crate::socket::Sockets;
 use crate::spec::{AgentName, AgentSpec, SpecFile};
 use crate::systemd::{anyhow_error_name, Systemd, UNIT_EXISTS};
+
+/// How long to try reaching a just-booted container's bus before giving up.
+const CONTAINER_BUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many times to look again while systemd garbage-collects a unit we just stopped or
 /// reset. Each look is a D-Bus round trip plus a short pause; the whole wait is bounded.
@@ -59,14 +63,16 @@ enum Mode {
 pub struct Hive {
     pub host: Host,
     pub sd: Systemd,
+    pub sockets: Sockets,
     locks: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Hive {
-    pub fn new(host: Host, sd: Systemd) -> Self {
+    pub fn new(host: Host, sd: Systemd, sockets: Sockets) -> Self {
         Self {
             host,
             sd,
+            sockets,
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -129,7 +135,7 @@ impl Hive {
 
         let plan = self.plan(&spec);
         let outcome = self
-            .ensure_running(&plan, Mode::Create)
+            .bring_up(&spec, &plan, Mode::Create)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -158,7 +164,7 @@ impl Hive {
         self.prepare_dirs(name).map_err(Error::failed)?;
         let plan = self.plan(&spec);
         let outcome = self
-            .ensure_running(&plan, Mode::Start)
+            .bring_up(&spec, &plan, Mode::Start)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -205,9 +211,15 @@ impl Hive {
         if !up {
             return self.start(name).await.map(|_| ());
         }
+        let spec = self.load_spec(name)?;
         let _guard = self.lock(name).await;
         self.sd
             .restart(&unit)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        // The harness unit lived in the old container; the new one needs its own.
+        self.ensure_harness(&spec, Mode::Start)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -236,7 +248,7 @@ impl Hive {
             &format!("agent {name}: rebuilding {}", plan.unit),
         );
         let outcome = self
-            .ensure_running(&plan, Mode::Rebuild)
+            .bring_up(&spec, &plan, Mode::Rebuild)
             .await
             .with_context(|| format!("agent {name}: rebuilding"))
             .map_err(Error::failed)?;
@@ -271,10 +283,12 @@ impl Hive {
             .await
             .map_err(Error::failed)?;
         self.wait_unloaded(&unit).await.map_err(Error::failed)?;
+        self.sockets.unregister(name);
         remove_if_present(&roots.saved_spec(name)).map_err(Error::failed)?;
         // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
         // after the unit is gone, so it is ours to remove.
         remove_dir_if_present(&roots.runtime_dir(name)).map_err(Error::failed)?;
+        remove_dir_if_present(&roots.bus_dir(name)).map_err(Error::failed)?;
         if purge {
             remove_dir_if_present(&roots.agent_dir(name)).map_err(Error::failed)?;
         }
@@ -289,6 +303,92 @@ impl Hive {
             ),
         );
         Ok(())
+    }
+
+    /// Socket, container, harness — in that order: the harness reports ready only once it
+    /// is connected, so its socket must be there before the container boots.
+    async fn bring_up(&self, spec: &AgentSpec, plan: &UnitPlan, mode: Mode) -> Result<Outcome> {
+        let name = &spec.name;
+        self.sockets
+            .register(name, &self.host.roots.runtime_dir(name))?;
+        let outcome = Self::ensure_running(&self.sd, plan, mode).await?;
+        // A new container has no harness yet; an adopted one keeps a matching harness.
+        let harness_mode = if outcome == Outcome::Adopted {
+            mode
+        } else {
+            Mode::Start
+        };
+        self.ensure_harness(spec, harness_mode).await?;
+        Ok(outcome)
+    }
+
+    /// Brings `hive-harness.service` up inside the agent's container, over the
+    /// container's own bus.
+    async fn ensure_harness(&self, spec: &AgentSpec, mode: Mode) -> Result<Outcome> {
+        let plan = plan::harness_unit(spec, &self.host);
+        let sd = self.container_systemd(&spec.name).await?;
+        Self::ensure_running(&sd, &plan, mode)
+            .await
+            .with_context(|| format!("inside container {}", spec.name.machine()))
+    }
+
+    /// Re-creates the harness after systemd restarted a crashed container on its own: the
+    /// harness unit was transient and died with the old container.
+    pub async fn heal_harness(&self, name: &AgentName) -> Result<Outcome> {
+        let spec = self.load_spec(name).map_err(|e| anyhow!("{e}"))?;
+        let _guard = self.lock(name).await;
+        let up = self
+            .sd
+            .status(&name.container_unit())
+            .await?
+            .is_some_and(|s| s.is_up() && s.sub_state == "running");
+        if !up {
+            return Ok(Outcome::Adopted);
+        }
+        let outcome = self.ensure_harness(&spec, Mode::Start).await?;
+        if outcome != Outcome::Adopted {
+            log::info!("agent {name}: harness re-created in its restarted container");
+        }
+        Ok(outcome)
+    }
+
+    /// A connection to the systemd inside the agent's container, through the bus socket
+    /// its container unit binds out to the host.
+    async fn container_systemd(&self, name: &AgentName) -> Result<Systemd> {
+        let socket = self.host.roots.bus_socket(name);
+        let address = format!("unix:path={}", socket.display());
+        let deadline = tokio::time::Instant::now() + CONTAINER_BUS_TIMEOUT;
+        loop {
+            let attempt = async {
+                let conn = zbus::connection::Builder::address(address.as_str())?
+                    .build()
+                    .await?;
+                Systemd::manager(&conn).await
+            };
+            match tokio::time::timeout(CONTAINER_BUS_TIMEOUT, attempt).await {
+                Ok(Ok(sd)) => return Ok(sd),
+                Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                    log::debug!("agent {name}: container bus not ready yet: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Err(e)) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "reaching container {}'s bus at {}",
+                            name.machine(),
+                            socket.display()
+                        )
+                    })
+                }
+                Err(_) => {
+                    return Err(anyhow!(
+                        "reaching container {}'s bus at {}: timed out",
+                        name.machine(),
+                        socket.display()
+                    ))
+                }
+            }
+        }
     }
 
     /// Waits (bounded) until systemd has garbage-collected a stopped transient unit, so that
@@ -361,11 +461,11 @@ impl Hive {
     /// Brings the planned unit up, whatever systemd holds now: adopts a matching running
     /// unit, clears failed or leftover ones (and a machine a crash left registered), and
     /// retries while systemd garbage-collects. Branches on D-Bus error names only.
-    async fn ensure_running(&self, plan: &UnitPlan, mode: Mode) -> Result<Outcome> {
+    async fn ensure_running(sd: &Systemd, plan: &UnitPlan, mode: Mode) -> Result<Outcome> {
         let unit = &plan.unit;
         let mut replaced = false;
         for _ in 0..SETTLE_ATTEMPTS {
-            let status = self.sd.status(unit).await?;
+            let status = sd.status(unit).await?;
             match status {
                 Some(st) if st.is_up() => {
                     let replace = !replaced
@@ -381,25 +481,27 @@ impl Hive {
                             Outcome::Adopted
                         });
                     }
-                    self.sd.stop(unit).await?;
+                    sd.stop(unit).await?;
                     replaced = true;
                     continue;
                 }
                 Some(st) if st.is_failed() => {
-                    self.sd.reset_failed(unit).await?;
+                    sd.reset_failed(unit).await?;
                     continue;
                 }
                 Some(st) if st.active_state == "deactivating" => {
-                    self.sd.stop(unit).await?;
+                    sd.stop(unit).await?;
                     continue;
                 }
                 _ => {}
             }
             // Not loaded, or inactive and about to be collected: try to create it.
-            if self.sd.machine_registered(&plan.machine).await? {
-                self.sd.unregister_machine(&plan.machine).await?;
+            if let Some(machine) = &plan.machine {
+                if sd.machine_registered(machine).await? {
+                    sd.unregister_machine(machine).await?;
+                }
             }
-            match self.sd.start_transient(plan).await {
+            match sd.start_transient(plan).await {
                 Ok(()) => {
                     return Ok(if replaced {
                         Outcome::Replaced

@@ -2,6 +2,7 @@
 
 mod hive;
 pub mod preflight;
+mod watch;
 
 pub use hive::{Hive, Outcome};
 
@@ -16,6 +17,7 @@ use crate::api::{self, server};
 use crate::journal::{self, Event};
 use crate::paths::Roots;
 use crate::plan::Host;
+use crate::socket::{server::NoApprovals, Sockets};
 use crate::spec::AgentName;
 use crate::systemd::Systemd;
 
@@ -80,7 +82,13 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .context("connecting to the system bus")?;
     let sd = Systemd::manager(&conn).await?;
     let roots = host.roots.clone();
-    let hive = Arc::new(Hive::new(host, sd.clone()));
+    let hive = Arc::new(Hive::new(
+        host,
+        sd.clone(),
+        Sockets::new(Arc::new(NoApprovals)),
+    ));
+    // Watch before rediscovering, so a container that restarts meanwhile is not missed.
+    watch::spawn(&conn, hive.clone()).await?;
 
     let server = conn.object_server();
     server
@@ -92,8 +100,14 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     // Rediscover before READY=1: agents keep running across daemon restarts, and the
     // daemon must know every one of them before it says it is up.
     let mut running = 0usize;
-    for name in known_agents(&roots, &sd).await {
+    let known = known_agents(&roots, &sd).await;
+    for name in &known {
+        let name = name.clone();
         server::Manager::export_agent(server, &emitter, &name).await?;
+        // Rebind every agent's socket (idempotent): harnesses reconnect on their own.
+        if let Err(e) = hive.sockets.register(&name, &roots.runtime_dir(&name)) {
+            log::error!("{e:#}");
+        }
         if let Ok(Some(st)) = sd.status(&name.container_unit()).await {
             if st.is_up() {
                 running += 1;

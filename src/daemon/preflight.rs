@@ -37,6 +37,7 @@ pub fn check(spec: &AgentSpec, host: &Host) -> Result<(), String> {
     }
     executable(&host.nspawn).map_err(|e| format!("agent {name}: {e}"))?;
     executable(&host.hive_c0re).map_err(|e| format!("agent {name}: {e}"))?;
+    executable(&host.hive_harness).map_err(|e| format!("agent {name}: {e}"))?;
     Ok(())
 }
 

@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 use crate::paths::Roots;
 use crate::spec::{AgentSpec, Network};
 
+mod harness;
+pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
+
 /// The slice every agent unit lives in (units/systemd/system/hive.slice).
 pub const SLICE: &str = "hive.slice";
 
@@ -38,6 +41,8 @@ pub struct Host {
     pub nspawn: PathBuf,
     /// Absolute path of hive-c0re, run as `ExecStopPost=` to unregister a dead machine.
     pub hive_c0re: PathBuf,
+    /// Absolute path of hive-harness on the host, bound read-only into every container.
+    pub hive_harness: PathBuf,
     /// The PATH after the agent's own entries; never the daemon's inherited PATH.
     pub base_path: Vec<PathBuf>,
 }
@@ -67,7 +72,8 @@ pub struct ExecCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnitPlan {
     pub unit: String,
-    pub machine: String,
+    /// The machine the unit registers with machined, for container units.
+    pub machine: Option<String>,
     pub properties: Vec<(String, Prop)>,
     /// Short hash of the properties, stamped on the unit as `HIVE_PLAN=` so a later
     /// comparison does not depend on how systemd reformats what it was given.
@@ -115,6 +121,16 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         &roots.runtime_dir(name),
         Path::new("/run/hyperhive"),
         false,
+    ));
+    argv.push(bind_arg(
+        &roots.bus_dir(name),
+        Path::new("/run/dbus"),
+        false,
+    ));
+    argv.push(bind_arg(
+        &host.hive_harness,
+        Path::new(HARNESS_IN_CONTAINER),
+        true,
     ));
     for b in &spec.binds {
         argv.push(bind_arg(&b.source, &b.target, b.readonly));
@@ -167,10 +183,10 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         ),
         (
             "RuntimeDirectory".into(),
-            Prop::Strv(vec![roots.runtime_directory_property(name)]),
+            Prop::Strv(roots.runtime_directory_property(name)),
         ),
-        // The socket dir is a bind source: it must survive restarts of this unit and of
-        // the daemon (seed gotcha).
+        // The socket and bus dirs are bind sources: they must survive restarts of this
+        // unit and of the daemon (seed gotcha).
         ("RuntimeDirectoryPreserve".into(), Prop::Str("yes".into())),
         ("Restart".into(), Prop::Str("on-failure".into())),
         ("RestartUSec".into(), Prop::U64(RESTART_USEC)),
@@ -192,22 +208,37 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         properties.push(("TasksMax".into(), Prop::U64(t)));
     }
 
+    stamp(name.container_unit(), Some(machine), properties)
+}
+
+/// Hashes the properties and stamps the hash into the unit's environment.
+fn stamp(unit: String, machine: Option<String>, mut properties: Vec<(String, Prop)>) -> UnitPlan {
     let hash = hash_properties(&properties);
     if let Some((_, Prop::Strv(env))) = properties.iter_mut().find(|(k, _)| k == "Environment") {
         env.push(format!("HIVE_PLAN={hash}"));
     }
     UnitPlan {
-        unit: name.container_unit(),
+        unit,
         machine,
         properties,
         hash,
     }
 }
 
-/// The agent's PATH: its own entries first, then the host's base, without repeats.
+/// The agent's PATH: its own entries first, then where the harness is bound, then the
+/// host's base, without repeats. The same for the container unit and the harness.
 pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {
+    let harness_dir = Path::new(HARNESS_IN_CONTAINER)
+        .parent()
+        .expect("absolute")
+        .to_path_buf();
     let mut seen: Vec<&Path> = Vec::new();
-    for p in spec.path.iter().chain(host.base_path.iter()) {
+    for p in spec
+        .path
+        .iter()
+        .chain(std::iter::once(&harness_dir))
+        .chain(host.base_path.iter())
+    {
         if !seen.contains(&p.as_path()) {
             seen.push(p);
         }

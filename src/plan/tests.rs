@@ -6,6 +6,7 @@ fn host() -> Host {
         roots: Roots::default(),
         nspawn: "/usr/bin/systemd-nspawn".into(),
         hive_c0re: "/usr/bin/hive-c0re".into(),
+        hive_harness: "/usr/bin/hive-harness".into(),
         base_path: vec![
             "/opt/git/bin".into(),
             "/run/current-system/sw/bin".into(),
@@ -41,7 +42,7 @@ fn strv(plan: &UnitPlan, key: &str) -> Vec<String> {
 fn names_follow_the_contract() {
     let plan = container_unit(&base(), &host());
     assert_eq!(plan.unit, "hive-agent-alice.service");
-    assert_eq!(plan.machine, "h-alice");
+    assert_eq!(plan.machine.as_deref(), Some("h-alice"));
     assert_eq!(plan.get("Slice"), Some(&Prop::Str("hive.slice".into())));
 }
 
@@ -71,7 +72,10 @@ fn every_required_property_is_explicit() {
         plan.get("RuntimeDirectoryPreserve"),
         Some(&Prop::Str("yes".into()))
     );
-    assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hyperhive/alice"]);
+    assert_eq!(
+        strv(&plan, "RuntimeDirectory"),
+        vec!["hyperhive/alice", "hyperhive/alice.bus"]
+    );
     assert_eq!(plan.get("Restart"), Some(&Prop::Str("on-failure".into())));
     // No limits unless the spec asks.
     assert!(plan.get("MemoryMax").is_none() && plan.get("CPUWeight").is_none());
@@ -86,7 +90,7 @@ fn path_is_the_agents_then_the_hosts_never_inherited() {
     let env = strv(&plan, "Environment");
     assert_eq!(
         env[0],
-        "PATH=/nix/store/x-tool/bin:/usr/bin:/opt/git/bin:/run/current-system/sw/bin"
+        "PATH=/nix/store/x-tool/bin:/usr/bin:/opt/hyperhive/bin:/opt/git/bin:/run/current-system/sw/bin"
     );
     assert!(env.contains(&"HIVE_AGENT=alice".to_string()));
     assert!(env.iter().any(|e| e == &format!("HIVE_PLAN={}", plan.hash)));
@@ -108,6 +112,8 @@ fn nspawn_boots_the_root_as_h_name_with_the_agent_dirs_bound() {
         "--bind=/var/lib/hyperhive/agents/alice/state:/state",
         "--bind=/var/lib/hyperhive/agents/alice/claude:/root/.claude",
         "--bind=/run/hyperhive/alice:/run/hyperhive",
+        "--bind=/run/hyperhive/alice.bus:/run/dbus",
+        "--bind-ro=/usr/bin/hive-harness:/opt/hyperhive/bin/hive-harness",
     ] {
         assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
     }
@@ -191,7 +197,10 @@ fn moved_roots_move_every_path() {
     .validate()
     .unwrap();
     let plan = container_unit(&base(), &h);
-    assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hh-test/alice"]);
+    assert_eq!(
+        strv(&plan, "RuntimeDirectory"),
+        vec!["hh-test/alice", "hh-test/alice.bus"]
+    );
     assert!(argv(&plan)
         .iter()
         .any(|x| x == "--bind=/tmp/s/agents/alice/state:/state"));
@@ -207,4 +216,45 @@ fn moved_roots_move_every_path() {
     }
     .validate()
     .is_err());
+}
+
+#[test]
+fn harness_unit_runs_the_specs_command_with_the_agents_path() {
+    let s = spec(
+        "root = \"/\"\nvolatile = \"yes\"\npath = [\"/opt/x/bin\"]\nharness = [\"claude\", \"--print\"]\nenv = { K = \"v\" }\n",
+    );
+    let plan = harness_unit(&s, &host());
+    assert_eq!(plan.unit, "hive-harness.service");
+    assert_eq!(plan.machine, None);
+    assert_eq!(plan.get("Type"), Some(&Prop::Str("notify".into())));
+    assert_eq!(
+        plan.get("WatchdogUSec"),
+        Some(&Prop::U64(HARNESS_WATCHDOG_USEC))
+    );
+    assert_eq!(plan.get("Restart"), Some(&Prop::Str("on-failure".into())));
+    let env = strv(&plan, "Environment");
+    assert_eq!(env[0], format!("PATH={}", agent_path(&s, &host())));
+    assert!(env[0].starts_with("PATH=/opt/x/bin:/opt/hyperhive/bin:"));
+    assert!(env.contains(&"HIVE_SOCKET=/run/hyperhive/hive.sock".to_string()));
+    assert!(env.contains(&"K=v".to_string()));
+    assert_eq!(
+        argv(&plan),
+        vec!["/opt/hyperhive/bin/hive-harness", "--", "claude", "--print"]
+    );
+}
+
+#[test]
+fn harness_without_a_command_just_stays_connected() {
+    assert_eq!(
+        argv(&harness_unit(&base(), &host())),
+        vec!["/opt/hyperhive/bin/hive-harness"]
+    );
+}
+
+#[test]
+fn harness_hash_follows_the_path() {
+    let a = harness_unit(&base(), &host());
+    let mut b = base();
+    b.path.push("/opt/new/bin".into());
+    assert_ne!(a.hash, harness_unit(&b, &host()).hash);
 }

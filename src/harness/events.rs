@@ -1,0 +1,53 @@
+//! The agent's durable event log, `/state/hyperhive-events.sqlite`: it lives in the
+//! agent's state dir, so it survives destroy and recreate. Logging is best effort — a
+//! harness that cannot write its log still serves its agent (and says so once).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+pub struct EventLog {
+    conn: Option<Mutex<rusqlite::Connection>>,
+}
+
+impl EventLog {
+    pub fn open(path: &Path) -> Self {
+        let opened = (|| -> rusqlite::Result<rusqlite::Connection> {
+            let conn = rusqlite::Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(2))?;
+            conn.execute_batch(
+                "PRAGMA journal_mode=WAL;
+                 CREATE TABLE IF NOT EXISTS events (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     at_usec INTEGER NOT NULL,
+                     kind TEXT NOT NULL,
+                     data TEXT NOT NULL
+                 );",
+            )?;
+            Ok(conn)
+        })();
+        match opened {
+            Ok(conn) => Self {
+                conn: Some(Mutex::new(conn)),
+            },
+            Err(e) => {
+                log::warn!("event log {}: {e}; continuing without it", path.display());
+                Self { conn: None }
+            }
+        }
+    }
+
+    pub fn record(&self, kind: &str, data: &serde_json::Value) {
+        let Some(conn) = &self.conn else { return };
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let conn = conn.lock().expect("event log lock");
+        if let Err(e) = conn.execute(
+            "INSERT INTO events (at_usec, kind, data) VALUES (?1, ?2, ?3)",
+            rusqlite::params![at, kind, data.to_string()],
+        ) {
+            log::warn!("event log: {e}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Spec → `hive-harness.service`, the transient unit the daemon creates inside each
+//! container over the container's own bus.
+
+use super::{agent_path, stamp, ExecCommand, Host, Prop, UnitPlan};
+use crate::socket::SOCKET_IN_CONTAINER;
+use crate::spec::AgentSpec;
+
+pub const HARNESS_UNIT: &str = "hive-harness.service";
+
+/// Where the container unit binds the host's hive-harness (read-only). Under /opt so the
+/// mount point can be created on volatile roots, whose /usr is read-only.
+pub const HARNESS_IN_CONTAINER: &str = "/opt/hyperhive/bin/hive-harness";
+
+/// The harness pings systemd's watchdog at half this while its socket answers; a hung or
+/// cut-off harness is killed and restarted after it.
+pub const HARNESS_WATCHDOG_USEC: u64 = 10_000_000;
+
+/// Delay before systemd restarts a failed harness.
+pub const HARNESS_RESTART_USEC: u64 = 1_000_000;
+
+pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
+    let name = &spec.name;
+    let mut argv = vec![HARNESS_IN_CONTAINER.to_string()];
+    if !spec.harness.is_empty() {
+        argv.push("--".into());
+        argv.extend(spec.harness.iter().cloned());
+    }
+    // The PATH the agent's command sees: anything the spec adds is on it (seed gotcha
+    // "service PATH != host PATH"), whatever the container's defaults are.
+    let mut env = vec![
+        format!("PATH={}", agent_path(spec, host)),
+        format!("HIVE_AGENT={name}"),
+        format!("HIVE_SOCKET={SOCKET_IN_CONTAINER}"),
+    ];
+    env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let properties = vec![
+        (
+            "Description".into(),
+            Prop::Str(format!("hyperhive harness of agent {name}")),
+        ),
+        // READY=1 is sent only once the harness is connected to its socket.
+        ("Type".into(), Prop::Str("notify".into())),
+        ("NotifyAccess".into(), Prop::Str("main".into())),
+        ("WatchdogUSec".into(), Prop::U64(HARNESS_WATCHDOG_USEC)),
+        ("Restart".into(), Prop::Str("on-failure".into())),
+        ("RestartUSec".into(), Prop::U64(HARNESS_RESTART_USEC)),
+        ("Environment".into(), Prop::Strv(env)),
+        (
+            "ExecStart".into(),
+            Prop::Exec(vec![ExecCommand {
+                path: HARNESS_IN_CONTAINER.into(),
+                argv,
+                ignore_failure: false,
+            }]),
+        ),
+    ];
+    stamp(HARNESS_UNIT.into(), None, properties)
+}

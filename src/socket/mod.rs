@@ -1,0 +1,12 @@
+//! The per-agent socket `/run/hyperhive/<name>/hive.sock`: the harness's only door to
+//! the host. The protocol is in [`protocol`]; [`server`] serves one listener per agent.
+
+pub mod protocol;
+pub mod server;
+
+pub use server::Sockets;
+
+/// The socket's file name inside the agent's runtime dir.
+pub const SOCKET_NAME: &str = "hive.sock";
+/// Where the socket appears inside the container.
+pub const SOCKET_IN_CONTAINER: &str = "/run/hyperhive/hive.sock";

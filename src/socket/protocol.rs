@@ -1,0 +1,136 @@
+//! The agent socket's protocol: one JSON object per line, each way. Pure; the server and
+//! the harness both use these types. See docs/socket-protocol.md.
+//!
+//! An agent never says who it is: the daemon knows from the socket the connection came in
+//! on, so no message carries an agent name, and unknown fields are refused.
+
+use serde::{Deserialize, Serialize};
+
+/// Version spoken by this build; `hello` carries the client's.
+pub const VERSION: u32 = 1;
+
+/// Longest accepted line, newline included. Longer input is answered with an error and
+/// the connection is closed, so one agent cannot make the daemon buffer without bound.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Harness → daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// First message; answered with `Welcome`.
+    Hello { version: u32 },
+    /// Liveness; answered with `Pong`. The harness only pings systemd's watchdog while
+    /// these come back.
+    Ping {},
+    /// Something the agent wants in the journal (`HIVE_AGENT_EVENT=<name>`).
+    Event {
+        name: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    },
+    /// A request for an admin's approval, e.g. a change of the agent's own spec.
+    RequestApproval {
+        kind: String,
+        payload: serde_json::Value,
+    },
+}
+
+/// Daemon → harness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    Welcome {
+        agent: String,
+        version: u32,
+    },
+    Pong,
+    Ok,
+    /// An approval was recorded as pending.
+    ApprovalPending {
+        id: i64,
+    },
+    Error {
+        error: String,
+    },
+}
+
+/// Parses one line (without its newline). The error is a one-line reason to send back.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let req: Request =
+        serde_json::from_slice(line).map_err(|e| format!("malformed message: {e}"))?;
+    if let Request::Event { name, .. } = &req {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err("event name must be 1-64 characters of a-z, 0-9 and _".into());
+        }
+    }
+    Ok(req)
+}
+
+/// One line to send, newline included.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec(msg).expect("protocol messages serialize");
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for req in [
+            Request::Hello { version: 1 },
+            Request::Ping {},
+            Request::Event {
+                name: "turn_done".into(),
+                data: serde_json::json!({"n": 3}),
+            },
+            Request::RequestApproval {
+                kind: "spec_change".into(),
+                payload: serde_json::json!({"path": ["/x"]}),
+            },
+        ] {
+            let line = encode(&req);
+            assert_eq!(*line.last().unwrap(), b'\n');
+            assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), req);
+        }
+        let welcome = encode(&Reply::Welcome {
+            agent: "alice".into(),
+            version: VERSION,
+        });
+        assert_eq!(
+            String::from_utf8(welcome).unwrap(),
+            "{\"type\":\"welcome\",\"agent\":\"alice\",\"version\":1}\n"
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_input_in_one_line() {
+        for bad in [
+            &b"not json"[..],
+            b"{}",
+            b"{\"type\":\"nope\"}",
+            b"{\"type\":\"hello\"}",
+            b"{\"type\":\"ping\",\"agent\":\"bob\"}",
+            b"{\"type\":\"event\",\"name\":\"Bad Name\"}",
+            b"{\"type\":\"event\",\"name\":\"\"}",
+            b"\xff\xfe",
+            b"[1,2,3]",
+        ] {
+            let err = parse_request(bad).unwrap_err();
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_agent_cannot_name_itself() {
+        // Identity comes from the socket; a payload that tries to name an agent is refused.
+        assert!(parse_request(br#"{"type":"hello","version":1,"agent":"bob"}"#).is_err());
+    }
+}

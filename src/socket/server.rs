@@ -1,0 +1,247 @@
+//! One listener per agent. Registering is idempotent (seed gotcha "register_agent"):
+//! registering again aborts the previous listener and its connections, removes the old
+//! socket file and binds anew, so after any sequence of restarts and rebuilds there is
+//! exactly one socket and one listener per agent.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::protocol::{self, Reply, Request, MAX_LINE};
+use super::SOCKET_NAME;
+use crate::journal::{self, Event};
+use crate::spec::AgentName;
+
+/// Connections one agent may hold at once; more are refused, so a flood from one agent
+/// cannot exhaust the daemon's file descriptors.
+const MAX_CONNECTIONS: usize = 16;
+/// Malformed messages tolerated on one connection before it is closed.
+const MAX_ERRORS: u32 = 16;
+
+/// What the socket server needs from the rest of the daemon.
+pub trait Handler: Send + Sync + 'static {
+    /// An approval request from `agent`; returns the new approval's id.
+    fn request_approval(
+        &self,
+        agent: &AgentName,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<i64, String>;
+}
+
+/// Used until approvals are served: every request gets a clear error.
+pub struct NoApprovals;
+
+impl Handler for NoApprovals {
+    fn request_approval(
+        &self,
+        _: &AgentName,
+        _: &str,
+        _: &serde_json::Value,
+    ) -> Result<i64, String> {
+        Err("approvals are not available on this daemon".into())
+    }
+}
+
+struct Listener {
+    path: PathBuf,
+    /// The accept loop and every connection task: aborting the set drops them all.
+    tasks: JoinSet<()>,
+}
+
+pub struct Sockets {
+    listeners: Mutex<HashMap<AgentName, Listener>>,
+    handler: Arc<dyn Handler>,
+}
+
+impl Sockets {
+    pub fn new(handler: Arc<dyn Handler>) -> Self {
+        Self {
+            listeners: Mutex::new(HashMap::new()),
+            handler,
+        }
+    }
+
+    /// Binds `<dir>/hive.sock` for `name`, replacing any previous listener and socket file.
+    pub fn register(&self, name: &AgentName, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join(SOCKET_NAME);
+        let mut listeners = self.listeners.lock().expect("sockets lock");
+        if let Some(mut old) = listeners.remove(name) {
+            old.tasks.abort_all();
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("agent {name}: creating {}", dir.display()))?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("agent {name}: removing stale {}", path.display()))
+            }
+        }
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("agent {name}: binding {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("agent {name}: chmod 0600 {}", path.display()))?;
+
+        let mut tasks = JoinSet::new();
+        let agent = name.clone();
+        let handler = self.handler.clone();
+        tasks.spawn(accept_loop(listener, agent, handler));
+        listeners.insert(
+            name.clone(),
+            Listener {
+                path: path.clone(),
+                tasks,
+            },
+        );
+        Ok(path)
+    }
+
+    /// Stops serving `name` and removes its socket file.
+    pub fn unregister(&self, name: &AgentName) {
+        if let Some(mut old) = self.listeners.lock().expect("sockets lock").remove(name) {
+            old.tasks.abort_all();
+            let _ = std::fs::remove_file(&old.path);
+        }
+    }
+
+    pub fn registered(&self) -> Vec<AgentName> {
+        let mut names: Vec<_> = self
+            .listeners
+            .lock()
+            .expect("sockets lock")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+async fn accept_loop(listener: UnixListener, agent: AgentName, handler: Arc<dyn Handler>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!("agent {agent}: accepting on its socket: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Reap finished connection tasks so the set does not grow.
+        while conns.try_join_next().is_some() {}
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let agent = agent.clone();
+                let handler = handler.clone();
+                conns.spawn(async move {
+                    if let Err(e) = serve(stream, &agent, handler.as_ref()).await {
+                        log::debug!("agent {agent}: connection ended: {e}");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let mut stream = stream;
+                let msg = format!("too many connections (at most {MAX_CONNECTIONS})");
+                let _ = stream
+                    .write_all(&protocol::encode(&Reply::Error { error: msg }))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Serves one connection until it closes or misbehaves. Nothing here can panic on input.
+async fn serve(stream: UnixStream, agent: &AgentName, handler: &dyn Handler) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::with_capacity(1024);
+    let mut greeted = false;
+    let mut errors = 0u32;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            let error = if line.len() >= MAX_LINE {
+                format!("message longer than {MAX_LINE} bytes; closing")
+            } else {
+                "incomplete message at end of stream".to_string()
+            };
+            write
+                .write_all(&protocol::encode(&Reply::Error { error }))
+                .await?;
+            return Ok(());
+        }
+        line.pop();
+        let reply = match protocol::parse_request(&line) {
+            Err(error) => {
+                errors += 1;
+                Reply::Error { error }
+            }
+            Ok(Request::Hello { version }) => {
+                greeted = true;
+                if version != protocol::VERSION {
+                    log::info!(
+                        "agent {agent}: harness speaks protocol {version}, daemon {}",
+                        protocol::VERSION
+                    );
+                }
+                Reply::Welcome {
+                    agent: agent.to_string(),
+                    version: protocol::VERSION,
+                }
+            }
+            Ok(_) if !greeted => {
+                errors += 1;
+                Reply::Error {
+                    error: "say hello first".into(),
+                }
+            }
+            Ok(Request::Ping {}) => Reply::Pong,
+            Ok(Request::Event { name, data }) => {
+                journal::emit(
+                    Event::AgentEvent,
+                    Some(agent),
+                    None,
+                    &[
+                        ("HIVE_AGENT_EVENT", name.clone()),
+                        ("HIVE_DATA", data.to_string()),
+                    ],
+                    &format!("agent {agent}: {name}"),
+                );
+                Reply::Ok
+            }
+            Ok(Request::RequestApproval { kind, payload }) => {
+                match handler.request_approval(agent, &kind, &payload) {
+                    Ok(id) => Reply::ApprovalPending { id },
+                    Err(error) => Reply::Error { error },
+                }
+            }
+        };
+        write.write_all(&protocol::encode(&reply)).await?;
+        if errors >= MAX_ERRORS {
+            let error = format!("{MAX_ERRORS} malformed messages; closing");
+            write
+                .write_all(&protocol::encode(&Reply::Error { error }))
+                .await?;
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The harness unit inside each agent and the agent's socket, on a real systemd: the
+//! oracle is systemctl -M (the container's own systemd), ss and the files the agent's
+//! command writes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+/// A stand-in for claude: records the PATH it sees in /state, then waits.
+const STAND_IN: &[&str] = &[
+    "--harness",
+    "sh",
+    "-c",
+    "echo \"$PATH\" > /state/path; exec sleep infinity",
+];
+
+fn harness_show(h: &TestHost, agent: &str, prop: &str) -> String {
+    h.run_ok(&[
+        "systemctl",
+        "-M",
+        &format!("h-{agent}"),
+        "show",
+        "-P",
+        prop,
+        "hive-harness.service",
+    ])
+}
+
+fn wait_harness_running(h: &TestHost, agent: &str) {
+    h.wait_for(
+        &format!("hive-harness in h-{agent} active/running"),
+        Duration::from_secs(30),
+        || {
+            let out = h.run(&[
+                "systemctl",
+                "-M",
+                &format!("h-{agent}"),
+                "show",
+                "-P",
+                "SubState",
+                "hive-harness.service",
+            ]);
+            String::from_utf8_lossy(&out.stdout).trim() == "running"
+        },
+    );
+}
+
+/// Listening unix sockets at the agent's socket path held by this host's hive-c0re.
+/// Test hosts share the machine's network namespace, so `ss` lists other hosts' sockets
+/// too; only this host's processes are visible to `-p` from inside it.
+fn listeners(h: &TestHost, agent: &str) -> usize {
+    let path = format!("/run/hyperhive/{agent}/hive.sock ");
+    h.run_ok(&["ss", "-xlpH"])
+        .lines()
+        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
+        .count()
+}
+
+/// Established connections to the agent's socket, daemon side, in this host.
+fn connections(h: &TestHost, agent: &str) -> usize {
+    let path = format!("/run/hyperhive/{agent}/hive.sock ");
+    h.run_ok(&["ss", "-xpH", "state", "connected"])
+        .lines()
+        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
+        .count()
+}
+
+fn state_file(h: &TestHost, agent: &str, file: &str) -> String {
+    h.run(&[
+        "cat",
+        &format!("/var/lib/hyperhive/agents/{agent}/state/{file}"),
+    ])
+    .stdout
+    .iter()
+    .map(|&b| b as char)
+    .collect::<String>()
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn harness_runs_inside_the_container_with_the_agents_path() {
+    let h = hive();
+    let mut args = vec!["--path", "/opt/tools/bin"];
+    args.extend_from_slice(STAND_IN);
+    h.create("alice", &args);
+
+    // create returned only once the harness was connected (Type=notify).
+    assert_eq!(harness_show(&h, "alice", "ActiveState"), "active");
+    assert_eq!(harness_show(&h, "alice", "Type"), "notify");
+    assert_eq!(harness_show(&h, "alice", "WatchdogUSec"), "10s");
+    assert!(
+        harness_show(&h, "alice", "StatusText").contains("connected to hive-c0re as agent alice")
+    );
+    let env = harness_show(&h, "alice", "Environment");
+    assert!(
+        env.contains("PATH=/opt/tools/bin:/opt/hyperhive/bin:"),
+        "{env}"
+    );
+
+    // The agent's command sees that PATH.
+    h.wait_for(
+        "the stand-in wrote /state/path",
+        Duration::from_secs(10),
+        || state_file(&h, "alice", "path").starts_with("/opt/tools/bin:"),
+    );
+    assert_eq!(listeners(&h, "alice"), 1);
+    assert_eq!(connections(&h, "alice"), 1);
+
+    // Its durable event log is in /state.
+    h.run_ok(&[
+        "test",
+        "-s",
+        "/var/lib/hyperhive/agents/alice/state/hyperhive-events.sqlite",
+    ]);
+    // What it told the daemon is in the journal, under the agent's name.
+    let j = h.run_ok(&[
+        "journalctl",
+        "-o",
+        "cat",
+        "HIVE_AGENT=alice",
+        "HIVE_EVENT=agent_event",
+    ]);
+    assert!(j.contains("command_started"), "{j}");
+}
+
+#[test]
+fn a_path_added_to_the_spec_reaches_the_harness_after_a_rebuild() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    assert!(!state_file(&h, "alice", "path").contains("/opt/new/bin"));
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "echo 'path = [\"/opt/new/bin\"]' >> /var/lib/hyperhive/agents/alice/spec.toml",
+    ]);
+    h.hivectl_ok(&["rebuild", "alice"]);
+    wait_harness_running(&h, "alice");
+    h.wait_for(
+        "the new PATH reached the agent's command",
+        Duration::from_secs(10),
+        || state_file(&h, "alice", "path").starts_with("/opt/new/bin:"),
+    );
+}
+
+#[test]
+fn daemon_restart_then_rebuild_leaves_one_socket_one_listener_one_harness() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+    h.hivectl_ok(&["rebuild", "alice"]);
+    wait_harness_running(&h, "alice");
+
+    assert_eq!(listeners(&h, "alice"), 1);
+    assert_eq!(h.run_ok(&["ls", "-A", "/run/hyperhive/alice"]), "hive.sock");
+    let units = h.run_ok(&[
+        "systemctl",
+        "-M",
+        "h-alice",
+        "list-units",
+        "--all",
+        "--plain",
+        "--no-legend",
+        "hive-harness*",
+    ]);
+    assert_eq!(units.lines().count(), 1, "{units}");
+    h.wait_for("the harness reconnected", Duration::from_secs(15), || {
+        connections(&h, "alice") == 1
+    });
+    assert!(harness_show(&h, "alice", "StatusText").contains("connected"));
+
+    // A restart alone (no rebuild) also leaves the harness connected: it reconnects itself.
+    h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+    assert_eq!(listeners(&h, "alice"), 1);
+    h.wait_for(
+        "the harness reconnected after a bare restart",
+        Duration::from_secs(15),
+        || connections(&h, "alice") == 1,
+    );
+}
+
+#[test]
+fn a_killed_harness_comes_back() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    let pid = harness_show(&h, "alice", "MainPID");
+    h.run_ok(&[
+        "systemctl",
+        "-M",
+        "h-alice",
+        "kill",
+        "-s",
+        "KILL",
+        "--kill-whom=main",
+        "hive-harness.service",
+    ]);
+    h.wait_for("the harness restarted", Duration::from_secs(30), || {
+        harness_show(&h, "alice", "NRestarts") == "1"
+            && harness_show(&h, "alice", "SubState") == "running"
+    });
+    assert_ne!(harness_show(&h, "alice", "MainPID"), pid);
+    h.wait_for("connected again", Duration::from_secs(10), || {
+        connections(&h, "alice") == 1
+    });
+}
+
+#[test]
+fn a_hung_harness_is_killed_by_the_watchdog() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    // Frozen, it stops pinging the watchdog.
+    h.run_ok(&[
+        "systemctl",
+        "-M",
+        "h-alice",
+        "kill",
+        "-s",
+        "STOP",
+        "--kill-whom=main",
+        "hive-harness.service",
+    ]);
+    h.wait_for(
+        "the watchdog killed and restarted the harness",
+        Duration::from_secs(40),
+        || {
+            harness_show(&h, "alice", "NRestarts") == "1"
+                && harness_show(&h, "alice", "SubState") == "running"
+        },
+    );
+    let log = h.run_ok(&[
+        "journalctl",
+        "-M",
+        "h-alice",
+        "-u",
+        "hive-harness.service",
+        "-o",
+        "cat",
+    ]);
+    assert!(log.to_lowercase().contains("watchdog"), "{log}");
+}
+
+#[test]
+fn a_crashed_container_gets_a_new_harness() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    let pid = h.unit_show("alice", "MainPID");
+    h.run_ok(&["kill", "-9", &pid]);
+    h.wait_for(
+        "container restarted by systemd",
+        Duration::from_secs(30),
+        || {
+            h.unit_show("alice", "NRestarts") == "1"
+                && h.unit_show("alice", "SubState") == "running"
+        },
+    );
+    // The daemon saw the restart's JobRemoved and re-created the harness.
+    wait_harness_running(&h, "alice");
+    h.wait_for("connected again", Duration::from_secs(10), || {
+        connections(&h, "alice") == 1
+    });
+}
+
+#[test]
+fn the_harness_sees_only_its_own_agent() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    h.create("bob", STAND_IN);
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "echo secret > /var/lib/hyperhive/agents/bob/claude/token",
+    ]);
+    let inside = |cmd: &str| {
+        let out = h.in_agent("alice", &["sh", "-c", cmd]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    // Its own door, and nothing else under /run/hyperhive.
+    assert_eq!(inside("ls -A /run/hyperhive"), (true, "hive.sock".into()));
+    // No host state: other agents' credentials and sockets are not there.
+    assert_eq!(
+        inside("test -e /var/lib/hyperhive && echo visible || echo absent"),
+        (true, "absent".into())
+    );
+    assert_eq!(
+        inside("grep -rl secret /root/.claude /state 2>/dev/null | wc -l"),
+        (true, "0".into())
+    );
+    // The system bus it can reach is its container's own (another bus id), without hive-c0re.
+    let get_id =
+        "busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus GetId";
+    let (ok, inner_id) = inside(get_id);
+    assert!(ok);
+    let host_id = h.run_ok(&["sh", "-c", get_id]);
+    assert_ne!(
+        inner_id, host_id,
+        "the container must not be on the host's bus"
+    );
+    let (ok, names) = inside("busctl --system list --no-legend --no-pager");
+    assert!(ok);
+    assert!(!names.contains("org.hyperhive.Hive1"), "{names}");
+    let (ok, _) = inside("busctl call org.hyperhive.Hive1 /org/hyperhive/hive1 org.hyperhive.Hive1.Manager ListAgents");
+    assert!(!ok, "the host's API must be unreachable from inside");
+}
+
+/// The agent's socket as seen from the machine running the tests.
+fn socket_path(h: &TestHost, agent: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/root/run/hyperhive/{agent}/hive.sock",
+        h.leader()
+    ))
+}
+
+fn exchange(stream: &mut UnixStream, line: &[u8]) -> String {
+    stream.write_all(line).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut answer = String::new();
+    reader.read_line(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn malformed_and_oversized_input_gets_an_error_and_hurts_no_one() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    h.create("bob", STAND_IN);
+    let daemon_pid = h.show("hive-c0re.service", "MainPID");
+    let path = socket_path(&h, "alice");
+
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(exchange(&mut s, b"{\"type\":\"ping\"}\n").contains("say hello first"));
+    assert!(exchange(&mut s, b"garbage\n").contains("malformed"));
+    assert!(exchange(&mut s, b"\xff\xfe\x00\n").contains("malformed"));
+    let welcome = exchange(&mut s, b"{\"type\":\"hello\",\"version\":1}\n");
+    assert!(
+        welcome.contains("\"agent\":\"alice\""),
+        "identity comes from the socket: {welcome}"
+    );
+    assert!(exchange(
+        &mut s,
+        b"{\"type\":\"hello\",\"version\":1,\"agent\":\"bob\"}\n"
+    )
+    .contains("malformed"));
+    assert!(exchange(&mut s, b"{\"type\":\"ping\"}\n").contains("pong"));
+
+    // Oversized: an error, then the connection is closed.
+    let mut big = UnixStream::connect(&path).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = big.write_all(&vec![b'x'; 200 * 1024]);
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(answer.contains("longer than"), "{answer}");
+
+    // A flood of garbage connections: each refused or closed, none crashes anything.
+    for _ in 0..50 {
+        if let Ok(mut c) = UnixStream::connect(&path) {
+            let _ = c.write_all(b"{{{{\n");
+        }
+    }
+
+    assert_eq!(
+        h.show("hive-c0re.service", "MainPID"),
+        daemon_pid,
+        "the daemon did not crash"
+    );
+    let mut bob = UnixStream::connect(socket_path(&h, "bob")).unwrap();
+    bob.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(
+        exchange(&mut bob, b"{\"type\":\"hello\",\"version\":1}\n").contains("\"agent\":\"bob\"")
+    );
+    assert_eq!(harness_show(&h, "bob", "SubState"), "running");
+    assert_eq!(harness_show(&h, "alice", "SubState"), "running");
+}
