@@ -1,0 +1,216 @@
+//! hyperhive's project tasks. `gen-docs` renders man pages and shell completions from the
+//! same clap definitions the binaries parse with, so the docs cannot drift from the flags.
+//! Packaging (nix/package.nix) runs it at build time; `scripts/verify-units` uses the man
+//! pages to check every unit's `Documentation=`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, roman, Roff};
+use clap_mangen::Man;
+
+/// One binary whose pages and completions are generated.
+pub struct Binary {
+    /// The command as clap defines it; its name is the binary's name.
+    pub command: clap::Command,
+    /// Man section: 1 for user commands, 8 for daemons.
+    pub section: &'static str,
+    /// The FILES section of the top page: (path, what it is).
+    pub files: &'static [(&'static str, &'static str)],
+    /// The SEE ALSO section of the top page.
+    pub see_also: &'static [&'static str],
+}
+
+/// The shells completions are written for, each in `completions/<shell>/`.
+pub const SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
+
+/// hyperhive's binaries with clap definitions: `hivectl` (1) and `hive-c0re` (8).
+pub fn binaries() -> Vec<Binary> {
+    vec![
+        Binary {
+            command: hyperhive::cli::Args::command(),
+            section: "1",
+            files: &[
+                (
+                    "/etc/hyperhive/agents/NAME.toml",
+                    "A declared agent spec, for example rendered by the NixOS module's \
+                     services.hyperhive.agents.",
+                ),
+                (
+                    "/var/lib/hyperhive/agents/NAME/spec.toml",
+                    "The agent's normalized spec, as the daemon saved it.",
+                ),
+            ],
+            see_also: &[
+                "hive-c0re(8)",
+                "systemctl(1)",
+                "journalctl(1)",
+                "machinectl(1)",
+                "systemd-nspawn(1)",
+            ],
+        },
+        Binary {
+            command: hyperhive::cli::daemon::Args::command(),
+            section: "8",
+            files: &[
+                ("/etc/hyperhive/agents/NAME.toml", "Declared agent specs."),
+                (
+                    "/var/lib/hyperhive/agents/NAME/state",
+                    "The agent's persistent state, bound at /state; kept by destroy.",
+                ),
+                (
+                    "/var/lib/hyperhive/agents/NAME/claude",
+                    "The agent's own credentials (mode 0700), bound at /root/.claude; never \
+                     shared between agents.",
+                ),
+                (
+                    "/run/hyperhive/NAME/",
+                    "The agent's runtime directory, bound at /run/hyperhive; preserved across \
+                     restarts of the daemon.",
+                ),
+            ],
+            see_also: &[
+                "hivectl(1)",
+                "systemd.unit(5)",
+                "systemd-nspawn(1)",
+                "machinectl(1)",
+                "journalctl(1)",
+            ],
+        },
+    ]
+}
+
+/// Writes `out/man/<bin>.<section>` (plus `<bin>-<sub>.<section>` per visible subcommand)
+/// and `out/completions/{bash,zsh,fish}/` for every binary. Returns the files written.
+pub fn gen_docs(out: &Path) -> Result<Vec<PathBuf>> {
+    let man_dir = out.join("man");
+    fs::create_dir_all(&man_dir).with_context(|| format!("creating {}", man_dir.display()))?;
+    let mut written = Vec::new();
+    for bin in binaries() {
+        let name = bin.command.get_name().to_string();
+        written.extend(man_pages(&bin, &man_dir).with_context(|| format!("man pages of {name}"))?);
+        for shell in SHELLS {
+            let dir = out.join("completions").join(shell.to_string());
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut cmd = bin.command.clone();
+            let path = clap_complete::generate_to(shell, &mut cmd, &name, &dir)
+                .with_context(|| format!("{shell} completions of {name}"))?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
+/// The top page and one page per subcommand, all in the binary's section. clap_mangen's own
+/// `generate_to` would put every page in section 1.
+fn man_pages(bin: &Binary, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut cmd = bin.command.clone().disable_help_subcommand(true);
+    // Builds the display names (hivectl-create) that subcommand pages are titled with.
+    cmd.build();
+    let source = format!(
+        "hyperhive {}",
+        cmd.get_version().unwrap_or(env!("CARGO_PKG_VERSION"))
+    );
+    let page = |cmd: &clap::Command, extra: Option<&Binary>| -> Result<PathBuf> {
+        let man = Man::new(cmd.clone()).section(bin.section);
+        let path = dir.join(man.get_filename());
+        let mut text = Vec::new();
+        man.render(&mut text)?;
+        let mut text = retitle(&text, &man_title(cmd), bin.section, &source)?;
+        if let Some(bin) = extra {
+            text.extend(extra_sections(bin)?);
+        }
+        write_file(&path, &text)?;
+        Ok(path)
+    };
+
+    let mut written = vec![page(&cmd, Some(bin))?];
+    let mut stack: Vec<clap::Command> = visible_subcommands(&cmd);
+    while let Some(sub) = stack.pop() {
+        written.push(page(&sub, None)?);
+        stack.extend(visible_subcommands(&sub));
+    }
+    Ok(written)
+}
+
+fn visible_subcommands(cmd: &clap::Command) -> Vec<clap::Command> {
+    cmd.get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect()
+}
+
+fn man_title(cmd: &clap::Command) -> String {
+    cmd.get_display_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string()
+}
+
+/// Replaces clap_mangen's `.TH` line. It leaves an empty date unquoted, which shifts the
+/// source into the date's place and drops the manual's name; and it gives subcommand pages
+/// the subcommand's name as their source. Every argument is quoted here.
+fn retitle(page: &[u8], title: &str, section: &str, source: &str) -> Result<Vec<u8>> {
+    let text = std::str::from_utf8(page).context("clap_mangen wrote non-UTF-8")?;
+    let th = format!(
+        ".TH {} {} {} {} {}",
+        quote(title),
+        quote(section),
+        quote(""),
+        quote(source),
+        quote("hyperhive manual")
+    );
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut replaced = false;
+    for line in text.split_inclusive('\n') {
+        if !replaced && line.starts_with(".TH ") {
+            out.push_str(&th);
+            out.push('\n');
+            replaced = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    anyhow::ensure!(replaced, "clap_mangen wrote no .TH line");
+    Ok(out.into_bytes())
+}
+
+fn quote(arg: &str) -> String {
+    format!("\"{}\"", arg.replace('\\', "\\e").replace('"', "\\(dq"))
+}
+
+fn extra_sections(bin: &Binary) -> Result<Vec<u8>> {
+    let mut roff = Roff::default();
+    if !bin.files.is_empty() {
+        roff.control("SH", ["FILES"]);
+        for (path, what) in bin.files {
+            roff.control("TP", []);
+            roff.text([bold(*path)]);
+            roff.text([roman(*what)]);
+        }
+    }
+    if !bin.see_also.is_empty() {
+        roff.control("SH", ["SEE ALSO"]);
+        let mut line = Vec::new();
+        for (i, page) in bin.see_also.iter().enumerate() {
+            if i > 0 {
+                line.push(roman(", "));
+            }
+            line.push(bold(*page));
+        }
+        roff.text(line);
+    }
+    let mut out = Vec::new();
+    roff.to_writer(&mut out)?;
+    Ok(out)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.flush())
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,125 @@
+//! `xtask gen-docs` into a temp dir: every page and completion file is there, the top
+//! pages list every subcommand, and (where `man` is installed) groff renders each page
+//! without a warning.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use clap::CommandFactory;
+
+fn subcommand_names(cmd: &clap::Command) -> Vec<String> {
+    cmd.get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| s.get_name().to_string())
+        .collect()
+}
+
+fn listing(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn writes_man_pages_for_every_subcommand_and_completions_for_every_shell() {
+    let out = tempfile::tempdir().unwrap();
+    let written = xtask::gen_docs(out.path()).unwrap();
+    for path in &written {
+        assert!(
+            path.is_file(),
+            "{} was reported but is missing",
+            path.display()
+        );
+    }
+
+    let hivectl_subs = subcommand_names(&hyperhive::cli::Args::command());
+    assert!(hivectl_subs.contains(&"create".to_string()));
+    let c0re_subs = subcommand_names(&hyperhive::cli::daemon::Args::command());
+
+    let mut expected = BTreeSet::from(["hivectl.1".to_string(), "hive-c0re.8".to_string()]);
+    expected.extend(hivectl_subs.iter().map(|s| format!("hivectl-{s}.1")));
+    expected.extend(c0re_subs.iter().map(|s| format!("hive-c0re-{s}.8")));
+    assert_eq!(listing(&out.path().join("man")), expected);
+
+    for (dir, names) in [
+        ("bash", ["hive-c0re.bash", "hivectl.bash"]),
+        ("fish", ["hive-c0re.fish", "hivectl.fish"]),
+        ("zsh", ["_hive-c0re", "_hivectl"]),
+    ] {
+        let want: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            listing(&out.path().join("completions").join(dir)),
+            want,
+            "{dir}"
+        );
+    }
+
+    let hivectl = fs::read_to_string(out.path().join("man/hivectl.1")).unwrap();
+    for sub in &hivectl_subs {
+        assert!(
+            hivectl.contains(&format!("hivectl\\-{sub}(1)")),
+            "hivectl.1 does not list {sub}"
+        );
+    }
+    let c0re = fs::read_to_string(out.path().join("man/hive-c0re.8")).unwrap();
+    assert!(
+        c0re.contains(".TH \"hive-c0re\" \"8\""),
+        "hive-c0re.8 is not in section 8"
+    );
+    assert!(c0re.contains("SEE ALSO") && c0re.contains("/run/hyperhive/NAME/"));
+
+    // The bash completion parses (bash is always there; zsh and fish may not be).
+    let status = Command::new("bash")
+        .arg("-n")
+        .arg(out.path().join("completions/bash/hivectl.bash"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "hivectl.bash has a syntax error");
+}
+
+#[test]
+fn every_page_renders_without_groff_warnings() {
+    if Command::new("man").arg("--version").output().is_err() {
+        eprintln!("skipped: man is not installed");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    xtask::gen_docs(out.path()).unwrap();
+    for name in listing(&out.path().join("man")) {
+        let page = out.path().join("man").join(&name);
+        let run = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            run.status.success() && stderr.trim().is_empty(),
+            "{name}: {stderr}"
+        );
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(text.contains("NAME"), "{name} rendered no NAME section");
+    }
+}
+
+#[test]
+fn the_binary_takes_gen_docs_outdir() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("new/dir");
+    let run = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("gen-docs")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(dir.join("man/hivectl.1").is_file());
+    assert!(dir.join("completions/zsh/_hivectl").is_file());
+}
