@@ -1,0 +1,231 @@
+# services.hyperhive: the hive-c0re daemon run from the package's own units, declared
+# agents rendered to /etc/hyperhive/agents/<name>.toml, and the hive-admin group.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib) mkOption types;
+
+  cfg = config.services.hyperhive;
+  settingsFormat = pkgs.formats.toml { };
+
+  # The table form of a bind, for paths that contain ':'.
+  bindTable = types.submodule {
+    options = {
+      source = mkOption {
+        type = types.str;
+        description = "Absolute path on the host.";
+      };
+      target = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Absolute path in the container; the source's path when null.";
+      };
+      readonly = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Whether the bind is read-only.";
+      };
+    };
+  };
+
+  # The options of services.hyperhive.agents.<name>: exactly the keys of the agent spec file
+  # (docs/spec.md, hyperhive::spec::SpecFile), named as in the file.
+  # xtask/tests/nix_module.rs fails when the two sets differ. Unset (null or empty) fields
+  # are left out of the rendered file, so the daemon's defaults apply.
+  specOptions = {
+    root = mkOption {
+      type = types.str;
+      example = "/srv/agents/alice";
+      description = ''
+        The container's root directory, an absolute path. `"/"` with `volatile = "yes"`
+        boots an ephemeral copy of the host.
+      '';
+    };
+    volatile = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "no"
+          "yes"
+          "state"
+          "overlay"
+        ]
+      );
+      default = null;
+      description = "How systemd-nspawn treats the root (`--volatile=`); `no` when null.";
+    };
+    path = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "/opt/tools/bin" ];
+      description = ''
+        Directories put first on the agent's PATH, before the host's git and
+        /run/current-system/sw/bin. No entry may contain ':'.
+      '';
+    };
+    bind = mkOption {
+      type = types.listOf (types.either types.str bindTable);
+      default = [ ];
+      example = [
+        "/srv/data:/data:ro"
+        {
+          source = "/srv/a:b";
+          target = "/mnt/x";
+        }
+      ];
+      description = ''
+        Extra binds: `SRC[:DST[:ro|rw]]` strings (systemd-nspawn's syntax, `\:` escapes a
+        colon) or `{ source, target, readonly }` tables. Targets may not be `/`, `/state`,
+        `/root/.claude` or `/run/hyperhive`, which hyperhive binds itself.
+      '';
+    };
+    env = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        FOO = "bar";
+      };
+      description = "Environment of the agent; not PATH and no `HIVE_` prefix.";
+    };
+    memory_max = mkOption {
+      type = types.nullOr (types.either types.ints.positive types.str);
+      default = null;
+      example = "2G";
+      description = "`MemoryMax=` of the agent's container unit: bytes, or a number with K, M, G or T.";
+    };
+    cpu_weight = mkOption {
+      type = types.nullOr (types.ints.between 1 10000);
+      default = null;
+      description = "`CPUWeight=` of the agent's container unit.";
+    };
+    tasks_max = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = "`TasksMax=` of the agent's container unit.";
+    };
+    network = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "host"
+          "private"
+        ]
+      );
+      default = null;
+      description = "The container's network: the host's (when null) or a private namespace.";
+    };
+    harness = mkOption {
+      type = types.nullOr (types.listOf types.str);
+      default = null;
+      example = [
+        "claude"
+        "--print"
+      ];
+      description = "The harness command and its arguments, run inside the container.";
+    };
+  };
+
+  # One agent's spec file, built key by key from specOptions so nothing else slips in.
+  specFile =
+    agent:
+    let
+      bindEntry =
+        b:
+        if builtins.isString b then
+          b
+        else
+          lib.filterAttrs (_: v: v != null) { inherit (b) source target readonly; };
+      fields = lib.genAttrs (builtins.attrNames specOptions) (key: agent.${key}) // {
+        bind = map bindEntry agent.bind;
+      };
+    in
+    lib.filterAttrs (
+      _: v:
+      !builtins.elem v [
+        null
+        [ ]
+        { }
+      ]
+    ) fields;
+
+  validName = name: builtins.match "[a-z][a-z0-9-]{0,30}" name != null;
+in
+{
+  options.services.hyperhive = {
+    enable = lib.mkEnableOption "hyperhive, AI agents in systemd-nspawn containers run as transient systemd units";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
+      description = "The hyperhive package: hive-c0re, hivectl and their units.";
+    };
+
+    agents = mkOption {
+      type = types.attrsOf (types.submodule { options = specOptions; });
+      default = { };
+      example = lib.literalExpression ''
+        {
+          alice = {
+            root = "/";
+            volatile = "yes";
+            memory_max = "2G";
+            bind = [ "/srv/shared:/shared:ro" ];
+          };
+        }
+      '';
+      description = ''
+        Declared agents. Each becomes the spec file /etc/hyperhive/agents/<name>.toml,
+        the spec `hivectl start <name>` uses when `hivectl create` saved none. Names match
+        `^[a-z][a-z0-9-]{0,30}$`.
+      '';
+    };
+
+    adminUsers = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "alice" ];
+      description = "Users added to the hive-admin group, whose members may decide approvals.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = lib.mapAttrsToList (name: _: {
+      assertion = validName name;
+      message = "services.hyperhive.agents.${name}: agent names match ^[a-z][a-z0-9-]{0,30}$";
+    }) cfg.agents;
+
+    environment.systemPackages = [ cfg.package ];
+
+    # hive-c0re.service and hive.slice as the package ships them; this adds a drop-in.
+    systemd.packages = [ cfg.package ];
+    systemd.services.hive-c0re = {
+      # Units from systemd.packages keep no [Install] section on NixOS.
+      wantedBy = [ "multi-user.target" ];
+      # A service's PATH is not the host's: agents and the daemon need the host's git and
+      # whatever the system profile has (seed gotcha "systemd service PATH != host PATH").
+      path = [
+        pkgs.git
+        "/run/current-system/sw"
+      ];
+      environment.HYPERHIVE_GIT = "${pkgs.git}/bin/git";
+    };
+
+    services.dbus.packages = [ cfg.package ];
+    systemd.tmpfiles.packages = [ cfg.package ];
+
+    # The package's sysusers.d/hyperhive.conf declares the group for other distributions;
+    # NixOS declares users and groups itself.
+    users.groups.hive-admin.members = cfg.adminUsers;
+
+    environment.etc = lib.mapAttrs' (
+      name: agent:
+      lib.nameValuePair "hyperhive/agents/${name}.toml" {
+        source = settingsFormat.generate "hyperhive-agent-${name}.toml" (specFile agent);
+      }
+    ) cfg.agents;
+  };
+}
