@@ -12,6 +12,10 @@ command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 command -v machinectl >/dev/null 2>&1 || missing+=(systemd-container)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# scripts/verify-units and scripts/check-nix.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
+command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt-get update -qq
