@@ -11,4 +11,5 @@ pub mod paths;
 pub mod plan;
 pub mod socket;
 pub mod spec;
+pub mod store;
 pub mod systemd;

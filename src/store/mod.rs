@@ -1,0 +1,394 @@
+//! The approvals store: one SQLite file (production: `/var/lib/hyperhive/hive.sqlite`)
+//! that keeps every approval ever requested, whatever becomes of it.
+//!
+//! Several processes may open the same file (the daemon, a second daemon racing it at
+//! boot, tests); correctness never depends on there being one. Every change is a single
+//! UPDATE guarded by the status it starts from, inside an IMMEDIATE transaction, so two
+//! admins deciding at once end with exactly one decision.
+//!
+//! Nothing is ever deleted: the rows are the audit trail, and from schema version 2 on a
+//! trigger refuses a DELETE even from outside hyperhive.
+
+mod approval;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use rusqlite::types::Type;
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior,
+};
+
+pub use approval::{
+    Approval, DecideError, Decision, FinishError, IllegalTransition, ListFilter, Outcome, Status,
+    Transition,
+};
+
+use crate::spec::AgentName;
+
+/// The note an approval gets when its agent's state dir vanished before anyone decided;
+/// DESIGN.md fixes the text, so admins can grep for it.
+pub const ORPHAN_NOTE: &str = "agent state dir missing";
+
+/// How long a writer waits for another process's transaction before giving up; long
+/// enough for any transaction we run, short enough that a wedged peer surfaces as an
+/// error instead of a hung `hivectl`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The columns in the order [`approval_from_row`] reads them.
+const COLUMNS: &str =
+    "id, agent, kind, payload, status, note, decided_by, created_at, decided_at, finished_at";
+
+/// An open store: one SQLite connection. Writes take `&mut self` because a connection
+/// runs one transaction at a time; share a `Store` behind a mutex, or open one per
+/// thread or process (they coordinate through SQLite's locks).
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Why a guarded transition matched no row.
+enum Refused {
+    NotFound,
+    InStatus(Status),
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (mode 0600, parent dirs 0700) if missing,
+    /// and brings its schema up to date. A store written by a newer hyperhive is refused
+    /// rather than guessed at.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        Self::open_impl(path).with_context(|| format!("opening store {}", path.display()))
+    }
+
+    fn open_impl(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Production has systemd's StateDirectory= make it; this is the fallback for
+            // other roots, private because approvals may carry an agent's secrets.
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Created here rather than by SQLite, which would use 0644 minus the umask; the
+        // -wal and -shm files copy this file's mode.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).context("creating the file"),
+        }
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Set first: switching to WAL needs a lock another opener may hold.
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context("setting busy_timeout")?;
+        // WAL lets `hivectl approvals` read while the daemon writes.
+        let mode = set_wal(&conn).context("setting journal_mode=WAL")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!("journal_mode=WAL refused (still {mode}); is the file on a filesystem without shared memory?");
+        }
+        // No foreign keys yet; on now so a later migration that adds one is enforced.
+        conn.pragma_update(None, "foreign_keys", true)
+            .context("setting foreign_keys=ON")?;
+        schema::migrate(&mut conn)?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a new pending approval. `payload` must be JSON: it is stored as given, and
+    /// `--json` readers rely on being able to parse it.
+    pub fn request(&mut self, agent: &AgentName, kind: &str, payload: &str) -> Result<Approval> {
+        serde_json::from_str::<serde::de::IgnoredAny>(payload)
+            .with_context(|| format!("payload of a {kind} request from {agent} is not JSON"))?;
+        let sql = format!(
+            "INSERT INTO approvals (agent, kind, payload, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {COLUMNS}"
+        );
+        // One autocommit statement: it takes the write lock up front, so busy_timeout
+        // applies and concurrent requesters queue instead of failing.
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| {
+                st.query_row(
+                    params![
+                        agent.as_str(),
+                        kind,
+                        payload,
+                        Status::Pending.as_str(),
+                        now_micros()
+                    ],
+                    approval_from_row,
+                )
+            })
+            .with_context(|| {
+                format!(
+                    "recording a {kind} request from {agent} in {}",
+                    self.path.display()
+                )
+            })
+    }
+
+    /// The approval with this id, if there is one.
+    pub fn get(&self, id: i64) -> Result<Option<Approval>> {
+        get_in(&self.conn, id)
+            .with_context(|| format!("reading approval {id} from {}", self.path.display()))
+    }
+
+    /// The approvals `filter` selects, oldest first.
+    pub fn list(&self, filter: ListFilter<'_>) -> Result<Vec<Approval>> {
+        let (sql, agent) = match filter {
+            // A literal, not a parameter, so SQLite can use the partial index on pending.
+            ListFilter::Pending => (
+                format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = '{}' ORDER BY id",
+                    Status::Pending.as_str()
+                ),
+                None,
+            ),
+            ListFilter::All => (format!("SELECT {COLUMNS} FROM approvals ORDER BY id"), None),
+            ListFilter::Agent(a) => (
+                format!("SELECT {COLUMNS} FROM approvals WHERE agent = ?1 ORDER BY id"),
+                Some(a.as_str()),
+            ),
+        };
+        let read = || -> rusqlite::Result<Vec<Approval>> {
+            let mut st = self.conn.prepare_cached(&sql)?;
+            let rows = match agent {
+                Some(a) => st.query_map([a], approval_from_row)?,
+                None => st.query_map([], approval_from_row)?,
+            };
+            rows.collect()
+        };
+        read().with_context(|| format!("listing approvals in {}", self.path.display()))
+    }
+
+    /// Records an admin's decision on a pending approval. Exactly one of any number of
+    /// concurrent deciders wins; the others get [`DecideError::AlreadyDecided`] with the
+    /// status the winner left.
+    pub fn decide(
+        &mut self,
+        id: i64,
+        decision: Decision,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Approval, DecideError> {
+        let outcome = self.step(
+            id,
+            decision.transition(),
+            "decided_by = ?4, note = ?5, decided_at = ?6",
+            &[&by, &note, &now_micros()],
+        );
+        match outcome
+            .with_context(|| format!("deciding approval {id} in {}", self.path.display()))?
+        {
+            Ok(a) => Ok(a),
+            Err(Refused::NotFound) => Err(DecideError::NotFound(id)),
+            Err(Refused::InStatus(status)) => Err(DecideError::AlreadyDecided { id, status }),
+        }
+    }
+
+    /// Records what became of an approved change. A failure's error becomes the note,
+    /// after the admin's note if they gave one, so neither is lost.
+    pub fn finish(&mut self, id: i64, outcome: Outcome) -> Result<Approval, FinishError> {
+        let now = now_micros();
+        let stepped = match &outcome {
+            Outcome::Applied => self.step(id, Transition::Apply, "finished_at = ?4", &[&now]),
+            Outcome::Failed(error) => self.step(
+                id,
+                Transition::Fail,
+                "finished_at = ?4, note = COALESCE(note || '; ', '') || ?5",
+                &[&now, error],
+            ),
+        };
+        match stepped.with_context(|| {
+            format!(
+                "recording the outcome of approval {id} in {}",
+                self.path.display()
+            )
+        })? {
+            Ok(a) => Ok(a),
+            Err(Refused::NotFound) => Err(FinishError::NotFound(id)),
+            Err(Refused::InStatus(status)) => Err(FinishError::NotApproved { id, status }),
+        }
+    }
+
+    /// Fails every pending approval whose agent `exists` says is gone (its state dir
+    /// vanished), with the note [`ORPHAN_NOTE`]; the rows stay for audit. Returns the ids
+    /// it marked, oldest first.
+    pub fn mark_orphans(&mut self, exists: impl Fn(&AgentName) -> bool) -> Result<Vec<i64>> {
+        self.mark_orphans_impl(exists)
+            .with_context(|| format!("marking orphaned approvals in {}", self.path.display()))
+    }
+
+    fn mark_orphans_impl(&mut self, exists: impl Fn(&AgentName) -> bool) -> Result<Vec<i64>> {
+        // `exists` touches the filesystem, so it runs before taking the write lock; an
+        // approval decided in between is skipped by the guarded UPDATE below.
+        let mut alive: HashMap<AgentName, bool> = HashMap::new();
+        let candidates: Vec<i64> = self
+            .list(ListFilter::Pending)?
+            .into_iter()
+            .filter(|a| {
+                !*alive
+                    .entry(a.agent.clone())
+                    .or_insert_with(|| exists(&a.agent))
+            })
+            .map(|a| a.id)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_micros();
+        let mut marked = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            if step_in(
+                &tx,
+                id,
+                Transition::Orphan,
+                "note = ?4, finished_at = ?5",
+                &[&ORPHAN_NOTE, &now],
+            )?
+            .is_ok()
+            {
+                marked.push(id);
+            }
+        }
+        tx.commit()?;
+        Ok(marked)
+    }
+
+    /// Takes transition `t` on approval `id` in its own IMMEDIATE transaction.
+    fn step(
+        &mut self,
+        id: i64,
+        t: Transition,
+        set: &str,
+        extra: &[&dyn ToSql],
+    ) -> Result<Result<Approval, Refused>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stepped = step_in(&tx, id, t, set, extra)?;
+        // Commit even a refusal: it changed nothing, and ending the transaction either way
+        // keeps the code to one path.
+        tx.commit()?;
+        Ok(stepped)
+    }
+}
+
+/// The heart of every change: one UPDATE that only matches if the row is still in the
+/// status `t` starts from. `set` assigns further columns from parameters `?4` onwards.
+/// Run inside an IMMEDIATE transaction so that, when nothing matched, the status read
+/// back is the one that beat us.
+fn step_in(
+    conn: &Connection,
+    id: i64,
+    t: Transition,
+    set: &str,
+    extra: &[&dyn ToSql],
+) -> Result<Result<Approval, Refused>> {
+    let sql = format!(
+        "UPDATE approvals SET status = ?1, {set} WHERE id = ?2 AND status = ?3 RETURNING {COLUMNS}"
+    );
+    let (to, from) = (t.to().as_str(), t.from().as_str());
+    let mut params: Vec<&dyn ToSql> = vec![&to, &id, &from];
+    params.extend_from_slice(extra);
+    let updated = conn
+        .prepare_cached(&sql)?
+        .query_row(params.as_slice(), approval_from_row)
+        .optional()?;
+    if let Some(a) = updated {
+        return Ok(Ok(a));
+    }
+    Ok(Err(match get_in(conn, id)? {
+        None => Refused::NotFound,
+        Some(a) => Refused::InStatus(a.status),
+    }))
+}
+
+fn get_in(conn: &Connection, id: i64) -> Result<Option<Approval>> {
+    let sql = format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], approval_from_row)
+        .optional()?)
+}
+
+/// Decodes a row selected with [`COLUMNS`]. A bad agent name or status (only possible if
+/// someone edited the file by hand) is an error naming the row, not a panic.
+fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
+    let bad = |col: usize, why: String| {
+        rusqlite::Error::FromSqlConversionFailure(col, Type::Text, why.into())
+    };
+    let id: i64 = row.get(0)?;
+    let agent: String = row.get(1)?;
+    let agent = AgentName::parse(&agent).map_err(|e| bad(1, format!("approval {id}: {e}")))?;
+    let status: String = row.get(4)?;
+    let status = Status::parse(&status)
+        .ok_or_else(|| bad(4, format!("approval {id}: unknown status {status:?}")))?;
+    Ok(Approval {
+        id,
+        agent,
+        kind: row.get(2)?,
+        payload: row.get(3)?,
+        status,
+        note: row.get(5)?,
+        decided_by: row.get(6)?,
+        created_at: row.get(7)?,
+        decided_at: row.get(8)?,
+        finished_at: row.get(9)?,
+    })
+}
+
+/// Switches to WAL, returning the journal mode SQLite reports afterwards. When several
+/// processes open a new file at once, the switch can meet SQLITE_BUSY without SQLite ever
+/// calling the busy handler (it refuses to wait where two lock upgrades could deadlock),
+/// so this waits out [`BUSY_TIMEOUT`] by hand.
+fn set_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let start = Instant::now();
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::DatabaseBusy && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Unix microseconds; a clock before 1970 reads as 0 rather than failing a request.
+fn now_micros() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
