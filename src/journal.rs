@@ -1,4 +1,6 @@
 //! Every event hyperhive reports, its fixed MESSAGE_ID and its fields, in one place.
+//! units/catalog/hyperhive.catalog explains each MESSAGE_ID to `journalctl -x`; a test
+//! keeps the two in step.
 //!
 //! Events are ordinary `log` records whose key-values become journal fields, so
 //! `journalctl HIVE_AGENT=alice` and `journalctl HIVE_EVENT=agent_created` work as is.
@@ -26,10 +28,12 @@ pub enum Event {
     Adopted,
     /// Something an agent reported through its socket (`HIVE_AGENT_EVENT=`).
     AgentEvent,
+    /// A unit crashed so often that systemd gave up restarting it (start limit hit).
+    CrashLoop,
 }
 
 impl Event {
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 15] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -44,6 +48,7 @@ impl Event {
         Event::RebuildFinished,
         Event::Adopted,
         Event::AgentEvent,
+        Event::CrashLoop,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -63,6 +68,7 @@ impl Event {
             Event::RebuildFinished => "rebuild_finished",
             Event::Adopted => "adopted",
             Event::AgentEvent => "agent_event",
+            Event::CrashLoop => "crash_loop",
         }
     }
 
@@ -82,11 +88,13 @@ impl Event {
             Event::RebuildFinished => "6c8da9e5feda4834ab0bb97306d4550e",
             Event::Adopted => "a54a698518f54a34b7c4d48f9f549341",
             Event::AgentEvent => "2a2bee29f6cb442da262b09d3384ccb3",
+            Event::CrashLoop => "d416cca1d0bf4cabaacad7e4f68351a6",
         }
     }
 
     fn level(self) -> Level {
         match self {
+            Event::CrashLoop => Level::Error,
             Event::ContainerCrash | Event::HarnessCrash | Event::ApprovalFailed => Level::Warn,
             _ => Level::Info,
         }
@@ -144,5 +152,23 @@ mod tests {
         names.dedup();
         assert_eq!(ids.len(), Event::ALL.len());
         assert_eq!(names.len(), Event::ALL.len());
+    }
+
+    #[test]
+    fn the_catalog_explains_every_event_once() {
+        let catalog = include_str!("../units/catalog/hyperhive.catalog");
+        let entries: Vec<&str> = catalog
+            .lines()
+            .filter_map(|l| l.strip_prefix("-- "))
+            .collect();
+        for e in Event::ALL {
+            assert_eq!(
+                entries.iter().filter(|id| **id == e.message_id()).count(),
+                1,
+                "catalog entry for {}",
+                e.name()
+            );
+        }
+        assert_eq!(entries.len(), Event::ALL.len(), "no stale catalog entries");
     }
 }

@@ -242,6 +242,16 @@ fn a_hung_harness_is_killed_by_the_watchdog() {
         "cat",
     ]);
     assert!(log.to_lowercase().contains("watchdog"), "{log}");
+    // ...and the daemon reported it as a harness crash with systemd's verdict.
+    let crash = h.run_ok(&[
+        "journalctl",
+        "-o",
+        "cat",
+        "--output-fields=HIVE_RESULT",
+        "HIVE_EVENT=harness_crash",
+        "HIVE_AGENT=alice",
+    ]);
+    assert!(crash.contains("watchdog"), "{crash}");
 }
 
 #[test]

@@ -134,6 +134,37 @@ pub struct AgentStatus {
     pub runtime_dir: PathBuf,
     /// `null` when systemd holds no unit for the agent (stopped or never started).
     pub container: Option<UnitStatus>,
+    /// hive-harness.service inside the container, read from the container's own systemd;
+    /// `null` when the container is not running.
+    pub harness: Option<UnitStatus>,
+    /// The agent's most recent journal lines (`hivectl logs`).
+    pub recent_log: Vec<String>,
+}
+
+/// The harness unit's state, from the container's bus socket bound out to the host.
+async fn harness_status(roots: &Roots, name: &AgentName) -> Option<UnitStatus> {
+    let socket = roots.bus_socket(name);
+    if !socket.exists() {
+        return None;
+    }
+    let read = async {
+        let conn =
+            zbus::connection::Builder::address(format!("unix:path={}", socket.display()).as_str())
+                .ok()?
+                .build()
+                .await
+                .ok()?;
+        Systemd::reader(&conn)
+            .await
+            .ok()?
+            .status(crate::plan::HARNESS_UNIT)
+            .await
+            .ok()?
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .ok()
+        .flatten()
 }
 
 pub async fn status(roots: &RootArgs, args: StatusArgs) -> Result<()> {
@@ -162,7 +193,13 @@ pub async fn status(roots: &RootArgs, args: StatusArgs) -> Result<()> {
         state_dir: roots.state_dir(&name),
         credentials_dir: roots.claude_dir(&name),
         runtime_dir: roots.runtime_dir(&name),
+        harness: if unit.as_ref().is_some_and(|u| u.is_up()) {
+            harness_status(&roots, &name).await
+        } else {
+            None
+        },
         container: unit,
+        recent_log: super::logs::recent(&name, 10),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -207,6 +244,13 @@ pub fn render_status(st: &AgentStatus) -> String {
         ));
         out.push_str(&format!("Invocation: {}\n", u.invocation_id));
     }
+    match &st.harness {
+        Some(h) => out.push_str(&format!(
+            "   Harness: {} ({}), result {}, {} restarts\n",
+            h.active_state, h.sub_state, h.result, h.n_restarts
+        )),
+        None => out.push_str("   Harness: -\n"),
+    }
     out.push_str(&format!(
         "   Machine: {} ({})\n",
         st.machine,
@@ -225,5 +269,12 @@ pub fn render_status(st: &AgentStatus) -> String {
     out.push_str(&format!("     State: {}\n", st.state_dir.display()));
     out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
     out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
+    if !st.recent_log.is_empty() {
+        out.push('\n');
+        for line in &st.recent_log {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     out
 }

@@ -5,6 +5,7 @@ pub mod create;
 pub mod daemon;
 pub mod lifecycle;
 pub mod list;
+pub mod logs;
 pub mod render;
 
 use std::path::PathBuf;
@@ -89,6 +90,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Show one agent's units, state and paths, read from systemd
     Status(list::StatusArgs),
+    /// Show the agent's journal: daemon events, its container and its harness
+    Logs(logs::LogsArgs),
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -101,6 +104,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Destroy(a) => lifecycle::destroy(a).await,
         Command::List(a) => list::list(&args.roots, a).await,
         Command::Status(a) => list::status(&args.roots, a).await,
+        Command::Logs(a) => logs::run(a),
     }
 }
 

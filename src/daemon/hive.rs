@@ -65,6 +65,8 @@ pub struct Hive {
     pub sd: Systemd,
     pub sockets: Sockets,
     locks: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
+    /// One watch per agent on its harness, replaced with each new harness.
+    harness_watches: Mutex<HashMap<AgentName, tokio::task::JoinHandle<()>>>,
 }
 
 impl Hive {
@@ -74,6 +76,45 @@ impl Hive {
             sd,
             sockets,
             locks: Mutex::new(HashMap::new()),
+            harness_watches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Tells systemd how the hive is doing (`systemctl status hive-c0re` shows it).
+    pub async fn refresh_status(&self) {
+        let units = match self.sd.list("hive-agent-*.service").await {
+            Ok(u) => u,
+            Err(e) => {
+                log::warn!("counting agents for STATUS=: {e:#}");
+                return;
+            }
+        };
+        let running = units
+            .iter()
+            .filter(|u| u.3 == "active" && u.4 == "running")
+            .count();
+        let failed = units.iter().filter(|u| u.3 == "failed").count();
+        let restarting = units.iter().filter(|u| u.4 == "auto-restart").count();
+        let status = format!(
+            "{running} agents running, {failed} failed, {restarting} restarting, {} approvals pending",
+            self.pending_approvals()
+        );
+        super::notify(&[sd_notify::NotifyState::Status(&status)]);
+    }
+
+    /// Pending approvals, for STATUS=. Approvals are served from issue 5 on.
+    fn pending_approvals(&self) -> usize {
+        0
+    }
+
+    fn stop_harness_watch(&self, name: &AgentName) {
+        if let Some(old) = self
+            .harness_watches
+            .lock()
+            .expect("watches lock")
+            .remove(name)
+        {
+            old.abort();
         }
     }
 
@@ -184,6 +225,7 @@ impl Hive {
         self.require_known(name).await?;
         let _guard = self.lock(name).await;
         let unit = name.container_unit();
+        self.stop_harness_watch(name);
         self.sd
             .stop(&unit)
             .await
@@ -284,6 +326,7 @@ impl Hive {
             .map_err(Error::failed)?;
         self.wait_unloaded(&unit).await.map_err(Error::failed)?;
         self.sockets.unregister(name);
+        self.stop_harness_watch(name);
         remove_if_present(&roots.saved_spec(name)).map_err(Error::failed)?;
         // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
         // after the unit is gone, so it is ours to remove.
@@ -325,11 +368,21 @@ impl Hive {
     /// Brings `hive-harness.service` up inside the agent's container, over the
     /// container's own bus.
     async fn ensure_harness(&self, spec: &AgentSpec, mode: Mode) -> Result<Outcome> {
+        let name = &spec.name;
         let plan = plan::harness_unit(spec, &self.host);
-        let sd = self.container_systemd(&spec.name).await?;
-        Self::ensure_running(&sd, &plan, mode)
+        let sd = self.container_systemd(name).await?;
+        let outcome = Self::ensure_running(&sd, &plan, mode)
             .await
-            .with_context(|| format!("inside container {}", spec.name.machine()))
+            .with_context(|| format!("inside container {}", name.machine()))?;
+        let mut watches = self.harness_watches.lock().expect("watches lock");
+        let stale = watches.get(name).is_none_or(|w| w.is_finished());
+        if outcome != Outcome::Adopted || stale {
+            if let Some(old) = watches.insert(name.clone(), super::watch::harness(name.clone(), sd))
+            {
+                old.abort();
+            }
+        }
+        Ok(outcome)
     }
 
     /// Re-creates the harness after systemd restarted a crashed container on its own: the

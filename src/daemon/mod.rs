@@ -1,5 +1,6 @@
 //! hive-c0re: wires systemd, the API and the agents together.
 
+mod crash;
 mod hive;
 pub mod preflight;
 mod watch;
@@ -128,10 +129,9 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     conn.request_name(api::BUS_NAME)
         .await
         .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&format!("{running} agents running")),
-    ]);
+    notify(&[sd_notify::NotifyState::Ready]);
+    hive.refresh_status().await;
+    spawn_watchdog(conn.clone());
     log::info!(
         "hive-c0re ready on {}: {running} agents running",
         api::BUS_NAME
@@ -147,8 +147,37 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// Feeds systemd's watchdog (WatchdogSec= in hive-c0re.service) at half its period, but
+/// only after systemd answered a ping on the bus: a daemon that is stuck, or cut off from
+/// the bus, stops feeding it and is restarted.
+fn spawn_watchdog(conn: zbus::Connection) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = std::time::Duration::from_micros(usec / 2);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let ping = conn.call_method(
+                Some("org.freedesktop.systemd1"),
+                "/org/freedesktop/systemd1",
+                Some("org.freedesktop.DBus.Peer"),
+                "Ping",
+                &(),
+            );
+            match tokio::time::timeout(period, ping).await {
+                Ok(Ok(_)) => notify(&[sd_notify::NotifyState::Watchdog]),
+                Ok(Err(e)) => log::warn!("watchdog: systemd did not answer a ping: {e}"),
+                Err(_) => log::warn!("watchdog: systemd did not answer a ping within {period:?}"),
+            }
+        }
+    });
+}
+
 /// Failures to notify are logged, never fatal: the daemon may run outside systemd.
-fn notify(state: &[sd_notify::NotifyState<'_>]) {
+pub(crate) fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, state) {
         log::warn!("sd_notify: {e}");
     }

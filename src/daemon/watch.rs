@@ -1,23 +1,127 @@
-//! Reacts to what systemd reports about agent units. For now: when systemd restarts a
-//! crashed container by itself (Restart=on-failure), the harness unit, which was transient
-//! inside the old container, is gone; re-create it.
+//! Watches what systemd reports about agent units, from systemd's own signals (no poll
+//! loop): crashes of containers (host systemd) and harnesses (each container's systemd)
+//! become journal events the moment systemd sees them; a container that systemd restarted
+//! by itself gets its harness back; the daemon's STATUS= follows.
+//!
+//! Unit PropertiesChanged is only emitted while someone has called Manager.Subscribe();
+//! `Systemd::manager` does that on every connection used here.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use zbus::Connection;
+use zbus::{Connection, MatchRule, MessageStream};
 
+use super::crash::{CrashTracker, Verdict};
 use super::Hive;
+use crate::journal::{self, Event};
+use crate::plan::HARNESS_UNIT;
 use crate::spec::AgentName;
 use crate::systemd::proxies::ManagerProxy;
+use crate::systemd::{unit_name_from_path, Systemd, UnitStatus, UNIT_PATH_PREFIX};
 
+/// A stream of PropertiesChanged for units whose object path starts with `path_prefix`
+/// (matched as a namespace, then filtered here).
+async fn unit_changes(conn: &Connection) -> Result<MessageStream> {
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.systemd1")?
+        .interface("org.freedesktop.DBus.Properties")?
+        .member("PropertiesChanged")?
+        .path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/'))?
+        .build();
+    MessageStream::for_match_rule(rule, conn, Some(1024))
+        .await
+        .context("watching unit PropertiesChanged")
+}
+
+/// The unit a PropertiesChanged message is about, if it changed the Unit interface (which
+/// carries ActiveState/SubState; the Service interface's signal comes with the same
+/// change, so reacting to one of them is enough).
+fn changed_unit(msg: &zbus::Message) -> Option<String> {
+    let header = msg.header();
+    let path = header.path()?.as_str().to_owned();
+    let (iface, _, _): (
+        String,
+        std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        Vec<String>,
+    ) = msg.body().deserialize().ok()?;
+    (iface == "org.freedesktop.systemd1.Unit")
+        .then(|| unit_name_from_path(&path))
+        .flatten()
+}
+
+fn crash_fields(st: &UnitStatus) -> Vec<(&'static str, String)> {
+    vec![
+        ("HIVE_RESULT", st.result.clone()),
+        ("HIVE_EXEC_MAIN_CODE", st.exec_main_code_name().to_owned()),
+        ("HIVE_EXEC_MAIN_STATUS", st.exec_main_status.to_string()),
+        ("HIVE_N_RESTARTS", st.n_restarts.to_string()),
+        ("HIVE_INVOCATION_ID", st.invocation_id.clone()),
+    ]
+}
+
+fn report(verdict: Verdict, crash_event: Event, agent: &AgentName, st: &UnitStatus) {
+    let (event, what) = match verdict {
+        Verdict::Crash => (crash_event, "crashed"),
+        Verdict::CrashLoop => (
+            Event::CrashLoop,
+            "hit its start limit; systemd gave up restarting it",
+        ),
+    };
+    journal::emit(
+        event,
+        Some(agent),
+        Some(&st.unit),
+        &crash_fields(st),
+        &format!(
+            "agent {agent}: {} {what} (result {}, {} status {}, {} restarts)",
+            st.unit,
+            st.result,
+            st.exec_main_code_name(),
+            st.exec_main_status,
+            st.n_restarts
+        ),
+    );
+}
+
+/// Host side: container crashes, STATUS= counts, harness healing, reloads.
 pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
+    let sd = Systemd::reader(conn).await?;
+    let mut changes = unit_changes(conn).await?;
+    let tracker_hive = hive.clone();
+    tokio::spawn(async move {
+        let mut tracker = CrashTracker::default();
+        while let Some(Ok(msg)) = changes.next().await {
+            let Some(unit) = changed_unit(&msg) else {
+                continue;
+            };
+            let Some(agent) = AgentName::from_container_unit(&unit) else {
+                continue;
+            };
+            match sd.status(&unit).await {
+                Ok(Some(st)) => {
+                    if let Some(v) = tracker.observe(&st) {
+                        report(v, Event::ContainerCrash, &agent, &st);
+                    }
+                }
+                Ok(None) => tracker.forget(&unit),
+                Err(e) => log::warn!("agent {agent}: reading {unit} after a change: {e:#}"),
+            }
+            tracker_hive.refresh_status().await;
+        }
+        log::error!(
+            "lost systemd's PropertiesChanged stream; exiting so systemd restarts hive-c0re"
+        );
+        std::process::exit(1);
+    });
+
     let manager = ManagerProxy::new(conn).await?;
     let mut jobs = manager
         .receive_job_removed()
         .await
         .context("watching JobRemoved for agent units")?;
+    let heal_hive = hive.clone();
     tokio::spawn(async move {
         while let Some(signal) = jobs.next().await {
             let Ok(args) = signal.args() else { continue };
@@ -27,7 +131,7 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
             let Some(name) = AgentName::from_container_unit(args.unit) else {
                 continue;
             };
-            let hive = hive.clone();
+            let hive = heal_hive.clone();
             // heal_harness takes the agent's lock, so a create or rebuild in progress
             // finishes first and this then finds the harness in place.
             tokio::spawn(async move {
@@ -37,5 +141,45 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
             });
         }
     });
+
+    let mut reloads = manager
+        .receive_reloading()
+        .await
+        .context("watching Reloading")?;
+    tokio::spawn(async move {
+        while let Some(signal) = reloads.next().await {
+            // After a reload the unit objects are re-created: re-read everything.
+            if signal.args().is_ok_and(|a| !a.active) {
+                log::info!("systemd reloaded; re-reading agent units");
+                hive.refresh_status().await;
+            }
+        }
+    });
     Ok(())
+}
+
+/// Container side: harness crashes, seen by the container's own systemd. Ends when the
+/// container's bus goes away (the container stopped or restarted; a new watch is started
+/// with the new harness).
+pub fn harness(agent: AgentName, sd: Systemd) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = match unit_changes(sd.connection()).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("agent {agent}: cannot watch its harness: {e:#}");
+                return;
+            }
+        };
+        let mut tracker = CrashTracker::default();
+        while let Some(Ok(msg)) = changes.next().await {
+            if changed_unit(&msg).as_deref() != Some(HARNESS_UNIT) {
+                continue;
+            }
+            if let Ok(Some(st)) = sd.status(HARNESS_UNIT).await {
+                if let Some(v) = tracker.observe(&st) {
+                    report(v, Event::HarnessCrash, &agent, &st);
+                }
+            }
+        }
+    })
 }

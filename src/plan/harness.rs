@@ -45,6 +45,13 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         ("Restart".into(), Prop::Str("on-failure".into())),
         ("RestartUSec".into(), Prop::U64(HARNESS_RESTART_USEC)),
         ("Environment".into(), Prop::Strv(env)),
+        // Lines of the harness and the agent's command carry the agent's name into the
+        // container's journal, which nspawn links to the host (--link-journal=try-host):
+        // `journalctl -m HIVE_AGENT=<name>` tells the agent's whole story.
+        (
+            "LogExtraFields".into(),
+            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+        ),
         (
             "ExecStart".into(),
             Prop::Exec(vec![ExecCommand {

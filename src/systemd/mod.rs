@@ -21,6 +21,28 @@ pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 pub const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 pub const NO_SUCH_MACHINE: &str = "org.freedesktop.machine1.NoSuchMachine";
 
+/// Object paths of units live under this.
+pub const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
+
+/// The unit name an object path stands for (`sd_bus_path_decode`: `_2d` is `-`).
+pub fn unit_name_from_path(path: &str) -> Option<String> {
+    let enc = path.strip_prefix(UNIT_PATH_PREFIX)?;
+    let bytes = enc.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The D-Bus error name of a failed method call, if that is what `err` is.
 pub fn error_name(err: &zbus::Error) -> Option<&str> {
     match err {
@@ -230,5 +252,32 @@ fn to_value(p: &Prop) -> Value<'static> {
                 .collect::<Vec<_>>(),
         ),
         Prop::Bytes(v) => Value::from(v.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_paths_decode() {
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/hive_2dagent_2dalice_2eservice")
+                .as_deref(),
+            Some("hive-agent-alice.service")
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/hive_2dharness_2eservice")
+                .as_deref(),
+            Some("hive-harness.service")
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/bad_2"),
+            None
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/job/12"),
+            None
+        );
     }
 }

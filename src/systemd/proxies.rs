@@ -51,6 +51,10 @@ pub trait Manager {
         patterns: &[&str],
     ) -> zbus::Result<Vec<UnitListEntry>>;
 
+    /// `active` is true when a daemon-reload starts, false when it is done.
+    #[zbus(signal)]
+    fn reloading(&self, active: bool) -> zbus::Result<()>;
+
     #[zbus(signal)]
     fn job_removed(
         &self,

@@ -1,0 +1,150 @@
+//! Turns unit state snapshots into crash events, once per crash. Pure: the watcher feeds
+//! it what systemd reports and journals what comes out.
+
+use std::collections::HashMap;
+
+use crate::systemd::UnitStatus;
+
+/// What a state change means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The unit's main process ended unexpectedly (systemd may restart it).
+    Crash,
+    /// systemd gave up restarting it: the start limit was hit.
+    CrashLoop,
+}
+
+/// What was seen of one unit's current invocation.
+#[derive(Debug, Default)]
+struct Seen {
+    invocation: String,
+    sub_state: String,
+    crash_reported: bool,
+    loop_reported: bool,
+}
+
+/// Remembers, per unit, what was already reported for its current invocation, so the
+/// several PropertiesChanged signals of one crash yield one event.
+#[derive(Debug, Default)]
+pub struct CrashTracker {
+    units: HashMap<String, Seen>,
+}
+
+impl CrashTracker {
+    pub fn observe(&mut self, st: &UnitStatus) -> Option<Verdict> {
+        let seen = self.units.entry(st.unit.clone()).or_default();
+        if seen.invocation != st.invocation_id {
+            *seen = Seen {
+                invocation: st.invocation_id.clone(),
+                ..Seen::default()
+            };
+        }
+        let was_restarting = seen.sub_state == "auto-restart";
+        seen.sub_state = st.sub_state.clone();
+
+        // systemd 252 keeps the last crash's Result when an automatic restart hits the start
+        // limit: the unit just goes from auto-restart to failed in the same invocation.
+        // "start-limit-hit" is what a refused manual start reports.
+        let gave_up =
+            st.active_state == "failed" && (was_restarting || st.result == "start-limit-hit");
+        if gave_up && !seen.loop_reported {
+            seen.loop_reported = true;
+            seen.crash_reported = true;
+            return Some(Verdict::CrashLoop);
+        }
+        let down = st.sub_state == "auto-restart" || st.active_state == "failed";
+        let crashed = down
+            && !st.result.is_empty()
+            && st.result != "success"
+            && st.result != "start-limit-hit";
+        if crashed && !seen.crash_reported {
+            seen.crash_reported = true;
+            return Some(Verdict::Crash);
+        }
+        None
+    }
+
+    pub fn forget(&mut self, unit: &str) {
+        self.units.remove(unit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(active: &str, sub: &str, result: &str, inv: &str) -> UnitStatus {
+        UnitStatus {
+            unit: "hive-agent-alice.service".into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            result: result.into(),
+            invocation_id: inv.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_event_per_crash() {
+        let mut t = CrashTracker::default();
+        assert_eq!(t.observe(&st("active", "running", "success", "a")), None);
+        assert_eq!(
+            t.observe(&st("activating", "auto-restart", "signal", "a")),
+            Some(Verdict::Crash)
+        );
+        // The same crash seen again (Service and Unit interfaces each signal).
+        assert_eq!(
+            t.observe(&st("activating", "auto-restart", "signal", "a")),
+            None
+        );
+        // Restarted (new invocation), crashes again.
+        assert_eq!(t.observe(&st("active", "running", "success", "b")), None);
+        assert_eq!(
+            t.observe(&st("activating", "auto-restart", "exit-code", "b")),
+            Some(Verdict::Crash)
+        );
+    }
+
+    #[test]
+    fn auto_restart_then_failed_is_systemd_giving_up() {
+        // What systemd 252 does when restarts hit the start limit.
+        let mut t = CrashTracker::default();
+        assert_eq!(t.observe(&st("activating", "start", "", "e")), None);
+        assert_eq!(
+            t.observe(&st("activating", "auto-restart", "exit-code", "e")),
+            Some(Verdict::Crash)
+        );
+        assert_eq!(
+            t.observe(&st("failed", "failed", "exit-code", "e")),
+            Some(Verdict::CrashLoop)
+        );
+        assert_eq!(t.observe(&st("failed", "failed", "exit-code", "e")), None);
+    }
+
+    #[test]
+    fn a_refused_manual_start_is_a_loop_and_a_plain_failure_a_crash() {
+        let mut t = CrashTracker::default();
+        assert_eq!(
+            t.observe(&st("failed", "failed", "start-limit-hit", "a")),
+            Some(Verdict::CrashLoop)
+        );
+        let mut t = CrashTracker::default();
+        assert_eq!(
+            t.observe(&st("failed", "failed", "watchdog", "a")),
+            Some(Verdict::Crash)
+        );
+        assert_eq!(t.observe(&st("failed", "failed", "watchdog", "a")), None);
+    }
+
+    #[test]
+    fn an_admins_stop_is_no_crash() {
+        let mut t = CrashTracker::default();
+        for s in [
+            st("deactivating", "stop-sigterm", "success", "a"),
+            st("inactive", "dead", "success", "a"),
+            st("activating", "start", "", "b"),
+        ] {
+            assert_eq!(t.observe(&s), None, "{s:?}");
+        }
+    }
+}
