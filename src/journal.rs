@@ -30,10 +30,12 @@ pub enum Event {
     AgentEvent,
     /// A unit crashed so often that systemd gave up restarting it (start limit hit).
     CrashLoop,
+    /// An approved change was applied.
+    ApprovalApplied,
 }
 
 impl Event {
-    pub const ALL: [Event; 15] = [
+    pub const ALL: [Event; 16] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -49,6 +51,7 @@ impl Event {
         Event::Adopted,
         Event::AgentEvent,
         Event::CrashLoop,
+        Event::ApprovalApplied,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -69,6 +72,7 @@ impl Event {
             Event::Adopted => "adopted",
             Event::AgentEvent => "agent_event",
             Event::CrashLoop => "crash_loop",
+            Event::ApprovalApplied => "approval_applied",
         }
     }
 
@@ -89,6 +93,7 @@ impl Event {
             Event::Adopted => "a54a698518f54a34b7c4d48f9f549341",
             Event::AgentEvent => "2a2bee29f6cb442da262b09d3384ccb3",
             Event::CrashLoop => "d416cca1d0bf4cabaacad7e4f68351a6",
+            Event::ApprovalApplied => "b3e239c4b41d42a28eab770d43438d57",
         }
     }
 

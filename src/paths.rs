@@ -49,6 +49,11 @@ impl Roots {
         }
     }
 
+    /// The approvals store (SQLite, WAL).
+    pub fn store(&self) -> PathBuf {
+        self.state.join("hive.sqlite")
+    }
+
     /// `<state>/agents`: one directory per agent ever created.
     pub fn agents_dir(&self) -> PathBuf {
         self.state.join("agents")

@@ -18,4 +18,8 @@ pub trait Manager {
     fn restart_agent(&self, name: &str) -> zbus::Result<()>;
     fn rebuild_agent(&self, name: &str) -> zbus::Result<String>;
     fn destroy_agent(&self, name: &str, purge: bool) -> zbus::Result<()>;
+    fn list_approvals(&self, all: bool) -> zbus::Result<Vec<super::ApprovalRecord>>;
+    fn get_approval(&self, id: i64) -> zbus::Result<super::ApprovalRecord>;
+    fn approve(&self, id: i64, note: &str) -> zbus::Result<super::ApprovalRecord>;
+    fn deny(&self, id: i64, note: &str) -> zbus::Result<super::ApprovalRecord>;
 }

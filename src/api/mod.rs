@@ -21,6 +21,9 @@ pub enum Error {
     /// Bad input: nothing was touched.
     InvalidArgument(String),
     NoSuchAgent(String),
+    NoSuchApproval(String),
+    /// The approval was decided already (or failed); the second decision changed nothing.
+    AlreadyDecided(String),
     AccessDenied(String),
     /// The operation was attempted and failed; the message says where.
     Failed(String),
@@ -30,6 +33,44 @@ impl Error {
     /// Keeps the whole context chain on one line ("creating unit …: …: …").
     pub fn failed(err: anyhow::Error) -> Self {
         Self::Failed(format!("{err:#}"))
+    }
+}
+
+/// An approval as the API carries it (D-Bus signature `(xsssssssxxx)`): the store's row
+/// with absent values as "" and 0, so every field has a fixed D-Bus type.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type,
+)]
+pub struct ApprovalRecord {
+    pub id: i64,
+    pub agent: String,
+    pub kind: String,
+    /// JSON text, as the agent sent it.
+    pub payload: String,
+    /// pending, approved, denied, applied or failed.
+    pub status: String,
+    pub note: String,
+    pub decided_by: String,
+    /// Unix microseconds; 0 when not (yet) set.
+    pub created_at: i64,
+    pub decided_at: i64,
+    pub finished_at: i64,
+}
+
+impl From<&crate::store::Approval> for ApprovalRecord {
+    fn from(a: &crate::store::Approval) -> Self {
+        Self {
+            id: a.id,
+            agent: a.agent.to_string(),
+            kind: a.kind.clone(),
+            payload: a.payload.clone(),
+            status: a.status.as_str().to_owned(),
+            note: a.note.clone().unwrap_or_default(),
+            decided_by: a.decided_by.clone().unwrap_or_default(),
+            created_at: a.created_at,
+            decided_at: a.decided_at.unwrap_or_default(),
+            finished_at: a.finished_at.unwrap_or_default(),
+        }
     }
 }
 

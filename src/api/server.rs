@@ -9,7 +9,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use zbus::{interface, Connection, ObjectServer};
 
-use super::{agent_path, Error};
+use super::{agent_path, ApprovalRecord, Error};
 use crate::daemon::Hive;
 use crate::spec::AgentName;
 
@@ -51,17 +51,42 @@ fn object_path(name: &AgentName) -> OwnedObjectPath {
     OwnedObjectPath::try_from(agent_path(name.as_str())).expect("escaped agent path is valid")
 }
 
-/// Only root may change anything until approvals bring the admin group (issue 5); the
-/// D-Bus policy says the same, this is the second lock.
-async fn require_root(conn: &Connection, header: &Header<'_>, what: &str) -> Result<(), Error> {
+/// The group whose members may see and decide approvals (units/sysusers.d).
+pub const ADMIN_GROUP: &str = "hive-admin";
+
+/// The caller's uid and groups, as the bus daemon knows them.
+async fn caller(
+    conn: &Connection,
+    header: &Header<'_>,
+    what: &str,
+) -> Result<(u32, Vec<u32>), Error> {
     let sender = header
         .sender()
         .ok_or_else(|| Error::AccessDenied(format!("{what}: caller has no bus name")))?;
     let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-    let uid = dbus
-        .get_connection_unix_user(zbus::names::BusName::from(sender.to_owned()))
+    let creds = dbus
+        .get_connection_credentials(zbus::names::BusName::from(sender.to_owned()))
         .await
         .map_err(zbus::Error::from)?;
+    let uid = creds.unix_user_id().ok_or_else(|| {
+        Error::AccessDenied(format!("{what}: the bus did not say who the caller is"))
+    })?;
+    let groups = match creds.unix_group_ids() {
+        Some(g) => g.clone(),
+        // Older bus daemons do not pass groups on: read them from the caller's process.
+        None => creds
+            .process_id()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .map(|s| groups_from_status(&s))
+            .unwrap_or_default(),
+    };
+    Ok((uid, groups))
+}
+
+/// Only root may create, start, stop or destroy agents; the D-Bus policy says the same,
+/// this is the second lock.
+async fn require_root(conn: &Connection, header: &Header<'_>, what: &str) -> Result<(), Error> {
+    let (uid, _) = caller(conn, header, what).await?;
     if uid == 0 {
         Ok(())
     } else {
@@ -69,6 +94,50 @@ async fn require_root(conn: &Connection, header: &Header<'_>, what: &str) -> Res
             "{what}: only root may do this (caller uid {uid})"
         )))
     }
+}
+
+/// Root and members of hive-admin may see and decide approvals. Returns who it was, for
+/// the record.
+async fn require_admin(
+    conn: &Connection,
+    header: &Header<'_>,
+    what: &str,
+) -> Result<String, Error> {
+    let (uid, groups) = caller(conn, header, what).await?;
+    if uid == 0 {
+        return Ok("uid 0".into());
+    }
+    let admin_gid = std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|g| group_gid(&g, ADMIN_GROUP));
+    match admin_gid {
+        Some(gid) if groups.contains(&gid) => Ok(format!("uid {uid}")),
+        _ => Err(Error::AccessDenied(format!(
+            "{what}: only root and members of {ADMIN_GROUP} may do this (caller uid {uid})"
+        ))),
+    }
+}
+
+/// A group's gid from /etc/group text.
+pub fn group_gid(etc_group: &str, name: &str) -> Option<u32> {
+    etc_group.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+/// Supplementary groups from /proc/<pid>/status ("Groups:\t10 27 ...").
+pub fn groups_from_status(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Manager {
@@ -223,6 +292,73 @@ impl Manager {
         Self::unexport_agent(server, &emitter, &name).await?;
         Ok(())
     }
+
+    /// Approvals, oldest first: pending ones, or `all` of them. Pending approvals whose
+    /// agent's state dir is gone are marked failed first.
+    async fn list_approvals(
+        &self,
+        all: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        require_admin(conn, &header, "list approvals").await?;
+        Ok(self
+            .hive
+            .approvals
+            .list(all)?
+            .iter()
+            .map(ApprovalRecord::from)
+            .collect())
+    }
+
+    async fn get_approval(
+        &self,
+        id: i64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ApprovalRecord, Error> {
+        require_admin(conn, &header, &format!("read approval {id}")).await?;
+        Ok(ApprovalRecord::from(&self.hive.approvals.get(id)?))
+    }
+
+    /// Approves and applies; returns the approval as it ended (applied or failed).
+    async fn approve(
+        &self,
+        id: i64,
+        note: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ApprovalRecord, Error> {
+        let by = require_admin(conn, &header, &format!("approve {id}")).await?;
+        let note = (!note.is_empty()).then_some(note);
+        Ok(ApprovalRecord::from(
+            &self.hive.approve(id, &by, note).await?,
+        ))
+    }
+
+    async fn deny(
+        &self,
+        id: i64,
+        note: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ApprovalRecord, Error> {
+        let by = require_admin(conn, &header, &format!("deny {id}")).await?;
+        let note = (!note.is_empty()).then_some(note);
+        Ok(ApprovalRecord::from(&self.hive.deny(id, &by, note).await?))
+    }
+
+    /// An agent asked for something (emitted by the daemon when a request arrives).
+    #[zbus(signal)]
+    async fn approval_new(emitter: &SignalEmitter<'_>, id: i64, agent: &str) -> zbus::Result<()>;
+
+    /// An approval changed status.
+    #[zbus(signal)]
+    async fn approval_changed(
+        emitter: &SignalEmitter<'_>,
+        id: i64,
+        status: &str,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
     async fn agent_new(

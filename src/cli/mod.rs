@@ -1,8 +1,10 @@
 //! Command-line definitions (clap) and one module per group of verbs. The same
 //! definitions generate the man pages and shell completions.
 
+pub mod approvals;
 pub mod create;
 pub mod daemon;
+pub mod harness;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;
@@ -92,6 +94,12 @@ pub enum Command {
     Status(list::StatusArgs),
     /// Show the agent's journal: daemon events, its container and its harness
     Logs(logs::LogsArgs),
+    /// List approvals agents asked for (pending ones unless --all)
+    Approvals(approvals::ListArgs),
+    /// Approve a pending request and apply it (rebuilds the agent)
+    Approve(approvals::DecideArgs),
+    /// Deny a pending request
+    Deny(approvals::DecideArgs),
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -105,6 +113,9 @@ pub async fn run(args: Args) -> Result<()> {
         Command::List(a) => list::list(&args.roots, a).await,
         Command::Status(a) => list::status(&args.roots, a).await,
         Command::Logs(a) => logs::run(a),
+        Command::Approvals(a) => approvals::list(a).await,
+        Command::Approve(a) => approvals::approve(a).await,
+        Command::Deny(a) => approvals::deny(a).await,
     }
 }
 
@@ -139,7 +150,10 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
                     "access denied: only root may change agents (D-Bus policy org.hyperhive.Hive1.conf)".into(),
                 ),
                 n => match n.strip_prefix(ERROR_PREFIX) {
-                    Some(".InvalidArgument") | Some(".NoSuchAgent") => (EXIT_BAD_INPUT, detail),
+                    Some(".InvalidArgument")
+                    | Some(".NoSuchAgent")
+                    | Some(".NoSuchApproval")
+                    | Some(".AlreadyDecided") => (EXIT_BAD_INPUT, detail),
                     Some(".AccessDenied") => (EXIT_FAILED, format!("access denied: {detail}")),
                     _ => (EXIT_FAILED, detail),
                 },

@@ -12,12 +12,14 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
+use super::approvals::Approvals;
 use super::preflight;
 use crate::api::Error;
 use crate::journal::{self, Event};
 use crate::plan::{self, Host, UnitPlan};
 use crate::socket::Sockets;
 use crate::spec::{AgentName, AgentSpec, SpecFile};
+use crate::store::{Approval, Decision, Outcome as ApprovalOutcome};
 use crate::systemd::{anyhow_error_name, Systemd, UNIT_EXISTS};
 
 /// How long to try reaching a just-booted container's bus before giving up.
@@ -64,17 +66,19 @@ pub struct Hive {
     pub host: Host,
     pub sd: Systemd,
     pub sockets: Sockets,
+    pub approvals: Arc<Approvals>,
     locks: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
     /// One watch per agent on its harness, replaced with each new harness.
     harness_watches: Mutex<HashMap<AgentName, tokio::task::JoinHandle<()>>>,
 }
 
 impl Hive {
-    pub fn new(host: Host, sd: Systemd, sockets: Sockets) -> Self {
+    pub fn new(host: Host, sd: Systemd, sockets: Sockets, approvals: Arc<Approvals>) -> Self {
         Self {
             host,
             sd,
             sockets,
+            approvals,
             locks: Mutex::new(HashMap::new()),
             harness_watches: Mutex::new(HashMap::new()),
         }
@@ -104,7 +108,7 @@ impl Hive {
 
     /// Pending approvals, for STATUS=. Approvals are served from issue 5 on.
     fn pending_approvals(&self) -> usize {
-        0
+        self.approvals.pending()
     }
 
     fn stop_harness_watch(&self, name: &AgentName) {
@@ -131,7 +135,17 @@ impl Hive {
 
     /// The agent's spec: the one `create` saved, else a declared one under the config root.
     pub fn load_spec(&self, name: &AgentName) -> Result<AgentSpec, Error> {
-        let roots = &self.host.roots;
+        load_spec(&self.host.roots, name)
+    }
+
+    fn plan(&self, spec: &AgentSpec) -> UnitPlan {
+        plan::container_unit(spec, &self.host)
+    }
+}
+
+/// An agent's spec: the one `create` saved, else a declared one under the config root.
+pub fn load_spec(roots: &crate::paths::Roots, name: &AgentName) -> Result<AgentSpec, Error> {
+    {
         for path in [roots.saved_spec(name), roots.declared_spec(name)] {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
@@ -156,11 +170,9 @@ impl Hive {
             roots.declared_spec(name).display()
         )))
     }
+}
 
-    fn plan(&self, spec: &AgentSpec) -> UnitPlan {
-        plan::container_unit(spec, &self.host)
-    }
-
+impl Hive {
     pub async fn create(&self, name: &AgentName, spec_toml: &str) -> Result<Outcome, Error> {
         let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))
             .map_err(Error::InvalidArgument)?;
@@ -176,7 +188,7 @@ impl Hive {
 
         let plan = self.plan(&spec);
         let outcome = self
-            .bring_up(&spec, &plan, Mode::Create)
+            .bring_up(&spec, &plan, Mode::Create, None)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -205,7 +217,7 @@ impl Hive {
         self.prepare_dirs(name).map_err(Error::failed)?;
         let plan = self.plan(&spec);
         let outcome = self
-            .bring_up(&spec, &plan, Mode::Start)
+            .bring_up(&spec, &plan, Mode::Start, None)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -261,7 +273,7 @@ impl Hive {
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
         // The harness unit lived in the old container; the new one needs its own.
-        self.ensure_harness(&spec, Mode::Start)
+        self.ensure_harness(&spec, Mode::Start, None)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -280,31 +292,77 @@ impl Hive {
         let spec = self.load_spec(name)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
         let _guard = self.lock(name).await;
-        self.prepare_dirs(name).map_err(Error::failed)?;
-        let plan = self.plan(&spec);
+        self.rebuild_locked(&spec, None)
+            .await
+            .map_err(Error::failed)
+    }
+
+    /// Rebuilds from `spec` with the agent's lock held; `approval` stamps the new units
+    /// and the events with the approval that asked for it.
+    async fn rebuild_locked(&self, spec: &AgentSpec, approval: Option<i64>) -> Result<Outcome> {
+        let name = &spec.name;
+        self.prepare_dirs(name)?;
+        let mut plan = self.plan(spec);
+        let mut fields = vec![];
+        if let Some(id) = approval {
+            plan::stamp_approval(&mut plan, id);
+            fields.push(("HIVE_APPROVAL_ID", id.to_string()));
+        }
         journal::emit(
             Event::RebuildStarted,
             Some(name),
             Some(&plan.unit),
-            &[],
+            &fields,
             &format!("agent {name}: rebuilding {}", plan.unit),
         );
         let outcome = self
-            .bring_up(&spec, &plan, Mode::Rebuild)
+            .bring_up(spec, &plan, Mode::Rebuild, approval)
             .await
-            .with_context(|| format!("agent {name}: rebuilding"))
-            .map_err(Error::failed)?;
+            .with_context(|| format!("agent {name}: rebuilding"))?;
+        fields.push(("HIVE_OUTCOME", outcome.as_str().into()));
+        fields.push(("HIVE_PLAN", plan.hash.clone()));
         journal::emit(
             Event::RebuildFinished,
             Some(name),
             Some(&plan.unit),
-            &[
-                ("HIVE_OUTCOME", outcome.as_str().into()),
-                ("HIVE_PLAN", plan.hash.clone()),
-            ],
+            &fields,
             &format!("agent {name}: rebuilt {}", plan.unit),
         );
         Ok(outcome)
+    }
+
+    /// An admin approves: record the decision, then apply the change by writing the new
+    /// spec and rebuilding. The approval ends applied or failed, and says which.
+    pub async fn approve(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
+        let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
+        let outcome = match self.apply(&decided).await {
+            Ok(()) => ApprovalOutcome::Applied,
+            Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
+        };
+        self.approvals.finish(id, outcome)
+    }
+
+    pub async fn deny(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
+        self.approvals.decide(id, Decision::Deny, by, note)
+    }
+
+    async fn apply(&self, a: &Approval) -> Result<()> {
+        if a.kind != super::approvals::SPEC_CHANGE {
+            return Err(anyhow!("unknown request kind {:?}", a.kind));
+        }
+        let name = &a.agent;
+        let payload: serde_json::Value =
+            serde_json::from_str(&a.payload).context("reading the request")?;
+        let change = AgentSpec::change_from_json(&payload).map_err(anyhow::Error::msg)?;
+        let _guard = self.lock(name).await;
+        let current = self.load_spec(name).map_err(|e| anyhow!("{e}"))?;
+        let spec = current.with_change(&change).map_err(anyhow::Error::msg)?;
+        preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
+        let saved = self.host.roots.saved_spec(name);
+        write_atomic(&saved, spec.to_file().to_toml().as_bytes())
+            .with_context(|| format!("agent {name}: saving spec {}", saved.display()))?;
+        self.rebuild_locked(&spec, Some(a.id)).await?;
+        Ok(())
     }
 
     /// Stops and forgets the agent. Its state and credentials stay unless `purge`.
@@ -350,7 +408,13 @@ impl Hive {
 
     /// Socket, container, harness — in that order: the harness reports ready only once it
     /// is connected, so its socket must be there before the container boots.
-    async fn bring_up(&self, spec: &AgentSpec, plan: &UnitPlan, mode: Mode) -> Result<Outcome> {
+    async fn bring_up(
+        &self,
+        spec: &AgentSpec,
+        plan: &UnitPlan,
+        mode: Mode,
+        approval: Option<i64>,
+    ) -> Result<Outcome> {
         let name = &spec.name;
         self.sockets
             .register(name, &self.host.roots.runtime_dir(name))?;
@@ -361,15 +425,23 @@ impl Hive {
         } else {
             Mode::Start
         };
-        self.ensure_harness(spec, harness_mode).await?;
+        self.ensure_harness(spec, harness_mode, approval).await?;
         Ok(outcome)
     }
 
     /// Brings `hive-harness.service` up inside the agent's container, over the
     /// container's own bus.
-    async fn ensure_harness(&self, spec: &AgentSpec, mode: Mode) -> Result<Outcome> {
+    async fn ensure_harness(
+        &self,
+        spec: &AgentSpec,
+        mode: Mode,
+        approval: Option<i64>,
+    ) -> Result<Outcome> {
         let name = &spec.name;
-        let plan = plan::harness_unit(spec, &self.host);
+        let mut plan = plan::harness_unit(spec, &self.host);
+        if let Some(id) = approval {
+            plan::stamp_approval(&mut plan, id);
+        }
         let sd = self.container_systemd(name).await?;
         let outcome = Self::ensure_running(&sd, &plan, mode)
             .await
@@ -398,7 +470,7 @@ impl Hive {
         if !up {
             return Ok(Outcome::Adopted);
         }
-        let outcome = self.ensure_harness(&spec, Mode::Start).await?;
+        let outcome = self.ensure_harness(&spec, Mode::Start, None).await?;
         if outcome != Outcome::Adopted {
             log::info!("agent {name}: harness re-created in its restarted container");
         }

@@ -1,5 +1,6 @@
 //! hive-c0re: wires systemd, the API and the agents together.
 
+pub mod approvals;
 mod crash;
 mod hive;
 pub mod preflight;
@@ -18,7 +19,7 @@ use crate::api::{self, server};
 use crate::journal::{self, Event};
 use crate::paths::Roots;
 use crate::plan::Host;
-use crate::socket::{server::NoApprovals, Sockets};
+use crate::socket::Sockets;
 use crate::spec::AgentName;
 use crate::systemd::Systemd;
 
@@ -83,10 +84,12 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .context("connecting to the system bus")?;
     let sd = Systemd::manager(&conn).await?;
     let roots = host.roots.clone();
+    let approvals = Arc::new(approvals::Approvals::open(&roots, &conn)?);
     let hive = Arc::new(Hive::new(
         host,
         sd.clone(),
-        Sockets::new(Arc::new(NoApprovals)),
+        Sockets::new(approvals.clone()),
+        approvals,
     ));
     // Watch before rediscovering, so a container that restarts meanwhile is not missed.
     watch::spawn(&conn, hive.clone()).await?;

@@ -89,7 +89,16 @@ fn report(verdict: Verdict, crash_event: Event, agent: &AgentName, st: &UnitStat
 pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
     let sd = Systemd::reader(conn).await?;
     let mut changes = unit_changes(conn).await?;
-    let tracker_hive = hive.clone();
+    // STATUS= is refreshed by its own task, so counting agents never delays an event.
+    let status_due = Arc::new(tokio::sync::Notify::new());
+    let status_hive = hive.clone();
+    let due = status_due.clone();
+    tokio::spawn(async move {
+        loop {
+            due.notified().await;
+            status_hive.refresh_status().await;
+        }
+    });
     tokio::spawn(async move {
         let mut tracker = CrashTracker::default();
         while let Some(Ok(msg)) = changes.next().await {
@@ -108,7 +117,7 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
                 Ok(None) => tracker.forget(&unit),
                 Err(e) => log::warn!("agent {agent}: reading {unit} after a change: {e:#}"),
             }
-            tracker_hive.refresh_status().await;
+            status_due.notify_one();
         }
         log::error!(
             "lost systemd's PropertiesChanged stream; exiting so systemd restarts hive-c0re"

@@ -107,6 +107,7 @@ pub async fn run(opts: Options) -> Result<i32> {
 
     let mut client = connect_retrying(&opts.socket).await;
     let agent = client.agent.clone();
+    log::info!("connected to hive-c0re as agent {agent}");
     log.record("connected", &serde_json::json!({ "agent": agent }));
     notify(&[
         sd_notify::NotifyState::Ready,

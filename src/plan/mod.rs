@@ -225,6 +225,21 @@ fn stamp(unit: String, machine: Option<String>, mut properties: Vec<(String, Pro
     }
 }
 
+/// Marks a plan as the work of approval `id`: its units' log lines carry
+/// `HIVE_APPROVAL_ID=`, so `journalctl HIVE_APPROVAL_ID=<id>` shows what it changed. Not
+/// part of the plan hash: the same spec is the same plan, whoever asked for it.
+pub fn stamp_approval(plan: &mut UnitPlan, id: i64) {
+    for (key, value) in plan.properties.iter_mut() {
+        match (key.as_str(), value) {
+            ("LogExtraFields", Prop::Bytes(fields)) => {
+                fields.push(format!("HIVE_APPROVAL_ID={id}").into_bytes())
+            }
+            ("Environment", Prop::Strv(env)) => env.push(format!("HIVE_APPROVAL_ID={id}")),
+            _ => {}
+        }
+    }
+}
+
 /// The agent's PATH: its own entries first, then where the harness is bound, then the
 /// host's base, without repeats. The same for the container unit and the harness.
 pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {

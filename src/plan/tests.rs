@@ -258,3 +258,20 @@ fn harness_hash_follows_the_path() {
     b.path.push("/opt/new/bin".into());
     assert_ne!(a.hash, harness_unit(&b, &host()).hash);
 }
+
+#[test]
+fn an_approval_stamps_logs_and_environment_but_not_the_hash() {
+    for mut plan in [
+        container_unit(&base(), &host()),
+        harness_unit(&base(), &host()),
+    ] {
+        let hash = plan.hash.clone();
+        stamp_approval(&mut plan, 12);
+        assert_eq!(plan.hash, hash);
+        assert!(strv(&plan, "Environment").contains(&"HIVE_APPROVAL_ID=12".to_string()));
+        match plan.get("LogExtraFields") {
+            Some(Prop::Bytes(f)) => assert!(f.contains(&b"HIVE_APPROVAL_ID=12".to_vec())),
+            other => panic!("{other:?}"),
+        }
+    }
+}

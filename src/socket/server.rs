@@ -36,20 +36,6 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<i64, String>;
 }
 
-/// Used until approvals are served: every request gets a clear error.
-pub struct NoApprovals;
-
-impl Handler for NoApprovals {
-    fn request_approval(
-        &self,
-        _: &AgentName,
-        _: &str,
-        _: &serde_json::Value,
-    ) -> Result<i64, String> {
-        Err("approvals are not available on this daemon".into())
-    }
-}
-
 struct Listener {
     path: PathBuf,
     /// The accept loop and every connection task: aborting the set drops them all.

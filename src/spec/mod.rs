@@ -271,6 +271,20 @@ impl AgentSpec {
         })
     }
 
+    /// The spec with a requested change laid over it (a spec layer, e.g. from an approval
+    /// request: `{"path": ["/opt/x/bin"]}`), validated as any spec is.
+    pub fn with_change(&self, change: &SpecFile) -> Result<AgentSpec, String> {
+        AgentSpec::validate(&self.name, &self.to_file().overlay(change.clone()))
+    }
+
+    /// Parses a change requested as JSON: the same fields as a spec file.
+    pub fn change_from_json(value: &serde_json::Value) -> Result<SpecFile, String> {
+        if !value.is_object() {
+            return Err("a spec change must be a JSON object of spec fields".into());
+        }
+        serde_json::from_value(value.clone()).map_err(|e| format!("invalid spec change: {e}"))
+    }
+
     /// The normalized spec as a file layer, for saving beside the agent's state.
     pub fn to_file(&self) -> SpecFile {
         SpecFile {

@@ -208,3 +208,24 @@ fn sizes() {
     assert!(parse_bytes("-1").is_err());
     assert!(parse_bytes("1.5G").is_err());
 }
+
+#[test]
+fn a_requested_change_is_laid_over_and_validated() {
+    let spec = AgentSpec::validate(&name("alice"), &minimal()).unwrap();
+    let change =
+        AgentSpec::change_from_json(&serde_json::json!({"path": ["/opt/approved/bin"]})).unwrap();
+    let changed = spec.with_change(&change).unwrap();
+    assert_eq!(changed.path, vec![PathBuf::from("/opt/approved/bin")]);
+    assert_eq!(changed.root, spec.root);
+
+    for bad in [
+        serde_json::json!(["not", "an", "object"]),
+        serde_json::json!({"path": "not-a-list"}),
+        serde_json::json!({"nonsense": 1}),
+    ] {
+        assert!(AgentSpec::change_from_json(&bad).is_err(), "{bad}");
+    }
+    let relative = AgentSpec::change_from_json(&serde_json::json!({"path": ["bin"]})).unwrap();
+    let err = spec.with_change(&relative).unwrap_err();
+    assert!(err.starts_with("agent alice: path entry bin"), "{err}");
+}

@@ -28,7 +28,8 @@ pub struct Binary {
 /// The shells completions are written for, each in `completions/<shell>/`.
 pub const SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
 
-/// hyperhive's binaries with clap definitions: `hivectl` (1) and `hive-c0re` (8).
+/// hyperhive's binaries with clap definitions: `hivectl` (1), `hive-c0re` (8) and
+/// `hive-harness` (8, it runs inside each agent's container).
 pub fn binaries() -> Vec<Binary> {
     vec![
         Binary {
@@ -75,10 +76,31 @@ pub fn binaries() -> Vec<Binary> {
             ],
             see_also: &[
                 "hivectl(1)",
+                "hive-harness(8)",
                 "systemd.unit(5)",
                 "systemd-nspawn(1)",
                 "machinectl(1)",
                 "journalctl(1)",
+            ],
+        },
+        Binary {
+            command: hyperhive::cli::harness::Args::command(),
+            section: "8",
+            files: &[
+                (
+                    "/run/hyperhive/hive.sock",
+                    "The agent socket inside the container: the harness's only door to the host.",
+                ),
+                (
+                    "/state/hyperhive-events.sqlite",
+                    "The agent's durable event log, kept across destroy and recreate.",
+                ),
+            ],
+            see_also: &[
+                "hive-c0re(8)",
+                "hivectl(1)",
+                "systemd.service(5)",
+                "sd_notify(3)",
             ],
         },
     ]

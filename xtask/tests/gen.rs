@@ -38,16 +38,28 @@ fn writes_man_pages_for_every_subcommand_and_completions_for_every_shell() {
     let hivectl_subs = subcommand_names(&hyperhive::cli::Args::command());
     assert!(hivectl_subs.contains(&"create".to_string()));
     let c0re_subs = subcommand_names(&hyperhive::cli::daemon::Args::command());
+    let harness_subs = subcommand_names(&hyperhive::cli::harness::Args::command());
 
-    let mut expected = BTreeSet::from(["hivectl.1".to_string(), "hive-c0re.8".to_string()]);
+    let mut expected = BTreeSet::from([
+        "hivectl.1".to_string(),
+        "hive-c0re.8".to_string(),
+        "hive-harness.8".to_string(),
+    ]);
     expected.extend(hivectl_subs.iter().map(|s| format!("hivectl-{s}.1")));
     expected.extend(c0re_subs.iter().map(|s| format!("hive-c0re-{s}.8")));
+    expected.extend(harness_subs.iter().map(|s| format!("hive-harness-{s}.8")));
     assert_eq!(listing(&out.path().join("man")), expected);
 
     for (dir, names) in [
-        ("bash", ["hive-c0re.bash", "hivectl.bash"]),
-        ("fish", ["hive-c0re.fish", "hivectl.fish"]),
-        ("zsh", ["_hive-c0re", "_hivectl"]),
+        (
+            "bash",
+            ["hive-c0re.bash", "hive-harness.bash", "hivectl.bash"],
+        ),
+        (
+            "fish",
+            ["hive-c0re.fish", "hive-harness.fish", "hivectl.fish"],
+        ),
+        ("zsh", ["_hive-c0re", "_hive-harness", "_hivectl"]),
     ] {
         let want: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
         assert_eq!(

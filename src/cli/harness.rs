@@ -1,0 +1,76 @@
+//! hive-harness's command line (in src/cli so man pages and completions cover it too).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use crate::socket::protocol::{Reply, Request};
+use crate::socket::SOCKET_IN_CONTAINER;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hive-harness",
+    version,
+    about = "The hyperhive harness: connects an agent's container to hive-c0re and runs the agent's command",
+    long_about = "The hyperhive harness, run inside each agent's container as hive-harness.service \
+(Type=notify, created by hive-c0re). It connects to the agent socket, reports READY=1 once \
+connected, pings systemd's watchdog while the socket answers, runs the agent's command (after \
+--) and records events in /state/hyperhive-events.sqlite. The request-approval subcommand lets \
+the agent ask an admin for a change of its own spec.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Args {
+    /// The agent socket
+    #[arg(long, env = "HIVE_SOCKET", default_value = SOCKET_IN_CONTAINER, global = true)]
+    pub socket: PathBuf,
+    /// The agent's durable event log (SQLite)
+    #[arg(long, default_value = "/state/hyperhive-events.sqlite")]
+    pub events: PathBuf,
+    #[command(subcommand)]
+    pub request: Option<HarnessCommand>,
+    /// The agent's command and its arguments (none: just stay connected)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HarnessCommand {
+    /// Ask an admin for a change (prints the approval's id); e.g.
+    /// `request-approval spec_change '{"path": ["/opt/x/bin"]}'`
+    RequestApproval {
+        /// What is asked for: spec_change
+        kind: String,
+        /// The request as JSON; for spec_change, spec fields to lay over the agent's spec
+        payload: String,
+    },
+}
+
+pub async fn run(args: Args) -> Result<i32> {
+    match args.request {
+        None => {
+            let opts = crate::harness::Options {
+                socket: args.socket,
+                events: args.events,
+                command: args.command,
+            };
+            crate::harness::run(opts).await
+        }
+        Some(HarnessCommand::RequestApproval { kind, payload }) => {
+            let payload: serde_json::Value = serde_json::from_str(&payload)
+                .map_err(|e| super::BadInput(format!("payload is not JSON: {e}")))?;
+            let mut client = crate::harness::Client::connect(&args.socket).await?;
+            match client
+                .ask(&Request::RequestApproval { kind, payload })
+                .await?
+            {
+                Reply::ApprovalPending { id } => {
+                    println!("{id}");
+                    Ok(0)
+                }
+                Reply::Error { error } => Err(super::BadInput(error).into()),
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+    }
+}

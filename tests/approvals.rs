@@ -1,0 +1,330 @@
+//! Approvals end to end on a real systemd: agents ask through their socket, admins decide
+//! with hivectl, the daemon applies by rebuilding; journald and systemd are the oracle.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// A stand-in for claude that asks for /opt/approved/bin on its PATH until it has it.
+const ASKING: &str = r#"echo "$PATH" > /state/path
+case ":$PATH:" in
+  *:/opt/approved/bin:*) ;;
+  *) hive-harness request-approval spec_change '{"path":["/opt/approved/bin"]}' > /state/requested ;;
+esac
+exec sleep infinity"#;
+
+fn state_file(h: &TestHost, agent: &str, file: &str) -> String {
+    let out = h.run(&[
+        "cat",
+        &format!("/var/lib/hyperhive/agents/{agent}/state/{file}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Creates `agent` with the asking stand-in and returns the id of its request.
+fn asking_agent(h: &TestHost, agent: &str) -> i64 {
+    h.create(agent, &["--harness", "sh", "-c", ASKING]);
+    let mut id = String::new();
+    h.wait_for("the agent's request", Duration::from_secs(15), || {
+        id = state_file(h, agent, "requested");
+        !id.is_empty()
+    });
+    id.parse().expect("request-approval prints the id")
+}
+
+fn approvals(h: &TestHost, all: bool) -> Vec<Value> {
+    let mut args = vec!["approvals", "--json"];
+    if all {
+        args.push("--all");
+    }
+    let v: Value = serde_json::from_str(&h.hivectl_ok(&args)).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn journal(h: &TestHost, matches: &[&str]) -> Vec<Value> {
+    let mut argv = vec!["journalctl", "--merge", "-o", "json", "--no-pager"];
+    argv.extend_from_slice(matches);
+    h.run_ok(&argv)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_agent_asks_for_a_path_an_admin_approves_and_the_harness_gets_it() {
+    let h = hive();
+    let id = asking_agent(&h, "alice");
+    assert!(!state_file(&h, "alice", "path").contains("/opt/approved/bin"));
+
+    let pending = approvals(&h, false);
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["id"], id);
+    assert_eq!(pending[0]["agent"], "alice");
+    assert_eq!(pending[0]["kind"], "spec_change");
+    assert_eq!(pending[0]["status"], "pending");
+    assert_eq!(pending[0]["payload"]["path"][0], "/opt/approved/bin");
+    assert!(h.hivectl_ok(&["approvals"]).contains("spec_change"));
+
+    let out = h.hivectl_ok(&["approve", &id.to_string(), "--note", "ok for alice"]);
+    assert!(out.contains("applied"), "{out}");
+
+    // The rebuilt harness runs with the new PATH, and asks no more.
+    h.wait_for(
+        "the approved PATH reached the agent",
+        Duration::from_secs(15),
+        || state_file(&h, "alice", "path").starts_with("/opt/approved/bin:"),
+    );
+    assert!(h
+        .unit_show("alice", "Environment")
+        .contains(&format!("HIVE_APPROVAL_ID={id}")));
+    assert!(approvals(&h, false).is_empty());
+    let all = approvals(&h, true);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["status"], "applied");
+    assert_eq!(all[0]["decided_by"], "uid 0");
+    assert_eq!(all[0]["note"], "ok for alice");
+
+    // journalctl HIVE_APPROVAL_ID=N tells what it did: the decision, the rebuild, and the
+    // rebuilt harness's own lines.
+    let story = journal(&h, &[&format!("HIVE_APPROVAL_ID={id}")]);
+    let events: Vec<&str> = story
+        .iter()
+        .filter_map(|e| e["HIVE_EVENT"].as_str())
+        .collect();
+    for want in [
+        "approval_requested",
+        "approval_approved",
+        "rebuild_started",
+        "rebuild_finished",
+        "approval_applied",
+    ] {
+        assert!(events.contains(&want), "{want} missing from {events:?}");
+    }
+    assert!(
+        story
+            .iter()
+            .any(|e| e["SYSLOG_IDENTIFIER"] == "hive-harness"),
+        "the rebuilt harness's own lines carry the approval id"
+    );
+}
+
+#[test]
+fn deny_changes_nothing_and_a_second_decision_is_refused() {
+    let h = hive();
+    let id = asking_agent(&h, "alice").to_string();
+    let spec_before = h.run_ok(&["cat", "/var/lib/hyperhive/agents/alice/spec.toml"]);
+    let invocation = h.invocation("alice");
+
+    let out = h.hivectl_ok(&["deny", &id, "--note", "not today"]);
+    assert!(out.contains("denied"), "{out}");
+    assert_eq!(
+        h.run_ok(&["cat", "/var/lib/hyperhive/agents/alice/spec.toml"]),
+        spec_before
+    );
+    assert_eq!(h.invocation("alice"), invocation, "nothing was rebuilt");
+    assert_eq!(
+        journal(
+            &h,
+            &[
+                "HIVE_EVENT=approval_denied",
+                &format!("HIVE_APPROVAL_ID={id}")
+            ]
+        )
+        .len(),
+        1
+    );
+
+    for verb in ["approve", "deny"] {
+        let out = h.hivectl(&[verb, &id]);
+        assert_bad_input(&out, &format!("second {verb}"));
+        assert!(stderr(&out).contains("already denied"), "{}", stderr(&out));
+    }
+    assert_bad_input(&h.hivectl(&["approve", "9999"]), "unknown id");
+    assert_eq!(approvals(&h, true)[0]["status"], "denied");
+}
+
+#[test]
+fn an_orphan_is_marked_failed_and_kept() {
+    let h = hive();
+    let id = asking_agent(&h, "alice");
+    h.run_ok(&["rm", "-rf", "/var/lib/hyperhive/agents/alice/state"]);
+    assert!(approvals(&h, false).is_empty(), "no longer pending");
+    let all = approvals(&h, true);
+    assert_eq!(all.len(), 1, "kept for audit");
+    assert_eq!(all[0]["status"], "failed");
+    assert_eq!(all[0]["note"], "agent state dir missing");
+    assert_eq!(
+        journal(
+            &h,
+            &[
+                "HIVE_EVENT=approval_failed",
+                &format!("HIVE_APPROVAL_ID={id}")
+            ]
+        )
+        .len(),
+        1
+    );
+    assert_bad_input(
+        &h.hivectl(&["approve", &id.to_string()]),
+        "approve an orphan",
+    );
+}
+
+#[test]
+fn eight_concurrent_approvals_end_with_exactly_one_decision() {
+    let h = hive();
+    let id = asking_agent(&h, "alice");
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8; do ({} approve {id} >/dev/null 2>&1; echo $? > /run/rc$i) & done; wait; cat /run/rc*",
+        HIVECTL
+    );
+    let codes = h.run_ok(&["sh", "-c", &script]);
+    let mut codes: Vec<&str> = codes.lines().collect();
+    codes.sort();
+    assert_eq!(codes, vec!["0", "2", "2", "2", "2", "2", "2", "2"]);
+    let all = approvals(&h, true);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["status"], "applied");
+    assert_eq!(
+        journal(
+            &h,
+            &[
+                "HIVE_EVENT=approval_approved",
+                &format!("HIVE_APPROVAL_ID={id}")
+            ]
+        )
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn only_root_and_hive_admin_may_see_and_decide() {
+    let h = hive();
+    let id = asking_agent(&h, "alice").to_string();
+    // A real admin user in the hive-admin group (created by units/sysusers.d at boot).
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "echo 'hiveadm:x:1001:1001::/:/usr/sbin/nologin' >> /etc/passwd && \
+         echo 'hiveadm:x:1001:' >> /etc/group && \
+         sed -i 's/^hive-admin:x:\\([0-9]*\\):$/hive-admin:x:\\1:hiveadm/' /etc/group && \
+         grep -q '^hive-admin:.*:hiveadm$' /etc/group && \
+         busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
+    ]);
+    // Numeric gids: Debian's nobody has no group of its own name.
+    let as_user = |user: &str, args: &[&str]| {
+        let gid = if user == "nobody" { "65534" } else { "1001" };
+        let mut argv = vec![
+            "setpriv",
+            "--reuid",
+            user,
+            "--regid",
+            gid,
+            "--init-groups",
+            HIVECTL,
+        ];
+        argv.extend_from_slice(args);
+        h.run(&argv)
+    };
+    let out = as_user("nobody", &["approvals"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
+    let out = as_user("nobody", &["approve", &id]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = as_user("hiveadm", &["approvals", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = as_user("hiveadm", &["deny", &id, "--note", "by an admin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(approvals(&h, true)[0]["decided_by"], "uid 1001");
+    // Admins decide approvals; they do not change agents themselves.
+    let out = as_user("hiveadm", &["stop", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_bad_request_is_refused_at_the_door() {
+    let h = hive();
+    h.create("alice", &[]);
+    let out = h.in_agent(
+        "alice",
+        &[
+            "/opt/hyperhive/bin/hive-harness",
+            "request-approval",
+            "spec_change",
+            r#"{"path":["relative"]}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("path entry relative"),
+        "{}",
+        stderr(&out)
+    );
+    let out = h.in_agent(
+        "alice",
+        &[
+            "/opt/hyperhive/bin/hive-harness",
+            "request-approval",
+            "root_please",
+            "{}",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(approvals(&h, true).is_empty());
+}
+
+#[test]
+fn a_flood_of_1000_requests_from_3_agents_loses_none() {
+    let h = hive();
+    for a in ["a1", "a2", "a3"] {
+        h.create(a, &[]);
+    }
+    let leader = h.leader();
+    let threads: Vec<_> = ["a1", "a2", "a3"]
+        .into_iter()
+        .enumerate()
+        .map(|(n, agent)| {
+            std::thread::spawn(move || {
+                let path = format!("/proc/{leader}/root/run/hyperhive/{agent}/hive.sock");
+                let mut s = UnixStream::connect(path).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                s.write_all(b"{\"type\":\"hello\",\"version\":1}\n").unwrap();
+                r.read_line(&mut line).unwrap();
+                let count = if n == 0 { 334 } else { 333 };
+                let mut ids = Vec::new();
+                for i in 0..count {
+                    let req = format!(
+                        "{{\"type\":\"request_approval\",\"kind\":\"spec_change\",\"payload\":{{\"env\":{{\"K{i}\":\"v\"}}}}}}\n"
+                    );
+                    s.write_all(req.as_bytes()).unwrap();
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    assert_eq!(v["type"], "approval_pending", "{line}");
+                    ids.push(v["id"].as_i64().unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "every request got its own id");
+    let pending = approvals(&h, false);
+    assert_eq!(pending.len(), 1000, "none lost");
+    for a in ["a1", "a2", "a3"] {
+        assert!(pending.iter().filter(|p| p["agent"] == a).count() >= 333);
+    }
+}
