@@ -61,6 +61,8 @@ fn an_agent_asks_for_a_path_an_admin_approves_and_the_harness_gets_it() {
     let id = asking_agent(&h, "alice");
     assert!(!state_file(&h, "alice", "path").contains("/opt/approved/bin"));
 
+    let status = h.hivectl_ok(&["status", "alice"]);
+    assert!(status.contains(&format!("Approvals: #{id}")), "{status}");
     let pending = approvals(&h, false);
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0]["id"], id);

@@ -139,6 +139,27 @@ pub struct AgentStatus {
     pub harness: Option<UnitStatus>,
     /// The agent's most recent journal lines (`hivectl logs`).
     pub recent_log: Vec<String>,
+    /// Ids of the agent's pending approvals; `null` when the daemon is down or the caller
+    /// may not see approvals (root and hive-admin only).
+    pub pending_approvals: Option<Vec<i64>>,
+}
+
+/// The agent's pending approvals, from the daemon (which owns the store).
+async fn pending_approvals(conn: &zbus::Connection, name: &AgentName) -> Option<Vec<i64>> {
+    let manager = crate::api::client::ManagerProxy::new(conn).await.ok()?;
+    let all = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        manager.list_approvals(false),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(
+        all.iter()
+            .filter(|a| a.agent == name.as_str())
+            .map(|a| a.id)
+            .collect(),
+    )
 }
 
 /// The harness unit's state, from the container's bus socket bound out to the host.
@@ -200,6 +221,7 @@ pub async fn status(roots: &RootArgs, args: StatusArgs) -> Result<()> {
         },
         container: unit,
         recent_log: super::logs::recent(&name, 10),
+        pending_approvals: pending_approvals(&conn, &name).await,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -269,6 +291,18 @@ pub fn render_status(st: &AgentStatus) -> String {
     out.push_str(&format!("     State: {}\n", st.state_dir.display()));
     out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
     out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
+    let pending = match &st.pending_approvals {
+        Some(ids) if ids.is_empty() => "none".to_string(),
+        Some(ids) => {
+            ids.iter()
+                .map(|id| format!("#{id}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                + " (hivectl approvals)"
+        }
+        None => "unknown (daemon down, or not root/hive-admin)".to_string(),
+    };
+    out.push_str(&format!(" Approvals: {pending}\n"));
     if !st.recent_log.is_empty() {
         out.push('\n');
         for line in &st.recent_log {
