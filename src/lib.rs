@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod failpoint;
 pub mod harness;
 pub mod journal;
 pub mod logging;

@@ -269,3 +269,28 @@ fn a_daemon_that_stops_answering_is_restarted_by_its_watchdog() {
     assert!(log.to_lowercase().contains("watchdog"), "{log}");
     assert_eq!(h.invocation("alice"), agent, "the agent kept running");
 }
+
+#[test]
+fn a_harness_crash_after_a_daemon_restart_is_still_seen() {
+    let h = hive();
+    h.create("alice", &["--harness", "sleep", "infinity"]);
+    h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+    // The restarted daemon re-establishes its watch on each container's harness.
+    std::thread::sleep(Duration::from_secs(1));
+    h.run_ok(&[
+        "systemctl",
+        "-M",
+        "h-alice",
+        "kill",
+        "-s",
+        "KILL",
+        "--kill-whom=main",
+        "hive-harness.service",
+    ]);
+    let e = wait_entry(
+        &h,
+        "harness_crash after a daemon restart",
+        &["HIVE_EVENT=harness_crash", "HIVE_AGENT=alice"],
+    );
+    assert_eq!(e["HIVE_RESULT"], "signal");
+}

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::approvals::Approvals;
 use super::preflight;
 use crate::api::Error;
+use crate::failpoint;
 use crate::journal::{self, Event};
 use crate::plan::{self, Host, UnitPlan};
 use crate::socket::Sockets;
@@ -185,6 +186,7 @@ impl Hive {
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
             .with_context(|| format!("agent {name}: saving spec {}", saved.display()))
             .map_err(Error::failed)?;
+        failpoint::hit("create:spec-saved");
 
         let plan = self.plan(&spec);
         let outcome = self
@@ -192,6 +194,7 @@ impl Hive {
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
+        failpoint::hit("create:container-up");
         let event = if outcome == Outcome::Adopted {
             Event::Adopted
         } else {
@@ -319,6 +322,7 @@ impl Hive {
             .bring_up(spec, &plan, Mode::Rebuild, approval)
             .await
             .with_context(|| format!("agent {name}: rebuilding"))?;
+        failpoint::hit("rebuild:container-up");
         fields.push(("HIVE_OUTCOME", outcome.as_str().into()));
         fields.push(("HIVE_PLAN", plan.hash.clone()));
         journal::emit(
@@ -335,8 +339,12 @@ impl Hive {
     /// spec and rebuilding. The approval ends applied or failed, and says which.
     pub async fn approve(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
         let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
+        failpoint::hit("approve:decided");
         let outcome = match self.apply(&decided).await {
-            Ok(()) => ApprovalOutcome::Applied,
+            Ok(()) => {
+                failpoint::hit("approve:applied");
+                ApprovalOutcome::Applied
+            }
             Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
         };
         self.approvals.finish(id, outcome)
@@ -361,8 +369,35 @@ impl Hive {
         let saved = self.host.roots.saved_spec(name);
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
             .with_context(|| format!("agent {name}: saving spec {}", saved.display()))?;
+        failpoint::hit("approve:spec-saved");
         self.rebuild_locked(&spec, Some(a.id)).await?;
         Ok(())
+    }
+
+    /// An approval the daemon recorded as approved but did not finish applying (it was
+    /// killed in between) is applied now: the admin's decision stands. Applying is
+    /// idempotent (the spec converges), so a change already written is not doubled.
+    pub async fn resume_approved(&self) {
+        let all = match self.approvals.list(true) {
+            Ok(all) => all,
+            Err(e) => {
+                log::error!("reading approvals to resume: {e}");
+                return;
+            }
+        };
+        for a in all
+            .iter()
+            .filter(|a| a.status == crate::store::Status::Approved)
+        {
+            log::warn!("approval {} of agent {}: approved but not applied when hive-c0re stopped; applying it now", a.id, a.agent);
+            let outcome = match self.apply(a).await {
+                Ok(()) => ApprovalOutcome::Applied,
+                Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
+            };
+            if let Err(e) = self.approvals.finish(a.id, outcome) {
+                log::error!("approval {}: recording its outcome: {e}", a.id);
+            }
+        }
     }
 
     /// Stops and forgets the agent. Its state and credentials stay unless `purge`.
@@ -377,6 +412,7 @@ impl Hive {
             .await
             .with_context(|| ctx("stopping"))
             .map_err(Error::failed)?;
+        failpoint::hit("destroy:stopped");
         self.sd.reset_failed(&unit).await.map_err(Error::failed)?;
         self.sd
             .unregister_machine(&name.machine())
@@ -386,6 +422,7 @@ impl Hive {
         self.sockets.unregister(name);
         self.stop_harness_watch(name);
         remove_if_present(&roots.saved_spec(name)).map_err(Error::failed)?;
+        failpoint::hit("destroy:spec-removed");
         // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
         // after the unit is gone, so it is ours to remove.
         remove_dir_if_present(&roots.runtime_dir(name)).map_err(Error::failed)?;
@@ -607,6 +644,9 @@ impl Hive {
                         });
                     }
                     sd.stop(unit).await?;
+                    if mode == Mode::Rebuild && plan.machine.is_some() {
+                        failpoint::hit("rebuild:container-stopped");
+                    }
                     replaced = true;
                     continue;
                 }

@@ -105,6 +105,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     // daemon must know every one of them before it says it is up.
     let mut running = 0usize;
     let known = known_agents(&roots, &sd).await;
+    remove_orphan_runtime_dirs(&roots, &known);
     for name in &known {
         let name = name.clone();
         server::Manager::export_agent(server, &emitter, &name).await?;
@@ -139,6 +140,21 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         "hive-c0re ready on {}: {running} agents running",
         api::BUS_NAME
     );
+
+    // Harnesses of running agents are checked, and their crash watches started, after
+    // READY=1: one slow container must not hold the daemon back, and harnesses reconnect
+    // to their sockets by themselves.
+    for name in known {
+        let hive = hive.clone();
+        tokio::spawn(async move {
+            if let Err(e) = hive.heal_harness(&name).await {
+                log::warn!("agent {name}: checking its harness: {e:#}");
+            }
+        });
+    }
+    // An approval the previous daemon approved but did not finish applying stands.
+    let resume = hive.clone();
+    tokio::spawn(async move { resume.resume_approved().await });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -177,6 +193,32 @@ fn spawn_watchdog(conn: zbus::Connection) {
             }
         }
     });
+}
+
+/// Removes runtime dirs (socket dir and `.bus` dir) of agents that no longer exist: a
+/// destroy interrupted after the spec was removed leaves them behind, and a socket nobody
+/// serves must not linger.
+fn remove_orphan_runtime_dirs(roots: &Roots, known: &BTreeSet<AgentName>) {
+    let Ok(dir) = std::fs::read_dir(&roots.run) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let file = entry.file_name();
+        let Some(raw) = file.to_str() else { continue };
+        let Ok(name) = AgentName::parse(raw.strip_suffix(".bus").unwrap_or(raw)) else {
+            continue;
+        };
+        if known.contains(&name) {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => log::info!(
+                "removed {} of agent {name}, which no longer exists",
+                entry.path().display()
+            ),
+            Err(e) => log::warn!("removing {}: {e}", entry.path().display()),
+        }
+    }
 }
 
 /// Failures to notify are logged, never fatal: the daemon may run outside systemd.

@@ -143,7 +143,13 @@ impl SpecFile {
         self.root = over.root.or(self.root);
         self.volatile = over.volatile.or(self.volatile);
         self.path.extend(over.path);
-        self.bind.extend(over.bind);
+        // An identical bind laid over again is the same bind, so applying a change twice
+        // (an approval resumed after a crash) converges instead of failing "bound twice".
+        for b in over.bind {
+            if !self.bind.contains(&b) {
+                self.bind.push(b);
+            }
+        }
         self.env.extend(over.env);
         self.memory_max = over.memory_max.or(self.memory_max);
         self.cpu_weight = over.cpu_weight.or(self.cpu_weight);
