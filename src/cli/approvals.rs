@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::render::{format_usec, table};
-use crate::api::client::ManagerProxy;
+use super::Target;
 use crate::api::ApprovalRecord;
 
 #[derive(Debug, clap::Args)]
@@ -47,13 +47,8 @@ fn to_json(records: &[ApprovalRecord]) -> serde_json::Value {
     serde_json::Value::Array(items)
 }
 
-async fn manager() -> Result<ManagerProxy<'static>> {
-    let conn = super::connect(None).await?;
-    Ok(ManagerProxy::new(&conn).await?)
-}
-
-pub async fn list(a: ListArgs) -> Result<()> {
-    let records = manager().await?.list_approvals(a.all).await?;
+pub async fn list(t: &Target, a: ListArgs) -> Result<()> {
+    let records = t.manager().await?.list_approvals(a.all).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&records))?);
         return Ok(());
@@ -104,8 +99,9 @@ fn report(r: &ApprovalRecord, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn approve(a: DecideArgs) -> Result<()> {
-    let r = manager()
+pub async fn approve(t: &Target, a: DecideArgs) -> Result<()> {
+    let r = t
+        .manager()
         .await?
         .approve(a.id, a.note.as_deref().unwrap_or(""))
         .await?;
@@ -120,8 +116,9 @@ pub async fn approve(a: DecideArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn deny(a: DecideArgs) -> Result<()> {
-    let r = manager()
+pub async fn deny(t: &Target, a: DecideArgs) -> Result<()> {
+    let r = t
+        .manager()
         .await?
         .deny(a.id, a.note.as_deref().unwrap_or(""))
         .await?;

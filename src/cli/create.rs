@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::BadInput;
-use crate::api::client::ManagerProxy;
+use super::{BadInput, Target};
 use crate::spec::{AgentName, AgentSpec, SpecFile};
 
 #[derive(Debug, clap::Args)]
@@ -105,10 +104,10 @@ impl CreateArgs {
     }
 }
 
-pub async fn run(args: CreateArgs) -> Result<()> {
+/// The spec file (if any) is read here, on the machine hivectl runs on, also with -H.
+pub async fn run(t: &Target, args: CreateArgs) -> Result<()> {
     let spec = args.spec()?;
-    let conn = super::connect(None).await?;
-    let manager = ManagerProxy::new(&conn).await?;
+    let manager = t.manager().await?;
     let outcome = manager
         .create_agent(spec.name.as_str(), &spec.to_file().to_toml())
         .await?;

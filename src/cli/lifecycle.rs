@@ -2,8 +2,7 @@
 
 use anyhow::Result;
 
-use super::BadInput;
-use crate::api::client::ManagerProxy;
+use super::{BadInput, Target};
 use crate::spec::AgentName;
 
 #[derive(Debug, clap::Args)]
@@ -27,11 +26,6 @@ pub struct DestroyArgs {
     pub quiet: bool,
 }
 
-async fn manager() -> Result<ManagerProxy<'static>> {
-    let conn = super::connect(None).await?;
-    Ok(ManagerProxy::new(&conn).await?)
-}
-
 fn name(raw: &str) -> Result<AgentName> {
     Ok(AgentName::parse(raw).map_err(BadInput)?)
 }
@@ -42,9 +36,9 @@ fn say(quiet: bool, line: String) {
     }
 }
 
-pub async fn start(a: NameArg) -> Result<()> {
+pub async fn start(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
-    let outcome = manager().await?.start_agent(n.as_str()).await?;
+    let outcome = t.manager().await?.start_agent(n.as_str()).await?;
     let what = if outcome == "adopted" {
         "already running"
     } else {
@@ -57,9 +51,9 @@ pub async fn start(a: NameArg) -> Result<()> {
     Ok(())
 }
 
-pub async fn stop(a: NameArg) -> Result<()> {
+pub async fn stop(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
-    manager().await?.stop_agent(n.as_str()).await?;
+    t.manager().await?.stop_agent(n.as_str()).await?;
     say(
         a.quiet,
         format!("agent {n}: stopped ({})", n.container_unit()),
@@ -67,9 +61,9 @@ pub async fn stop(a: NameArg) -> Result<()> {
     Ok(())
 }
 
-pub async fn restart(a: NameArg) -> Result<()> {
+pub async fn restart(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
-    manager().await?.restart_agent(n.as_str()).await?;
+    t.manager().await?.restart_agent(n.as_str()).await?;
     say(
         a.quiet,
         format!("agent {n}: restarted ({})", n.container_unit()),
@@ -77,9 +71,9 @@ pub async fn restart(a: NameArg) -> Result<()> {
     Ok(())
 }
 
-pub async fn rebuild(a: NameArg) -> Result<()> {
+pub async fn rebuild(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
-    manager().await?.rebuild_agent(n.as_str()).await?;
+    t.manager().await?.rebuild_agent(n.as_str()).await?;
     say(
         a.quiet,
         format!("agent {n}: rebuilt from its spec ({})", n.container_unit()),
@@ -87,9 +81,12 @@ pub async fn rebuild(a: NameArg) -> Result<()> {
     Ok(())
 }
 
-pub async fn destroy(a: DestroyArgs) -> Result<()> {
+pub async fn destroy(t: &Target, a: DestroyArgs) -> Result<()> {
     let n = name(&a.name)?;
-    manager().await?.destroy_agent(n.as_str(), a.purge).await?;
+    t.manager()
+        .await?
+        .destroy_agent(n.as_str(), a.purge)
+        .await?;
     let kept = if a.purge {
         "state and credentials deleted"
     } else {

@@ -1,5 +1,9 @@
 //! `hivectl list` and `hivectl status`: read straight from systemd (and the spec files),
 //! never from the daemon, so they work while it is down.
+//!
+//! With `-H` the spec files are on another machine: agent names then come from the
+//! daemon's `ListAgents` plus the units systemd holds there, and what only the local disk
+//! knows (spec file, paths, the harness over its bus socket, the journal) is left out.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::render::{format_usec, table};
-use super::{BadInput, RootArgs};
+use super::{BadInput, RootArgs, Target};
 use crate::daemon::spec_names;
 use crate::paths::Roots;
 use crate::spec::AgentName;
@@ -51,14 +55,63 @@ fn spec_path(roots: &Roots, name: &AgentName) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-pub async fn rows(roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
-    let mut units: BTreeMap<AgentName, (String, String, String)> = BTreeMap::new();
+type UnitStates = BTreeMap<AgentName, (String, String, String)>;
+
+/// (load, active, sub) of every hive-agent-* unit systemd holds.
+async fn unit_states(sd: &Systemd) -> Result<UnitStates> {
+    let mut units = UnitStates::new();
     for u in sd.list("hive-agent-*.service").await? {
         if let Some(n) = AgentName::from_container_unit(&u.0) {
             units.insert(n, (u.2, u.3, u.4));
         }
     }
-    let mut names: Vec<AgentName> = spec_names(roots).into_iter().collect();
+    Ok(units)
+}
+
+pub async fn rows(roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
+    let units = unit_states(sd).await?;
+    Ok(assemble(spec_names(roots), &units, |n| spec_path(roots, n)))
+}
+
+/// Agents the daemon knows; `None` when no daemon answers on that bus.
+async fn daemon_agents(conn: &zbus::Connection) -> Result<Option<Vec<AgentName>>> {
+    let manager = crate::api::client::ManagerProxy::new(conn).await?;
+    match manager.list_agents().await {
+        Ok(agents) => Ok(Some(
+            agents
+                .iter()
+                .filter_map(|a| AgentName::parse(&a.0).ok())
+                .collect(),
+        )),
+        Err(e)
+            if matches!(
+                crate::systemd::error_name(&e),
+                Some(
+                    "org.freedesktop.DBus.Error.ServiceUnknown"
+                        | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                )
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The rows for a remote host: names from its daemon (whatever specs it has on its disk)
+/// and its running units; no spec paths.
+async fn remote_rows(conn: &zbus::Connection, sd: &Systemd) -> Result<Vec<AgentRow>> {
+    let units = unit_states(sd).await?;
+    let names = daemon_agents(conn).await?.unwrap_or_default();
+    Ok(assemble(names, &units, |_| None))
+}
+
+fn assemble(
+    names: impl IntoIterator<Item = AgentName>,
+    units: &UnitStates,
+    spec_of: impl Fn(&AgentName) -> Option<PathBuf>,
+) -> Vec<AgentRow> {
+    let mut names: Vec<AgentName> = names.into_iter().collect();
     // Same rule as the daemon's known_agents: an inactive unit without a spec is a
     // destroyed agent's leftover.
     names.extend(
@@ -69,7 +122,7 @@ pub async fn rows(roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
     );
     names.sort();
     names.dedup();
-    Ok(names
+    names
         .into_iter()
         .map(|n| {
             let (load, active, sub) = units
@@ -79,23 +132,46 @@ pub async fn rows(roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
             AgentRow {
                 unit: n.container_unit(),
                 machine: n.machine(),
-                spec: spec_path(roots, &n),
+                spec: spec_of(&n),
                 name: n.to_string(),
                 load_state: load,
                 active_state: active,
                 sub_state: sub,
             }
         })
-        .collect())
+        .collect()
 }
 
-pub async fn list(roots: &RootArgs, args: ListArgs) -> Result<()> {
+/// JSON without the fields only the local disk can fill in.
+fn without(value: serde_json::Value, local_only: &[&str]) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(mut m) => {
+            for k in local_only {
+                m.remove(*k);
+            }
+            serde_json::Value::Object(m)
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(|v| without(v, local_only)).collect())
+        }
+        v => v,
+    }
+}
+
+pub async fn list(t: &Target, roots: &RootArgs, args: ListArgs) -> Result<()> {
     let roots = roots.roots()?;
-    let conn = super::connect(None).await?;
+    let conn = t.connect().await?;
     let sd = Systemd::reader(&conn).await?;
-    let rows = rows(&roots, &sd).await?;
+    let rows = match t {
+        Target::Local => rows(&roots, &sd).await?,
+        Target::Remote(_) => remote_rows(&conn, &sd).await?,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let mut v = serde_json::to_value(&rows)?;
+        if t.remote().is_some() {
+            v = without(v, &["spec"]);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let body: Vec<Vec<String>> = rows
@@ -125,6 +201,9 @@ pub async fn list(roots: &RootArgs, args: ListArgs) -> Result<()> {
 #[derive(Debug, Serialize)]
 pub struct AgentStatus {
     pub name: String,
+    /// The remote host (`-H`) it was read from; absent for this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub unit: String,
     pub machine: String,
     pub machine_registered: bool,
@@ -188,12 +267,62 @@ async fn harness_status(roots: &Roots, name: &AgentName) -> Option<UnitStatus> {
         .flatten()
 }
 
-pub async fn status(roots: &RootArgs, args: StatusArgs) -> Result<()> {
+/// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
+const REMOTE_LEAVES_OUT: [&str; 6] = [
+    "spec",
+    "state_dir",
+    "credentials_dir",
+    "runtime_dir",
+    "harness",
+    "recent_log",
+];
+
+pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()> {
     let roots = roots.roots()?;
     let name = AgentName::parse(&args.name).map_err(BadInput)?;
-    let conn = super::connect(None).await?;
+    let conn = t.connect().await?;
     let sd = Systemd::reader(&conn).await?;
     let unit = sd.status(&name.container_unit()).await?;
+    if let Some(host) = t.remote() {
+        let known = daemon_agents(&conn)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.contains(&name));
+        if unit.is_none() && !known {
+            return Err(BadInput(format!(
+                "no agent {name} on {}: hive-c0re does not know it and there is no unit {}",
+                host.destination(),
+                name.container_unit()
+            ))
+            .into());
+        }
+        let st = AgentStatus {
+            machine_registered: sd
+                .machine_registered(&name.machine())
+                .await
+                .unwrap_or(false),
+            host: Some(host.to_string()),
+            name: name.to_string(),
+            unit: name.container_unit(),
+            machine: name.machine(),
+            spec: None,
+            state_dir: roots.state_dir(&name),
+            credentials_dir: roots.claude_dir(&name),
+            runtime_dir: roots.runtime_dir(&name),
+            harness: None,
+            container: unit,
+            recent_log: Vec::new(),
+            pending_approvals: pending_approvals(&conn, &name).await,
+        };
+        if args.json {
+            let v = without(serde_json::to_value(&st)?, &REMOTE_LEAVES_OUT);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print!("{}", render_status(&st));
+        }
+        return Ok(());
+    }
     let spec = spec_path(&roots, &name);
     if unit.is_none() && spec.is_none() {
         return Err(BadInput(format!(
@@ -203,6 +332,7 @@ pub async fn status(roots: &RootArgs, args: StatusArgs) -> Result<()> {
         .into());
     }
     let st = AgentStatus {
+        host: None,
         machine_registered: sd
             .machine_registered(&name.machine())
             .await
@@ -266,12 +396,17 @@ pub fn render_status(st: &AgentStatus) -> String {
         ));
         out.push_str(&format!("Invocation: {}\n", u.invocation_id));
     }
-    match &st.harness {
-        Some(h) => out.push_str(&format!(
+    match (&st.host, &st.harness) {
+        (Some(host), _) => out.push_str(&format!(
+            "   Harness: not read over -H (systemctl -H {host}/{} status {})\n",
+            st.machine,
+            crate::plan::HARNESS_UNIT
+        )),
+        (None, Some(h)) => out.push_str(&format!(
             "   Harness: {} ({}), result {}, {} restarts\n",
             h.active_state, h.sub_state, h.result, h.n_restarts
         )),
-        None => out.push_str("   Harness: -\n"),
+        (None, None) => out.push_str("   Harness: -\n"),
     }
     out.push_str(&format!(
         "   Machine: {} ({})\n",
@@ -282,15 +417,20 @@ pub fn render_status(st: &AgentStatus) -> String {
             "not registered"
         }
     ));
-    let spec = st
-        .spec
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "-".into());
-    out.push_str(&format!("      Spec: {spec}\n"));
-    out.push_str(&format!("     State: {}\n", st.state_dir.display()));
-    out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
-    out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
+    if let Some(host) = &st.host {
+        // The spec and the dirs are on that host's disk; its journal is one ssh away.
+        out.push_str(&format!("      Host: {host}\n"));
+    } else {
+        let spec = st
+            .spec
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!("      Spec: {spec}\n"));
+        out.push_str(&format!("     State: {}\n", st.state_dir.display()));
+        out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
+        out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
+    }
     let pending = match &st.pending_approvals {
         Some(ids) if ids.is_empty() => "none".to_string(),
         Some(ids) => {
@@ -303,6 +443,12 @@ pub fn render_status(st: &AgentStatus) -> String {
         None => "unknown (daemon down, or not root/hive-admin)".to_string(),
     };
     out.push_str(&format!(" Approvals: {pending}\n"));
+    if let Some(host) = &st.host {
+        out.push_str(&format!(
+            "       Log: hivectl -H {host} logs {} -n 20\n",
+            st.name
+        ));
+    }
     if !st.recent_log.is_empty() {
         out.push('\n');
         for line in &st.recent_log {

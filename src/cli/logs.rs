@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use super::BadInput;
+use super::{BadInput, Target};
 use crate::spec::AgentName;
 
 #[derive(Debug, clap::Args)]
@@ -59,11 +59,25 @@ pub fn journal_args(name: &AgentName, a: &LogsArgs) -> Vec<String> {
     args
 }
 
-pub fn run(a: LogsArgs) -> Result<()> {
+/// Execs journalctl, here or (with -H) on the remote host as `ssh -xT HOST journalctl …`
+/// with the same arguments.
+pub fn run(t: &Target, a: LogsArgs) -> Result<()> {
     let name = AgentName::parse(&a.name).map_err(BadInput)?;
-    let err = Command::new("journalctl")
-        .args(journal_args(&name, &a))
-        .exec();
+    let args = journal_args(&name, &a);
+    let err = match t.remote() {
+        None => Command::new("journalctl").args(args).exec(),
+        Some(host) => {
+            let mut argv = vec!["journalctl".to_string()];
+            argv.extend(args);
+            let ssh = super::remote::Host::ssh_program();
+            let err = Command::new(&ssh).args(host.command_args(&argv)).exec();
+            return Err(anyhow::anyhow!(
+                "running {} for {}: {err}",
+                ssh.to_string_lossy(),
+                host.destination()
+            ));
+        }
+    };
     Err(anyhow::anyhow!("running journalctl: {err}"))
 }
 

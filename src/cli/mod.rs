@@ -8,6 +8,7 @@ pub mod harness;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;
+pub mod remote;
 pub mod render;
 
 use std::path::PathBuf;
@@ -62,7 +63,8 @@ impl RootArgs {
     about = "Control the hyperhive daemon and its agents",
     long_about = "Control the hyperhive daemon (hive-c0re) and its agents. Verbs that change \
 something go through the daemon's D-Bus API (org.hyperhive.Hive1); list and status read unit \
-state from systemd directly, so they work while the daemon is down.\n\n\
+state from systemd directly, so they work while the daemon is down. With -H [USER@]HOST \
+the same verbs reach another host's daemon and systemd over ssh, as systemctl -H does.\n\n\
 Exit status: 0 done, 1 failed, 2 bad usage or bad input (nothing was touched).",
     after_help = "Every agent is a transient unit hive-agent-<name>.service in hive.slice: \
 systemctl, journalctl and machinectl (machine h-<name>) see it as they see any unit."
@@ -70,8 +72,55 @@ systemctl, journalctl and machinectl (machine h-<name>) see it as they see any u
 pub struct Args {
     #[command(flatten)]
     pub roots: RootArgs,
+    /// Operate on a remote host, like systemctl -H: over `ssh -xT [USER@]HOST
+    /// systemd-stdio-bridge` ($SYSTEMD_SSH overrides ssh); logs runs journalctl there
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        value_name = "[USER@]HOST[:PORT]"
+    )]
+    pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where hivectl's calls go: this host's system bus, or another host's over ssh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Local,
+    Remote(remote::Host),
+}
+
+impl Target {
+    /// From `-H`; a bad value is bad input (exit 2) before anything is run.
+    pub fn from_arg(host: Option<&str>) -> Result<Target, BadInput> {
+        match host {
+            None => Ok(Target::Local),
+            Some(h) => remote::Host::parse(h).map(Target::Remote),
+        }
+    }
+
+    /// The system bus of the target host.
+    pub async fn connect(&self) -> Result<zbus::Connection> {
+        match self {
+            Target::Local => connect(None).await,
+            Target::Remote(h) => h.connect().await,
+        }
+    }
+
+    /// The daemon's manager object on the target host.
+    pub async fn manager(&self) -> Result<crate::api::client::ManagerProxy<'static>> {
+        let conn = self.connect().await?;
+        Ok(crate::api::client::ManagerProxy::new(&conn).await?)
+    }
+
+    pub fn remote(&self) -> Option<&remote::Host> {
+        match self {
+            Target::Local => None,
+            Target::Remote(h) => Some(h),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,19 +152,20 @@ pub enum Command {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let t = &Target::from_arg(args.host.as_deref())?;
     match args.command {
-        Command::Create(a) => create::run(*a).await,
-        Command::Start(a) => lifecycle::start(a).await,
-        Command::Stop(a) => lifecycle::stop(a).await,
-        Command::Restart(a) => lifecycle::restart(a).await,
-        Command::Rebuild(a) => lifecycle::rebuild(a).await,
-        Command::Destroy(a) => lifecycle::destroy(a).await,
-        Command::List(a) => list::list(&args.roots, a).await,
-        Command::Status(a) => list::status(&args.roots, a).await,
-        Command::Logs(a) => logs::run(a),
-        Command::Approvals(a) => approvals::list(a).await,
-        Command::Approve(a) => approvals::approve(a).await,
-        Command::Deny(a) => approvals::deny(a).await,
+        Command::Create(a) => create::run(t, *a).await,
+        Command::Start(a) => lifecycle::start(t, a).await,
+        Command::Stop(a) => lifecycle::stop(t, a).await,
+        Command::Restart(a) => lifecycle::restart(t, a).await,
+        Command::Rebuild(a) => lifecycle::rebuild(t, a).await,
+        Command::Destroy(a) => lifecycle::destroy(t, a).await,
+        Command::List(a) => list::list(t, &args.roots, a).await,
+        Command::Status(a) => list::status(t, &args.roots, a).await,
+        Command::Logs(a) => logs::run(t, a),
+        Command::Approvals(a) => approvals::list(t, a).await,
+        Command::Approve(a) => approvals::approve(t, a).await,
+        Command::Deny(a) => approvals::deny(t, a).await,
     }
 }
 
