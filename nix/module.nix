@@ -200,6 +200,11 @@ in
 
     environment.systemPackages = [ cfg.package ];
 
+    # Every booted agent holds several inotify instances as the host's root; the kernel's
+    # default of 128 stops a host at about 20 agents (units/sysctl.d/50-hyperhive.conf).
+    boot.kernel.sysctl."fs.inotify.max_user_instances" = lib.mkDefault 8192;
+    boot.kernel.sysctl."fs.inotify.max_user_watches" = lib.mkDefault 524288;
+
     # hive-c0re.service and hive.slice as the package ships them; this adds a drop-in.
     systemd.packages = [ cfg.package ];
     systemd.services.hive-c0re = {

@@ -64,6 +64,7 @@ rustPlatform.buildRustPackage {
     install -Dm644 -t $out/share/dbus-1/system.d units/dbus-1/system.d/*
     install -Dm644 -t $out/lib/tmpfiles.d units/tmpfiles.d/*
     install -Dm644 -t $out/lib/sysusers.d units/sysusers.d/*
+    install -Dm644 -t $out/lib/sysctl.d units/sysctl.d/*
     if [ -d units/catalog ]; then
       install -Dm644 -t $out/lib/systemd/catalog units/catalog/*
     fi

@@ -103,6 +103,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
 
     // Rediscover before READY=1: agents keep running across daemon restarts, and the
     // daemon must know every one of them before it says it is up.
+    warn_low_limits();
     let mut running = 0usize;
     let known = known_agents(&roots, &sd).await;
     remove_orphan_runtime_dirs(&roots, &known);
@@ -193,6 +194,24 @@ fn spawn_watchdog(conn: zbus::Connection) {
             }
         }
     });
+}
+
+/// Each booted agent holds several inotify instances as the host's root; with the kernel's
+/// default of 128 a host runs out at about 20 agents and nspawn fails with status 255.
+/// units/sysctl.d/50-hyperhive.conf raises it; say so if it is still low.
+fn warn_low_limits() {
+    let path = "/proc/sys/fs/inotify/max_user_instances";
+    if let Some(n) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        if n < 1024 {
+            log::warn!(
+                "{path} is {n}: about 20 booted agents will exhaust it (nspawn then exits 255); \
+                 install units/sysctl.d/50-hyperhive.conf or set fs.inotify.max_user_instances=8192"
+            );
+        }
+    }
 }
 
 /// Removes runtime dirs (socket dir and `.bus` dir) of agents that no longer exist: a

@@ -1,0 +1,128 @@
+//! The daemon at scale, on a real systemd test host: restart with N running agents (time
+//! until `systemctl restart` returns, i.e. READY=1 after rediscovering all of them, and
+//! how many agents were restarted — must be 0), and the daemon's RSS; each beside the
+//! same figure with no agents, in the same run. Also the time to create the N agents
+//! (8 hivectl at a time). Prints a table; asserts no timings. Needs root.
+//!
+//! cargo bench --bench scale [-- AGENTS]   (default 100)
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use testhost::{Options, TestHost};
+
+const RESTARTS: usize = 5;
+const PARALLEL: usize = 8;
+
+fn rss_kib(h: &TestHost) -> u64 {
+    let pid = h.show("hive-c0re.service", "MainPID");
+    let status = h.run_ok(&["cat", &format!("/proc/{pid}/status")]);
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn restarts(h: &TestHost) -> Vec<Duration> {
+    (0..RESTARTS)
+        .map(|_| {
+            // Five restarts in a row would trip systemd's start limit (5 in 10 s).
+            h.run_ok(&["systemctl", "reset-failed", "hive-c0re.service"]);
+            let t = Instant::now();
+            h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn stats(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{:>5} {:>9.1} {:>9.1} {:>9.1}",
+        v.len(),
+        ms(v[0]),
+        ms(v[v.len() / 2]),
+        ms(v[v.len() - 1])
+    )
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(100);
+    let hivectl = env!("CARGO_BIN_EXE_hivectl");
+    let h = TestHost::boot(Options {
+        bin_dir: Some(Path::new(hivectl).parent().unwrap().to_path_buf()),
+        units_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("units")),
+        start_daemon: true,
+        ..Default::default()
+    })
+    .expect("booting the test host");
+
+    let empty_restart = restarts(&h);
+    let empty_rss = rss_kib(&h);
+
+    let next = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let name = format!("a{i}");
+                h.run_ok(&[
+                    hivectl,
+                    "create",
+                    "-q",
+                    &name,
+                    "--root",
+                    "/",
+                    "--volatile",
+                    "yes",
+                ]);
+            });
+        }
+    });
+    let created = t0.elapsed();
+
+    let ids = |h: &TestHost| -> Vec<String> {
+        (0..n)
+            .map(|i| h.show(&format!("hive-agent-a{i}.service"), "InvocationID"))
+            .collect()
+    };
+    let before = ids(&h);
+    let loaded_restart = restarts(&h);
+    let after = ids(&h);
+    let restarted = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    // Let the post-READY harness checks settle before reading memory.
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded_rss = rss_kib(&h);
+
+    println!(
+        "{n} agents created ({PARALLEL} hivectl at a time, each waiting for its harness) in {:.1} s: {:.0} ms per agent",
+        created.as_secs_f64(),
+        created.as_secs_f64() * 1000.0 / n as f64
+    );
+    println!(
+        "{:<48} {:>5} {:>9} {:>9} {:>9}",
+        "systemctl restart hive-c0re (ms)", "n", "min", "p50", "max"
+    );
+    println!(
+        "{:<48} {}",
+        format!("hyperhive with {n} running agents"),
+        stats(loaded_restart)
+    );
+    println!("{:<48} {}", "baseline: no agents", stats(empty_restart));
+    println!("agents restarted by the {RESTARTS} daemon restarts: {restarted} of {n}");
+    println!(
+        "daemon RSS: {:.1} MiB with {n} agents, {:.1} MiB with none",
+        loaded_rss as f64 / 1024.0,
+        empty_rss as f64 / 1024.0
+    );
+}
