@@ -1,0 +1,249 @@
+//! docs/operations.md, run: every line of every ```sh cookbook block, inside a test host
+//! set up as the cookbook describes it. Each must exit 0 and print something, so the
+//! admin's cookbook cannot drift from the code or from systemd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const DOC: &str = include_str!("../docs/operations.md");
+
+/// A stand-in for claude: asks for /opt/approved/bin until it has it, then once for
+/// /opt/more/bin (which stays pending).
+const ASKING: &str = r#"echo "$PATH" > /state/path
+case ":$PATH:" in
+  *:/opt/approved/bin:*) [ -s /state/asked-more ] || hive-harness request-approval spec_change '{"path":["/opt/more/bin"]}' > /state/asked-more ;;
+  *) hive-harness request-approval spec_change '{"path":["/opt/approved/bin"]}' > /state/requested ;;
+esac
+exec sleep infinity"#;
+
+/// The cookbook's "other host" is the test host itself: this ssh skips its options and the
+/// destination and runs the rest locally, as sshd would on the far side.
+const FAKE_SSH: &str = r#"#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --) shift; break ;;
+    -p|-l|-o|-i|-J|-F) shift 2 ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+shift
+if [ "$1" = systemd-stdio-bridge ]; then shift; exec systemd-stdio-bridge "$@"; fi
+exec sh -c "$*"
+"#;
+
+const FAKE_SSH_DIR: &str = "/run/cookbook-ssh";
+
+#[derive(Debug)]
+struct Recipe {
+    section: String,
+    remote: bool,
+    command: String,
+}
+
+/// Every runnable line: in a block whose info string is `sh cookbook [remote]`, each line
+/// that is not blank and not a comment (a trailing `\` joins the next line).
+fn recipes(doc: &str) -> Vec<Recipe> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    let mut block: Option<Vec<&str>> = None;
+    let mut pending = String::new();
+    for line in doc.lines() {
+        if let Some(info) = line.strip_prefix("```") {
+            block = match block {
+                Some(_) => None,
+                None => Some(info.split_whitespace().collect()),
+            };
+            continue;
+        }
+        let Some(tags) = &block else {
+            if let Some(h) = line.strip_prefix("## ") {
+                section = h.trim().to_owned();
+            }
+            continue;
+        };
+        if tags.first() != Some(&"sh") || tags.get(1) != Some(&"cookbook") {
+            continue;
+        }
+        let t = line.trim();
+        if pending.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = t.strip_suffix('\\') {
+            pending.push_str(head.trim_end());
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(t);
+        out.push(Recipe {
+            section: section.clone(),
+            remote: tags.contains(&"remote"),
+            command: std::mem::take(&mut pending),
+        });
+    }
+    assert!(
+        block.is_none(),
+        "docs/operations.md: a code block is not closed"
+    );
+    out
+}
+
+fn follows(cmd: &str) -> bool {
+    cmd.split_whitespace()
+        .take_while(|w| !w.starts_with('#'))
+        .any(|w| w == "-f" || w == "--follow")
+}
+
+fn state_file(h: &TestHost, file: &str) -> String {
+    let out = h.run(&[
+        "cat",
+        &format!("/var/lib/hyperhive/agents/alice/state/{file}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The situation the cookbook talks about: alice asked, approval 1 was approved and
+/// applied, she asked again (2, pending), her container was killed once and is back.
+fn the_situation() -> TestHost {
+    let h = hive();
+    h.create("alice", &["--harness", "sh", "-c", ASKING]);
+    h.wait_for("alice's first request", Duration::from_secs(15), || {
+        !state_file(&h, "requested").is_empty()
+    });
+    assert_eq!(
+        state_file(&h, "requested"),
+        "1",
+        "the cookbook's approval 1"
+    );
+    let out = h.hivectl_ok(&["approve", "1"]);
+    assert!(out.contains("applied"), "{out}");
+    h.wait_for("alice's second request", Duration::from_secs(15), || {
+        !state_file(&h, "asked-more").is_empty()
+    });
+
+    let pid = h.unit_show("alice", "MainPID");
+    h.run_ok(&["kill", "-9", &pid]);
+    h.wait_for(
+        "alice restarted by systemd",
+        Duration::from_secs(30),
+        || h.unit_show("alice", "NRestarts") == "1",
+    );
+    h.wait_active("alice");
+    h.wait_for("alice's harness back", Duration::from_secs(30), || {
+        h.run(&[
+            "systemctl",
+            "-M",
+            "h-alice",
+            "is-active",
+            "hive-harness.service",
+        ])
+        .status
+        .success()
+    });
+    h.run_ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p {FAKE_SSH_DIR} && cat > {FAKE_SSH_DIR}/ssh <<'EOF'\n{FAKE_SSH}EOF\nchmod 755 {FAKE_SSH_DIR}/ssh"
+        ),
+    ]);
+    h
+}
+
+#[test]
+fn the_cookbook_is_complete() {
+    let all = recipes(DOC);
+    let mut sections: Vec<&str> = all.iter().map(|r| r.section.as_str()).collect();
+    sections.dedup();
+    for want in [
+        "Is alice up?",
+        "Why did alice crash?",
+        "What is pending?",
+        "What did approval 1 change?",
+        "Follow alice's log",
+        "Restart the daemon without touching agents",
+        "Where are alice's notes and credentials?",
+        "Reach another host",
+        "Stop everything",
+    ] {
+        assert!(sections.contains(&want), "no runnable section {want:?}");
+    }
+    // Each answer is given twice: the stock tools and hivectl.
+    for s in &sections {
+        let cmds: Vec<&Recipe> = all.iter().filter(|r| r.section == *s).collect();
+        assert!(
+            cmds.iter().any(|r| r.command.contains("hivectl")),
+            "{s}: no hivectl command"
+        );
+        assert!(
+            cmds.iter().any(|r| !r.command.starts_with("hivectl")),
+            "{s}: no stock systemd command"
+        );
+    }
+}
+
+#[test]
+fn every_cookbook_command_runs_and_answers() {
+    let all = recipes(DOC);
+    assert!(
+        all.len() >= 30,
+        "only {} runnable commands found",
+        all.len()
+    );
+    let h = the_situation();
+    let base = format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        bin_dir().display()
+    );
+    let mut failures = Vec::new();
+    for r in &all {
+        let path = if r.remote {
+            format!("PATH={FAKE_SSH_DIR}:{base}")
+        } else {
+            format!("PATH={base}")
+        };
+        let follow = follows(&r.command);
+        let cmd = if follow {
+            format!("timeout 2 {}", r.command)
+        } else {
+            r.command.clone()
+        };
+        let out = h.run(&["env", &path, "sh", "-c", &cmd]);
+        let code = out.status.code();
+        // timeout's 124: the follow ran until it was stopped.
+        let ok = code == Some(0) || (follow && code == Some(124));
+        let printed = String::from_utf8_lossy(&out.stdout);
+        if !ok || printed.trim().is_empty() {
+            failures.push(format!(
+                "[{}] {}\n    exit {:?}; stdout {:?}; stderr {:?}",
+                r.section,
+                r.command,
+                code,
+                printed.chars().take(300).collect::<String>(),
+                stderr(&out)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cookbook commands failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn recipes_are_read_as_written() {
+    let doc = "## A\n\n```sh cookbook\n# comment\nls /  # trailing\n\nfoo \\\n  bar\n```\n\n```sh\nnot run\n```\n\n## B\n```sh cookbook remote\nhivectl -H x list\n```\n";
+    let r = recipes(doc);
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert_eq!(r[0].command, "ls /  # trailing");
+    assert_eq!(r[1].command, "foo bar");
+    assert_eq!((r[2].section.as_str(), r[2].remote), ("B", true));
+    assert!(follows("journalctl -f -m X"));
+    assert!(!follows("ls -l  # -f"));
+}
