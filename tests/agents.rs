@@ -240,6 +240,17 @@ fn destroy_keeps_state_and_credentials_purge_deletes_them() {
 
     h.hivectl_ok(&["destroy", "alice", "--purge"]);
     h.run_ok(&["test", "!", "-e", dir]);
+
+    // What a plain destroy kept can be purged later, once the agent is gone.
+    h.create("alice", &[]);
+    h.hivectl_ok(&["destroy", "alice"]);
+    h.run_ok(&["test", "-d", dir]);
+    h.hivectl_ok(&["destroy", "alice", "--purge"]);
+    h.run_ok(&["test", "!", "-e", dir]);
+    assert_bad_input(
+        &h.hivectl(&["destroy", "alice", "--purge"]),
+        "nothing left to purge",
+    );
     assert_eq!(h.unit_show("alice", "LoadState"), "not-found");
 }
 

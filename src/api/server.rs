@@ -165,10 +165,12 @@ impl Manager {
         name: &AgentName,
     ) -> zbus::Result<()> {
         let path = object_path(name);
-        if server.remove::<Agent, _>(&path).await? {
-            Self::agent_removed(emitter, name.as_str(), path.as_ref()).await?;
+        match server.remove::<Agent, _>(&path).await {
+            Ok(true) => Self::agent_removed(emitter, name.as_str(), path.as_ref()).await,
+            // Not exported (an agent destroyed earlier, purged now): nothing to remove.
+            Ok(false) | Err(zbus::Error::InterfaceNotFound) => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 }
 

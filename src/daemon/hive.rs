@@ -402,7 +402,14 @@ impl Hive {
 
     /// Stops and forgets the agent. Its state and credentials stay unless `purge`.
     pub async fn destroy(&self, name: &AgentName, purge: bool) -> Result<(), Error> {
-        self.require_known(name).await?;
+        // An agent destroyed earlier keeps its state and credentials; purging them later
+        // must still be possible, though the agent itself is gone.
+        let leftovers = purge && self.host.roots.agent_dir(name).is_dir();
+        if let Err(e) = self.require_known(name).await {
+            if !leftovers {
+                return Err(e);
+            }
+        }
         let _guard = self.lock(name).await;
         let unit = name.container_unit();
         let roots = &self.host.roots;
