@@ -397,7 +397,6 @@ fn create_replaces_a_foreign_unit_that_holds_the_name() {
 /// Connection refused (os error 111)"; the foreign unit stays. A unit without hyperhive's
 /// HIVE_PLAN stamp should be replaced (as create does) or refused at once, naming it.
 #[test]
-#[ignore = "BUG: start adopts a foreign unit holding hive-agent-<name>.service"]
 fn bug_start_adopts_a_foreign_unit_that_holds_the_name() {
     let h = hive();
     h.hivectl_ok(&create_args("bob"));
@@ -793,7 +792,6 @@ fn a_flooded_agent_socket_hurts_no_other_agent_and_loses_nothing() {
 /// ExecStart inside the container (`--harness sh -c 'echo ${HOME}'`). Fix: write `$` as
 /// `$$` in every ExecStart argv word, or use ExecStartEx with the `no-env-expand` flag.
 #[test]
-#[ignore = "BUG: ${VAR} in a bind path or env value is expanded by systemd"]
 fn bug_dollar_in_a_bind_source_or_env_value_reaches_nspawn_verbatim() {
     let h = hive();
     h.run_ok(&[
@@ -838,7 +836,6 @@ fn bug_dollar_in_a_bind_source_or_env_value_reaches_nspawn_verbatim() {
 /// daemon worker thread: the call never gets a reply (busctl times out after 25 s), the
 /// journal shows the panic, and an agent dir without a spec is left behind.
 #[test]
-#[ignore = "BUG: limits above i64::MAX panic hivectl and the daemon's CreateAgent"]
 fn bug_limits_above_i64_max_are_refused_in_one_line() {
     let h = hive();
     fault("hivectl create --tasks-max 18446744073709551615");
@@ -884,7 +881,6 @@ fn bug_limits_above_i64_max_are_refused_in_one_line() {
 /// resume_approved, so it stays so. Expected: refused when asked, or approve ends in
 /// `failed` with a one-line reason.
 #[test]
-#[ignore = "BUG: an approved limit above i64::MAX wedges the approval and hangs hivectl"]
 fn bug_an_approved_limit_above_i64_max_fails_cleanly() {
     let h = hive();
     h.hivectl_ok(&create_args("alice"));

@@ -757,7 +757,9 @@ fn valid_specs_round_trip_through_the_saved_form() {
         let Some(Prop::Exec(exec)) = plan.get("ExecStart") else {
             return Err(TestCaseError::fail("no ExecStart"));
         };
-        let args = &exec[0].argv;
+        // systemd turns `$$` back into `$` before nspawn sees the argument (the planner
+        // doubles every `$` so systemd does not expand variables in a path).
+        let args: Vec<String> = exec[0].argv.iter().map(|a| a.replace("$$", "$")).collect();
         for b in &spec.binds {
             let flag = if b.readonly { "--bind-ro=" } else { "--bind=" };
             let want = vec![
@@ -796,7 +798,6 @@ fn test_host() -> Host {
 /// 18446744073709551615` or `--memory-max 9000000T` aborts hivectl with a panic instead
 /// of exit 2. Un-ignore once validation caps the limits (or saving accepts them).
 #[test]
-#[ignore = "BUG: limits above i64::MAX validate but make to_toml() panic"]
 fn bug_limits_above_i64_max_validate_but_cannot_be_saved() {
     let name = AgentName::parse("alice").unwrap();
     for file in [
@@ -1031,7 +1032,6 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
 /// (the same path lets any other control character, e.g. ESC, reach the admin's terminal).
 /// Reproduction: `printf '"a\\rb" = 1\n' > s.toml; hivectl create x --spec s.toml`.
 #[test]
-#[ignore = "BUG: a CR in an echoed TOML key or value reaches the spec error"]
 fn bug_spec_errors_echo_carriage_returns() {
     for text in [
         "\"a\\rb\" = 1",
@@ -1054,7 +1054,6 @@ fn bug_spec_errors_echo_carriage_returns() {
 /// field with its line breaks decoded. Reproduction: send `{"type":"a\nb"}` on an agent
 /// socket; the error reply (and anything that logs it) holds a real newline.
 #[test]
-#[ignore = "BUG: a line break in an echoed JSON type or field reaches the socket error"]
 fn bug_socket_errors_echo_line_breaks() {
     for line in [
         r#"{"type":"a\nb"}"#,
@@ -1077,7 +1076,6 @@ fn bug_socket_errors_echo_line_breaks() {
 /// bit different: -1.7306805550172174e305 is read as -1.7306805550172176e305. Fix: enable
 /// `serde_json/float_roundtrip` in Cargo.toml.
 #[test]
-#[ignore = "BUG: floats in event data or approval payloads change on the socket"]
 fn bug_floats_change_through_the_protocol() {
     let req = Request::Event {
         name: "x".into(),

@@ -183,13 +183,13 @@ pub async fn connect(address: Option<&str>) -> Result<zbus::Connection> {
 
 /// Maps an error to hivectl's exit code and a one-line message.
 pub fn classify(err: &anyhow::Error) -> (u8, String) {
-    let msg = format!("{err:#}").replace('\n', " ");
+    let msg = crate::spec::one_line(&format!("{err:#}"));
     if err.chain().any(|e| e.is::<BadInput>()) {
         return (EXIT_BAD_INPUT, msg);
     }
     for e in err.chain() {
         if let Some(zbus::Error::MethodError(name, detail, _)) = e.downcast_ref::<zbus::Error>() {
-            let detail = detail.clone().unwrap_or_default().replace('\n', " ");
+            let detail = crate::spec::one_line(&detail.clone().unwrap_or_default());
             return match name.as_str() {
                 "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
                     (EXIT_FAILED, "hive-c0re is not running (systemctl start hive-c0re)".into())

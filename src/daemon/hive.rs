@@ -506,11 +506,13 @@ impl Hive {
     pub async fn heal_harness(&self, name: &AgentName) -> Result<Outcome> {
         let spec = self.load_spec(name).map_err(|e| anyhow!("{e}"))?;
         let _guard = self.lock(name).await;
+        // Only a running unit of ours (stamped HIVE_PLAN) gets a harness; a foreign unit that
+        // merely holds the name is left alone.
         let up = self
             .sd
             .status(&name.container_unit())
             .await?
-            .is_some_and(|s| s.is_up() && s.sub_state == "running");
+            .is_some_and(|s| s.is_up() && s.sub_state == "running" && s.plan_hash().is_some());
         if !up {
             return Ok(Outcome::Adopted);
         }
@@ -639,7 +641,9 @@ impl Hive {
                 Some(st) if st.is_up() => {
                     let replace = !replaced
                         && match mode {
-                            Mode::Start => false,
+                            // A unit without our HIVE_PLAN stamp is not ours, whatever
+                            // its name: never adopt it.
+                            Mode::Start => st.plan_hash().is_none(),
                             Mode::Rebuild => true,
                             Mode::Create => st.plan_hash() != Some(plan.hash.as_str()),
                         };

@@ -1,7 +1,7 @@
 //! Spec → `hive-harness.service`, the transient unit the daemon creates inside each
 //! container over the container's own bus.
 
-use super::{agent_path, stamp, ExecCommand, Host, Prop, UnitPlan};
+use super::{agent_path, literal_args, stamp, ExecCommand, Host, Prop, UnitPlan};
 use crate::socket::SOCKET_IN_CONTAINER;
 use crate::spec::AgentSpec;
 
@@ -56,7 +56,7 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             "ExecStart".into(),
             Prop::Exec(vec![ExecCommand {
                 path: HARNESS_IN_CONTAINER.into(),
-                argv,
+                argv: literal_args(argv),
                 ignore_failure: false,
             }]),
         ),

@@ -151,7 +151,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
 
     let exec_start = ExecCommand {
         path: host.nspawn.display().to_string(),
-        argv,
+        argv: literal_args(argv),
         ignore_failure: false,
     };
     // After a crash machined keeps the dead machine registered and the restart fails with
@@ -223,6 +223,16 @@ fn stamp(unit: String, machine: Option<String>, mut properties: Vec<(String, Pro
         properties,
         hash,
     }
+}
+
+/// systemd expands `$VAR` and `${VAR}` in command arguments; a path or value from a spec
+/// must reach the program exactly as written (and as preflight checked it), so every `$`
+/// is doubled. argv\[0\] is not expanded and stays as it is.
+pub fn literal_args(argv: Vec<String>) -> Vec<String> {
+    argv.into_iter()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { a } else { a.replace('$', "$$") })
+        .collect()
 }
 
 /// Marks a plan as the work of approval `id`: its units' log lines carry

@@ -275,3 +275,22 @@ fn an_approval_stamps_logs_and_environment_but_not_the_hash() {
         }
     }
 }
+
+#[test]
+fn dollars_reach_the_program_verbatim() {
+    let s = spec(
+        "root = \"/\"\nvolatile = \"yes\"\nbind = ['/srv/a${HIVE_AGENT}b:/data']\nenv = { FOO = \"x${PATH}y\" }\nharness = [\"sh\", \"-c\", \"echo $PATH\"]\n",
+    );
+    let a = argv(&container_unit(&s, &host()));
+    assert!(
+        a.iter().any(|x| x == "--bind=/srv/a$${HIVE_AGENT}b:/data"),
+        "{a:?}"
+    );
+    assert!(a.iter().any(|x| x == "--setenv=FOO=x$${PATH}y"), "{a:?}");
+    let h = argv(&harness_unit(&s, &host()));
+    assert_eq!(h.last().unwrap(), "echo $$PATH");
+    assert_eq!(
+        literal_args(vec!["/bin/$x".into(), "$y".into()]),
+        vec!["/bin/$x", "$$y"]
+    );
+}

@@ -56,8 +56,8 @@ pub enum Reply {
 
 /// Parses one line (without its newline). The error is a one-line reason to send back.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let req: Request =
-        serde_json::from_slice(line).map_err(|e| format!("malformed message: {e}"))?;
+    let req: Request = serde_json::from_slice(line)
+        .map_err(|e| crate::spec::one_line(&format!("malformed message: {e}")))?;
     if let Request::Event { name, .. } = &req {
         let ok = !name.is_empty()
             && name.len() <= 64

@@ -122,7 +122,7 @@ impl SpecFile {
     /// Parses a spec file's text; `origin` names it in the error.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim().replace('\n', " ");
+            let msg = one_line(e.message().trim());
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start].matches('\n').count() + 1;
@@ -243,6 +243,14 @@ impl AgentSpec {
         if memory_max == Some(0) {
             return Err("memory_max: must be more than 0 bytes".into());
         }
+        // Specs are saved as TOML, whose integers are i64; systemd has no use for more.
+        const LIMIT: u64 = i64::MAX as u64;
+        if memory_max.is_some_and(|m| m > LIMIT) {
+            return Err(format!("memory_max: must be at most {LIMIT} bytes"));
+        }
+        if file.tasks_max.is_some_and(|t| t > LIMIT) {
+            return Err(format!("tasks_max: must be at most {LIMIT}"));
+        }
         if let Some(w) = file.cpu_weight {
             if !(1..=10_000).contains(&w) {
                 return Err(format!("cpu_weight {w}: must be within 1..=10000"));
@@ -306,6 +314,14 @@ impl AgentSpec {
             harness: (!self.harness.is_empty()).then(|| self.harness.clone()),
         }
     }
+}
+
+/// Collapses line breaks and other control characters (which an error may echo from the
+/// input) so that errors stay one line.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// An absolute path with no `..`, no control characters, and `.`/trailing `/` removed.

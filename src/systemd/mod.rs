@@ -20,6 +20,7 @@ use proxies::{MachinedProxy, ManagerProxy};
 pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 pub const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 pub const NO_SUCH_MACHINE: &str = "org.freedesktop.machine1.NoSuchMachine";
+pub const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
 
 /// Object paths of units live under this.
 pub const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
@@ -89,10 +90,12 @@ impl Systemd {
     pub async fn manager(conn: &Connection) -> Result<Self> {
         let mut sd = Self::reader(conn).await?;
         sd.jobs = Some(jobs::Jobs::spawn(&sd.manager).await?);
-        sd.manager
-            .subscribe()
-            .await
-            .context("subscribing to systemd's signals")?;
+        match sd.manager.subscribe().await {
+            Ok(()) => {}
+            // Another user of this connection subscribed already: that is what we want.
+            Err(e) if error_name(&e) == Some(ALREADY_SUBSCRIBED) => {}
+            Err(e) => return Err(e).context("subscribing to systemd's signals"),
+        }
         Ok(sd)
     }
 
