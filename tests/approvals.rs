@@ -18,14 +18,6 @@ case ":$PATH:" in
 esac
 exec sleep infinity"#;
 
-fn state_file(h: &TestHost, agent: &str, file: &str) -> String {
-    let out = h.run(&[
-        "cat",
-        &format!("/var/lib/hyperhive/agents/{agent}/state/{file}"),
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Creates `agent` with the asking stand-in and returns the id of its request.
 fn asking_agent(h: &TestHost, agent: &str) -> i64 {
     h.create(agent, &["--harness", "sh", "-c", ASKING]);

@@ -56,14 +56,6 @@ fn interrupted(h: &TestHost, args: &[&str]) {
     );
 }
 
-fn listeners(h: &TestHost, agent: &str) -> usize {
-    let path = format!("/run/hyperhive/{agent}/hive.sock ");
-    h.run_ok(&["ss", "-xlpH"])
-        .lines()
-        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
-        .count()
-}
-
 /// One unit set: at most one container unit, at most one machine, at most one listener.
 fn consistent(h: &TestHost, agent: &str) {
     assert!(h.agent_units().len() <= 1, "{:?}", h.agent_units());

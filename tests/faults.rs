@@ -119,26 +119,6 @@ fn assert_spec_whole(h: &TestHost, name: &str) {
     );
 }
 
-/// Listening sockets at the agent's path held by this host's hive-c0re. Test hosts share
-/// the machine's network namespace, so `ss` also lists other hosts' sockets; only this
-/// host's processes show up under `-p` from inside it.
-fn listeners(h: &TestHost, name: &str) -> usize {
-    let path = format!("/run/hyperhive/{name}/hive.sock ");
-    h.run_ok(&["ss", "-xlpH"])
-        .lines()
-        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
-        .count()
-}
-
-/// Connections to the agent's socket, daemon side, in this host.
-fn connections(h: &TestHost, name: &str) -> usize {
-    let path = format!("/run/hyperhive/{name}/hive.sock ");
-    h.run_ok(&["ss", "-xpH", "state", "connected"])
-        .lines()
-        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
-        .count()
-}
-
 fn harness_state(h: &TestHost, name: &str) -> String {
     let out = h.run(&[
         "systemctl",
@@ -548,14 +528,6 @@ fn the_daemon_killed_mid_create_then_a_retry_ends_with_one_working_agent() {
 // ---------------------------------------------------------------------------------------
 // The agent socket flooded
 // ---------------------------------------------------------------------------------------
-
-/// The agent's socket as seen from the machine running the tests.
-fn socket_path(h: &TestHost, name: &str) -> PathBuf {
-    PathBuf::from(format!(
-        "/proc/{}/root/run/hyperhive/{name}/hive.sock",
-        h.leader()
-    ))
-}
 
 fn connect(path: &PathBuf) -> (UnixStream, BufReader<UnixStream>) {
     let s = UnixStream::connect(path).unwrap();

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -48,39 +47,6 @@ fn wait_harness_running(h: &TestHost, agent: &str) {
             String::from_utf8_lossy(&out.stdout).trim() == "running"
         },
     );
-}
-
-/// Listening unix sockets at the agent's socket path held by this host's hive-c0re.
-/// Test hosts share the machine's network namespace, so `ss` lists other hosts' sockets
-/// too; only this host's processes are visible to `-p` from inside it.
-fn listeners(h: &TestHost, agent: &str) -> usize {
-    let path = format!("/run/hyperhive/{agent}/hive.sock ");
-    h.run_ok(&["ss", "-xlpH"])
-        .lines()
-        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
-        .count()
-}
-
-/// Established connections to the agent's socket, daemon side, in this host.
-fn connections(h: &TestHost, agent: &str) -> usize {
-    let path = format!("/run/hyperhive/{agent}/hive.sock ");
-    h.run_ok(&["ss", "-xpH", "state", "connected"])
-        .lines()
-        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
-        .count()
-}
-
-fn state_file(h: &TestHost, agent: &str, file: &str) -> String {
-    h.run(&[
-        "cat",
-        &format!("/var/lib/hyperhive/agents/{agent}/state/{file}"),
-    ])
-    .stdout
-    .iter()
-    .map(|&b| b as char)
-    .collect::<String>()
-    .trim()
-    .to_owned()
 }
 
 #[test]
@@ -318,14 +284,6 @@ fn the_harness_sees_only_its_own_agent() {
     assert!(!names.contains("org.hyperhive.Hive1"), "{names}");
     let (ok, _) = inside("busctl call org.hyperhive.Hive1 /org/hyperhive/hive1 org.hyperhive.Hive1.Manager ListAgents");
     assert!(!ok, "the host's API must be unreachable from inside");
-}
-
-/// The agent's socket as seen from the machine running the tests.
-fn socket_path(h: &TestHost, agent: &str) -> PathBuf {
-    PathBuf::from(format!(
-        "/proc/{}/root/run/hyperhive/{agent}/hive.sock",
-        h.leader()
-    ))
 }
 
 fn exchange(stream: &mut UnixStream, line: &[u8]) -> String {

@@ -149,3 +149,40 @@ pub fn assert_bad_input(out: &Output, what: &str) {
     assert_eq!(err.lines().count(), 1, "{what}: one line expected: {err:?}");
     assert!(err.starts_with("hivectl: "), "{what}: {err}");
 }
+
+/// Listening unix sockets at the agent's socket path held by this host's hive-c0re.
+/// Test hosts share the machine's network namespace, so `ss` lists other hosts' sockets
+/// too; only this host's processes are visible to `-p` from inside it.
+pub fn listeners(h: &TestHost, agent: &str) -> usize {
+    let path = format!("/run/hyperhive/{agent}/hive.sock ");
+    h.run_ok(&["ss", "-xlpH"])
+        .lines()
+        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
+        .count()
+}
+
+/// Established connections to the agent's socket, daemon side, in this host.
+pub fn connections(h: &TestHost, agent: &str) -> usize {
+    let path = format!("/run/hyperhive/{agent}/hive.sock ");
+    h.run_ok(&["ss", "-xpH", "state", "connected"])
+        .lines()
+        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
+        .count()
+}
+
+/// The agent's socket as seen from the machine running the tests.
+pub fn socket_path(h: &TestHost, agent: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/root/run/hyperhive/{agent}/hive.sock",
+        h.leader()
+    ))
+}
+
+/// A file in the agent's state dir (its /state), trimmed; empty if it is not there.
+pub fn state_file(h: &TestHost, agent: &str, file: &str) -> String {
+    let out = h.run(&[
+        "cat",
+        &format!("/var/lib/hyperhive/agents/{agent}/state/{file}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
