@@ -35,9 +35,17 @@ pub fn check(spec: &AgentSpec, host: &Host) -> Result<(), String> {
             ));
         }
     }
-    executable(&host.nspawn).map_err(|e| format!("agent {name}: {e}"))?;
-    executable(&host.hive_c0re).map_err(|e| format!("agent {name}: {e}"))?;
-    executable(&host.hive_harness).map_err(|e| format!("agent {name}: {e}"))?;
+    // Name the binary and where its path comes from, so the admin knows what to fix.
+    for (what, path) in [
+        ("systemd-nspawn (--nspawn / HYPERHIVE_NSPAWN)", &host.nspawn),
+        ("hive-c0re", &host.hive_c0re),
+        (
+            "hive-harness (--harness / HYPERHIVE_HARNESS)",
+            &host.hive_harness,
+        ),
+    ] {
+        executable(path).map_err(|e| format!("agent {name}: {what}: {e}"))?;
+    }
     Ok(())
 }
 
