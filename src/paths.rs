@@ -80,6 +80,12 @@ impl Roots {
         self.agent_dir(name).join("spec.toml")
     }
 
+    /// Where an agent's spec may be, in the order it is looked for: the one `create` saved
+    /// wins over a declared one.
+    pub fn spec_paths(&self, name: &AgentName) -> [PathBuf; 2] {
+        [self.saved_spec(name), self.declared_spec(name)]
+    }
+
     /// A declared spec, e.g. rendered by the NixOS module.
     pub fn declared_spec(&self, name: &AgentName) -> PathBuf {
         self.config.join("agents").join(format!("{name}.toml"))

@@ -128,16 +128,7 @@ fn kill_9_of_the_container_is_a_container_crash_with_systemds_facts() {
 fn a_harness_crash_is_seen_inside_the_container() {
     let h = hive();
     h.create("alice", &["--harness", "sleep", "infinity"]);
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        "h-alice",
-        "kill",
-        "-s",
-        "KILL",
-        "--kill-whom=main",
-        "hive-harness.service",
-    ]);
+    kill_harness(&h, "alice", "KILL");
     let e = wait_entry(
         &h,
         "harness_crash in journald",
@@ -277,16 +268,7 @@ fn a_harness_crash_after_a_daemon_restart_is_still_seen() {
     h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
     // The restarted daemon re-establishes its watch on each container's harness.
     std::thread::sleep(Duration::from_secs(1));
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        "h-alice",
-        "kill",
-        "-s",
-        "KILL",
-        "--kill-whom=main",
-        "hive-harness.service",
-    ]);
+    kill_harness(&h, "alice", "KILL");
     let e = wait_entry(
         &h,
         "harness_crash after a daemon restart",

@@ -155,16 +155,7 @@ fn a_killed_harness_comes_back() {
     let h = hive();
     h.create("alice", STAND_IN);
     let pid = harness_show(&h, "alice", "MainPID");
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        "h-alice",
-        "kill",
-        "-s",
-        "KILL",
-        "--kill-whom=main",
-        "hive-harness.service",
-    ]);
+    kill_harness(&h, "alice", "KILL");
     h.wait_for("the harness restarted", Duration::from_secs(30), || {
         harness_show(&h, "alice", "NRestarts") == "1"
             && harness_show(&h, "alice", "SubState") == "running"
@@ -180,16 +171,7 @@ fn a_hung_harness_is_killed_by_the_watchdog() {
     let h = hive();
     h.create("alice", STAND_IN);
     // Frozen, it stops pinging the watchdog.
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        "h-alice",
-        "kill",
-        "-s",
-        "STOP",
-        "--kill-whom=main",
-        "hive-harness.service",
-    ]);
+    kill_harness(&h, "alice", "STOP");
     h.wait_for(
         "the watchdog killed and restarted the harness",
         Duration::from_secs(40),

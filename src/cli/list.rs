@@ -50,9 +50,7 @@ pub struct AgentRow {
 }
 
 fn spec_path(roots: &Roots, name: &AgentName) -> Option<PathBuf> {
-    [roots.saved_spec(name), roots.declared_spec(name)]
-        .into_iter()
-        .find(|p| p.exists())
+    roots.spec_paths(name).into_iter().find(|p| p.exists())
 }
 
 type UnitStates = BTreeMap<AgentName, (String, String, String)>;
@@ -112,12 +110,10 @@ fn assemble(
     spec_of: impl Fn(&AgentName) -> Option<PathBuf>,
 ) -> Vec<AgentRow> {
     let mut names: Vec<AgentName> = names.into_iter().collect();
-    // Same rule as the daemon's known_agents: an inactive unit without a spec is a
-    // destroyed agent's leftover.
     names.extend(
         units
             .iter()
-            .filter(|(_, u)| u.1 != "inactive")
+            .filter(|(_, u)| crate::daemon::unit_makes_an_agent(&u.1))
             .map(|(n, _)| n.clone()),
     );
     names.sort();

@@ -109,10 +109,7 @@ impl Approvals {
     }
 
     pub fn pending(&self) -> usize {
-        self.store()
-            .list(ListFilter::Pending)
-            .map(|l| l.len())
-            .unwrap_or(0)
+        self.store().count_pending().unwrap_or(0)
     }
 
     /// Records an admin's decision; exactly one of two racing decisions wins.

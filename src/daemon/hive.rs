@@ -147,7 +147,7 @@ impl Hive {
 /// An agent's spec: the one `create` saved, else a declared one under the config root.
 pub fn load_spec(roots: &crate::paths::Roots, name: &AgentName) -> Result<AgentSpec, Error> {
     {
-        for path in [roots.saved_spec(name), roots.declared_spec(name)] {
+        for path in roots.spec_paths(name) {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     let origin = path.display().to_string();
@@ -432,10 +432,10 @@ impl Hive {
         failpoint::hit("destroy:spec-removed");
         // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
         // after the unit is gone, so it is ours to remove.
-        remove_dir_if_present(&roots.runtime_dir(name)).map_err(Error::failed)?;
-        remove_dir_if_present(&roots.bus_dir(name)).map_err(Error::failed)?;
+        remove_if_present(&roots.runtime_dir(name)).map_err(Error::failed)?;
+        remove_if_present(&roots.bus_dir(name)).map_err(Error::failed)?;
         if purge {
-            remove_dir_if_present(&roots.agent_dir(name)).map_err(Error::failed)?;
+            remove_if_present(&roots.agent_dir(name)).map_err(Error::failed)?;
         }
         journal::emit(
             Event::AgentDestroyed,
@@ -718,20 +718,14 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     result.map_err(|e| anyhow!(preflight::io_reason(&e)))
 }
 
+/// Removes a file or a whole directory; one that is already gone is fine.
 fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(anyhow!(
-            "removing {}: {}",
-            path.display(),
-            preflight::io_reason(&e)
-        )),
-    }
-}
-
-fn remove_dir_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match removed {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(anyhow!(

@@ -23,16 +23,21 @@ use crate::socket::Sockets;
 use crate::spec::AgentName;
 use crate::systemd::Systemd;
 
-/// Agents with a saved or declared spec, plus any agent unit systemd runs or holds as
-/// failed. An inactive unit without a spec is a destroyed agent's unit that systemd has not
-/// collected yet, not an agent.
+/// Whether a unit in this state makes an agent of its name even without a spec: running or
+/// failed ones do; an inactive one is a destroyed agent's unit that systemd has not
+/// collected yet.
+pub fn unit_makes_an_agent(active_state: &str) -> bool {
+    active_state != "inactive"
+}
+
+/// Agents with a saved or declared spec, plus any agent unit that [`unit_makes_an_agent`].
 pub async fn known_agents(roots: &Roots, sd: &Systemd) -> BTreeSet<AgentName> {
     let mut names = spec_names(roots);
     match sd.list("hive-agent-*.service").await {
         Ok(units) => names.extend(
             units
                 .iter()
-                .filter(|u| u.3 != "inactive")
+                .filter(|u| unit_makes_an_agent(&u.3))
                 .filter_map(|u| AgentName::from_container_unit(&u.0)),
         ),
         Err(e) => log::warn!("listing agent units: {e:#}"),

@@ -159,6 +159,20 @@ impl Store {
             .with_context(|| format!("reading approval {id} from {}", self.path.display()))
     }
 
+    /// How many approvals are pending, without reading them (STATUS= asks on every unit
+    /// state change).
+    pub fn count_pending(&self) -> Result<usize> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM approvals WHERE status = '{}'",
+            Status::Pending.as_str()
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|n| n as usize)
+            .with_context(|| format!("counting pending approvals in {}", self.path.display()))
+    }
+
     /// The approvals `filter` selects, oldest first.
     pub fn list(&self, filter: ListFilter<'_>) -> Result<Vec<Approval>> {
         let (sql, agent) = match filter {

@@ -186,3 +186,19 @@ pub fn state_file(h: &TestHost, agent: &str, file: &str) -> String {
     ]);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Sends `signal` to the main process of the agent's harness, through the container's own
+/// systemd, as an admin would.
+pub fn kill_harness(h: &TestHost, agent: &str, signal: &str) {
+    let machine = format!("h-{agent}");
+    h.run_ok(&[
+        "systemctl",
+        "-M",
+        &machine,
+        "kill",
+        "-s",
+        signal,
+        "--kill-whom=main",
+        "hive-harness.service",
+    ]);
+}
