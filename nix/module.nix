@@ -126,6 +126,14 @@ let
       ];
       description = "The harness command and its arguments, run inside the container.";
     };
+    autostart = mkOption {
+      type = types.nullOr types.bool;
+      default = null;
+      description = ''
+        Whether hive-c0re brings the agent up by itself: at its start (so after every
+        reboot) and on reload. Null means yes.
+      '';
+    };
   };
 
   # One agent's spec file, built key by key from specOptions so nothing else slips in.

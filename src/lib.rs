@@ -10,6 +10,7 @@ pub mod journal;
 pub mod logging;
 pub mod paths;
 pub mod plan;
+pub mod reconcile;
 pub mod socket;
 pub mod spec;
 pub mod store;

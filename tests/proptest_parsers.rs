@@ -730,6 +730,8 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                     memory_max,
                     cpu_weight,
                     tasks_max,
+                    // Varied without widening the strategy tuple past proptest's arity.
+                    autostart: cpu_weight.map(|w| w % 2 == 0),
                     network,
                     harness,
                 }

@@ -30,6 +30,7 @@ let
         "claude"
         "--print"
       ];
+      autostart = false;
     };
   };
 

@@ -42,6 +42,10 @@ pub struct CreateArgs {
     /// Network: the host's (default) or a private namespace
     #[arg(long, value_parser = ["host", "private"])]
     pub network: Option<String>,
+    /// Whether hive-c0re brings the agent back by itself at its start, after a reboot and
+    /// on reload (default yes)
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new(), value_name = "yes|no")]
+    pub autostart: Option<bool>,
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub harness: Option<Vec<String>>,
@@ -73,6 +77,7 @@ impl CreateArgs {
             cpu_weight: self.cpu_weight,
             tasks_max: self.tasks_max,
             harness: self.harness.clone(),
+            autostart: self.autostart,
             ..Default::default()
         };
         flags.volatile = self

@@ -1,39 +1,78 @@
 //! Checks against the host that a spec's validation cannot make: do the paths it names
 //! exist, are the binaries there. Run before anything is written, so bad input touches
-//! nothing.
+//! nothing; `hivectl plan` shows every one of them.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::plan::Host;
-use crate::spec::AgentSpec;
+use serde::Serialize;
 
-pub fn check(spec: &AgentSpec, host: &Host) -> Result<(), String> {
-    let name = &spec.name;
-    match std::fs::metadata(&spec.root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(format!(
-                "agent {name}: root {}: not a directory",
-                spec.root.display()
-            ))
-        }
-        Err(e) => {
-            return Err(format!(
-                "agent {name}: root {}: {}",
-                spec.root.display(),
-                io_reason(&e)
-            ))
+use crate::plan::{self, Host, HARNESS_IN_CONTAINER};
+use crate::spec::{AgentSpec, Network};
+
+/// How a check came out. A warning is shown but refuses nothing: it is a guess made from
+/// the host's side (e.g. what a container's PATH will hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked, e.g. `root`, `bind source`, `systemd-nspawn`.
+    pub what: String,
+    pub verdict: Verdict,
+    /// The path or value checked and, unless ok, why not.
+    pub detail: String,
+}
+
+impl Check {
+    fn of(what: &str, result: Result<String, String>) -> Check {
+        let (verdict, detail) = match result {
+            Ok(d) => (Verdict::Ok, d),
+            Err(d) => (Verdict::Fail, d),
+        };
+        Check {
+            what: what.into(),
+            verdict,
+            detail,
         }
     }
+}
+
+/// The first failed check as the one-line error create, start, rebuild and reconcile give.
+pub fn check(spec: &AgentSpec, host: &Host) -> Result<(), String> {
+    match checks(spec, host)
+        .into_iter()
+        .find(|c| c.verdict == Verdict::Fail)
+    {
+        Some(c) => Err(format!("agent {}: {} {}", spec.name, c.what, c.detail)),
+        None => Ok(()),
+    }
+}
+
+/// Every check, in the order an admin would fix them.
+pub fn checks(spec: &AgentSpec, host: &Host) -> Vec<Check> {
+    let mut out = Vec::new();
+    let root = match std::fs::metadata(&spec.root) {
+        Ok(m) if m.is_dir() => Ok(spec.root.display().to_string()),
+        Ok(_) => Err(format!("{}: not a directory", spec.root.display())),
+        Err(e) => Err(format!("{}: {}", spec.root.display(), io_reason(&e))),
+    };
+    out.push(Check::of("root", root));
     for b in &spec.binds {
-        if let Err(e) = std::fs::metadata(&b.source) {
-            return Err(format!(
-                "agent {name}: bind source {}: {}",
+        let source = match std::fs::metadata(&b.source) {
+            Ok(_) => Ok(format!(
+                "{} (bound at {})",
                 b.source.display(),
-                io_reason(&e)
-            ));
-        }
+                b.target.display()
+            )),
+            Err(e) => Err(format!("{}: {}", b.source.display(), io_reason(&e))),
+        };
+        out.push(Check::of("bind source", source));
     }
     // Name the binary and where its path comes from, so the admin knows what to fix.
     for (what, path) in [
@@ -44,9 +83,68 @@ pub fn check(spec: &AgentSpec, host: &Host) -> Result<(), String> {
             &host.hive_harness,
         ),
     ] {
-        executable(path).map_err(|e| format!("agent {name}: {what}: {e}"))?;
+        let found = executable(path).map(|()| path.display().to_string());
+        out.push(Check::of(what, found));
     }
-    Ok(())
+    if let Some(c) = harness_command(spec, host) {
+        out.push(c);
+    }
+    out.push(Check::of(
+        "network",
+        Ok(match spec.network {
+            Network::Host => "the host's (no network namespace)".into(),
+            Network::Private => "private namespace, as the spec asks (network = private)".into(),
+        }),
+    ));
+    out
+}
+
+/// Whether the spec's own harness command resolves on the agent's PATH, looked for from
+/// the host: in the spec's binds, else under the container's root. Only a warning, since a
+/// root may hold symlinks that resolve only inside the container (a NixOS profile).
+fn harness_command(spec: &AgentSpec, host: &Host) -> Option<Check> {
+    let cmd = spec.harness.first()?;
+    let what = "harness command";
+    let candidates: Vec<PathBuf> = if cmd.contains('/') {
+        vec![PathBuf::from(cmd)]
+    } else {
+        plan::agent_path(spec, host)
+            .split(':')
+            .map(|dir| Path::new(dir).join(cmd))
+            .collect()
+    };
+    for inside in &candidates {
+        if let Some(on_host) = host_view(spec, host, inside) {
+            if executable(&on_host).is_ok() {
+                return Some(Check::of(
+                    what,
+                    Ok(format!("{cmd} is {}", inside.display())),
+                ));
+            }
+        }
+    }
+    Some(Check {
+        what: what.into(),
+        verdict: Verdict::Warn,
+        detail: format!(
+            "{cmd}: not found as an executable on the agent's PATH under root {} or its binds",
+            spec.root.display()
+        ),
+    })
+}
+
+/// Where a path inside the container is on the host: through a bind, or under the root.
+fn host_view(spec: &AgentSpec, host: &Host, inside: &Path) -> Option<PathBuf> {
+    if inside == Path::new(HARNESS_IN_CONTAINER) {
+        return Some(host.hive_harness.clone());
+    }
+    for b in spec.binds.iter().rev() {
+        if let Ok(rest) = inside.strip_prefix(&b.target) {
+            return Some(b.source.join(rest));
+        }
+    }
+    let rel = inside.strip_prefix("/").ok()?;
+    Some(spec.root.join(rel))
 }
 
 /// `Ok` if `path` is an executable regular file.
@@ -64,5 +162,99 @@ pub fn io_reason(e: &std::io::Error) -> String {
     match s.find(" (os error") {
         Some(i) => s[..i].to_owned(),
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::Roots;
+    use crate::spec::{AgentName, SpecFile};
+
+    fn host(dir: &Path) -> Host {
+        Host {
+            roots: Roots::default(),
+            nspawn: "/bin/sh".into(),
+            hive_c0re: "/bin/sh".into(),
+            hive_harness: dir.join("no-harness"),
+            base_path: vec!["/usr/bin".into()],
+        }
+    }
+
+    fn spec(toml: &str) -> AgentSpec {
+        let file = SpecFile::from_toml(toml, "test").unwrap();
+        AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
+    }
+
+    #[test]
+    fn the_first_failure_is_the_error_and_every_check_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(&format!(
+            "root = \"/\"\nvolatile = \"yes\"\nbind = [\"{}/gone:/data\"]\n",
+            dir.path().display()
+        ));
+        let all = checks(&s, &host(dir.path()));
+        let verdicts: Vec<_> = all.iter().map(|c| (c.what.as_str(), c.verdict)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("root", Verdict::Ok),
+                ("bind source", Verdict::Fail),
+                ("systemd-nspawn (--nspawn / HYPERHIVE_NSPAWN)", Verdict::Ok),
+                ("hive-c0re", Verdict::Ok),
+                (
+                    "hive-harness (--harness / HYPERHIVE_HARNESS)",
+                    Verdict::Fail
+                ),
+                ("network", Verdict::Ok),
+            ]
+        );
+        assert_eq!(
+            check(&s, &host(dir.path())).unwrap_err(),
+            format!(
+                "agent alice: bind source {}/gone: No such file or directory",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_harness_command_is_looked_for_in_binds_and_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = dir.path().join("tools");
+        std::fs::create_dir(&tools).unwrap();
+        let tool = tools.join("claude");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let found = spec(&format!(
+            "root = \"/\"\nvolatile = \"yes\"\npath = [\"/opt/tools\"]\nbind = [\"{}:/opt/tools:ro\"]\nharness = [\"claude\"]\n",
+            tools.display()
+        ));
+        let c = harness_command(&found, &host(dir.path())).unwrap();
+        assert_eq!(
+            (c.verdict, c.detail.as_str()),
+            (Verdict::Ok, "claude is /opt/tools/claude")
+        );
+        let on_root = spec("root = \"/\"\nvolatile = \"yes\"\nharness = [\"sh\", \"-c\", \"x\"]\n");
+        assert_eq!(
+            harness_command(&on_root, &host(dir.path()))
+                .unwrap()
+                .verdict,
+            Verdict::Ok
+        );
+        let missing = spec("root = \"/\"\nvolatile = \"yes\"\nharness = [\"no-such-cmd-x\"]\n");
+        let c = harness_command(&missing, &host(dir.path())).unwrap();
+        assert_eq!(c.verdict, Verdict::Warn, "{c:?}");
+        assert!(
+            check(
+                &missing,
+                &Host {
+                    hive_harness: "/bin/sh".into(),
+                    ..host(dir.path())
+                }
+            )
+            .is_ok(),
+            "a warning refuses nothing"
+        );
     }
 }

@@ -61,5 +61,5 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             }]),
         ),
     ];
-    stamp(HARNESS_UNIT.into(), None, properties)
+    stamp(HARNESS_UNIT.into(), None, properties, None)
 }

@@ -208,12 +208,27 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         properties.push(("TasksMax".into(), Prop::U64(t)));
     }
 
-    stamp(name.container_unit(), Some(machine), properties)
+    // The container's hash also covers the harness unit it will carry, so a change to the
+    // harness command alone is drift too, and reconcile can judge an agent from the host
+    // unit without reaching into every container.
+    let harness = harness_unit(spec, host);
+    stamp(
+        name.container_unit(),
+        Some(machine),
+        properties,
+        Some(&harness.hash),
+    )
 }
 
-/// Hashes the properties and stamps the hash into the unit's environment.
-fn stamp(unit: String, machine: Option<String>, mut properties: Vec<(String, Prop)>) -> UnitPlan {
-    let hash = hash_properties(&properties);
+/// Hashes the properties (and the hash of a unit this one carries) and stamps the hash
+/// into the unit's environment.
+fn stamp(
+    unit: String,
+    machine: Option<String>,
+    mut properties: Vec<(String, Prop)>,
+    carries: Option<&str>,
+) -> UnitPlan {
+    let hash = hash_properties(&properties, carries);
     if let Some((_, Prop::Strv(env))) = properties.iter_mut().find(|(k, _)| k == "Environment") {
         env.push(format!("HIVE_PLAN={hash}"));
     }
@@ -287,8 +302,8 @@ pub fn bind_arg(source: &Path, target: &Path, readonly: bool) -> String {
     format!("{flag}={}:{}", esc(source), esc(target))
 }
 
-fn hash_properties(props: &[(String, Prop)]) -> String {
-    let canonical = serde_json::to_string(props).expect("properties serialize");
+fn hash_properties(props: &[(String, Prop)], carries: Option<&str>) -> String {
+    let canonical = serde_json::to_string(&(props, carries)).expect("properties serialize");
     let digest = Sha256::digest(canonical.as_bytes());
     let mut out = String::with_capacity(16);
     for b in &digest[..8] {

@@ -187,6 +187,30 @@ fn hash_is_stable_and_follows_the_spec() {
 }
 
 #[test]
+fn container_hash_covers_the_harness_but_not_autostart() {
+    let a = container_unit(&base(), &host());
+    let mut harness = base();
+    harness.harness = vec!["claude".into(), "--print".into()];
+    let b = container_unit(&harness, &host());
+    let without_stamp = |p: &UnitPlan| {
+        p.properties
+            .iter()
+            .filter(|(k, _)| k != "Environment")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        without_stamp(&a),
+        without_stamp(&b),
+        "the harness command is no property of the container unit"
+    );
+    assert_ne!(a.hash, b.hash, "yet changing it is drift");
+    let mut manual = base();
+    manual.autostart = false;
+    assert_eq!(a.hash, container_unit(&manual, &host()).hash);
+}
+
+#[test]
 fn moved_roots_move_every_path() {
     let mut h = host();
     h.roots = Roots {

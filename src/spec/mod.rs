@@ -116,6 +116,10 @@ pub struct SpecFile {
     pub network: Option<Network>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub harness: Option<Vec<String>>,
+    /// Whether the daemon brings the agent up by itself (at its start, after a reboot, and
+    /// on reload). Default: yes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
 }
 
 impl SpecFile {
@@ -156,6 +160,7 @@ impl SpecFile {
         self.tasks_max = over.tasks_max.or(self.tasks_max);
         self.network = over.network.or(self.network);
         self.harness = over.harness.or(self.harness);
+        self.autostart = over.autostart.or(self.autostart);
         self
     }
 }
@@ -174,6 +179,8 @@ pub struct AgentSpec {
     pub tasks_max: Option<u64>,
     pub network: Network,
     pub harness: Vec<String>,
+    /// Not part of any unit: it decides whether reconcile creates the units at all.
+    pub autostart: bool,
 }
 
 impl AgentSpec {
@@ -282,6 +289,7 @@ impl AgentSpec {
             tasks_max: file.tasks_max,
             network: file.network.unwrap_or_default(),
             harness,
+            autostart: file.autostart.unwrap_or(true),
         })
     }
 
@@ -312,6 +320,7 @@ impl AgentSpec {
             tasks_max: self.tasks_max,
             network: Some(self.network),
             harness: (!self.harness.is_empty()).then(|| self.harness.clone()),
+            autostart: Some(self.autostart),
         }
     }
 }

@@ -29,6 +29,7 @@ fn spec_keys() -> BTreeSet<String> {
         tasks_max: Some(512),
         network: Some(Network::Private),
         harness: Some(vec!["claude".into(), "--print".into()]),
+        autostart: Some(false),
     };
     let table: toml::Table = toml::from_str(&full.to_toml()).expect("a spec's TOML parses");
     table.keys().cloned().collect()
@@ -137,6 +138,7 @@ fn rendered_agent_specs_parse_and_validate() {
     );
     assert_eq!(full.memory_max, Some(Size::Text("2G".into())));
     assert_eq!(full.network, Some(Network::Private));
+    assert_eq!(full.autostart, Some(false));
 }
 
 #[test]
