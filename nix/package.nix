@@ -72,7 +72,8 @@ rustPlatform.buildRustPackage {
     # The unit names the FHS path (as a distribution package would install it); point it at
     # this package instead, and refuse a unit that still names a binary under /usr.
     substituteInPlace $out/lib/systemd/system/hive-c0re.service \
-      --replace-fail "ExecStart=/usr/bin/hive-c0re" "ExecStart=$out/bin/hive-c0re"
+      --replace-fail "ExecStart=/usr/bin/hive-c0re" "ExecStart=$out/bin/hive-c0re" \
+      --replace-fail "ExecReload=/usr/bin/hivectl" "ExecReload=$out/bin/hivectl"
     if grep -n '^Exec[A-Za-z]*=[-@:+!]*/usr/' $out/lib/systemd/system/*; then
       echo "a unit above still runs a binary from /usr: rewrite it in nix/package.nix" >&2
       exit 1

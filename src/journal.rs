@@ -32,10 +32,16 @@ pub enum Event {
     CrashLoop,
     /// An approved change was applied.
     ApprovalApplied,
+    /// The daemon began comparing specs with live units (at its start, or on reload).
+    ReconcileStarted,
+    /// ... and finished; the counts are in `HIVE_CREATED=`, `HIVE_REBUILT=`, ….
+    ReconcileFinished,
+    /// Reconcile could not bring one agent to its spec (`HIVE_ERROR=` says why).
+    ReconcileFailed,
 }
 
 impl Event {
-    pub const ALL: [Event; 16] = [
+    pub const ALL: [Event; 19] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -52,6 +58,9 @@ impl Event {
         Event::AgentEvent,
         Event::CrashLoop,
         Event::ApprovalApplied,
+        Event::ReconcileStarted,
+        Event::ReconcileFinished,
+        Event::ReconcileFailed,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -73,6 +82,9 @@ impl Event {
             Event::AgentEvent => "agent_event",
             Event::CrashLoop => "crash_loop",
             Event::ApprovalApplied => "approval_applied",
+            Event::ReconcileStarted => "reconcile_started",
+            Event::ReconcileFinished => "reconcile_finished",
+            Event::ReconcileFailed => "reconcile_failed",
         }
     }
 
@@ -94,13 +106,19 @@ impl Event {
             Event::AgentEvent => "2a2bee29f6cb442da262b09d3384ccb3",
             Event::CrashLoop => "d416cca1d0bf4cabaacad7e4f68351a6",
             Event::ApprovalApplied => "b3e239c4b41d42a28eab770d43438d57",
+            Event::ReconcileStarted => "b0a2332afc574bd9b4c2b8b1fe5c4512",
+            Event::ReconcileFinished => "559b7c22307e4401993bd8b506b681c6",
+            Event::ReconcileFailed => "fc655f64c8fd4b7faab3b0aed80ea0ee",
         }
     }
 
     fn level(self) -> Level {
         match self {
             Event::CrashLoop => Level::Error,
-            Event::ContainerCrash | Event::HarnessCrash | Event::ApprovalFailed => Level::Warn,
+            Event::ContainerCrash
+            | Event::HarnessCrash
+            | Event::ApprovalFailed
+            | Event::ReconcileFailed => Level::Warn,
             _ => Level::Info,
         }
     }

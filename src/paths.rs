@@ -91,6 +91,14 @@ impl Roots {
         self.config.join("agents").join(format!("{name}.toml"))
     }
 
+    /// `/run/hyperhive/.stopped/<name>`: `hivectl stop` was run for the agent since the host
+    /// booted, so reconcile leaves it down. In /run because a reboot should bring autostart
+    /// agents back whatever was stopped before it; the leading `.` keeps it from ever being
+    /// an agent's name.
+    pub fn stopped_marker(&self, name: &AgentName) -> PathBuf {
+        self.run.join(".stopped").join(name.as_str())
+    }
+
     /// `/run/hyperhive/<name>`, bound at `/run/hyperhive` inside; holds the agent socket.
     pub fn runtime_dir(&self, name: &AgentName) -> PathBuf {
         self.run.join(name.as_str())

@@ -22,4 +22,6 @@ pub trait Manager {
     fn get_approval(&self, id: i64) -> zbus::Result<super::ApprovalRecord>;
     fn approve(&self, id: i64, note: &str) -> zbus::Result<super::ApprovalRecord>;
     fn deny(&self, id: i64, note: &str) -> zbus::Result<super::ApprovalRecord>;
+    fn reload(&self, prune: bool) -> zbus::Result<String>;
+    fn plan(&self, names: &[&str], prune: bool) -> zbus::Result<String>;
 }

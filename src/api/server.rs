@@ -159,7 +159,7 @@ impl Manager {
         Ok(())
     }
 
-    async fn unexport_agent(
+    pub async fn unexport_agent(
         server: &ObjectServer,
         emitter: &SignalEmitter<'_>,
         name: &AgentName,
@@ -348,6 +348,40 @@ impl Manager {
         let by = require_admin(conn, &header, &format!("deny {id}")).await?;
         let note = (!note.is_empty()).then_some(note);
         Ok(ApprovalRecord::from(&self.hive.deny(id, &by, note).await?))
+    }
+
+    /// Brings every agent to its spec (as at the daemon's start): creates what is
+    /// missing, rebuilds what drifted, keeps what matches; `prune` also stops agents
+    /// whose spec is gone. Returns the steps as JSON (see docs/dbus-api.md).
+    async fn reload(
+        &self,
+        prune: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        require_root(conn, &header, "reload").await?;
+        let steps =
+            crate::daemon::reload(&self.hive, conn, prune, crate::daemon::Trigger::Reload).await;
+        Ok(serde_json::to_string(&steps).expect("steps serialize"))
+    }
+
+    /// What a reload would do with `names` (every agent when empty), with the host checks,
+    /// the units it would create and their diff against the live ones; touches nothing.
+    /// Returns JSON (see docs/dbus-api.md).
+    async fn plan(
+        &self,
+        names: Vec<String>,
+        prune: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        require_root(conn, &header, "plan").await?;
+        let names = names
+            .iter()
+            .map(|n| parse_name(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plans = self.hive.plan(&names, prune).await?;
+        Ok(serde_json::to_string(&plans).expect("plans serialize"))
     }
 
     /// An agent asked for something (emitted by the daemon when a request arrives).

@@ -8,6 +8,7 @@ pub mod harness;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;
+pub mod reconcile;
 pub mod remote;
 pub mod render;
 
@@ -149,6 +150,12 @@ pub enum Command {
     Approve(approvals::DecideArgs),
     /// Deny a pending request
     Deny(approvals::DecideArgs),
+    /// Show what reload would do (create, rebuild, keep, stop), the host checks, the units
+    /// and their diff against the live ones; touches nothing
+    Plan(reconcile::PlanArgs),
+    /// Bring every agent to its spec now, as hive-c0re does at its start (also on SIGHUP
+    /// and systemctl reload hive-c0re)
+    Reload(reconcile::ReloadArgs),
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -166,6 +173,8 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Approvals(a) => approvals::list(t, a).await,
         Command::Approve(a) => approvals::approve(t, a).await,
         Command::Deny(a) => approvals::deny(t, a).await,
+        Command::Plan(a) => reconcile::plan(t, a).await,
+        Command::Reload(a) => reconcile::reload(t, a).await,
     }
 }
 
@@ -186,6 +195,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
     let msg = crate::spec::one_line(&format!("{err:#}"));
     if err.chain().any(|e| e.is::<BadInput>()) {
         return (EXIT_BAD_INPUT, msg);
+    }
+    if let Some(exit) = err.chain().find_map(|e| e.downcast_ref::<reconcile::Exit>()) {
+        return (exit.code, msg);
     }
     for e in err.chain() {
         if let Some(zbus::Error::MethodError(name, detail, _)) = e.downcast_ref::<zbus::Error>() {

@@ -54,7 +54,7 @@ impl Outcome {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// Keep a running unit if its plan hash matches, replace it otherwise.
     Create,
     /// Keep whatever runs.
@@ -71,6 +71,8 @@ pub struct Hive {
     locks: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
     /// One watch per agent on its harness, replaced with each new harness.
     harness_watches: Mutex<HashMap<AgentName, tokio::task::JoinHandle<()>>>,
+    /// Held by the one reconcile that runs; a reload during another waits for it.
+    pub(super) reconciling: tokio::sync::Mutex<()>,
 }
 
 impl Hive {
@@ -82,6 +84,7 @@ impl Hive {
             approvals,
             locks: Mutex::new(HashMap::new()),
             harness_watches: Mutex::new(HashMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -112,7 +115,7 @@ impl Hive {
         self.approvals.pending()
     }
 
-    fn stop_harness_watch(&self, name: &AgentName) {
+    pub(super) fn stop_harness_watch(&self, name: &AgentName) {
         if let Some(old) = self
             .harness_watches
             .lock()
@@ -123,7 +126,7 @@ impl Hive {
         }
     }
 
-    async fn lock(&self, name: &AgentName) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(super) async fn lock(&self, name: &AgentName) -> tokio::sync::OwnedMutexGuard<()> {
         let m = self
             .locks
             .lock()
@@ -139,7 +142,7 @@ impl Hive {
         load_spec(&self.host.roots, name)
     }
 
-    fn plan(&self, spec: &AgentSpec) -> UnitPlan {
+    pub(super) fn container_plan(&self, spec: &AgentSpec) -> UnitPlan {
         plan::container_unit(spec, &self.host)
     }
 }
@@ -188,7 +191,7 @@ impl Hive {
             .map_err(Error::failed)?;
         failpoint::hit("create:spec-saved");
 
-        let plan = self.plan(&spec);
+        let plan = self.container_plan(&spec);
         let outcome = self
             .bring_up(&spec, &plan, Mode::Create, None)
             .await
@@ -218,7 +221,7 @@ impl Hive {
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
         let _guard = self.lock(name).await;
         self.prepare_dirs(name).map_err(Error::failed)?;
-        let plan = self.plan(&spec);
+        let plan = self.container_plan(&spec);
         let outcome = self
             .bring_up(&spec, &plan, Mode::Start, None)
             .await
@@ -240,6 +243,8 @@ impl Hive {
         self.require_known(name).await?;
         let _guard = self.lock(name).await;
         let unit = name.container_unit();
+        // Before stopping: a daemon killed in between must not bring the agent back.
+        mark_stopped(&self.host.roots, name, true).map_err(Error::failed)?;
         self.stop_harness_watch(name);
         self.sd
             .stop(&unit)
@@ -305,7 +310,7 @@ impl Hive {
     async fn rebuild_locked(&self, spec: &AgentSpec, approval: Option<i64>) -> Result<Outcome> {
         let name = &spec.name;
         self.prepare_dirs(name)?;
-        let mut plan = self.plan(spec);
+        let mut plan = self.container_plan(spec);
         let mut fields = vec![];
         if let Some(id) = approval {
             plan::stamp_approval(&mut plan, id);
@@ -434,6 +439,7 @@ impl Hive {
         // after the unit is gone, so it is ours to remove.
         remove_if_present(&roots.runtime_dir(name)).map_err(Error::failed)?;
         remove_if_present(&roots.bus_dir(name)).map_err(Error::failed)?;
+        mark_stopped(roots, name, false).map_err(Error::failed)?;
         if purge {
             remove_if_present(&roots.agent_dir(name)).map_err(Error::failed)?;
         }
@@ -452,7 +458,7 @@ impl Hive {
 
     /// Socket, container, harness — in that order: the harness reports ready only once it
     /// is connected, so its socket must be there before the container boots.
-    async fn bring_up(
+    pub(super) async fn bring_up(
         &self,
         spec: &AgentSpec,
         plan: &UnitPlan,
@@ -462,6 +468,7 @@ impl Hive {
         let name = &spec.name;
         self.sockets
             .register(name, &self.host.roots.runtime_dir(name))?;
+        mark_stopped(&self.host.roots, name, false)?;
         let outcome = Self::ensure_running(&self.sd, plan, mode).await?;
         // A new container has no harness yet; an adopted one keeps a matching harness.
         let harness_mode = if outcome == Outcome::Adopted {
@@ -603,7 +610,7 @@ impl Hive {
 
     /// State and credentials directories, mode 0700, created if missing and tightened if
     /// they exist; their contents are never touched.
-    fn prepare_dirs(&self, name: &AgentName) -> Result<()> {
+    pub(super) fn prepare_dirs(&self, name: &AgentName) -> Result<()> {
         let roots = &self.host.roots;
         std::fs::create_dir_all(roots.agents_dir())
             .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
@@ -716,6 +723,19 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(|e| anyhow!(preflight::io_reason(&e)))
+}
+
+/// Sets or clears the mark that `hivectl stop` leaves for reconcile (see
+/// `Roots::stopped_marker`).
+fn mark_stopped(roots: &crate::paths::Roots, name: &AgentName, stopped: bool) -> Result<()> {
+    let marker = roots.stopped_marker(name);
+    if !stopped {
+        return remove_if_present(&marker);
+    }
+    let dir = marker.parent().expect("the marker is in a directory");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&marker, b""))
+        .map_err(|e| anyhow!("agent {name}: writing {}: {}", marker.display(), preflight::io_reason(&e)))
 }
 
 /// Removes a file or a whole directory; one that is already gone is fine.

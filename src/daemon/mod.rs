@@ -4,19 +4,21 @@ pub mod approvals;
 mod crash;
 mod hive;
 pub mod preflight;
+mod reconcile;
 mod watch;
 
 pub use hive::{Hive, Outcome};
+pub use reconcile::{AgentPlan, Trigger, PARALLEL};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
 use crate::api::{self, server};
-use crate::journal::{self, Event};
 use crate::paths::Roots;
 use crate::plan::Host;
 use crate::socket::Sockets;
@@ -79,6 +81,9 @@ pub fn spec_names(roots: &Roots) -> BTreeSet<AgentName> {
 /// Connects, rediscovers the agents systemd already runs, takes the bus name, then
 /// tells systemd it is ready; serves until SIGTERM.
 pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
+    // Installed first: SIGHUP's default action would kill the daemon.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let builder = match &bus_address {
         Some(addr) => zbus::connection::Builder::address(addr.as_str())?,
         None => zbus::connection::Builder::system()?,
@@ -107,34 +112,21 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     let emitter = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
 
     // Rediscover before READY=1: agents keep running across daemon restarts, and the
-    // daemon must know every one of them before it says it is up.
+    // daemon must know every one of them (and serve their sockets) before it says it is up.
     warn_low_limits();
-    let mut running = 0usize;
     let known = known_agents(&roots, &sd).await;
     remove_orphan_runtime_dirs(&roots, &known);
     for name in &known {
-        let name = name.clone();
-        server::Manager::export_agent(server, &emitter, &name).await?;
+        server::Manager::export_agent(server, &emitter, name).await?;
         // Rebind every agent's socket (idempotent): harnesses reconnect on their own.
-        if let Err(e) = hive.sockets.register(&name, &roots.runtime_dir(&name)) {
+        if let Err(e) = hive.sockets.register(name, &roots.runtime_dir(name)) {
             log::error!("{e:#}");
         }
-        if let Ok(Some(st)) = sd.status(&name.container_unit()).await {
-            if st.is_up() {
-                running += 1;
-                journal::emit(
-                    Event::Adopted,
-                    Some(&name),
-                    Some(&st.unit),
-                    &[("HIVE_INVOCATION_ID", st.invocation_id.clone())],
-                    &format!(
-                        "agent {name}: found {} {}/{}, adopted",
-                        st.unit, st.active_state, st.sub_state
-                    ),
-                );
-            }
-        }
     }
+    let running = match sd.list("hive-agent-*.service").await {
+        Ok(units) => units.iter().filter(|u| u.3 == "active").count(),
+        Err(_) => 0,
+    };
 
     conn.request_name(api::BUS_NAME)
         .await
@@ -147,29 +139,66 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         api::BUS_NAME
     );
 
-    // Harnesses of running agents are checked, and their crash watches started, after
-    // READY=1: one slow container must not hold the daemon back, and harnesses reconnect
-    // to their sockets by themselves.
-    for name in known {
-        let hive = hive.clone();
-        tokio::spawn(async move {
-            if let Err(e) = hive.heal_harness(&name).await {
-                log::warn!("agent {name}: checking its harness: {e:#}");
-            }
-        });
-    }
-    // An approval the previous daemon approved but did not finish applying stands.
-    let resume = hive.clone();
-    tokio::spawn(async move { resume.resume_approved().await });
+    // After READY=1, so that one slow container never holds the daemon back: first an
+    // approval the previous daemon approved but did not finish applying (the admin's
+    // decision stands), then reconcile — every agent whose spec wants it up and has no unit
+    // (after a reboot: all of them) is created, drifted ones rebuilt, and running ones
+    // adopted with their harness checked and its crash watch started.
+    let startup = hive.clone();
+    let startup_conn = conn.clone();
+    tokio::spawn(async move {
+        startup.resume_approved().await;
+        reload(&startup, &startup_conn, false, Trigger::Startup).await;
+    });
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                let hive = hive.clone();
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    reload(&hive, &conn, false, Trigger::Signal).await;
+                    notify(&[sd_notify::NotifyState::Ready]);
+                });
+            }
+        }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     log::info!("hive-c0re stopping; agents keep running");
     Ok(())
+}
+
+/// Reconciles, then exports the objects of agents that now have a spec and removes those
+/// of agents pruned, so the API lists what reconcile left.
+pub async fn reload(
+    hive: &Hive,
+    conn: &zbus::Connection,
+    prune: bool,
+    trigger: Trigger,
+) -> Vec<crate::reconcile::Step> {
+    let steps = hive.reconcile(prune, trigger).await;
+    let server = conn.object_server();
+    let Ok(emitter) = SignalEmitter::new(conn, api::MANAGER_PATH) else {
+        return steps;
+    };
+    for s in &steps {
+        let pruned = s.action == crate::reconcile::Action::Stop && s.result.as_deref() == Some("ok");
+        let exported = if pruned {
+            server::Manager::unexport_agent(server, &emitter, &s.agent).await
+        } else if s.plan.is_some() {
+            server::Manager::export_agent(server, &emitter, &s.agent).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = exported {
+            log::warn!("agent {}: updating its D-Bus object: {e}", s.agent);
+        }
+    }
+    hive.refresh_status().await;
+    steps
 }
 
 /// Feeds systemd's watchdog (WatchdogSec= in hive-c0re.service) at half its period, but

@@ -149,12 +149,21 @@ impl Systemd {
 
     /// The unit's state, or `None` if systemd has no such unit loaded.
     pub async fn status(&self, unit: &str) -> Result<Option<UnitStatus>> {
+        Ok(self
+            .properties(unit)
+            .await?
+            .map(|all| UnitStatus::from_properties(unit, &all)))
+    }
+
+    /// Every property of a service unit (Unit and Service interfaces), or `None` if
+    /// systemd has no such unit loaded.
+    pub async fn properties(&self, unit: &str) -> Result<Option<HashMap<String, OwnedValue>>> {
         let path = match self.manager.get_unit(unit).await {
             Ok(p) => p,
             Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("looking up unit {unit}")),
         };
-        match self.status_at(unit, &path).await {
+        match self.properties_at(unit, &path).await {
             Ok(s) => Ok(Some(s)),
             // Unloaded between GetUnit and GetAll.
             Err(e)
@@ -167,7 +176,27 @@ impl Systemd {
         }
     }
 
-    async fn status_at(&self, unit: &str, path: &OwnedObjectPath) -> Result<UnitStatus> {
+    /// systemd's `DefaultTasksMax=`: what a unit that sets no TasksMax gets.
+    pub async fn default_tasks_max(&self) -> Result<u64> {
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")?
+            .path("/org/freedesktop/systemd1")?
+            .build()
+            .await?;
+        let iface =
+            zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Manager");
+        let v = props
+            .get(iface, "DefaultTasksMax")
+            .await
+            .context("reading systemd's DefaultTasksMax")?;
+        u64::try_from(v).context("DefaultTasksMax is no u64")
+    }
+
+    async fn properties_at(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+    ) -> Result<HashMap<String, OwnedValue>> {
         let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
             .destination("org.freedesktop.systemd1")?
             .path(path.clone())?
@@ -189,7 +218,7 @@ impl Systemd {
         )?;
         let mut all: HashMap<String, OwnedValue> = u;
         all.extend(s);
-        Ok(UnitStatus::from_properties(unit, &all))
+        Ok(all)
     }
 
     /// Units matching a glob, e.g. `hive-agent-*.service`, in any state systemd still holds.

@@ -1,0 +1,446 @@
+//! Carries out reconcile: gathers each agent's facts (its spec and plan, the unit systemd
+//! holds), asks `reconcile::decide`, and acts — at most [`PARALLEL`] agents at a time,
+//! each under its agent's lock. `hivectl plan` gets the same facts and decisions, plus the
+//! checks and the diff, and nothing is acted on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use futures_util::{stream, StreamExt};
+use serde::Serialize;
+
+use super::hive::{Hive, Mode};
+use super::preflight::{self, Check};
+use crate::api::Error;
+use crate::journal::{self, Event};
+use crate::plan::{self, UnitPlan};
+use crate::reconcile::diff::{self, Change};
+use crate::reconcile::{decide, Action, Facts, Live, SpecFacts, Step, Totals};
+use crate::spec::{AgentName, AgentSpec};
+
+/// Agents brought up at once. Each holds a start job or two and a few calls in flight:
+/// far below systemd's limits (128 replies in flight per connection, ~512 pending jobs),
+/// and enough to keep two cores busy booting containers.
+pub const PARALLEL: usize = 8;
+
+/// What asked for a reconcile; it is in every event the reconcile writes (`HIVE_TRIGGER=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// hive-c0re started (after a reboot: every agent).
+    Startup,
+    /// `hivectl reload` (the D-Bus Reload method).
+    Reload,
+    /// SIGHUP, e.g. from `systemctl reload hive-c0re` or `kill -HUP`.
+    Signal,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Reload => "reload",
+            Trigger::Signal => "sighup",
+        }
+    }
+}
+
+/// One agent as `hivectl plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentPlan {
+    #[serde(flatten)]
+    pub step: Step,
+    /// `active/running`, and the HIVE_PLAN the live unit carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveView>,
+    pub checks: Vec<Check>,
+    /// The units that would be created (for create and rebuild).
+    pub units: Vec<UnitView>,
+    /// Properties that differ between the live container unit and the plan (rebuild).
+    pub diff: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveView {
+    pub unit: String,
+    pub state: String,
+    pub plan: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitView {
+    pub unit: String,
+    /// `host`, or the machine whose systemd gets the unit.
+    pub on: String,
+    pub properties: Vec<(String, String)>,
+}
+
+impl UnitView {
+    fn of(p: &UnitPlan, on: String) -> UnitView {
+        UnitView {
+            unit: p.unit.clone(),
+            on,
+            properties: p
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), diff::render_planned(v)))
+                .collect(),
+        }
+    }
+}
+
+impl Hive {
+    /// Every agent reconcile looks at: specs on disk and agent units systemd holds.
+    async fn reconcile_names(&self) -> BTreeSet<AgentName> {
+        let mut names = super::spec_names(&self.host.roots);
+        match self.sd.list("hive-agent-*.service").await {
+            Ok(units) => names.extend(
+                units
+                    .iter()
+                    .filter_map(|u| AgentName::from_container_unit(&u.0)),
+            ),
+            Err(e) => log::warn!("listing agent units: {e:#}"),
+        }
+        names
+    }
+
+    /// The facts about one agent, and its spec when valid.
+    async fn facts(&self, name: &AgentName) -> Result<(Facts, Option<AgentSpec>), Error> {
+        let live = self
+            .sd
+            .status(&name.container_unit())
+            .await
+            .map_err(Error::failed)?
+            .filter(|s| s.load_state != "not-found")
+            .map(|s| Live {
+                plan: s.plan_hash().map(str::to_owned),
+                active_state: s.active_state,
+                sub_state: s.sub_state,
+            });
+        let (spec_facts, spec) = match self.load_spec(name) {
+            Err(Error::NoSuchAgent(_)) => (SpecFacts::Missing, None),
+            Err(e) => (SpecFacts::Refused(e.to_string()), None),
+            Ok(spec) => match preflight::check(&spec, &self.host) {
+                Err(reason) => (SpecFacts::Refused(reason), Some(spec)),
+                Ok(()) => (
+                    SpecFacts::Valid {
+                        plan: self.container_plan(&spec).hash,
+                        autostart: spec.autostart,
+                    },
+                    Some(spec),
+                ),
+            },
+        };
+        let facts = Facts {
+            agent: name.clone(),
+            spec: spec_facts,
+            live,
+            stopped_by_admin: self.host.roots.stopped_marker(name).exists(),
+        };
+        Ok((facts, spec))
+    }
+
+    /// Brings every agent to its spec. One reconcile at a time; concurrent asks wait.
+    pub async fn reconcile(&self, prune: bool, trigger: Trigger) -> Vec<Step> {
+        let _one = self.reconciling.lock().await;
+        let started = Instant::now();
+        journal::emit(
+            Event::ReconcileStarted,
+            None,
+            None,
+            &[
+                ("HIVE_TRIGGER", trigger.as_str().into()),
+                ("HIVE_PRUNE", prune.to_string()),
+            ],
+            &format!("reconcile started ({})", trigger.as_str()),
+        );
+        let names = self.reconcile_names().await;
+        let mut steps: Vec<Step> = stream::iter(names)
+            .map(|name| self.reconcile_one(name, prune, trigger))
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        steps.sort_by(|a, b| a.agent.cmp(&b.agent));
+        let totals = Totals::of(&steps);
+        let ms = started.elapsed().as_millis();
+        let summary = totals.summary();
+        journal::emit(
+            Event::ReconcileFinished,
+            None,
+            None,
+            &[
+                ("HIVE_TRIGGER", trigger.as_str().into()),
+                ("HIVE_CREATED", totals.created.to_string()),
+                ("HIVE_REBUILT", totals.rebuilt.to_string()),
+                ("HIVE_KEPT", totals.kept.to_string()),
+                ("HIVE_STOPPED", totals.stopped.to_string()),
+                ("HIVE_FAILED", totals.failed.to_string()),
+                ("HIVE_SUMMARY", summary.clone()),
+                ("HIVE_DURATION_MS", ms.to_string()),
+            ],
+            &format!(
+                "reconcile finished ({}) in {ms} ms: {summary}",
+                trigger.as_str()
+            ),
+        );
+        steps
+    }
+
+    async fn reconcile_one(&self, name: AgentName, prune: bool, trigger: Trigger) -> Step {
+        let mut step = Step {
+            agent: name.clone(),
+            action: Action::Leave {
+                reason: String::new(),
+            },
+            plan: None,
+            result: None,
+        };
+        let (facts, _) = match self.facts(&name).await {
+            Ok(f) => f,
+            Err(e) => {
+                step.action = Action::Refuse {
+                    reason: e.to_string(),
+                };
+                return step;
+            }
+        };
+        if let SpecFacts::Valid { plan, .. } = &facts.spec {
+            step.plan = Some(plan.clone());
+        }
+        step.action = decide(&facts, prune);
+        let unit = name.container_unit();
+        // A unit that runs when the daemon starts is adopted whatever reconcile decides
+        // to leave it as: the daemon serves its socket and watches its harness again.
+        let up = facts.live.as_ref().is_some_and(|l| {
+            matches!(l.active_state.as_str(), "active" | "activating" | "reloading")
+        });
+        let adopt = trigger == Trigger::Startup && up;
+        let done = match &step.action {
+            Action::Keep | Action::Leave { .. } => {
+                if adopt {
+                    self.adopted_at_startup(&name).await;
+                }
+                return step;
+            }
+            Action::Refuse { reason } => {
+                log::warn!("agent {name}: not reconciled: {reason}");
+                if adopt {
+                    self.adopted_at_startup(&name).await;
+                }
+                return step;
+            }
+            Action::Create | Action::Rebuild { .. } => {
+                self.converge(&name, &step.action, trigger).await
+            }
+            Action::Stop => self.prune(&name, trigger).await,
+        };
+        step.result = Some(match done {
+            Ok(()) => "ok".into(),
+            Err(e) => {
+                let e = crate::spec::one_line(&format!("{e:#}"));
+                journal::emit(
+                    Event::ReconcileFailed,
+                    Some(&name),
+                    Some(&unit),
+                    &[
+                        ("HIVE_TRIGGER", trigger.as_str().into()),
+                        ("HIVE_ACTION", step.action.name().into()),
+                        ("HIVE_ERROR", e.clone()),
+                    ],
+                    &format!(
+                        "agent {name}: reconcile could not {} it: {e}",
+                        step.action.name()
+                    ),
+                );
+                format!("failed: {e}")
+            }
+        });
+        step
+    }
+
+    /// A unit found running as planned when the daemon starts: say so, and check its
+    /// harness (which also restarts the harness crash watch).
+    async fn adopted_at_startup(&self, name: &AgentName) {
+        if let Ok(Some(st)) = self.sd.status(&name.container_unit()).await {
+            journal::emit(
+                Event::Adopted,
+                Some(name),
+                Some(&st.unit),
+                &[
+                    ("HIVE_INVOCATION_ID", st.invocation_id.clone()),
+                    ("HIVE_TRIGGER", Trigger::Startup.as_str().into()),
+                ],
+                &format!(
+                    "agent {name}: found {} {}/{}, adopted",
+                    st.unit, st.active_state, st.sub_state
+                ),
+            );
+        }
+        if let Err(e) = self.heal_harness(name).await {
+            log::warn!("agent {name}: checking its harness: {e:#}");
+        }
+    }
+
+    /// Creates or rebuilds from the spec as it is now, under the agent's lock. Mode::Create
+    /// adopts a unit that matches by then (e.g. a `hivectl create` got there first), so an
+    /// agent is never started twice.
+    async fn converge(
+        &self,
+        name: &AgentName,
+        action: &Action,
+        trigger: Trigger,
+    ) -> anyhow::Result<()> {
+        let spec = self.load_spec(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
+        let _guard = self.lock(name).await;
+        self.prepare_dirs(name)?;
+        let plan = self.container_plan(&spec);
+        let unit = plan.unit.clone();
+        let trig = ("HIVE_TRIGGER", trigger.as_str().to_string());
+        if let Action::Rebuild { live_plan } = action {
+            journal::emit(
+                Event::RebuildStarted,
+                Some(name),
+                Some(&unit),
+                &[trig.clone(), ("HIVE_LIVE_PLAN", live_plan.clone())],
+                &format!(
+                    "agent {name}: rebuilding {unit}: its plan drifted from {live_plan} to {}",
+                    plan.hash
+                ),
+            );
+        }
+        let outcome = self.bring_up(&spec, &plan, Mode::Create, None).await?;
+        let fields = [
+            trig,
+            ("HIVE_OUTCOME", outcome.as_str().into()),
+            ("HIVE_PLAN", plan.hash.clone()),
+        ];
+        let (event, verb) = match action {
+            Action::Rebuild { .. } => (Event::RebuildFinished, "rebuilt"),
+            _ if outcome == super::Outcome::Adopted => (Event::Adopted, "adopted"),
+            _ => (Event::AgentCreated, "created"),
+        };
+        journal::emit(
+            event,
+            Some(name),
+            Some(&unit),
+            &fields,
+            &format!("agent {name}: {verb} {unit} ({})", trigger.as_str()),
+        );
+        Ok(())
+    }
+
+    /// Stops an agent whose spec is gone; its state and credentials stay.
+    async fn prune(&self, name: &AgentName, trigger: Trigger) -> anyhow::Result<()> {
+        let _guard = self.lock(name).await;
+        let unit = name.container_unit();
+        self.stop_harness_watch(name);
+        self.sd.stop(&unit).await?;
+        self.sockets.unregister(name);
+        journal::emit(
+            Event::AgentStopped,
+            Some(name),
+            Some(&unit),
+            &[
+                ("HIVE_TRIGGER", trigger.as_str().into()),
+                ("HIVE_REASON", "pruned: no spec".into()),
+            ],
+            &format!("agent {name}: stopped {unit}: it has no spec (pruned)"),
+        );
+        Ok(())
+    }
+
+    /// What reconcile would do with `names` (every agent when empty), with the checks, the
+    /// units it would create and the diff against the live ones. Reads only.
+    pub async fn plan(&self, names: &[AgentName], prune: bool) -> Result<Vec<AgentPlan>, Error> {
+        let all;
+        let names: Vec<AgentName> = if names.is_empty() {
+            all = self.reconcile_names().await;
+            all.iter().cloned().collect()
+        } else {
+            names.to_vec()
+        };
+        let mut out = Vec::with_capacity(names.len());
+        let mut defaults: Option<HashMap<&str, String>> = None;
+        for name in names {
+            let (facts, spec) = self.facts(&name).await?;
+            if facts.spec == SpecFacts::Missing && facts.live.is_none() {
+                return Err(Error::NoSuchAgent(format!(
+                    "no agent {name}: no spec at {} or {}, and no unit {}",
+                    self.host.roots.saved_spec(&name).display(),
+                    self.host.roots.declared_spec(&name).display(),
+                    name.container_unit()
+                )));
+            }
+            let action = decide(&facts, prune);
+            let checks = spec
+                .as_ref()
+                .map(|s| preflight::checks(s, &self.host))
+                .unwrap_or_default();
+            let planned = spec.as_ref().map(|s| {
+                (
+                    plan::container_unit(s, &self.host),
+                    plan::harness_unit(s, &self.host),
+                )
+            });
+            let mut units = Vec::new();
+            let mut changes = Vec::new();
+            if let (Some((container, harness)), true) = (
+                &planned,
+                matches!(action, Action::Create | Action::Rebuild { .. }),
+            ) {
+                units.push(UnitView::of(container, "host".into()));
+                units.push(UnitView::of(harness, name.machine()));
+            }
+            if let (Some((container, _)), Action::Rebuild { .. }) = (&planned, &action) {
+                if defaults.is_none() {
+                    defaults = Some(self.unset_defaults().await);
+                }
+                if let Some(live) = self
+                    .sd
+                    .properties(&container.unit)
+                    .await
+                    .map_err(Error::failed)?
+                {
+                    changes = diff::diff(
+                        &container.properties,
+                        &live,
+                        defaults.as_ref().expect("set above"),
+                    );
+                }
+            }
+            let live = facts.live.as_ref().map(|l| LiveView {
+                unit: name.container_unit(),
+                state: format!("{}/{}", l.active_state, l.sub_state),
+                plan: l.plan.clone(),
+            });
+            out.push(AgentPlan {
+                step: Step {
+                    agent: name.clone(),
+                    plan: planned.as_ref().map(|(c, _)| c.hash.clone()),
+                    action,
+                    result: None,
+                },
+                live,
+                checks,
+                units,
+                diff: changes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// What systemd reports for a limit a unit never set, to tell "not set" apart.
+    async fn unset_defaults(&self) -> HashMap<&'static str, String> {
+        let mut d = HashMap::from([
+            ("MemoryMax", u64::MAX.to_string()),
+            ("CPUWeight", u64::MAX.to_string()),
+        ]);
+        match self.sd.default_tasks_max().await {
+            Ok(t) => {
+                d.insert("TasksMax", t.to_string());
+            }
+            Err(e) => log::debug!("{e:#}"),
+        }
+        d
+    }
+}
