@@ -38,15 +38,6 @@ fn approvals(h: &TestHost, all: bool) -> Vec<Value> {
     v.as_array().unwrap().clone()
 }
 
-fn journal(h: &TestHost, matches: &[&str]) -> Vec<Value> {
-    let mut argv = vec!["journalctl", "--merge", "-o", "json", "--no-pager"];
-    argv.extend_from_slice(matches);
-    h.run_ok(&argv)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn an_agent_asks_for_a_path_an_admin_approves_and_the_harness_gets_it() {
     let h = hive();
@@ -85,7 +76,7 @@ fn an_agent_asks_for_a_path_an_admin_approves_and_the_harness_gets_it() {
 
     // journalctl HIVE_APPROVAL_ID=N tells what it did: the decision, the rebuild, and the
     // rebuilt harness's own lines.
-    let story = journal(&h, &[&format!("HIVE_APPROVAL_ID={id}")]);
+    let story = entries(&h, &[&format!("HIVE_APPROVAL_ID={id}")]);
     let events: Vec<&str> = story
         .iter()
         .filter_map(|e| e["HIVE_EVENT"].as_str())
@@ -122,7 +113,7 @@ fn deny_changes_nothing_and_a_second_decision_is_refused() {
     );
     assert_eq!(h.invocation("alice"), invocation, "nothing was rebuilt");
     assert_eq!(
-        journal(
+        entries(
             &h,
             &[
                 "HIVE_EVENT=approval_denied",
@@ -153,7 +144,7 @@ fn an_orphan_is_marked_failed_and_kept() {
     assert_eq!(all[0]["status"], "failed");
     assert_eq!(all[0]["note"], "agent state dir missing");
     assert_eq!(
-        journal(
+        entries(
             &h,
             &[
                 "HIVE_EVENT=approval_failed",
@@ -185,7 +176,7 @@ fn eight_concurrent_approvals_end_with_exactly_one_decision() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["status"], "applied");
     assert_eq!(
-        journal(
+        entries(
             &h,
             &[
                 "HIVE_EVENT=approval_approved",

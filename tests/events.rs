@@ -10,25 +10,6 @@ use serde_json::Value;
 
 const CATALOG: &str = include_str!("../units/catalog/hyperhive.catalog");
 
-/// The test host's journal entries matching `matches`, as JSON objects.
-fn entries(h: &TestHost, matches: &[&str]) -> Vec<Value> {
-    let mut argv = vec!["journalctl", "--merge", "-o", "json", "--no-pager"];
-    argv.extend_from_slice(matches);
-    h.run_ok(&argv)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("journal json"))
-        .collect()
-}
-
-fn wait_entry(h: &TestHost, what: &str, matches: &[&str]) -> Value {
-    let mut found = None;
-    h.wait_for(what, Duration::from_secs(30), || {
-        found = entries(h, matches).pop();
-        found.is_some()
-    });
-    found.unwrap()
-}
-
 /// The catalog entry whose Subject says what `event` means: the test reads the catalog an
 /// admin reads, rather than trusting the code's own table.
 fn catalog_id(event: &str) -> String {

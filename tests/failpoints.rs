@@ -95,10 +95,11 @@ fn create_cut_after_saving_the_spec() {
     arm(&h, "create:spec-saved");
     interrupted(&h, CREATE);
     consistent(&h, "alice");
-    // Cleanly not done: the agent exists (its spec) but nothing runs.
-    assert!(h.agent_units().is_empty());
+    // Done by the restarted daemon: the spec was saved, so its startup reconcile creates
+    // the agent (once), and a create retried by the admin adopts it.
     h.run_ok(&["test", "-f", "/var/lib/hyperhive/agents/alice/spec.toml"]);
-    h.hivectl_ok(CREATE);
+    running_with_harness(&h, "alice");
+    assert!(h.hivectl_ok(CREATE).contains("adopted"));
     running_with_harness(&h, "alice");
 }
 

@@ -196,7 +196,10 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
     if err.chain().any(|e| e.is::<BadInput>()) {
         return (EXIT_BAD_INPUT, msg);
     }
-    if let Some(exit) = err.chain().find_map(|e| e.downcast_ref::<reconcile::Exit>()) {
+    if let Some(exit) = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<reconcile::Exit>())
+    {
         return (exit.code, msg);
     }
     for e in err.chain() {

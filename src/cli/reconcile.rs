@@ -11,7 +11,11 @@ use crate::spec::AgentName;
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// Agents to plan (default with --all: every agent with a spec or a unit)
-    #[arg(value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub names: Vec<String>,
     /// Plan every agent
     #[arg(long)]
@@ -141,7 +145,11 @@ pub fn render_plans(plans: &[Value]) -> String {
         let unit = format!("hive-agent-{agent}.service");
         let live = &p["live"];
         let head = match s(&p["action"]) {
-            "keep" => format!("keep: {unit} {} runs plan {}", s(&live["state"]), s(&p["plan"])),
+            "keep" => format!(
+                "keep: {unit} {} runs plan {}",
+                s(&live["state"]),
+                s(&p["plan"])
+            ),
             "create" => format!("create {unit} (plan {})", s(&p["plan"])),
             "rebuild" => format!(
                 "rebuild {unit}: live plan {} differs from plan {}",
@@ -177,8 +185,14 @@ pub fn render_plans(plans: &[Value]) -> String {
         }
         for d in p["diff"].as_array().into_iter().flatten() {
             out.push_str(&format!("  ~ {}\n", s(&d["property"])));
-            out.push_str(&format!("    - {}\n", d["live"].as_str().unwrap_or("(not set)")));
-            out.push_str(&format!("    + {}\n", d["planned"].as_str().unwrap_or("(not set)")));
+            out.push_str(&format!(
+                "    - {}\n",
+                d["live"].as_str().unwrap_or("(not set)")
+            ));
+            out.push_str(&format!(
+                "    + {}\n",
+                d["planned"].as_str().unwrap_or("(not set)")
+            ));
         }
     }
     if plans.is_empty() {

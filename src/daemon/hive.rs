@@ -735,7 +735,13 @@ fn mark_stopped(roots: &crate::paths::Roots, name: &AgentName, stopped: bool) ->
     let dir = marker.parent().expect("the marker is in a directory");
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&marker, b""))
-        .map_err(|e| anyhow!("agent {name}: writing {}: {}", marker.display(), preflight::io_reason(&e)))
+        .map_err(|e| {
+            anyhow!(
+                "agent {name}: writing {}: {}",
+                marker.display(),
+                preflight::io_reason(&e)
+            )
+        })
 }
 
 /// Removes a file or a whole directory; one that is already gone is fine.

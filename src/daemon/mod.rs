@@ -185,7 +185,8 @@ pub async fn reload(
         return steps;
     };
     for s in &steps {
-        let pruned = s.action == crate::reconcile::Action::Stop && s.result.as_deref() == Some("ok");
+        let pruned =
+            s.action == crate::reconcile::Action::Stop && s.result.as_deref() == Some("ok");
         let exported = if pruned {
             server::Manager::unexport_agent(server, &emitter, &s.agent).await
         } else if s.plan.is_some() {

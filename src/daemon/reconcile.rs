@@ -211,7 +211,10 @@ impl Hive {
         // A unit that runs when the daemon starts is adopted whatever reconcile decides
         // to leave it as: the daemon serves its socket and watches its harness again.
         let up = facts.live.as_ref().is_some_and(|l| {
-            matches!(l.active_state.as_str(), "active" | "activating" | "reloading")
+            matches!(
+                l.active_state.as_str(),
+                "active" | "activating" | "reloading"
+            )
         });
         let adopt = trigger == Trigger::Startup && up;
         let done = match &step.action {

@@ -183,8 +183,9 @@ impl Systemd {
             .path("/org/freedesktop/systemd1")?
             .build()
             .await?;
-        let iface =
-            zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Manager");
+        let iface = zbus::names::InterfaceName::from_static_str_unchecked(
+            "org.freedesktop.systemd1.Manager",
+        );
         let v = props
             .get(iface, "DefaultTasksMax")
             .await

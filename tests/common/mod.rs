@@ -132,6 +132,26 @@ impl HiveExt for TestHost {
     }
 }
 
+/// The test host's journal entries matching `matches`, as JSON objects.
+pub fn entries(h: &TestHost, matches: &[&str]) -> Vec<serde_json::Value> {
+    let mut argv = vec!["journalctl", "--merge", "-o", "json", "--no-pager"];
+    argv.extend_from_slice(matches);
+    h.run_ok(&argv)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("journal json"))
+        .collect()
+}
+
+/// The last entry matching `matches`, waiting up to 30 s for one.
+pub fn wait_entry(h: &TestHost, what: &str, matches: &[&str]) -> serde_json::Value {
+    let mut found = None;
+    h.wait_for(what, Duration::from_secs(30), || {
+        found = entries(h, matches).pop();
+        found.is_some()
+    });
+    found.unwrap()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
