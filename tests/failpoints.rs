@@ -27,9 +27,17 @@ fn arm(h: &TestHost, step: &str) {
 fn interrupted(h: &TestHost, args: &[&str]) {
     let restarts: u32 = h.show("hive-c0re.service", "NRestarts").parse().unwrap();
     let out = h.hivectl(args);
-    assert!(
-        !out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "hivectl {args:?} should have been cut off"
+    );
+    // One line that says what happened and where to look, not the bus's raw NoReply.
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("hivectl: hive-c0re stopped before answering"),
+        "{err}"
     );
     h.wait_for(
         "hive-c0re back after the failpoint",

@@ -209,6 +209,14 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
                 "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
                     (EXIT_FAILED, "hive-c0re is not running (systemctl start hive-c0re)".into())
                 }
+                // The daemon went away mid-call (crashed, killed by its watchdog, restarted):
+                // the bus answers for it. What it was doing may or may not have happened.
+                "org.freedesktop.DBus.Error.NoReply" => (
+                    EXIT_FAILED,
+                    "hive-c0re stopped before answering (crashed or restarted?): see systemctl status hive-c0re; \
+                     the operation may have been done in part — hivectl status or plan shows where the agent is"
+                        .into(),
+                ),
                 // The bus policy refused the call before the daemon saw it.
                 "org.freedesktop.DBus.Error.AccessDenied" => (
                     EXIT_FAILED,
