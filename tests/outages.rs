@@ -1,14 +1,18 @@
 //! Outages under a running hive, on a real systemd: the system bus taken away (dbus
-//! restarted, systemd re-executed, systemd forgetting its subscribers). Each test states
-//! the outcome it expects and checks that the hive is consistent afterwards: running
-//! agents kept running (same InvocationID, same HIVE_PLAN), hive-c0re active, `hivectl`
-//! answering, one listener per agent socket, crash events still journaled.
+//! restarted, systemd re-executed, systemd forgetting its subscribers) and the store made
+//! read-only or full while an admin approves. Each test states the outcome it expects and checks that the hive is
+//! consistent afterwards: running agents kept running (same InvocationID, same HIVE_PLAN),
+//! hive-c0re active, `hivectl` answering, one listener per agent socket, crash events
+//! still journaled, no approval lost or half-applied.
 //!
 //! Every fault is announced on stderr as `fault injected: ...`, and each test ends with a
 //! `figures:` line (`--nocapture` shows them).
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,6 +20,9 @@ use serde_json::Value;
 
 /// A stand-in for the agent's command: the harness connects and the command just waits.
 const STAND_IN: &[&str] = &["--harness", "sleep", "infinity"];
+
+const STATE: &str = "/var/lib/hyperhive";
+const STORE: &str = "/var/lib/hyperhive/hive.sqlite";
 
 fn fault(what: &str) {
     eprintln!("fault injected: {what}");
@@ -25,6 +32,24 @@ fn create(h: &TestHost, name: &str) {
     let mut args = vec!["create", name, "--root", "/", "--volatile", "yes"];
     args.extend_from_slice(STAND_IN);
     h.hivectl_ok(&args);
+}
+
+/// Asserts hivectl failed with `code`, one line on stderr naming each of `mentions`.
+fn fails(out: &Output, code: i32, mentions: &[&str]) -> String {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}: {err}\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
+    assert!(err.starts_with("hivectl: "), "{err}");
+    for m in mentions {
+        assert!(err.contains(m), "the error should name {m:?}: {err}");
+    }
+    eprintln!("observed: exit {code}: {err}");
+    err
 }
 
 /// The test host's journal entries matching `matches`, as JSON objects.
@@ -399,4 +424,324 @@ fn systemd_forgetting_its_subscribers_restarts_the_daemon_not_deafens_it() {
     eprintln!(
         "figures: 1 bus fault + 2 crashes injected, 0 agents restarted by the bus fault, 1 daemon restart"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The store read-only or full while an admin approves
+// ---------------------------------------------------------------------------------------
+
+/// The agent asks for `path` through its own socket, as its harness would; returns the id.
+fn request_path(h: &TestHost, agent: &str, path: &str) -> i64 {
+    let s = UnixStream::connect(socket_path(h, agent)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let req = serde_json::json!({
+        "type": "request_approval",
+        "kind": "spec_change",
+        "payload": {"path": [path]},
+    });
+    w.write_all(format!("{{\"type\":\"hello\",\"version\":1}}\n{req}\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("welcome"), "{line}");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["type"], "approval_pending", "{reply}");
+    reply["id"].as_i64().unwrap()
+}
+
+fn all_approvals(h: &TestHost) -> Value {
+    serde_json::from_str(&h.hivectl_ok(&["approvals", "--all", "--json"])).unwrap()
+}
+
+/// Everything an approve could change: every approval row, the agent's spec and the
+/// listing of its dir (a left-over temporary file shows there), what runs, the
+/// daemon, and the approval's journal entries.
+#[derive(Debug, PartialEq, Eq)]
+struct World {
+    approvals: Value,
+    spec: String,
+    agent_dir: String,
+    running: Running,
+    daemon_active: String,
+    decisions: usize,
+}
+
+fn world(h: &TestHost, agent: &str, id: i64) -> World {
+    let dir = format!("{STATE}/agents/{agent}");
+    World {
+        approvals: all_approvals(h),
+        spec: h.run_ok(&["cat", &format!("{dir}/spec.toml")]),
+        agent_dir: h.run_ok(&["ls", "-A", &dir]),
+        running: running(h, agent),
+        daemon_active: h.show("hive-c0re.service", "ActiveState"),
+        decisions: decisions(h, id),
+    }
+}
+
+/// Journal entries of the approval's decision or outcome (approved, denied, applied,
+/// failed): none may appear while a fault refuses the approve.
+fn decisions(h: &TestHost, id: i64) -> usize {
+    entries(h, &[&format!("HIVE_APPROVAL_ID={id}")])
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["HIVE_EVENT"].as_str(),
+                Some(
+                    "approval_approved"
+                        | "approval_denied"
+                        | "approval_applied"
+                        | "approval_failed"
+                )
+            )
+        })
+        .count()
+}
+
+/// `hivectl approve ID` under a fault: exit 1 with one line naming `mentions`, within a
+/// bounded time, and nothing changed at all.
+fn approve_refused(h: &TestHost, agent: &str, id: i64, mentions: &[&str]) {
+    let before = world(h, agent, id);
+    let out = h.run(&["timeout", "60", HIVECTL, "approve", &id.to_string()]);
+    assert_ne!(out.status.code(), Some(124), "hivectl approve hung");
+    fails(&out, 1, mentions);
+    let after = world(h, agent, id);
+    assert_eq!(after, before, "nothing changed");
+    let pending: Value = serde_json::from_str(&h.hivectl_ok(&["approvals", "--json"])).unwrap();
+    assert!(
+        pending.as_array().unwrap().iter().any(|a| a["id"] == id),
+        "hivectl approvals --json lists {id} as pending: {pending}"
+    );
+    let status = h.hivectl_ok(&["status", agent]);
+    assert!(status.contains(&format!("#{id}")), "{status}");
+}
+
+/// Once the fault is gone: approving works exactly once, applies the change once, and a
+/// second approve is refused with its usual error.
+fn approve_once(h: &TestHost, agent: &str, id: i64, path: &str) {
+    let before = running(h, agent);
+    let out = h.hivectl_ok(&["approve", &id.to_string()]);
+    assert!(out.contains("applied"), "{out}");
+    let second = h.hivectl(&["approve", &id.to_string()]);
+    assert_bad_input(&second, "a second approve");
+    assert!(
+        stderr(&second).contains(&format!("approval {id} is already applied")),
+        "{}",
+        stderr(&second)
+    );
+    let all = all_approvals(h);
+    let a = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .unwrap();
+    assert_eq!(a["status"], "applied", "{a}");
+    let spec = h.run_ok(&["cat", &format!("{STATE}/agents/{agent}/spec.toml")]);
+    assert_eq!(
+        spec.matches(path).count(),
+        1,
+        "the change is in the spec exactly once: {spec}"
+    );
+    let after = running(h, agent);
+    assert_ne!(
+        after.invocation, before.invocation,
+        "rebuilt by the approval"
+    );
+    assert!(after
+        .environment
+        .contains(&format!("HIVE_APPROVAL_ID={id}")));
+    assert!(after.environment.contains(path), "{}", after.environment);
+    let events: Vec<String> = entries(h, &[&format!("HIVE_APPROVAL_ID={id}")])
+        .iter()
+        .filter_map(|e| e["HIVE_EVENT"].as_str().map(str::to_owned))
+        .filter(|e| e.starts_with("approval_"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "approval_requested",
+            "approval_approved",
+            "approval_applied"
+        ],
+        "one decision, one outcome"
+    );
+    assert_serving(h, agent);
+}
+
+/// Counts approvals whose row changed or vanished between two listings: requests filed
+/// in between are new rows and do not count.
+fn lost(before: &Value, after: &Value) -> usize {
+    before
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| !after.as_array().unwrap().iter().any(|a| a == *b))
+        .count()
+}
+
+/// The state dir made read-only while an approval waits. Two ways, because they differ:
+///
+/// 1. A read-only bind mount over the running daemon's state dir. The daemon's open
+///    SQLite files keep working (the kernel checks a mount's read-only flag when a file is
+///    opened), so the store alone would take the decision; writing the agent's new spec
+///    is what fails.
+/// 2. The daemon restarted onto that read-only mount: SQLite opens the store read-only,
+///    so the store itself refuses. Once the mount is writable again, the approve must
+///    work without restarting the daemon.
+///
+/// Either way the approve is refused with exit 1 and the approval stays pending.
+#[test]
+fn a_read_only_state_dir_refuses_the_approve_and_loses_nothing() {
+    let h = hive();
+    create(&h, "alice");
+    let id = request_path(&h, "alice", "/opt/approved/bin");
+    let start = world(&h, "alice", id);
+    let mut faults = 0;
+
+    fault(&format!(
+        "{STATE} bind-mounted read-only over itself, daemon running"
+    ));
+    faults += 1;
+    let pid = h.show("hive-c0re.service", "MainPID");
+    h.run_ok(&[
+        "sh",
+        "-c",
+        &format!("mount --bind {STATE} {STATE} && mount -o remount,bind,ro {STATE}"),
+    ]);
+    h.run_ok(&["sh", "-c", &format!("! touch {STATE}/agents/alice/x")]);
+    approve_refused(
+        &h,
+        "alice",
+        id,
+        &[
+            &format!("approval {id}"),
+            &format!("{STATE}/agents/alice"),
+            "Read-only file system",
+        ],
+    );
+    assert_eq!(
+        h.show("hive-c0re.service", "MainPID"),
+        pid,
+        "the daemon stayed up"
+    );
+    h.run_ok(&["mount", "-o", "remount,bind,rw", STATE]);
+
+    fault(&format!("{STATE} read-only, hive-c0re restarted onto it"));
+    faults += 1;
+    h.run_ok(&["mount", "-o", "remount,bind,ro", STATE]);
+    h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+    assert_eq!(h.show("hive-c0re.service", "ActiveState"), "active");
+    let pid = h.show("hive-c0re.service", "MainPID");
+    assert_serving(&h, "alice");
+    approve_refused(
+        &h,
+        "alice",
+        id,
+        &[&format!("approval {id}"), STORE, "read-only"],
+    );
+    // Writable again, as an admin would fix it; the daemon is not restarted.
+    h.run_ok(&["mount", "-o", "remount,bind,rw", STATE]);
+    assert_eq!(h.show("hive-c0re.service", "MainPID"), pid);
+
+    let end = world(&h, "alice", id);
+    assert_eq!(end.running, start.running, "alice was not restarted");
+    let lost = lost(&start.approvals, &end.approvals);
+    assert_eq!(lost, 0, "no approval lost");
+    approve_once(&h, "alice", id, "/opt/approved/bin");
+    // And the store takes new requests again.
+    let next = request_path(&h, "alice", "/opt/more/bin");
+    assert_eq!(
+        all_approvals(&h).as_array().unwrap().last().unwrap()["id"],
+        next
+    );
+    eprintln!("figures: {faults} faults injected, {lost} approvals lost, 0 agents restarted");
+}
+
+/// Blocks free on the filesystem holding `path`, inside the test host.
+fn free_blocks(h: &TestHost, path: &str) -> u64 {
+    h.run_ok(&["stat", "-f", "-c", "%a", path]).parse().unwrap()
+}
+
+/// Fills the filesystem holding `dir` with one file, until the kernel says it is full.
+fn fill(h: &TestHost, dir: &str) {
+    h.run(&[
+        "dd",
+        "if=/dev/zero",
+        &format!("of={dir}/fill"),
+        "bs=64k",
+        "status=none",
+    ]);
+    assert_eq!(free_blocks(h, dir), 0, "{dir} is full");
+}
+
+/// The state dir full while an approval waits. The store's root and the agents' dirs are
+/// small tmpfs mounts of their own, so each can be filled alone:
+///
+/// 1. The store's filesystem full: the store cannot record the decision.
+/// 2. The agents' filesystem full while the store still has room. That is also what a
+///    single full filesystem looks like once SQLite's WAL has wrapped around (it then
+///    rewrites space it already holds), so the decision could be recorded while the new
+///    spec cannot be written.
+///
+/// Either way the approve is refused with exit 1 and the approval stays pending.
+#[test]
+fn a_full_state_dir_refuses_the_approve_and_loses_nothing() {
+    let h = hive();
+    // Small filesystems under the daemon, before it opens its store.
+    h.run_ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "systemctl stop hive-c0re.service && \
+             mount -t tmpfs -o size=4m,mode=0755 hive-state {STATE} && \
+             mkdir -m 0755 {STATE}/agents && \
+             mount -t tmpfs -o size=1m,mode=0755 hive-agents {STATE}/agents && \
+             systemctl start hive-c0re.service"
+        ),
+    ]);
+    assert_eq!(h.show("hive-c0re.service", "ActiveState"), "active");
+    create(&h, "alice");
+    let id = request_path(&h, "alice", "/opt/approved/bin");
+    let start = world(&h, "alice", id);
+    let pid = h.show("hive-c0re.service", "MainPID");
+    let mut faults = 0;
+
+    fault(&format!("{STATE} (the store's filesystem) full"));
+    faults += 1;
+    fill(&h, STATE);
+    approve_refused(&h, "alice", id, &[&format!("approval {id}"), STORE, "full"]);
+    h.run_ok(&["rm", &format!("{STATE}/fill")]);
+
+    fault(&format!(
+        "{STATE}/agents full, the store's filesystem with room"
+    ));
+    faults += 1;
+    fill(&h, &format!("{STATE}/agents"));
+    approve_refused(
+        &h,
+        "alice",
+        id,
+        &[
+            &format!("approval {id}"),
+            &format!("{STATE}/agents/alice"),
+            "No space left on device",
+        ],
+    );
+    h.run_ok(&["rm", &format!("{STATE}/agents/fill")]);
+
+    assert_eq!(
+        h.show("hive-c0re.service", "MainPID"),
+        pid,
+        "the daemon stayed up"
+    );
+    let end = world(&h, "alice", id);
+    assert_eq!(end.running, start.running, "alice was not restarted");
+    let lost = lost(&start.approvals, &end.approvals);
+    assert_eq!(lost, 0, "no approval lost");
+    approve_once(&h, "alice", id, "/opt/approved/bin");
+    eprintln!("figures: {faults} faults injected, {lost} approvals lost, 0 agents restarted");
 }
