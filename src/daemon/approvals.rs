@@ -2,6 +2,9 @@
 //! the store remembers everything (src/store). Every transition is one journald entry
 //! carrying HIVE_APPROVAL_ID.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
@@ -13,7 +16,7 @@ use crate::paths::Roots;
 use crate::socket::server::Handler;
 use crate::spec::{AgentName, AgentSpec};
 use crate::store::{
-    Approval, DecideError, Decision, FinishError, ListFilter, Outcome, Store, ORPHAN_NOTE,
+    Approval, DecideError, Decision, FinishError, ListFilter, Outcome, Status, Store, ORPHAN_NOTE,
 };
 
 /// The kinds of request an agent may make.
@@ -121,6 +124,9 @@ impl Approvals {
         note: Option<&str>,
     ) -> Result<Approval, Error> {
         self.mark_orphans().map_err(Error::failed)?;
+        if decision == Decision::Approve {
+            self.check_can_apply(id)?;
+        }
         let a = self
             .store()
             .decide(id, decision, by, note)
@@ -147,6 +153,48 @@ impl Approvals {
         );
         self.signal_changed(&a);
         Ok(a)
+    }
+
+    /// An approval recorded as approved never goes back to pending, so before one is
+    /// recorded, make sure applying it can begin: the store takes changes, and the new spec
+    /// can be written where applying writes it (it is written beside the spec in full,
+    /// synced, and removed). A read-only or full state dir then refuses the approve and the
+    /// approval stays pending, rather than the decision being recorded and its change
+    /// failing at once, which would end the approval `failed` and use up the request.
+    ///
+    /// The store alone cannot tell: its files stay open, so SQLite may still write after
+    /// the mount under it turned read-only, and once its WAL has wrapped around it rewrites
+    /// space it already holds on a full filesystem.
+    fn check_can_apply(&self, id: i64) -> Result<(), Error> {
+        let Some(a) = self.store().get(id).map_err(Error::failed)? else {
+            // The store's own decide names what is wrong with the id.
+            return Ok(());
+        };
+        if a.status != Status::Pending {
+            return Ok(());
+        }
+        let pending = |why: String| Error::Failed(format!("approval {id} stays pending: {why}"));
+        self.store()
+            .writable()
+            .map_err(|e| pending(format!("{e:#}")))?;
+        // A change that no longer lays over the agent's spec is applying's to report: the
+        // approval then fails with the reason, as before.
+        let Some(text) = new_spec(&self.roots, &a) else {
+            return Ok(());
+        };
+        // The saved spec's own directory: that is where applying writes it.
+        let dir = self.roots.agent_dir(&a.agent);
+        let trial = dir.join(format!(".spec.toml.approval-{id}"));
+        let written = write_synced(&trial, text.as_bytes());
+        let _ = std::fs::remove_file(&trial);
+        written.map_err(|e| {
+            pending(format!(
+                "agent {}: cannot write its new spec in {}: {}",
+                a.agent,
+                dir.display(),
+                super::preflight::io_reason(&e)
+            ))
+        })
     }
 
     /// Records how applying an approved change ended.
@@ -219,6 +267,31 @@ impl Approvals {
         });
         Ok(a)
     }
+}
+
+/// The spec applying `a` would write, if its change still lays over the agent's spec.
+fn new_spec(roots: &Roots, a: &Approval) -> Option<String> {
+    if a.kind != SPEC_CHANGE {
+        return None;
+    }
+    let payload: Value = serde_json::from_str(&a.payload).ok()?;
+    let change = AgentSpec::change_from_json(&payload).ok()?;
+    let current = super::hive::load_spec(roots, &a.agent).ok()?;
+    let spec = current.with_change(&change).ok()?;
+    Some(spec.to_file().to_toml())
+}
+
+/// Writes `data` to a new or truncated file at `path` and syncs it, as applying writes a
+/// spec: a full disk may only show at the sync.
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 impl Handler for Approvals {

@@ -18,7 +18,9 @@ use crate::journal::{self, Event};
 use crate::plan::HARNESS_UNIT;
 use crate::spec::AgentName;
 use crate::systemd::proxies::ManagerProxy;
-use crate::systemd::{unit_name_from_path, Systemd, UnitStatus, UNIT_PATH_PREFIX};
+use crate::systemd::{
+    error_name, unit_name_from_path, Systemd, UnitStatus, ALREADY_SUBSCRIBED, UNIT_PATH_PREFIX,
+};
 
 /// A stream of PropertiesChanged for units whose object path starts with `path_prefix`
 /// (matched as a namespace, then filtered here).
@@ -151,6 +153,8 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
         }
     });
 
+    resubscribe_on_reconnect(manager.clone()).await?;
+
     let mut reloads = manager
         .receive_reloading()
         .await
@@ -161,6 +165,56 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
             if signal.args().is_ok_and(|a| !a.active) {
                 log::info!("systemd reloaded; re-reading agent units");
                 hive.refresh_status().await;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// systemd forgets every subscriber when its own bus connection drops and comes back (it
+/// does so when the match rules of its connection overflow, e.g. with more than ~512
+/// pending jobs queued by one client). From then on it sends no unit PropertiesChanged and
+/// no JobRemoved for the jobs it queues itself (automatic restarts), while hive-c0re's own
+/// connection is fine: the daemon would stay up and deaf.
+///
+/// So each time systemd takes its bus name again, the daemon subscribes once more, and the
+/// answer tells what happened. AlreadySubscribed: systemd kept us (daemon-reexec and
+/// daemon-reload carry subscribers over), nothing was missed. Success: systemd had
+/// forgotten us and changes went unseen meanwhile, so the daemon exits non-zero and
+/// systemd restarts it; the restarted daemon adopts every running agent (without restarting
+/// it) and sees to their harnesses.
+async fn resubscribe_on_reconnect(manager: ManagerProxy<'static>) -> Result<()> {
+    let mut owners = manager
+        .inner()
+        .receive_owner_changed()
+        .await
+        .context("watching who owns org.freedesktop.systemd1")?;
+    tokio::spawn(async move {
+        while let Some(owner) = owners.next().await {
+            let Some(owner) = owner else {
+                log::warn!("systemd left the bus; waiting for it to come back");
+                continue;
+            };
+            match manager.subscribe().await {
+                Err(e) if error_name(&e) == Some(ALREADY_SUBSCRIBED) => {
+                    log::info!(
+                        "systemd is back on the bus as {owner} and kept hive-c0re's subscription"
+                    );
+                }
+                Ok(()) => {
+                    log::error!(
+                        "systemd came back on the bus as {owner} without hive-c0re's subscription: \
+                         unit changes went unseen meanwhile; exiting so systemd restarts hive-c0re"
+                    );
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    log::error!(
+                        "systemd came back on the bus as {owner}, subscribing again failed: {e}; \
+                         exiting so systemd restarts hive-c0re"
+                    );
+                    std::process::exit(1);
+                }
             }
         }
     });

@@ -120,11 +120,79 @@ impl Store {
         &self.path
     }
 
+    /// Makes sure the store can take a change, or says why it cannot.
+    ///
+    /// SQLite opens a file it may not write (on a read-only mount, or immutable) read-only
+    /// without a word, and that connection stays read-only after the cause is gone: the
+    /// store would refuse every change until the daemon restarts. So a read-only
+    /// connection is replaced by a fresh one here; if the store still cannot be written,
+    /// the error names the file and why, and reads go on working.
+    ///
+    /// A connection opened read-write stays so, even if its mount turns read-only later:
+    /// the kernel checks that when a file is opened, so SQLite keeps writing through the
+    /// files it holds open.
+    pub fn writable(&mut self) -> Result<()> {
+        if !self.read_only()? {
+            return Ok(());
+        }
+        // The old connection goes first: the connections of one process share one mapping
+        // of the -shm file, and this one mapped it read-only. Until a fresh one opens, a
+        // read-only placeholder stands in, so the next call tries again.
+        let placeholder = Connection::open_in_memory_with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        self.conn = Self::open_impl(&self.path)
+            .with_context(|| format!("reopening store {}", self.path.display()))?
+            .conn;
+        if self.read_only()? {
+            bail!(
+                "store {} can only be opened read-only: {}",
+                self.path.display(),
+                self.why_read_only()
+            );
+        }
+        log::info!("store {} is writable again", self.path.display());
+        Ok(())
+    }
+
+    fn read_only(&self) -> Result<bool> {
+        self.conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .context("asking SQLite whether the store is read-only")
+    }
+
+    /// Why SQLite could not open the file for writing, found out beside it rather than on
+    /// the file itself: closing any descriptor of the file would drop the locks SQLite
+    /// holds on it in this process.
+    fn why_read_only(&self) -> String {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let probe = dir.join(format!(".hive.sqlite.probe-{}", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                "the file refuses writing (its mode or attributes)".to_owned()
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let reason = reason.split(" (os error").next().unwrap_or(&reason);
+                format!("{}: {reason}", dir.display())
+            }
+        }
+    }
+
     /// Records a new pending approval. `payload` must be JSON: it is stored as given, and
     /// `--json` readers rely on being able to parse it.
     pub fn request(&mut self, agent: &AgentName, kind: &str, payload: &str) -> Result<Approval> {
         serde_json::from_str::<serde::de::IgnoredAny>(payload)
             .with_context(|| format!("payload of a {kind} request from {agent} is not JSON"))?;
+        self.writable()?;
         let sql = format!(
             "INSERT INTO approvals (agent, kind, payload, status, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {COLUMNS}"
@@ -276,6 +344,7 @@ impl Store {
         if candidates.is_empty() {
             return Ok(candidates);
         }
+        self.writable()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -306,6 +375,7 @@ impl Store {
         set: &str,
         extra: &[&dyn ToSql],
     ) -> Result<Result<Approval, Refused>> {
+        self.writable()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

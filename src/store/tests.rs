@@ -679,3 +679,39 @@ fn deciding_on_a_read_only_store_is_a_clear_error_and_changes_nothing() {
     let fresh = Store::open(dir.db()).unwrap();
     assert_eq!(fresh.list(ListFilter::All).unwrap(), [a]);
 }
+
+#[test]
+fn a_connection_sqlite_opened_read_only_is_reopened_for_the_next_change() {
+    let dir = TempDir::new("reopen");
+    let a = Store::open(dir.db())
+        .unwrap()
+        .request(&name("alice"), "spec_change", "{}")
+        .unwrap();
+
+    // What SQLite falls back to by itself when the file is on a read-only mount: a
+    // connection that stays read-only after the mount is writable again.
+    let conn = Connection::open_with_flags(
+        dir.db(),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap();
+    let mut store = Store {
+        conn,
+        path: dir.db(),
+    };
+    assert!(store.read_only().unwrap());
+    assert_eq!(
+        store.list(ListFilter::Pending).unwrap(),
+        std::slice::from_ref(&a)
+    );
+
+    // The next change reopens it, and goes through exactly once.
+    let approved = store
+        .decide(a.id, Decision::Approve, "uid 0", None)
+        .unwrap();
+    assert_eq!(approved.status, Status::Approved);
+    assert!(!store.read_only().unwrap());
+    let b = store.request(&name("alice"), "spec_change", "{}").unwrap();
+    assert_eq!(store.list(ListFilter::All).unwrap(), [approved, b]);
+    store.writable().unwrap();
+}
