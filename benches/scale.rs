@@ -1,5 +1,6 @@
 //! The daemon at scale, on a real systemd test host: restart with N running agents (time
-//! until `systemctl restart` returns, i.e. READY=1 after rediscovering all of them, and
+//! until `systemctl restart` returns, i.e. READY=1 after rediscovering all of them; then
+//! until the startup reconcile has adopted every one and checked its harness; and
 //! how many agents were restarted — must be 0), and the daemon's RSS; each beside the
 //! same figure with no agents, in the same run. Also the time to create the N agents
 //! (8 hivectl at a time). Prints a table; asserts no timings. Needs root.
@@ -25,16 +26,39 @@ fn rss_kib(h: &TestHost) -> u64 {
         .unwrap_or(0)
 }
 
-fn restarts(h: &TestHost) -> Vec<Duration> {
+fn reconciles(h: &TestHost) -> usize {
+    h.run_ok(&[
+        "journalctl",
+        "-o",
+        "cat",
+        "HIVE_EVENT=reconcile_finished",
+        "HIVE_TRIGGER=startup",
+    ])
+    .lines()
+    .count()
+}
+
+/// Each restart: until `systemctl restart` returned (READY=1), and until the daemon's
+/// startup reconcile after it finished (every agent adopted, its harness checked).
+fn restarts(h: &TestHost) -> (Vec<Duration>, Vec<Duration>) {
     (0..RESTARTS)
         .map(|_| {
             // Five restarts in a row would trip systemd's start limit (5 in 10 s).
             h.run_ok(&["systemctl", "reset-failed", "hive-c0re.service"]);
+            let done = reconciles(h);
             let t = Instant::now();
             h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
-            t.elapsed()
+            let ready = t.elapsed();
+            while reconciles(h) == done {
+                assert!(
+                    t.elapsed() < Duration::from_secs(120),
+                    "no reconcile after restart"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ready, t.elapsed())
         })
-        .collect()
+        .unzip()
 }
 
 fn stats(mut v: Vec<Duration>) -> String {
@@ -63,7 +87,7 @@ fn main() {
     })
     .expect("booting the test host");
 
-    let empty_restart = restarts(&h);
+    let (empty_restart, empty_reconciled) = restarts(&h);
     let empty_rss = rss_kib(&h);
 
     let next = AtomicUsize::new(0);
@@ -97,7 +121,7 @@ fn main() {
             .collect()
     };
     let before = ids(&h);
-    let loaded_restart = restarts(&h);
+    let (loaded_restart, loaded_reconciled) = restarts(&h);
     let after = ids(&h);
     let restarted = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     // Let the post-READY harness checks settle before reading memory.
@@ -119,6 +143,16 @@ fn main() {
         stats(loaded_restart)
     );
     println!("{:<48} {}", "baseline: no agents", stats(empty_restart));
+    println!(
+        "{:<48} {}",
+        format!("... until its reconcile adopted all {n}"),
+        stats(loaded_reconciled)
+    );
+    println!(
+        "{:<48} {}",
+        "... baseline: no agents",
+        stats(empty_reconciled)
+    );
     println!("agents restarted by the {RESTARTS} daemon restarts: {restarted} of {n}");
     println!(
         "daemon RSS: {:.1} MiB with {n} agents, {:.1} MiB with none",

@@ -23,8 +23,10 @@ use crate::systemd::{
 };
 
 /// A stream of PropertiesChanged for units whose object path starts with `path_prefix`
-/// (matched as a namespace, then filtered here).
-async fn unit_changes(conn: &Connection) -> Result<MessageStream> {
+/// (matched as a namespace, then filtered here). `queue` bounds the messages held for a
+/// slow reader, and is allocated up front: the host's stream sees every agent unit, each
+/// container's sees one harness.
+async fn unit_changes(conn: &Connection, queue: usize) -> Result<MessageStream> {
     let rule = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender("org.freedesktop.systemd1")?
@@ -32,7 +34,7 @@ async fn unit_changes(conn: &Connection) -> Result<MessageStream> {
         .member("PropertiesChanged")?
         .path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/'))?
         .build();
-    MessageStream::for_match_rule(rule, conn, Some(1024))
+    MessageStream::for_match_rule(rule, conn, Some(queue))
         .await
         .context("watching unit PropertiesChanged")
 }
@@ -87,10 +89,16 @@ fn report(verdict: Verdict, crash_event: Event, agent: &AgentName, st: &UnitStat
     );
 }
 
+/// Signals queued for the host's watch: a burst of changes to every agent unit at once.
+const HOST_QUEUE: usize = 1024;
+/// ... and for each container's: one harness unit. One of these per agent, so its size
+/// shows in the daemon's memory (a 1024-deep queue cost ~24 KiB per agent).
+const CONTAINER_QUEUE: usize = 32;
+
 /// Host side: container crashes, STATUS= counts, harness healing, reloads.
 pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
     let sd = Systemd::reader(conn).await?;
-    let mut changes = unit_changes(conn).await?;
+    let mut changes = unit_changes(conn, HOST_QUEUE).await?;
     // STATUS= is refreshed by its own task, so counting agents never delays an event.
     let status_due = Arc::new(tokio::sync::Notify::new());
     let status_hive = hive.clone();
@@ -226,7 +234,7 @@ async fn resubscribe_on_reconnect(manager: ManagerProxy<'static>) -> Result<()> 
 /// with the new harness).
 pub fn harness(agent: AgentName, sd: Systemd) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut changes = match unit_changes(sd.connection()).await {
+        let mut changes = match unit_changes(sd.connection(), CONTAINER_QUEUE).await {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("agent {agent}: cannot watch its harness: {e:#}");
