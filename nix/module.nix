@@ -160,6 +160,11 @@ let
     ) fields;
 
   validName = name: builtins.match "[a-z][a-z0-9-]{0,30}" name != null;
+
+  # Each declared agent's spec file, by name.
+  specSources = builtins.mapAttrs (
+    name: agent: settingsFormat.generate "hyperhive-agent-${name}.toml" (specFile agent)
+  ) cfg.agents;
 in
 {
   options.services.hyperhive = {
@@ -225,6 +230,9 @@ in
         "/run/current-system/sw"
       ];
       environment.HYPERHIVE_GIT = "${pkgs.git}/bin/git";
+      # nixos-rebuild switch reloads (not restarts) the daemon when a declared agent
+      # changes: its reconcile rebuilds that agent and creates new ones, and leaves the rest.
+      reloadTriggers = builtins.attrValues specSources;
     };
 
     services.dbus.packages = [ cfg.package ];
@@ -235,10 +243,7 @@ in
     users.groups.hive-admin.members = cfg.adminUsers;
 
     environment.etc = lib.mapAttrs' (
-      name: agent:
-      lib.nameValuePair "hyperhive/agents/${name}.toml" {
-        source = settingsFormat.generate "hyperhive-agent-${name}.toml" (specFile agent);
-      }
-    ) cfg.agents;
+      name: source: lib.nameValuePair "hyperhive/agents/${name}.toml" { inherit source; }
+    ) specSources;
   };
 }
