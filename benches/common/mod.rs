@@ -140,9 +140,13 @@ pub fn bare_number() -> Option<usize> {
 }
 
 const INOTIFY_INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
+/// The value found before any bench raised the limit, kept until one puts it back: another
+/// bench (or test) on this machine may start while the limit is raised and must not take
+/// the raised value for the original.
+const INOTIFY_ORIGINAL: &str = "/var/tmp/hyperhive-bench-inotify.orig";
 
-/// What the limit was and what we set it to, for whoever restores it (Drop, a signal).
-static RAISED: OnceLock<(u64, u64)> = OnceLock::new();
+/// The value we set, for whoever restores it (Drop, a signal).
+static RAISED_TO: OnceLock<u64> = OnceLock::new();
 
 fn read_limit() -> u64 {
     std::fs::read_to_string(INOTIFY_INSTANCES)
@@ -151,30 +155,81 @@ fn read_limit() -> u64 {
         .unwrap_or(0)
 }
 
+fn recorded_original() -> Option<u64> {
+    std::fs::read_to_string(INOTIFY_ORIGINAL)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Test hosts that are up on this machine now (ours is gone by the time this is asked).
+fn live_test_hosts() -> Vec<String> {
+    let Ok(dirs) = std::fs::read_dir(testhost::STATE_ROOT) else {
+        return Vec::new();
+    };
+    dirs.flatten()
+        .filter_map(|d| {
+            let name = d.file_name().to_str()?.to_owned();
+            let record = std::fs::read_to_string(d.path().join("host.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&record).ok()?;
+            let pid = v.get("nspawn_pid")?.as_u64()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+            (state != "Z").then_some(name)
+        })
+        .collect()
+}
+
 /// Raises `fs.inotify.max_user_instances` for the bench's lifetime: every booted container
 /// holds several inotify instances as root on this machine, and the kernel's default of
-/// 128 stops nspawn (exit 255) at about 20 of them. Never lowers it; put back on drop, on
-/// SIGINT/SIGTERM/SIGHUP (see [`on_signal`]) — unless someone else changed it meanwhile.
+/// 128 stops nspawn (exit 255) at about 20 of them. Never lowers it. Put back on drop and
+/// on SIGINT/SIGTERM/SIGHUP (see [`on_signal`]) — unless someone changed it meanwhile, or
+/// another test host is still up (its containers may need it; lowering the limit under a
+/// neighbour's run breaks its next boots): then it is left raised, the original stays
+/// recorded in INOTIFY_ORIGINAL, and the next bench that ends alone puts it back.
 pub struct InotifyLimit(());
 
 impl InotifyLimit {
     pub fn raise(to: u64) -> InotifyLimit {
-        let was = read_limit();
-        if was < to {
+        let now = read_limit();
+        if now < to {
+            // Below the target, so no bench holds it raised: this is the original (a record
+            // left from earlier is stale).
+            std::fs::write(INOTIFY_ORIGINAL, format!("{now}\n"))
+                .unwrap_or_else(|e| panic!("recording {INOTIFY_ORIGINAL}: {e}"));
             std::fs::write(INOTIFY_INSTANCES, format!("{to}\n"))
                 .unwrap_or_else(|e| panic!("raising {INOTIFY_INSTANCES} to {to} (root?): {e}"));
-            let _ = RAISED.set((was, to));
-            eprintln!("fs.inotify.max_user_instances: {was} -> {to} while the bench runs");
+            eprintln!("fs.inotify.max_user_instances: {now} -> {to} while the bench runs");
+        }
+        // Set also when it was raised already: a run that found it raised by an earlier,
+        // interrupted or overlapping bench puts the recorded original back all the same.
+        if now <= to && recorded_original().is_some() {
+            let _ = RAISED_TO.set(to);
         }
         InotifyLimit(())
     }
 
     /// Puts the original value back (idempotent).
     pub fn restore() {
-        if let Some(&(was, to)) = RAISED.get() {
-            if read_limit() == to && std::fs::write(INOTIFY_INSTANCES, format!("{was}\n")).is_ok() {
-                eprintln!("fs.inotify.max_user_instances: back to {was}");
-            }
+        let (Some(&to), Some(was)) = (RAISED_TO.get(), recorded_original()) else {
+            return;
+        };
+        if read_limit() != to {
+            return; // changed by someone else since: theirs now
+        }
+        let others = live_test_hosts();
+        if !others.is_empty() {
+            eprintln!(
+                "fs.inotify.max_user_instances: left at {to}, test hosts {others:?} are still up; \
+                 the original {was} is in {INOTIFY_ORIGINAL} (put back by the next bench that \
+                 ends alone, or: echo {was} > {INOTIFY_INSTANCES}; rm {INOTIFY_ORIGINAL})"
+            );
+            return;
+        }
+        if std::fs::write(INOTIFY_INSTANCES, format!("{was}\n")).is_ok() {
+            let _ = std::fs::remove_file(INOTIFY_ORIGINAL);
+            eprintln!("fs.inotify.max_user_instances: back to {was}");
         }
     }
 }
@@ -188,6 +243,15 @@ impl Drop for InotifyLimit {
 /// On SIGINT, SIGTERM or SIGHUP: run `cleanup` (tear down the test host), put the inotify
 /// limit back, exit 130. Without it a Ctrl-C would skip every Drop.
 pub fn on_signal(cleanup: impl FnOnce() + Send + 'static) {
+    static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // The teardown pulls the test host from under the main thread, which then fails: that
+    // failure is no news.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            hook(info);
+        }
+    }));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -206,7 +270,8 @@ pub fn on_signal(cleanup: impl FnOnce() + Send + 'static) {
                 _ = hup.recv() => {}
             }
         });
-        eprintln!("interrupted: tearing down");
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("interrupted: tearing down the test host");
         cleanup();
         InotifyLimit::restore();
         std::process::exit(130);
@@ -265,17 +330,34 @@ fn clock_ticks() -> u64 {
     }
 }
 
-/// The PID (on this machine) of the test host's system dbus-daemon.
-pub fn test_host_dbus_daemon(host: &str) -> Option<u32> {
+/// CPU time (user + system) of this process's waited-for children (clock ticks).
+pub fn children_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // cutime and cstime are fields 16 and 17 (1-based).
+    let ticks: u64 = [13, 14]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 1000 / clock_ticks())
+}
+
+/// The PID (on this machine) of the process named `comm` that runs in the test host's
+/// unit `unit` (e.g. dbus-daemon in dbus.service), not in an agent container.
+pub fn test_host_process(host: &str, comm: &str, unit: &str) -> Option<u32> {
     let needle = format!("/hyperhive-testhost/{host}/");
+    let suffix = format!("/system.slice/{unit}");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        (comm.trim() == "dbus-daemon"
+        (name.trim() == comm
             && cgroup
                 .lines()
-                .any(|l| l.contains(&needle) && l.ends_with("/system.slice/dbus.service")))
+                .any(|l| l.contains(&needle) && !l.contains("hive.slice") && l.ends_with(&suffix)))
         .then_some(pid)
     })
 }
@@ -300,13 +382,15 @@ pub fn test_host_cpu(host: &str) -> Duration {
 /// CPU used by each party, read before and after something is measured.
 #[derive(Clone, Copy, Default)]
 pub struct Cpu {
-    /// This process: the client side (hyperhive's systemd module or the raw baseline).
+    /// This process and the children it waited for (hivectl): the client side.
     pub client: Duration,
     /// The test host's systemd (PID 1 inside).
     pub systemd: Duration,
     /// The test host's dbus-daemon.
     pub bus: Duration,
-    /// The whole test host.
+    /// hive-c0re, if the test host runs it.
+    pub daemon: Duration,
+    /// The whole test host, containers included.
     pub host: Duration,
 }
 
@@ -314,6 +398,7 @@ pub struct CpuMeter {
     host: String,
     leader: u32,
     bus: Option<u32>,
+    daemon: Option<u32>,
 }
 
 impl CpuMeter {
@@ -321,15 +406,17 @@ impl CpuMeter {
         CpuMeter {
             host: host.to_string(),
             leader,
-            bus: test_host_dbus_daemon(host),
+            bus: test_host_process(host, "dbus-daemon", "dbus.service"),
+            daemon: test_host_process(host, "hive-c0re", "hive-c0re.service"),
         }
     }
 
     pub fn now(&self) -> Cpu {
         Cpu {
-            client: self_cpu(),
+            client: self_cpu() + children_cpu(),
             systemd: proc_cpu(self.leader),
             bus: self.bus.map(proc_cpu).unwrap_or_default(),
+            daemon: self.daemon.map(proc_cpu).unwrap_or_default(),
             host: test_host_cpu(&self.host),
         }
     }
@@ -340,6 +427,7 @@ impl CpuMeter {
             client: now.client.saturating_sub(before.client),
             systemd: now.systemd.saturating_sub(before.systemd),
             bus: now.bus.saturating_sub(before.bus),
+            daemon: now.daemon.saturating_sub(before.daemon),
             host: now.host.saturating_sub(before.host),
         }
     }
