@@ -80,15 +80,68 @@ enum Side {
     Raw,
 }
 
-/// One measured round: wall time for all N, each call's own time, CPU per party.
+/// One measured round: wall time for all N, each call's own time, CPU per party, and
+/// where each call's time went.
 struct Round {
     wall: Duration,
     calls: Vec<Duration>,
     cpu: Cpu,
+    phases: Vec<Phases>,
+}
+
+/// One call's time line (ms), from systemd's own realtime timestamps of the units:
+/// `prep` call → container unit's start (InactiveExitTimestamp), `boot` → its
+/// ActiveEnterTimestamp (READY=1), `harness` → the harness unit active in the container
+/// (hyperhive only), `rest` → the call returned.
+#[derive(Clone, Copy, Default)]
+struct Phases {
+    prep: f64,
+    boot: f64,
+    harness: f64,
+    rest: f64,
+}
+
+/// When one call started (realtime, µs since the epoch, as systemd's timestamps) and how
+/// long it took.
+struct Call {
+    start_us: u64,
+    took: Duration,
+}
+
+fn realtime_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// InactiveExitTimestamp and ActiveEnterTimestamp of a loaded unit.
+async fn unit_times(conn: &zbus::Connection, unit: &str) -> (u64, u64) {
+    let manager = ManagerProxy::new(conn).await.unwrap();
+    let path = manager.get_unit(unit).await.unwrap();
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("org.freedesktop.systemd1")
+        .unwrap()
+        .path(path)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let iface =
+        zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
+    let mut t = [0u64; 2];
+    for (k, name) in ["InactiveExitTimestamp", "ActiveEnterTimestamp"]
+        .iter()
+        .enumerate()
+    {
+        t[k] = u64::try_from(props.get(iface.clone(), name).await.unwrap()).unwrap();
+    }
+    (t[0], t[1])
 }
 
 struct Bench<'a> {
     h: &'a TestHost,
+    conn: zbus::Connection,
     hivectl: &'a str,
     bus: String,
     plan_host: Host,
@@ -123,8 +176,8 @@ impl Bench<'_> {
         );
     }
 
-    /// Runs `op(i)` for i in 0..n, `c` at a time; returns the wall time and each one's.
-    async fn fan_out<F, Fut>(n: usize, c: usize, op: F) -> (Duration, Vec<Duration>)
+    /// Runs `op(i)` for i in 0..n, `c` at a time; returns the wall time and each call.
+    async fn fan_out<F, Fut>(n: usize, c: usize, op: F) -> (Duration, Vec<Call>)
     where
         F: Fn(usize) -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -136,9 +189,13 @@ impl Bench<'_> {
             let fut = op(i);
             async move {
                 let _permit = slots.acquire_owned().await.unwrap();
+                let start_us = realtime_us();
                 let t = Instant::now();
                 fut.await;
-                t.elapsed()
+                Call {
+                    start_us,
+                    took: t.elapsed(),
+                }
             }
         }))
         .await;
@@ -158,10 +215,13 @@ impl Bench<'_> {
                     }
                 })
                 .await;
+                let cpu = self.cpu.since(cpu);
+                let phases = self.phases(side, &calls).await;
                 Round {
                     wall,
-                    calls,
-                    cpu: self.cpu.since(cpu),
+                    calls: calls.iter().map(|c| c.took).collect(),
+                    cpu,
+                    phases,
                 }
             }
             Side::Raw => {
@@ -197,13 +257,59 @@ impl Bench<'_> {
                     }
                 })
                 .await;
+                let cpu = self.cpu.since(cpu);
+                let phases = self.phases(side, &calls).await;
                 Round {
                     wall,
-                    calls,
-                    cpu: self.cpu.since(cpu),
+                    calls: calls.iter().map(|c| c.took).collect(),
+                    cpu,
+                    phases,
                 }
             }
         }
+    }
+
+    /// Each call's time line, read from systemd (untimed, before the teardown).
+    async fn phases(&self, side: Side, calls: &[Call]) -> Vec<Phases> {
+        let mut out = Vec::new();
+        for (i, call) in calls.iter().enumerate() {
+            let agent = Self::agent(side, i);
+            let unit = match side {
+                Side::Hyperhive => AgentName::parse(&agent).unwrap().container_unit(),
+                Side::Raw => self.raw_plan(i).unit,
+            };
+            let (started, booted) = unit_times(&self.conn, &unit).await;
+            let end = call.start_us + call.took.as_micros() as u64;
+            let ms = |a: u64, b: u64| (b as f64 - a as f64) / 1000.0;
+            let mut p = Phases {
+                prep: ms(call.start_us, started),
+                boot: ms(started, booted),
+                harness: 0.0,
+                rest: ms(booted, end),
+            };
+            if side == Side::Hyperhive {
+                // The container's own bus, as the daemon reaches it (its socket is bound
+                // out to the test host's /run/hyperhive/<agent>.bus).
+                let socket = format!(
+                    "unix:path=/proc/{}/root{}/system_bus_socket",
+                    self.h.leader(),
+                    self.plan_host
+                        .roots
+                        .bus_dir(&AgentName::parse(&agent).unwrap())
+                        .display()
+                );
+                let inner = zbus::connection::Builder::address(socket.as_str())
+                    .unwrap()
+                    .build()
+                    .await
+                    .unwrap();
+                let (_, ready) = unit_times(&inner, hyperhive::plan::HARNESS_UNIT).await;
+                p.harness = ms(booted, ready);
+                p.rest = ms(ready, end);
+            }
+            out.push(p);
+        }
+        out
     }
 
     fn raw_plan(&self, i: usize) -> UnitPlan {
@@ -325,6 +431,7 @@ fn main() {
             .unwrap();
         let bench = Bench {
             h: &h,
+            conn: conn.clone(),
             hivectl,
             bus: h.bus_address(),
             plan_host: daemon_host(&bin),
@@ -436,6 +543,31 @@ fn report(rows: &[(usize, usize, Vec<Round>, Vec<Round>)], runs: usize, load_bef
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+    }
+    println!();
+    println!(
+        "{:<5} {:>4}  {:<34} {:>8} {:>8} {:>8} {:>8}",
+        "N", "C", "one call's time line (ms, p50)", "prep", "boot", "harness", "return"
+    );
+    for (n, c, ours, raw) in rows {
+        for (label, rounds) in [("hyperhive", ours), ("baseline", raw)] {
+            let all: Vec<Phases> = rounds.iter().flat_map(|r| r.phases.clone()).collect();
+            let p50 = |f: fn(&Phases) -> f64| {
+                let mut v: Vec<f64> = all.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "{:<5} {:>4}  {:<34} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
+                n,
+                c,
+                label,
+                p50(|p| p.prep),
+                p50(|p| p.boot),
+                p50(|p| p.harness),
+                p50(|p| p.rest)
+            );
+        }
     }
     println!();
     println!(
