@@ -170,9 +170,10 @@ impl Bench<'_> {
             .unwrap();
         assert!(
             out.status.success(),
-            "hivectl {args:?} failed ({}): {}",
+            "hivectl {args:?} failed ({}): {} (fs.inotify.max_user_instances is {} now)",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            InotifyLimit::current()
         );
     }
 
@@ -253,7 +254,13 @@ impl Bench<'_> {
                         let result = tokio::time::timeout(TIMEOUT, jobs.wait(job))
                             .await
                             .unwrap_or_else(|_| panic!("{}: no JobRemoved", plan.unit));
-                        assert_eq!(result, "done", "start job of {}", plan.unit);
+                        assert_eq!(
+                            result,
+                            "done",
+                            "start job of {} (fs.inotify.max_user_instances is {} now)",
+                            plan.unit,
+                            InotifyLimit::current()
+                        );
                     }
                 })
                 .await;
@@ -467,6 +474,7 @@ fn main() {
                     [Side::Hyperhive, Side::Raw]
                 };
                 for side in order {
+                    InotifyLimit::ensure(INOTIFY_INSTANCES);
                     let r = bench.round(side, n, c).await;
                     eprintln!(
                         "N={n} C={c} run {}/{runs} {}: {:.2} s",

@@ -210,6 +210,30 @@ impl InotifyLimit {
         InotifyLimit(())
     }
 
+    /// Raises it again if someone lowered it meanwhile (a neighbour's bench or test that
+    /// raised it before us and has ended, putting its original back): called before each
+    /// round, so that our next containers can boot. Returns the value found.
+    pub fn ensure(to: u64) -> u64 {
+        let now = read_limit();
+        if now < to {
+            std::fs::write(INOTIFY_ORIGINAL, format!("{now}\n"))
+                .unwrap_or_else(|e| panic!("recording {INOTIFY_ORIGINAL}: {e}"));
+            std::fs::write(INOTIFY_INSTANCES, format!("{to}\n"))
+                .unwrap_or_else(|e| panic!("raising {INOTIFY_INSTANCES} to {to}: {e}"));
+            let _ = RAISED_TO.set(to);
+            eprintln!(
+                "fs.inotify.max_user_instances: lowered to {now} by someone else during the run, \
+                 raised to {to} again"
+            );
+        }
+        now
+    }
+
+    /// The limit now, for failure messages.
+    pub fn current() -> u64 {
+        read_limit()
+    }
+
     /// Puts the original value back (idempotent).
     pub fn restore() {
         let (Some(&to), Some(was)) = (RAISED_TO.get(), recorded_original()) else {
