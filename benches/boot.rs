@@ -86,6 +86,9 @@ struct Round {
     wall: Duration,
     calls: Vec<Duration>,
     cpu: Cpu,
+    /// CPU the round's container units used, everything in them included (for
+    /// hyperhive: the harness, and the container's systemd and bus serving the daemon).
+    containers: Duration,
     phases: Vec<Phases>,
 }
 
@@ -217,11 +220,14 @@ impl Bench<'_> {
                 })
                 .await;
                 let cpu = self.cpu.since(cpu);
+                // Before reading the time lines, which talk to the containers' buses.
+                let containers = self.containers_cpu(side, n);
                 let phases = self.phases(side, &calls).await;
                 Round {
                     wall,
                     calls: calls.iter().map(|c| c.took).collect(),
                     cpu,
+                    containers,
                     phases,
                 }
             }
@@ -265,15 +271,33 @@ impl Bench<'_> {
                 })
                 .await;
                 let cpu = self.cpu.since(cpu);
+                // Before reading the time lines, which talk to the containers' buses.
+                let containers = self.containers_cpu(side, n);
                 let phases = self.phases(side, &calls).await;
                 Round {
                     wall,
                     calls: calls.iter().map(|c| c.took).collect(),
                     cpu,
+                    containers,
                     phases,
                 }
             }
         }
+    }
+
+    /// CPU used so far by the side's N container units (all of it since each was created).
+    fn containers_cpu(&self, side: Side, n: usize) -> Duration {
+        (0..n)
+            .map(|i| {
+                let unit = match side {
+                    Side::Hyperhive => AgentName::parse(&Self::agent(side, i))
+                        .unwrap()
+                        .container_unit(),
+                    Side::Raw => self.raw_plan(i).unit,
+                };
+                common::test_host_unit_cpu(self.h.name(), plan::SLICE, &unit)
+            })
+            .sum()
     }
 
     /// Each call's time line, read from systemd (untimed, before the teardown).
@@ -579,8 +603,8 @@ fn report(rows: &[(usize, usize, Vec<Round>, Vec<Round>)], runs: usize, load_bef
     }
     println!();
     println!(
-        "{:<5} {:>4}  {:<34} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "N", "C", "CPU per round (ms, p50)", "client", "systemd", "dbus", "c0re", "host"
+        "{:<5} {:>4}  {:<34} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "N", "C", "CPU per round (ms, p50)", "client", "systemd", "dbus", "c0re", "agents", "host"
     );
     for (n, c, ours, raw) in rows {
         for (label, rounds) in [("hyperhive", ours), ("baseline", raw)] {
@@ -588,8 +612,9 @@ fn report(rows: &[(usize, usize, Vec<Round>, Vec<Round>)], runs: usize, load_bef
                 let v: Vec<Duration> = rounds.iter().map(|r| f(&r.cpu)).collect();
                 common::ms(common::stats(&v).1)
             };
+            let containers: Vec<Duration> = rounds.iter().map(|r| r.containers).collect();
             println!(
-                "{:<5} {:>4}  {:<34} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
+                "{:<5} {:>4}  {:<34} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
                 n,
                 c,
                 label,
@@ -597,6 +622,7 @@ fn report(rows: &[(usize, usize, Vec<Round>, Vec<Round>)], runs: usize, load_bef
                 p50(|c| c.systemd),
                 p50(|c| c.bus),
                 p50(|c| c.daemon),
+                common::ms(common::stats(&containers).1),
                 p50(|c| c.host)
             );
         }

@@ -403,6 +403,24 @@ pub fn test_host_cpu(host: &str) -> Duration {
     Duration::from_micros(usec)
 }
 
+/// CPU used so far by the processes of unit `unit` in the test host (e.g. an agent's
+/// container and everything in it), from the unit's cgroup; zero if it has none.
+pub fn test_host_unit_cpu(host: &str, slice: &str, unit: &str) -> Duration {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|root| {
+            let stat = std::fs::read_to_string(format!(
+                "{root}/hyperhive-testhost/{host}/payload/{slice}/{unit}/cpu.stat"
+            ))
+            .ok()?;
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_micros)
+        })
+        .unwrap_or_default()
+}
+
 /// CPU used by each party, read before and after something is measured.
 #[derive(Clone, Copy, Default)]
 pub struct Cpu {
