@@ -18,14 +18,17 @@
 //! destroy --purge`) or its raw units stopped, reset, their machines unregistered and
 //! their directories removed, and the bench waits until machined lists no machine and
 //! systemd no such unit. Runs alternate which side goes first. Reports wall time for all
-//! N, per agent, each call's own latency, the ratio hyperhive / baseline, and the CPU
-//! each party used. Asserts no timings.
+//! N, per agent, each call's own latency, the ratio hyperhive / baseline, each call's
+//! time line (prep, boot, harness, return, from systemd's unit timestamps) and the CPU
+//! each party used, the containers' own included. Asserts no timings.
 //!
 //! Booted containers each hold several inotify instances as root on this machine: the
 //! bench raises `fs.inotify.max_user_instances` to 8192 while it runs (never lowers it)
-//! and puts the old value back at the end, on a panic and on Ctrl-C.
-//! Concurrency is capped at 128 (systemd's limit of replies in flight per connection;
-//! pending jobs stay far below its ~512).
+//! and puts the old value back at the end, on a panic and on Ctrl-C (see
+//! `common::InotifyLimit` for what happens when other test hosts share the machine).
+//! C is 8 unless `--concurrency` says otherwise (`all`: N at once), capped at 128
+//! (systemd's limit of replies in flight per connection; pending jobs stay far below its
+//! ~512).
 //!
 //! cargo bench --bench boot [-- --agents 1,10,50 --concurrency 8|all --runs 3]
 
