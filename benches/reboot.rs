@@ -9,7 +9,7 @@
 //!
 //! N booted containers need `fs.inotify.max_user_instances` above the kernel's default 128
 //! (about 20 agents exhaust it): the bench raises it to 8192 while it runs and puts the
-//! old value back when it ends, also on a panic.
+//! old value back as benches/common's guard does (never under a neighbour's test host).
 //!
 //! cargo bench --bench reboot [-- AGENTS [ROUNDS]]   (default 20 agents, 3 rounds)
 
@@ -18,31 +18,7 @@ use std::time::{Duration, Instant};
 
 use testhost::{Options, TestHost};
 
-const INOTIFY: &str = "/proc/sys/fs/inotify/max_user_instances";
-
-/// Restores the inotify limit it raised, on every way out.
-struct Inotify(Option<String>);
-
-impl Inotify {
-    fn raise() -> Inotify {
-        let old = std::fs::read_to_string(INOTIFY).ok();
-        if let Some(n) = old.as_deref().and_then(|s| s.trim().parse::<u64>().ok()) {
-            if n < 8192 {
-                std::fs::write(INOTIFY, "8192").expect("raising the inotify limit");
-                return Inotify(old);
-            }
-        }
-        Inotify(None)
-    }
-}
-
-impl Drop for Inotify {
-    fn drop(&mut self) {
-        if let Some(old) = &self.0 {
-            let _ = std::fs::write(INOTIFY, old.trim());
-        }
-    }
-}
+mod common;
 
 struct Disk {
     _dir: tempfile::TempDir,
@@ -148,7 +124,8 @@ fn main() {
         .filter_map(|a| a.parse::<usize>().ok());
     let n = args.next().unwrap_or(20);
     let rounds = args.next().unwrap_or(3);
-    let _inotify = Inotify::raise();
+    // Raised before the first boot; put back after the last teardown (see benches/common).
+    let _inotify = common::InotifyLimit::raise(8192);
 
     let dir = tempfile::Builder::new()
         .prefix("hh-bench-reboot-")

@@ -5,7 +5,12 @@
 //! same figure with no agents, in the same run. Also the time to create the N agents
 //! (8 hivectl at a time). Prints a table; asserts no timings. Needs root.
 //!
+//! Raises `fs.inotify.max_user_instances` to 8192 while it runs (100 booted containers
+//! need it; see benches/common), and puts it back at the end, on a panic and on Ctrl-C.
+//!
 //! cargo bench --bench scale [-- AGENTS]   (default 100)
+
+mod common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,6 +83,8 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100);
+    // Raised before the test host boots; put back after it is torn down.
+    let _inotify = common::InotifyLimit::raise(8192);
     let hivectl = env!("CARGO_BIN_EXE_hivectl");
     let h = TestHost::boot(Options {
         bin_dir: Some(Path::new(hivectl).parent().unwrap().to_path_buf()),
@@ -86,6 +93,10 @@ fn main() {
         ..Default::default()
     })
     .expect("booting the test host");
+    let name = h.name().to_string();
+    common::on_signal(move || {
+        let _ = testhost::down(&name);
+    });
 
     let (empty_restart, empty_reconciled) = restarts(&h);
     let empty_rss = rss_kib(&h);
