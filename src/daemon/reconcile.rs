@@ -355,10 +355,8 @@ impl Hive {
     /// What reconcile would do with `names` (every agent when empty), with the checks, the
     /// units it would create and the diff against the live ones. Reads only.
     pub async fn plan(&self, names: &[AgentName], prune: bool) -> Result<Vec<AgentPlan>, Error> {
-        let all;
         let names: Vec<AgentName> = if names.is_empty() {
-            all = self.reconcile_names().await;
-            all.iter().cloned().collect()
+            self.reconcile_names().await.into_iter().collect()
         } else {
             names.to_vec()
         };
