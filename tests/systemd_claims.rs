@@ -218,8 +218,11 @@ fn a_killed_container_restarts_only_once_its_machine_is_unregistered() {
                 let state = h.show(&service, "ActiveState");
                 let sub = h.show(&service, "SubState");
                 outcome = format!("{state}/{sub}");
+                // Type=notify: activating/running until the container's READY=1.
                 state == "failed"
-                    || (sub == "running" && h.show(&service, "InvocationID") != invocation)
+                    || (state == "active"
+                        && sub == "running"
+                        && h.show(&service, "InvocationID") != invocation)
             },
         );
         outcome
