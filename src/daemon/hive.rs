@@ -63,6 +63,20 @@ pub(super) enum Mode {
     Rebuild,
 }
 
+/// A running watch on an agent's harness, and the container invocation it lives in.
+struct HarnessWatch {
+    task: tokio::task::JoinHandle<()>,
+    /// InvocationID of the container unit the harness was ensured in.
+    container: String,
+}
+
+impl HarnessWatch {
+    /// Still watching the harness of this very container invocation.
+    fn covers(&self, container: &str) -> bool {
+        !self.task.is_finished() && self.container == container
+    }
+}
+
 pub struct Hive {
     pub host: Host,
     pub sd: Systemd,
@@ -70,7 +84,7 @@ pub struct Hive {
     pub approvals: Arc<Approvals>,
     locks: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
     /// One watch per agent on its harness, replaced with each new harness.
-    harness_watches: Mutex<HashMap<AgentName, tokio::task::JoinHandle<()>>>,
+    harness_watches: Mutex<HashMap<AgentName, HarnessWatch>>,
     /// Held by the one reconcile that runs; a reload during another waits for it.
     pub(super) reconciling: tokio::sync::Mutex<()>,
 }
@@ -122,7 +136,7 @@ impl Hive {
             .expect("watches lock")
             .remove(name)
         {
-            old.abort();
+            old.task.abort();
         }
     }
 
@@ -493,16 +507,25 @@ impl Hive {
         if let Some(id) = approval {
             plan::stamp_approval(&mut plan, id);
         }
+        let container = self
+            .sd
+            .status(&name.container_unit())
+            .await?
+            .map(|s| s.invocation_id)
+            .unwrap_or_default();
         let sd = self.container_systemd(name).await?;
         let outcome = Self::ensure_running(&sd, &plan, mode)
             .await
             .with_context(|| format!("inside container {}", name.machine()))?;
         let mut watches = self.harness_watches.lock().expect("watches lock");
-        let stale = watches.get(name).is_none_or(|w| w.is_finished());
+        let stale = watches.get(name).is_none_or(|w| !w.covers(&container));
         if outcome != Outcome::Adopted || stale {
-            if let Some(old) = watches.insert(name.clone(), super::watch::harness(name.clone(), sd))
-            {
-                old.abort();
+            let watch = HarnessWatch {
+                task: super::watch::harness(name.clone(), sd),
+                container,
+            };
+            if let Some(old) = watches.insert(name.clone(), watch) {
+                old.task.abort();
             }
         }
         Ok(outcome)
@@ -515,12 +538,24 @@ impl Hive {
         let _guard = self.lock(name).await;
         // Only a running unit of ours (stamped HIVE_PLAN) gets a harness; a foreign unit that
         // merely holds the name is left alone.
-        let up = self
+        let Some(st) = self
             .sd
             .status(&name.container_unit())
             .await?
-            .is_some_and(|s| s.is_up() && s.sub_state == "running" && s.plan_hash().is_some());
-        if !up {
+            .filter(|s| s.is_up() && s.sub_state == "running" && s.plan_hash().is_some())
+        else {
+            return Ok(Outcome::Adopted);
+        };
+        // The start job of a create or rebuild this daemon just did ends here too: its
+        // harness was ensured in this very invocation and is watched, so there is nothing
+        // to heal and no second connection to the container's bus to open.
+        let watched = self
+            .harness_watches
+            .lock()
+            .expect("watches lock")
+            .get(name)
+            .is_some_and(|w| w.covers(&st.invocation_id));
+        if watched {
             return Ok(Outcome::Adopted);
         }
         let outcome = self.ensure_harness(&spec, Mode::Start, None).await?;
