@@ -322,22 +322,24 @@ impl Bench<'_> {
                 rest: ms(booted, end),
             };
             if side == Side::Hyperhive {
-                // The container's own bus, as the daemon reaches it (its socket is bound
-                // out to the test host's /run/hyperhive/<agent>.bus).
-                let socket = format!(
-                    "unix:path=/proc/{}/root{}/system_bus_socket",
-                    self.h.leader(),
-                    self.plan_host
-                        .roots
-                        .bus_dir(&AgentName::parse(&agent).unwrap())
-                        .display()
-                );
-                let inner = zbus::connection::Builder::address(socket.as_str())
-                    .unwrap()
-                    .build()
-                    .await
-                    .unwrap();
-                let (_, ready) = unit_times(&inner, hyperhive::plan::HARNESS_UNIT).await;
+                // The container's own systemd, reached as an admin would (`systemctl -M`,
+                // which joins the container's namespaces as the daemon does).
+                let machine = format!("h-{agent}");
+                let ready: u64 = self
+                    .h
+                    .run_ok(&[
+                        "busctl",
+                        "-M",
+                        &machine,
+                        "get-property",
+                        "org.freedesktop.systemd1",
+                        "/org/freedesktop/systemd1/unit/hive_2dharness_2eservice",
+                        "org.freedesktop.systemd1.Unit",
+                        "ActiveEnterTimestamp",
+                    ])
+                    .trim_start_matches("t ")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{machine}: harness ready time: {e}"));
                 p.harness = ms(booted, ready);
                 p.rest = ms(ready, end);
             }

@@ -237,30 +237,20 @@ async fn pending_approvals(conn: &zbus::Connection, name: &AgentName) -> Option<
     )
 }
 
-/// The harness unit's state, from the container's bus socket bound out to the host.
-async fn harness_status(roots: &Roots, name: &AgentName) -> Option<UnitStatus> {
-    let socket = roots.bus_socket(name);
-    if !socket.exists() {
-        return None;
-    }
+/// The harness unit's state, from the systemd inside the container, reached from inside
+/// its namespaces as `systemctl -M` does (root only; `None` otherwise or on no answer).
+async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatus> {
+    let timeout = std::time::Duration::from_secs(2);
     let read = async {
-        let conn =
-            zbus::connection::Builder::address(format!("unix:path={}", socket.display()).as_str())
-                .ok()?
-                .build()
-                .await
-                .ok()?;
-        Systemd::reader(&conn)
+        host_sd
+            .container(&name.machine(), timeout)
             .await
             .ok()?
             .status(crate::plan::HARNESS_UNIT)
             .await
             .ok()?
     };
-    tokio::time::timeout(std::time::Duration::from_secs(2), read)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(timeout, read).await.ok().flatten()
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
@@ -341,7 +331,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         credentials_dir: roots.claude_dir(&name),
         runtime_dir: roots.runtime_dir(&name),
         harness: if unit.as_ref().is_some_and(|u| u.is_up()) {
-            harness_status(&roots, &name).await
+            harness_status(&sd, &name).await
         } else {
             None
         },

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::paths::Roots;
-use crate::spec::{AgentSpec, Network};
+use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
 mod harness;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
@@ -54,6 +54,8 @@ pub enum Prop {
     Str(String),
     Bool(bool),
     U64(u64),
+    /// `u`, e.g. a mode such as RuntimeDirectoryMode.
+    U32(u32),
     Strv(Vec<String>),
     /// `a(sasb)`: path, argv (with argv\[0\]), ignore-failure.
     Exec(Vec<ExecCommand>),
@@ -111,33 +113,53 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         "--link-journal=try-host".into(),
         "--console=passive".into(),
     ];
-    argv.push(bind_arg(&roots.state_dir(name), Path::new("/state"), false));
+    // Binds the agent writes through are idmapped in its user namespace: its root owns
+    // them inside, and on the host they stay owned by the host's root in a 0700 tree
+    // (docs/persistence.md).
+    let idmap = spec.private_users;
+    if spec.private_users {
+        argv.push("--private-users=pick".into());
+        argv.push(format!("--private-users-ownership={}", ownership(spec)));
+    }
+    argv.push(bind_arg(
+        &roots.state_dir(name),
+        Path::new("/state"),
+        false,
+        idmap,
+    ));
     argv.push(bind_arg(
         &roots.claude_dir(name),
         Path::new("/root/.claude"),
         false,
+        idmap,
     ));
+    // Read-only: the agent reaches its socket but can neither remove nor replace it, so a
+    // daemon restart always rebinds the socket the harness connects to.
     argv.push(bind_arg(
         &roots.runtime_dir(name),
         Path::new("/run/hyperhive"),
-        false,
-    ));
-    argv.push(bind_arg(
-        &roots.bus_dir(name),
-        Path::new("/run/dbus"),
-        false,
+        true,
+        idmap,
     ));
     argv.push(bind_arg(
         &host.hive_harness,
         Path::new(HARNESS_IN_CONTAINER),
         true,
+        false,
     ));
     for b in &spec.binds {
-        argv.push(bind_arg(&b.source, &b.target, b.readonly));
+        argv.push(bind_arg(&b.source, &b.target, b.readonly, idmap));
     }
-    for (k, v) in &spec.env {
-        argv.push(format!("--setenv={k}={v}"));
+    let dropped: Vec<&str> = DROPPED_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| !spec.capabilities.iter().any(|k| k == c))
+        .collect();
+    if !dropped.is_empty() {
+        argv.push(format!("--drop-capability={}", dropped.join(",")));
     }
+    // The spec's env is not passed here: a command line is world-readable (ExecStart on
+    // the bus, /proc/*/cmdline). The harness unit carries it, inside the container.
     argv.push(format!("--setenv=HIVE_AGENT={name}"));
     match spec.network {
         // Host networking: no flag at all, so nspawn never creates a netns.
@@ -188,6 +210,8 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         // The socket and bus dirs are bind sources: they must survive restarts of this
         // unit and of the daemon (seed gotcha).
         ("RuntimeDirectoryPreserve".into(), Prop::Str("yes".into())),
+        // Host users other than root have no business with an agent's socket.
+        ("RuntimeDirectoryMode".into(), Prop::U32(0o700)),
         ("Restart".into(), Prop::Str("on-failure".into())),
         ("RestartUSec".into(), Prop::U64(RESTART_USEC)),
         ("ExecStart".into(), Prop::Exec(vec![exec_start])),
@@ -289,9 +313,22 @@ pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {
         .join(":")
 }
 
-/// `--bind=SRC:DST` / `--bind-ro=SRC:DST`, with nspawn's backslash escapes so that paths
-/// containing `:` or `\` survive.
-pub fn bind_arg(source: &Path, target: &Path, readonly: bool) -> String {
+/// How nspawn treats file ownership in the container's root under a user namespace. A
+/// volatile root (or the host's own `/`) only lends its read-only /usr: it is used as it
+/// is (`off`; its files show as nobody inside, which a booting systemd tolerates). A root
+/// of the agent's own is idmapped where the filesystem can, and chowned otherwise
+/// (`auto`), so the container's root owns its tree.
+fn ownership(spec: &AgentSpec) -> &'static str {
+    if spec.volatile == Volatile::Yes || spec.root == Path::new("/") {
+        "off"
+    } else {
+        "auto"
+    }
+}
+
+/// `--bind=SRC:DST[:idmap]` / `--bind-ro=…`, with nspawn's backslash escapes so that
+/// paths containing `:` or `\` survive.
+pub fn bind_arg(source: &Path, target: &Path, readonly: bool, idmap: bool) -> String {
     let esc = |p: &Path| {
         p.display()
             .to_string()
@@ -299,7 +336,8 @@ pub fn bind_arg(source: &Path, target: &Path, readonly: bool) -> String {
             .replace(':', r"\:")
     };
     let flag = if readonly { "--bind-ro" } else { "--bind" };
-    format!("{flag}={}:{}", esc(source), esc(target))
+    let options = if idmap { ":idmap" } else { "" };
+    format!("{flag}={}:{}{options}", esc(source), esc(target))
 }
 
 fn hash_properties(props: &[(String, Prop)], carries: Option<&str>) -> String {
