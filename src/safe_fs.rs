@@ -5,7 +5,7 @@
 //! a directory descriptor (`mkdirat`, `unlinkat`, `fchmod`), never by path again.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt as _;
 use std::path::{Path, PathBuf};
 
@@ -52,11 +52,17 @@ pub fn private_dir(path: &Path) -> Result<OwnedFd> {
     Ok(dir)
 }
 
-/// A path that reaches `name` inside the open directory `dir` through `/proc/self/fd`,
-/// for calls that only take a path (`bind()` of a unix socket): it cannot be redirected
-/// by a symlink swapped in for the directory afterwards.
-pub fn path_in(dir: &OwnedFd, name: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+/// Checks that `path` (resolved without following symlinks) is still the directory `dir`
+/// was opened as.
+pub fn same_dir(dir: &OwnedFd, path: &Path) -> Result<()> {
+    let opened =
+        rustix::fs::fstat(dir).map_err(|e| anyhow!("{}: {}", path.display(), reason(e)))?;
+    let now = rustix::fs::fstat(open_dir(path)?)
+        .map_err(|e| anyhow!("{}: {}", path.display(), reason(e)))?;
+    if (opened.st_dev, opened.st_ino) != (now.st_dev, now.st_ino) {
+        bail!("{} was replaced while in use", path.display());
+    }
+    Ok(())
 }
 
 /// Removes `name` from the open directory `dir` if it is there and not a directory.

@@ -586,11 +586,11 @@ impl Hive {
                     log::debug!("agent {name}: container bus not ready yet: {e:#}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("agent {name}: container {machine}'s bus did not answer within {CONTAINER_BUS_TIMEOUT:?}")
-                    })
-                }
+                Err(e) => return Err(e).with_context(|| {
+                    format!(
+                        "container {machine}'s bus did not answer within {CONTAINER_BUS_TIMEOUT:?}"
+                    )
+                }),
             }
         }
     }

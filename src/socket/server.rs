@@ -72,8 +72,12 @@ impl Sockets {
         let dir_fd = crate::safe_fs::private_dir(dir).with_context(|| format!("agent {name}"))?;
         crate::safe_fs::remove_file_in(&dir_fd, SOCKET_NAME, &path)
             .with_context(|| format!("agent {name}: removing the stale socket"))?;
-        let listener = UnixListener::bind(crate::safe_fs::path_in(&dir_fd, SOCKET_NAME))
+        // Bound by its real path, so `ss -xl` and admins see it: the final component is
+        // never followed by bind(), and no component above it is the agent's to change;
+        // the check after makes sure the directory is still the one prepared above.
+        let listener = UnixListener::bind(&path)
             .with_context(|| format!("agent {name}: binding {}", path.display()))?;
+        crate::safe_fs::same_dir(&dir_fd, dir).with_context(|| format!("agent {name}"))?;
 
         let mut tasks = JoinSet::new();
         let agent = name.clone();
