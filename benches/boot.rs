@@ -63,6 +63,7 @@ fn daemon_host(bin: &Path) -> Host {
         hive_harness: hive_c0re.with_file_name("hive-harness"),
         hive_c0re,
         base_path: DEFAULT_BASE_PATH.iter().map(PathBuf::from).collect(),
+        journal: hyperhive::plan::persistent_journal(),
     }
 }
 

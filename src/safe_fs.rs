@@ -34,9 +34,14 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd> {
 /// `path` as a directory of root's, mode 0700: created if missing, tightened if present.
 /// Refuses a symlink or anything but a directory there. Returns the open directory.
 pub fn private_dir(path: &Path) -> Result<OwnedFd> {
+    dir_with_mode(path, 0o700)
+}
+
+/// Like [`private_dir`] with another mode.
+pub fn dir_with_mode(path: &Path, mode: u32) -> Result<OwnedFd> {
     let (parent, name) = split(path)?;
     let parent_fd = open_dir(parent)?;
-    match rustix::fs::mkdirat(&parent_fd, name, Mode::from_raw_mode(0o700)) {
+    match rustix::fs::mkdirat(&parent_fd, name, Mode::from_raw_mode(mode)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => bail!("creating {}: {}", path.display(), reason(e)),
     }
@@ -47,8 +52,8 @@ pub fn private_dir(path: &Path) -> Result<OwnedFd> {
         Mode::empty(),
     )
     .map_err(|e| anyhow!("opening {}: {}", path.display(), reason(e)))?;
-    rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o700))
-        .map_err(|e| anyhow!("setting mode 0700 on {}: {}", path.display(), reason(e)))?;
+    rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))
+        .map_err(|e| anyhow!("setting mode {mode:o} on {}: {}", path.display(), reason(e)))?;
     Ok(dir)
 }
 

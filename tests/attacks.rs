@@ -63,6 +63,15 @@ fn an_agent_is_not_host_root_and_its_files_stay_usable() {
         map[1].to_string()
     );
 
+    // hivectl status shows it.
+    let status: serde_json::Value =
+        serde_json::from_str(&h.hivectl_ok(&["status", "alice", "--json"])).unwrap();
+    assert_eq!(status["user_namespace"]["host_uid"], map[1]);
+    assert_eq!(status["user_namespace"]["count"], 65536);
+    assert!(h
+        .hivectl_ok(&["status", "alice"])
+        .contains(&format!("container root is host uid {}", map[1])));
+
     // It still writes its state and credentials, and owns them inside.
     let out = agent_sh(
         &h,
@@ -399,6 +408,9 @@ fn an_admin_may_run_an_agent_without_a_user_namespace() {
     let h = hive();
     h.create("alice", &["--private-users", "no"]);
     assert_eq!(uid_map(&h, "alice"), vec![0, 0, 4294967295]);
+    assert!(h
+        .hivectl_ok(&["status", "alice"])
+        .contains("container root is host root"));
     assert!(!h
         .unit_show("alice", "ExecStart")
         .contains("--private-users"));

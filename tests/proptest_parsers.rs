@@ -815,6 +815,7 @@ fn test_host() -> Host {
         hive_c0re: "/usr/bin/hive-c0re".into(),
         hive_harness: "/usr/bin/hive-harness".into(),
         base_path: vec!["/usr/bin".into()],
+        journal: None,
     }
 }
 

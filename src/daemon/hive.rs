@@ -485,6 +485,7 @@ impl Hive {
         approval: Option<i64>,
     ) -> Result<Outcome> {
         let name = &spec.name;
+        self.prepare_journal_dir(spec)?;
         self.sockets
             .register(name, &self.host.roots.runtime_dir(name))?;
         mark_stopped(&self.host.roots, name, false)?;
@@ -586,11 +587,13 @@ impl Hive {
                     log::debug!("agent {name}: container bus not ready yet: {e:#}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => return Err(e).with_context(|| {
-                    format!(
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
                         "container {machine}'s bus did not answer within {CONTAINER_BUS_TIMEOUT:?}"
                     )
-                }),
+                    })
+                }
             }
         }
     }
@@ -648,6 +651,16 @@ impl Hive {
             roots.claude_dir(name),
         ] {
             crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The agent's journal directory on the host, when it gets one (a bind source).
+    /// Readable like journald's own (0755); the agent's journald writes into it.
+    pub(super) fn prepare_journal_dir(&self, spec: &AgentSpec) -> Result<()> {
+        if let Some(dir) = plan::agent_journal_dir(spec, &self.host) {
+            crate::safe_fs::dir_with_mode(&dir, 0o755)
+                .with_context(|| format!("agent {}: its journal directory", spec.name))?;
         }
         Ok(())
     }

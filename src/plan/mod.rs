@@ -45,6 +45,37 @@ pub struct Host {
     pub hive_harness: PathBuf,
     /// The PATH after the agent's own entries; never the daemon's inherited PATH.
     pub base_path: Vec<PathBuf>,
+    /// The host's persistent journal (`/var/log/journal`), if it keeps one: an agent in
+    /// its own user namespace gets an idmapped directory there (see [`agent_journal_dir`]).
+    pub journal: Option<PathBuf>,
+}
+
+/// `/var/log/journal` if the host keeps a persistent journal (nspawn's `try-host`).
+pub fn persistent_journal() -> Option<PathBuf> {
+    let dir = PathBuf::from("/var/log/journal");
+    dir.is_dir().then_some(dir)
+}
+
+/// The container's machine ID: stable per agent (so its journal directory on the host
+/// is too), derived from its name, never the host's.
+pub fn agent_machine_id(name: &crate::spec::AgentName) -> String {
+    let digest = Sha256::digest(format!("hyperhive agent {name}").as_bytes());
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Where an agent in its own user namespace writes its journal on the host:
+/// `/var/log/journal/<its machine ID>`, bound idmapped over the same path inside, so
+/// `journalctl -m` on the host reads the harness's and the agent's own lines. nspawn's
+/// `--link-journal=try-host` cannot serve here: the directory it makes is owned by the
+/// host's root, which the container's journald (an unprivileged host UID) cannot write.
+pub fn agent_journal_dir(spec: &AgentSpec, host: &Host) -> Option<PathBuf> {
+    let journal = host.journal.as_ref()?;
+    spec.private_users
+        .then(|| journal.join(agent_machine_id(&spec.name)))
 }
 
 /// A systemd property value, in the few D-Bus shapes agent units need.
@@ -110,9 +141,16 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         // READY=1 once the container's systemd finished booting, so the start job (and
         // `hivectl create`) completes when the agent is really up.
         "--notify-ready=yes".into(),
-        "--link-journal=try-host".into(),
         "--console=passive".into(),
     ];
+    match agent_journal_dir(spec, host) {
+        Some(dir) => {
+            argv.push(format!("--uuid={}", agent_machine_id(name)));
+            argv.push("--link-journal=no".into());
+            argv.push(bind_arg(&dir, &dir, false, true));
+        }
+        None => argv.push("--link-journal=try-host".into()),
+    }
     // Binds the agent writes through are idmapped in its user namespace: its root owns
     // them inside, and on the host they stay owned by the host's root in a 0700 tree
     // (docs/persistence.md).

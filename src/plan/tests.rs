@@ -12,6 +12,7 @@ fn host() -> Host {
             "/run/current-system/sw/bin".into(),
             "/usr/bin".into(),
         ],
+        journal: Some("/var/log/journal".into()),
     }
 }
 
@@ -116,6 +117,17 @@ fn nspawn_boots_the_root_as_h_name_with_the_agent_dirs_bound() {
         "--drop-capability=CAP_NET_RAW,CAP_NET_BROADCAST,CAP_LINUX_IMMUTABLE,CAP_AUDIT_CONTROL,CAP_SYS_TTY_CONFIG",
     ] {
         assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
+    }
+    // Its own machine ID and an idmapped journal directory on the host, which its
+    // journald (an unprivileged host UID) can write and `journalctl -m` reads.
+    let id = agent_machine_id(&AgentName::parse("alice").unwrap());
+    assert_eq!(id.len(), 32);
+    for want in [
+        format!("--uuid={id}"),
+        "--link-journal=no".into(),
+        format!("--bind=/var/log/journal/{id}:/var/log/journal/{id}:idmap"),
+    ] {
+        assert!(a.contains(&want), "{want} missing from {a:?}");
     }
     // The daemon reaches the container's bus from inside its namespaces, never through
     // a bind of the container's /run/dbus the agent could redirect.
