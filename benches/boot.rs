@@ -63,7 +63,9 @@ fn daemon_host(bin: &Path) -> Host {
         hive_harness: hive_c0re.with_file_name("hive-harness"),
         hive_c0re,
         base_path: DEFAULT_BASE_PATH.iter().map(PathBuf::from).collect(),
-        journal: hyperhive::plan::persistent_journal(),
+        // The test host keeps a persistent journal, so hive-c0re there plans each agent's
+        // idmapped journal directory.
+        journal: Some("/var/log/journal".into()),
     }
 }
 
@@ -248,6 +250,14 @@ impl Bench<'_> {
                     .map(|p| p.display().to_string())
                     .collect();
                 mkdir.extend(dirs.iter().map(String::as_str));
+                self.h.run_ok(&mkdir);
+                // And each one's journal directory, as the daemon makes it (0755).
+                let mut mkdir = vec!["mkdir".to_string(), "-p".into(), "-m".into(), "0755".into()];
+                mkdir.extend((0..n).map(|i| {
+                    let a = AgentName::parse(&Self::agent(side, i)).unwrap();
+                    format!("/var/log/journal/{}", plan::agent_machine_id(&a))
+                }));
+                let mkdir: Vec<&str> = mkdir.iter().map(String::as_str).collect();
                 self.h.run_ok(&mkdir);
                 let jobs = RawJobs::new(&self.manager).await;
                 let cpu = self.cpu.now();
