@@ -20,6 +20,8 @@ command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
+# The Debian 13 test host (systemd 257, cgroup v2) is built once with debootstrap.
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt-get update -qq
