@@ -200,6 +200,30 @@ fn what_an_agent_may_ask_for_and_what_an_admin_sees_of_it() {
         .unwrap()
         .starts_with("agent alice: ")));
 
+    // An event whose data is over 4 KiB is refused in one line too, over a raw connection
+    // from inside the agent; nothing of it reaches the journal.
+    let py = r#"
+import json, socket
+s = socket.socket(socket.AF_UNIX)
+s.connect("/run/hyperhive/hive.sock")
+f = s.makefile("rw")
+f.write('{"type":"hello","version":1}\n'); f.flush(); f.readline()
+f.write(json.dumps({"type": "event", "name": "big", "data": {"x": "y" * 5000}}) + "\n")
+f.flush()
+print(f.readline().strip())
+"#;
+    let out = h.in_agent("alice", &["python3", "-c", py]);
+    let reply: Value = serde_json::from_str(&stdout(&out)).expect("one JSON reply");
+    assert_eq!(reply["type"], "error");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("event big: data of 5008 bytes, at most 4096"),
+        "{reply}"
+    );
+    assert!(entries(&h, &["HIVE_AGENT_EVENT=big"]).is_empty());
+
     // What may be asked for is stored; the same request again gets the same id.
     let docs = r#"{"bind":["/srv/docs:/mnt/docs:ro"],"memory_max":"512M"}"#;
     let out = ask(&h, "alice", docs);

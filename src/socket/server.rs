@@ -212,17 +212,25 @@ async fn serve(
             Ok(Request::Ping {}) => Reply::Pong,
             Ok(Request::Event { name, data }) => {
                 slow_down(agent, throttle, throttle::Kind::Event).await;
-                journal::emit(
-                    Event::AgentEvent,
-                    Some(agent),
-                    None,
-                    &[
-                        ("HIVE_AGENT_EVENT", name.clone()),
-                        ("HIVE_DATA", data.to_string()),
-                    ],
-                    &format!("agent {agent}: {name}"),
-                );
-                Reply::Ok
+                let data = data.to_string();
+                if data.len() > protocol::MAX_EVENT_DATA {
+                    Reply::Error {
+                        error: format!(
+                            "event {name}: data of {} bytes, at most {}",
+                            data.len(),
+                            protocol::MAX_EVENT_DATA
+                        ),
+                    }
+                } else {
+                    journal::emit(
+                        Event::AgentEvent,
+                        Some(agent),
+                        None,
+                        &[("HIVE_AGENT_EVENT", name.clone()), ("HIVE_DATA", data)],
+                        &format!("agent {agent}: {name}"),
+                    );
+                    Reply::Ok
+                }
             }
             Ok(Request::RequestApproval { kind, payload }) => {
                 slow_down(agent, throttle, throttle::Kind::Request).await;
