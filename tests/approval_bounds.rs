@@ -103,6 +103,11 @@ fn what_an_agent_may_ask_for_and_what_an_admin_sees_of_it() {
             "may not be requested",
         ),
         (
+            "capabilities",
+            r#"{"capabilities":["CAP_SYS_ADMIN"]}"#.into(),
+            "may not be requested",
+        ),
+        (
             "host root",
             r#"{"bind":["/:/mnt/host"]}"#.into(),
             "an agent may not bind /",
