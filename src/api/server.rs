@@ -485,3 +485,42 @@ impl Manager {
         path: ObjectPath<'_>,
     ) -> zbus::Result<()>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: i64, payload_len: usize) -> ApprovalRecord {
+        ApprovalRecord {
+            id,
+            agent: "alice".into(),
+            kind: "spec_change".into(),
+            payload: "x".repeat(payload_len),
+            status: "pending".into(),
+            note: String::new(),
+            decided_by: String::new(),
+            created_at: 1,
+            decided_at: 0,
+            finished_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_page_ends_at_its_row_count_or_its_byte_budget() {
+        // Fewer rows than asked: the listing is done.
+        let (rows, next) = bound_page((1..=3).map(|i| record(i, 10)).collect(), 5);
+        assert_eq!((rows.len(), next), (3, 0));
+        // As many as asked: there may be more, continue after the last.
+        let (rows, next) = bound_page((1..=5).map(|i| record(i, 10)).collect(), 5);
+        assert_eq!((rows.len(), next), (5, 5));
+        // Rows of 64 KiB (older than the 4 KiB cap): cut at about PAGE_BYTES.
+        let big: Vec<_> = (1..=1000).map(|i| record(i, 64 * 1024)).collect();
+        let (rows, next) = bound_page(big, 1000);
+        let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
+        assert!(bytes <= PAGE_BYTES && rows.len() < 1000, "{bytes}");
+        assert_eq!(next, rows.last().unwrap().id);
+        // One row larger than the budget still goes out alone, so a listing always moves on.
+        let (rows, next) = bound_page(vec![record(7, PAGE_BYTES + 1), record(8, 1)], 1000);
+        assert_eq!((rows.len(), next), (1, 7));
+    }
+}
