@@ -184,16 +184,10 @@ impl Approvals {
         }
     }
 
-    /// Every approval `all` selects; for the daemon's own use (resuming), never for a
-    /// reply: replies are paged ([`Approvals::page`]).
-    pub fn list(&self, all: bool) -> Result<Vec<Approval>, Error> {
-        self.mark_orphans().map_err(Error::failed)?;
-        let filter = if all {
-            ListFilter::All
-        } else {
-            ListFilter::Pending
-        };
-        self.with_store(|s| s.list(filter)).map_err(Error::failed)
+    /// Approvals recorded as approved but not finished (the daemon died in between).
+    pub fn approved(&self) -> Result<Vec<Approval>, Error> {
+        self.with_store(|s| s.list(ListFilter::Approved))
+            .map_err(Error::failed)
     }
 
     /// One page of a listing: up to `limit` approvals with ids above `after`, oldest first.

@@ -396,7 +396,7 @@ impl Hive {
     /// killed in between) is applied now: the admin's decision stands. Applying is
     /// idempotent (the spec converges), so a change already written is not doubled.
     pub async fn resume_approved(&self) {
-        let all = match self.approvals.list(true) {
+        let all = match self.approvals.approved() {
             Ok(all) => all,
             Err(e) => {
                 log::error!("reading approvals to resume: {e}");

@@ -323,6 +323,13 @@ impl Store {
                 None,
             ),
             ListFilter::All => (format!("SELECT {COLUMNS} FROM approvals ORDER BY id"), None),
+            ListFilter::Approved => (
+                format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = '{}' ORDER BY id",
+                    Status::Approved.as_str()
+                ),
+                None,
+            ),
             ListFilter::Agent(a) => (
                 format!("SELECT {COLUMNS} FROM approvals WHERE agent = ?1 ORDER BY id"),
                 Some(a.as_str()),
@@ -359,6 +366,14 @@ impl Store {
             ),
             ListFilter::All => (
                 format!("SELECT {COLUMNS} FROM approvals WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                None,
+            ),
+            ListFilter::Approved => (
+                format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = '{}' AND id > ?1 \
+                     ORDER BY id LIMIT ?2",
+                    Status::Approved.as_str()
+                ),
                 None,
             ),
             ListFilter::Agent(a) => (

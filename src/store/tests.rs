@@ -838,3 +838,27 @@ fn failing_an_agents_pending_approvals_keeps_them_and_touches_no_other() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn the_approved_filter_finds_only_what_a_restart_must_resume() {
+    let dir = TempDir::new("approved");
+    let mut store = Store::open(dir.db()).unwrap();
+    let alice = name("alice");
+    for i in 0..6 {
+        store.request(&alice, "k", &format!("{i}")).unwrap();
+    }
+    store.decide(2, Decision::Approve, "uid 0", None).unwrap();
+    store.decide(4, Decision::Approve, "uid 0", None).unwrap();
+    store.finish(4, Outcome::Applied).unwrap();
+    store.decide(5, Decision::Deny, "uid 0", None).unwrap();
+    let ids = |v: Vec<Approval>| v.iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(ListFilter::Approved).unwrap()), [2]);
+    assert_eq!(
+        ids(store.list_page(ListFilter::Approved, 0, 10).unwrap()),
+        [2]
+    );
+    assert!(store
+        .list_page(ListFilter::Approved, 2, 10)
+        .unwrap()
+        .is_empty());
+}
