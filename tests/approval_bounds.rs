@@ -559,3 +559,65 @@ fn sixteen_connections_flooding_for_30_s_are_throttled_and_admins_are_answered()
          hive-c0re RSS {rss_before} → {rss_after} kB"
     );
 }
+
+#[test]
+fn listings_are_paged_behind_the_scenes_and_no_reply_nears_the_bus_limit() {
+    let h = hive();
+    // 2,600 decided rows, every tenth with 60 KiB of payload as a store from before the
+    // payload cap may hold: 6 MB in the first thousand, more than one reply may carry.
+    let sql = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < 2600) \
+        INSERT INTO approvals (agent, kind, payload, status, created_at) \
+        SELECT 'a' || (i % 7), 'spec_change', \
+        CASE WHEN i % 10 = 0 THEN '{\"env\":{\"K\":\"' || printf('%.*c', 61440, 'x') || '\"}}' \
+        ELSE '{\"env\":{\"K' || i || '\":\"v\"}}' END, 'denied', 1700000000000000 + i FROM n;";
+    h.run_ok(&[
+        "sqlite3",
+        "-cmd",
+        ".timeout 5000",
+        "/var/lib/hyperhive/hive.sqlite",
+        sql,
+    ]);
+    let listed = approvals(&h, true);
+    assert_eq!(listed.len(), 2600, "every row, through several pages");
+    assert!(listed
+        .windows(2)
+        .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()));
+    let table = h.hivectl_ok(&["approvals", "--all"]);
+    assert!(
+        table.ends_with("2600 approvals listed."),
+        "{}",
+        &table[table.len() - 80..]
+    );
+
+    // Each reply is bounded: the old call gives the first page only, and a page of big
+    // rows is cut by bytes with the id to go on from.
+    let call = |args: &[&str]| {
+        let mut argv = vec![
+            "busctl",
+            "--json=short",
+            "call",
+            "org.hyperhive.Hive1",
+            "/org/hyperhive/hive1",
+            "org.hyperhive.Hive1.Manager",
+        ];
+        argv.extend_from_slice(args);
+        let out = h.run_ok(&argv);
+        (out.len(), serde_json::from_str::<Value>(&out).unwrap())
+    };
+    let (size, first) = call(&["ListApprovals", "b", "true"]);
+    let rows = first["data"][0].as_array().unwrap().len();
+    assert!(
+        rows <= 1000 && size < 5 * 1024 * 1024,
+        "{rows} rows, {size} bytes"
+    );
+    let (size, page) = call(&["ListApprovalsPage", "bxu", "true", "0", "0"]);
+    let rows = page["data"][0].as_array().unwrap();
+    let next = page["data"][1].as_i64().unwrap();
+    assert!(rows.len() < 1000, "cut by bytes: {} rows", rows.len());
+    assert!(size < 5 * 1024 * 1024, "{size} bytes");
+    assert_eq!(next, rows.last().unwrap()[0].as_i64().unwrap());
+    // The last page says there is no more.
+    let (_, last) = call(&["ListApprovalsPage", "bxu", "true", "2590", "0"]);
+    assert_eq!(last["data"][0].as_array().unwrap().len(), 10);
+    assert_eq!(last["data"][1], 0);
+}
