@@ -38,10 +38,16 @@ pub enum Event {
     ReconcileFinished,
     /// Reconcile could not bring one agent to its spec (`HIVE_ERROR=` says why).
     ReconcileFailed,
+    /// An agent's request was refused at the door (`HIVE_ERROR=` says why); nothing stored.
+    ApprovalRefused,
+    /// An agent sends faster than its rate allows; its connections are slowed down.
+    AgentThrottled,
+    /// The approvals store cannot be used; agents and the lifecycle API go on without it.
+    StoreUnavailable,
 }
 
 impl Event {
-    pub const ALL: [Event; 19] = [
+    pub const ALL: [Event; 22] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -61,6 +67,9 @@ impl Event {
         Event::ReconcileStarted,
         Event::ReconcileFinished,
         Event::ReconcileFailed,
+        Event::ApprovalRefused,
+        Event::AgentThrottled,
+        Event::StoreUnavailable,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -85,6 +94,9 @@ impl Event {
             Event::ReconcileStarted => "reconcile_started",
             Event::ReconcileFinished => "reconcile_finished",
             Event::ReconcileFailed => "reconcile_failed",
+            Event::ApprovalRefused => "approval_refused",
+            Event::AgentThrottled => "agent_throttled",
+            Event::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -109,15 +121,20 @@ impl Event {
             Event::ReconcileStarted => "b0a2332afc574bd9b4c2b8b1fe5c4512",
             Event::ReconcileFinished => "559b7c22307e4401993bd8b506b681c6",
             Event::ReconcileFailed => "fc655f64c8fd4b7faab3b0aed80ea0ee",
+            Event::ApprovalRefused => "e4b9a9b12535439c8012e2f9f948763a",
+            Event::AgentThrottled => "0f0835a15ad345ef9c6eb97f36cba994",
+            Event::StoreUnavailable => "5fda441d0693453e89eea15aa2bb6a5e",
         }
     }
 
     fn level(self) -> Level {
         match self {
-            Event::CrashLoop => Level::Error,
+            Event::CrashLoop | Event::StoreUnavailable => Level::Error,
             Event::ContainerCrash
             | Event::HarnessCrash
             | Event::ApprovalFailed
+            | Event::ApprovalRefused
+            | Event::AgentThrottled
             | Event::ReconcileFailed => Level::Warn,
             _ => Level::Info,
         }

@@ -19,6 +19,13 @@ pub trait Manager {
     fn rebuild_agent(&self, name: &str) -> zbus::Result<String>;
     fn destroy_agent(&self, name: &str, purge: bool) -> zbus::Result<()>;
     fn list_approvals(&self, all: bool) -> zbus::Result<Vec<super::ApprovalRecord>>;
+    fn list_approvals_page(
+        &self,
+        all: bool,
+        after: i64,
+        limit: u32,
+    ) -> zbus::Result<(Vec<super::ApprovalRecord>, i64)>;
+    fn show_approval(&self, id: i64) -> zbus::Result<String>;
     fn get_approval(&self, id: i64) -> zbus::Result<super::ApprovalRecord>;
     fn approve(&self, id: i64, note: &str) -> zbus::Result<super::ApprovalRecord>;
     fn deny(&self, id: i64, note: &str) -> zbus::Result<super::ApprovalRecord>;

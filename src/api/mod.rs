@@ -36,7 +36,7 @@ impl Error {
     }
 }
 
-/// An approval as the API carries it (D-Bus signature `(xsssssssxxx)`): the store's row
+/// An approval as the API carries it (D-Bus signature `(xssssssxxx)`): the store's row
 /// with absent values as "" and 0, so every field has a fixed D-Bus type.
 #[derive(
     Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, zbus::zvariant::Type,

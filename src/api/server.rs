@@ -54,7 +54,9 @@ fn object_path(name: &AgentName) -> OwnedObjectPath {
 /// The group whose members may see and decide approvals (units/sysusers.d).
 pub const ADMIN_GROUP: &str = "hive-admin";
 
-/// The caller's uid and groups, as the bus daemon knows them.
+/// The caller's uid and supplementary groups, as the bus daemon knows them. Only the
+/// bus's word counts: the caller's /proc entry is the caller's to change (a setgid exec,
+/// a pid reused), so a bus that does not pass groups on leaves a non-root caller with none.
 async fn caller(
     conn: &Connection,
     header: &Header<'_>,
@@ -71,15 +73,7 @@ async fn caller(
     let uid = creds.unix_user_id().ok_or_else(|| {
         Error::AccessDenied(format!("{what}: the bus did not say who the caller is"))
     })?;
-    let groups = match creds.unix_group_ids() {
-        Some(g) => g.clone(),
-        // Older bus daemons do not pass groups on: read them from the caller's process.
-        None => creds
-            .process_id()
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-            .map(|s| groups_from_status(&s))
-            .unwrap_or_default(),
-    };
+    let groups = creds.unix_group_ids().cloned().unwrap_or_default();
     Ok((uid, groups))
 }
 
@@ -107,10 +101,7 @@ async fn require_admin(
     if uid == 0 {
         return Ok("uid 0".into());
     }
-    let admin_gid = std::fs::read_to_string("/etc/group")
-        .ok()
-        .and_then(|g| group_gid(&g, ADMIN_GROUP));
-    match admin_gid {
+    match admin_gid() {
         Some(gid) if groups.contains(&gid) => Ok(format!("uid {uid}")),
         _ => Err(Error::AccessDenied(format!(
             "{what}: only root and members of {ADMIN_GROUP} may do this (caller uid {uid})"
@@ -118,29 +109,81 @@ async fn require_admin(
     }
 }
 
-/// A group's gid from /etc/group text.
-pub fn group_gid(etc_group: &str, name: &str) -> Option<u32> {
-    etc_group.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then_some(())?;
-        f.nth(1)?.parse().ok()
-    })
+/// The gid of [`ADMIN_GROUP`], looked up through NSS (getgrnam_r), so groups from LDAP,
+/// sssd or systemd-userdb count as /etc/group's do.
+fn admin_gid() -> Option<u32> {
+    match nix::unistd::Group::from_name(ADMIN_GROUP) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("looking up group {ADMIN_GROUP}: {e}");
+            None
+        }
+    }
 }
 
-/// Supplementary groups from /proc/<pid>/status ("Groups:\t10 27 ...").
-pub fn groups_from_status(status: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+fn check_note(note: &str) -> Result<(), Error> {
+    if note.len() > MAX_NOTE {
+        return Err(Error::InvalidArgument(format!(
+            "note of {} bytes: at most {MAX_NOTE}",
+            note.len()
+        )));
+    }
+    Ok(())
 }
+
+/// Most approvals one reply carries.
+pub const PAGE_ROWS: u32 = 1000;
+
+/// Most text one reply carries (payloads, notes, …), far below the bus's message limit
+/// (32 MiB on the system bus by default): a page ends early once its rows reach it.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Cuts `rows` to at most [`PAGE_BYTES`] of text (always keeping one row), and returns
+/// the id to continue after, or 0 when the listing is done.
+pub fn bound_page(mut rows: Vec<ApprovalRecord>, asked: usize) -> (Vec<ApprovalRecord>, i64) {
+    let size = |r: &ApprovalRecord| {
+        r.agent.len()
+            + r.kind.len()
+            + r.payload.len()
+            + r.status.len()
+            + r.note.len()
+            + r.decided_by.len()
+            + 64
+    };
+    let mut total = 0;
+    let mut keep = rows.len();
+    for (i, r) in rows.iter().enumerate() {
+        total += size(r);
+        if total > PAGE_BYTES && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    let cut = keep < rows.len();
+    rows.truncate(keep);
+    let next = if cut || (asked > 0 && rows.len() >= asked) {
+        rows.last().map_or(0, |r| r.id)
+    } else {
+        0
+    };
+    (rows, next)
+}
+
+/// The longest note an admin may give with a decision.
+pub const MAX_NOTE: usize = 1024;
 
 impl Manager {
+    fn page(&self, all: bool, after: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
+        Ok(self
+            .hive
+            .approvals
+            .page(all, after, limit as usize)?
+            .iter()
+            .map(ApprovalRecord::from)
+            .collect())
+    }
+
     /// Exports the agent's object if it is not yet, announcing it with AgentNew.
     pub async fn export_agent(
         server: &ObjectServer,
@@ -295,8 +338,9 @@ impl Manager {
         Ok(())
     }
 
-    /// Approvals, oldest first: pending ones, or `all` of them. Pending approvals whose
-    /// agent's state dir is gone are marked failed first.
+    /// The first page of approvals, oldest first: pending ones, or `all` of them; at most
+    /// [`PAGE_ROWS`] rows and about [`PAGE_BYTES`] of text. ListApprovalsPage reads on.
+    /// Pending approvals whose agent's state dir is gone are marked failed first.
     async fn list_approvals(
         &self,
         all: bool,
@@ -304,13 +348,29 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<ApprovalRecord>, Error> {
         require_admin(conn, &header, "list approvals").await?;
-        Ok(self
-            .hive
-            .approvals
-            .list(all)?
-            .iter()
-            .map(ApprovalRecord::from)
-            .collect())
+        let rows = self.page(all, 0, PAGE_ROWS)?;
+        Ok(bound_page(rows, PAGE_ROWS as usize).0)
+    }
+
+    /// Up to `limit` approvals (at most [`PAGE_ROWS`]; 0 means that many) with an id above
+    /// `after`, oldest first, and the id to pass as `after` for the next page, or 0 when
+    /// there is none.
+    async fn list_approvals_page(
+        &self,
+        all: bool,
+        after: i64,
+        limit: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(Vec<ApprovalRecord>, i64), Error> {
+        require_admin(conn, &header, "list approvals").await?;
+        let limit = if limit == 0 {
+            PAGE_ROWS
+        } else {
+            limit.min(PAGE_ROWS)
+        };
+        let rows = self.page(all, after, limit)?;
+        Ok(bound_page(rows, limit as usize))
     }
 
     async fn get_approval(
@@ -323,6 +383,19 @@ impl Manager {
         Ok(ApprovalRecord::from(&self.hive.approvals.get(id)?))
     }
 
+    /// What approving `id` would do, as JSON: the record, who asked and when, the spec
+    /// diff, and the plan of the rebuild (host checks, units, property diff). Reads only.
+    async fn show_approval(
+        &self,
+        id: i64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        require_admin(conn, &header, &format!("show approval {id}")).await?;
+        let view = self.hive.show_approval(id).await?;
+        Ok(serde_json::to_string(&view).expect("views serialize"))
+    }
+
     /// Approves and applies; returns the approval as it ended (applied or failed).
     async fn approve(
         &self,
@@ -332,6 +405,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ApprovalRecord, Error> {
         let by = require_admin(conn, &header, &format!("approve {id}")).await?;
+        check_note(note)?;
         let note = (!note.is_empty()).then_some(note);
         Ok(ApprovalRecord::from(
             &self.hive.approve(id, &by, note).await?,
@@ -346,6 +420,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ApprovalRecord, Error> {
         let by = require_admin(conn, &header, &format!("deny {id}")).await?;
+        check_note(note)?;
         let note = (!note.is_empty()).then_some(note);
         Ok(ApprovalRecord::from(&self.hive.deny(id, &by, note).await?))
     }
@@ -409,4 +484,43 @@ impl Manager {
         name: &str,
         path: ObjectPath<'_>,
     ) -> zbus::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: i64, payload_len: usize) -> ApprovalRecord {
+        ApprovalRecord {
+            id,
+            agent: "alice".into(),
+            kind: "spec_change".into(),
+            payload: "x".repeat(payload_len),
+            status: "pending".into(),
+            note: String::new(),
+            decided_by: String::new(),
+            created_at: 1,
+            decided_at: 0,
+            finished_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_page_ends_at_its_row_count_or_its_byte_budget() {
+        // Fewer rows than asked: the listing is done.
+        let (rows, next) = bound_page((1..=3).map(|i| record(i, 10)).collect(), 5);
+        assert_eq!((rows.len(), next), (3, 0));
+        // As many as asked: there may be more, continue after the last.
+        let (rows, next) = bound_page((1..=5).map(|i| record(i, 10)).collect(), 5);
+        assert_eq!((rows.len(), next), (5, 5));
+        // Rows of 64 KiB (older than the 4 KiB cap): cut at about PAGE_BYTES.
+        let big: Vec<_> = (1..=1000).map(|i| record(i, 64 * 1024)).collect();
+        let (rows, next) = bound_page(big, 1000);
+        let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
+        assert!(bytes <= PAGE_BYTES && rows.len() < 1000, "{bytes}");
+        assert_eq!(next, rows.last().unwrap().id);
+        // One row larger than the budget still goes out alone, so a listing always moves on.
+        let (rows, next) = bound_page(vec![record(7, PAGE_BYTES + 1), record(8, 1)], 1000);
+        assert_eq!((rows.len(), next), (1, 7));
+    }
 }

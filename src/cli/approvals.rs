@@ -1,6 +1,8 @@
 //! `hivectl approvals`, `approve`, `deny`: through the daemon, which owns the store and
 //! checks the caller (root or hive-admin).
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use super::render::{format_usec, table};
@@ -18,6 +20,10 @@ pub struct ListArgs {
     /// Do not print the header and footer
     #[arg(long)]
     pub no_legend: bool,
+    /// Show one approval in full before deciding: who asked and when, the spec it would
+    /// make (as a diff), the unit properties that would change, and the host checks
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub show: Option<i64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,12 +53,53 @@ fn to_json(records: &[ApprovalRecord]) -> serde_json::Value {
     serde_json::Value::Array(items)
 }
 
+/// Every approval the listing selects, a page at a time, handed to `each` as the pages
+/// come; no reply holds more than one page.
+async fn pages(
+    manager: &crate::api::client::ManagerProxy<'_>,
+    all: bool,
+    mut each: impl FnMut(Vec<ApprovalRecord>) -> Result<()>,
+) -> Result<()> {
+    let mut after = 0;
+    loop {
+        let (rows, next) = manager.list_approvals_page(all, after, 0).await?;
+        each(rows)?;
+        if next <= after {
+            return Ok(());
+        }
+        after = next;
+    }
+}
+
 pub async fn list(t: &Target, a: ListArgs) -> Result<()> {
-    let records = t.manager().await?.list_approvals(a.all).await?;
+    let manager = t.manager().await?;
+    if let Some(id) = a.show {
+        return show(&manager, id, a.json).await;
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&records))?);
+        // Streamed: one page in memory at a time, however many rows there are.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut first = true;
+        write!(out, "[")?;
+        pages(&manager, a.all, |rows| {
+            for item in to_json(&rows).as_array().into_iter().flatten() {
+                write!(out, "{}\n  ", if first { "" } else { "," })?;
+                serde_json::to_writer(&mut out, item)?;
+                first = false;
+            }
+            Ok(())
+        })
+        .await?;
+        writeln!(out, "{}]", if first { "" } else { "\n" })?;
+        out.flush()?;
         return Ok(());
     }
+    let mut records = Vec::new();
+    pages(&manager, a.all, |rows| {
+        records.extend(rows);
+        Ok(())
+    })
+    .await?;
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -123,4 +170,66 @@ pub async fn deny(t: &Target, a: DecideArgs) -> Result<()> {
         .deny(a.id, a.note.as_deref().unwrap_or(""))
         .await?;
     report(&r, a.json)
+}
+
+async fn show(manager: &crate::api::client::ManagerProxy<'_>, id: i64, json: bool) -> Result<()> {
+    let text = manager.show_approval(id).await?;
+    let view: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("reading approval {id}: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render_view(&view));
+    }
+    Ok(())
+}
+
+/// The per-approval view as text: the record, the spec diff, then what `hivectl plan`
+/// shows for the rebuild the approval would make (its renderer, unchanged).
+pub fn render_view(v: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let a = &v["approval"];
+    let mut out = format!(
+        "approval {} ({}): {} asked by agent {} at {}\n",
+        a["id"],
+        s(&a["status"]),
+        s(&a["kind"]),
+        s(&a["agent"]),
+        format_usec(a["created_at"].as_u64().unwrap_or(0))
+    );
+    out.push_str(&format!("  request: {}\n", a["payload"]));
+    if let Some(by) = a["decided_by"].as_str().filter(|b| !b.is_empty()) {
+        out.push_str(&format!(
+            "  decided by {by} at {}\n",
+            format_usec(a["decided_at"].as_u64().unwrap_or(0))
+        ));
+    }
+    if let Some(note) = a["note"].as_str().filter(|n| !n.is_empty()) {
+        out.push_str(&format!("  note: {note}\n"));
+    }
+    if let Some(refused) = v["refused"].as_str() {
+        out.push_str(&format!("  would be refused now: {refused}\n"));
+        return out;
+    }
+    out.push_str("spec diff:\n");
+    for line in v["spec_diff"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {}\n", line.as_str().unwrap_or("")));
+    }
+    out.push_str("host checks:\n");
+    for c in v["plan"]["checks"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            s(&c["verdict"]),
+            s(&c["what"]),
+            s(&c["detail"])
+        ));
+    }
+    // The rest as `hivectl plan` renders it: the headline and the property diff. Checks
+    // are above in full (plan lists only those not ok); the unit listings stay in --json.
+    let mut plan = v["plan"].clone();
+    plan["checks"] = serde_json::json!([]);
+    plan["units"] = serde_json::json!([]);
+    out.push_str("if approved:\n");
+    out.push_str(&super::reconcile::render_plans(std::slice::from_ref(&plan)));
+    out
 }

@@ -26,7 +26,7 @@ pub struct CreateArgs {
     pub path: Vec<PathBuf>,
     /// An extra bind, nspawn style; escape ':' in a path as '\:' (repeatable)
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
-    pub bind: Vec<String>,
+    pub bind: Vec<std::ffi::OsString>,
     /// An environment variable for the container (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -104,12 +104,16 @@ impl CreateArgs {
             .transpose()
             .map_err(BadInput)?;
         flags.memory_max = self.memory_max.clone().map(crate::spec::size::Size::Text);
+        // Taken as raw bytes so that one not valid UTF-8 is a one-line refusal (exit 2).
         flags.bind = self
             .bind
             .iter()
-            .cloned()
-            .map(crate::spec::bind::BindEntry::Short)
-            .collect();
+            .map(|b| {
+                b.to_str()
+                    .map(|s| crate::spec::bind::BindEntry::Short(s.to_owned()))
+                    .ok_or_else(|| BadInput(format!("--bind {b:?}: not valid UTF-8")))
+            })
+            .collect::<Result<_, _>>()?;
         for kv in &self.env {
             let (k, v) = kv
                 .split_once('=')

@@ -144,7 +144,8 @@ pub enum Command {
     Status(list::StatusArgs),
     /// Show the agent's journal: daemon events, its container and its harness
     Logs(logs::LogsArgs),
-    /// List approvals agents asked for (pending ones unless --all)
+    /// List approvals agents asked for (pending ones unless --all), or show what approving
+    /// one would do (--show ID)
     Approvals(approvals::ListArgs),
     /// Approve a pending request and apply it (rebuilds the agent)
     Approve(approvals::DecideArgs),

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -14,6 +15,7 @@ use crate::api::{self, Error};
 use crate::journal::{self, Event};
 use crate::paths::Roots;
 use crate::socket::server::Handler;
+use crate::spec::request::{AgentRequest, MAX_PAYLOAD};
 use crate::spec::{AgentName, AgentSpec};
 use crate::store::{
     Approval, DecideError, Decision, FinishError, ListFilter, Outcome, Status, Store, ORPHAN_NOTE,
@@ -22,11 +24,30 @@ use crate::store::{
 /// The kinds of request an agent may make.
 pub const SPEC_CHANGE: &str = "spec_change";
 
+/// Pending approvals one agent may have at once. An agent asks for a change and waits for
+/// an admin; a handful is normal, 32 is more than an admin would read through, and with
+/// [`MAX_PAYLOAD`] it bounds what one agent parks in the store to 128 KiB.
+pub const MAX_PENDING: usize = 32;
+
+/// The note of pending approvals of an agent that was destroyed: they are kept for audit,
+/// and never applied to a later agent of the same name.
+pub const DESTROYED_NOTE: &str = "agent destroyed";
+
+/// How often a broken store is tried again, at most: an admin may repair or restore it
+/// while the daemon runs, and a flood of requests must not turn into a flood of opens.
+const REOPEN_EVERY: Duration = Duration::from_secs(5);
+
 pub struct Approvals {
-    store: Mutex<Store>,
+    store: Mutex<Slot>,
     roots: Roots,
     /// For AgentNew-style signals on changes that start outside a D-Bus call.
     conn: zbus::Connection,
+}
+
+/// The store, or why it cannot be used and when that was last tried.
+enum Slot {
+    Open(Store),
+    Broken { why: String, tried: Instant },
 }
 
 fn event(e: Event, a: &Approval, extra: &[(&str, String)], msg: &str) {
@@ -45,17 +66,58 @@ fn event(e: Event, a: &Approval, extra: &[(&str, String)], msg: &str) {
 }
 
 impl Approvals {
-    pub fn open(roots: &Roots, conn: &zbus::Connection) -> Result<Self> {
-        let store = Store::open(roots.store())?;
-        Ok(Self {
-            store: Mutex::new(store),
+    /// Opens the store. A store that cannot be opened (corrupt, unreadable, written by a
+    /// newer hyperhive) does not stop the daemon: agents and the lifecycle API do not need
+    /// it. The problem is journaled, shown in STATUS= (see [`Approvals::problem`]) and
+    /// returned by every approvals call until the store opens again.
+    pub fn open(roots: &Roots, conn: &zbus::Connection) -> Self {
+        let slot = match Store::open(roots.store()) {
+            Ok(store) => Slot::Open(store),
+            Err(e) => {
+                let why = crate::spec::one_line(&format!("{e:#}"));
+                store_unavailable(&why);
+                Slot::Broken {
+                    why,
+                    tried: Instant::now(),
+                }
+            }
+        };
+        Self {
+            store: Mutex::new(slot),
             roots: roots.clone(),
             conn: conn.clone(),
-        })
+        }
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().expect("store lock")
+    /// Runs `f` on the open store, reopening a broken one at most every [`REOPEN_EVERY`].
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        let mut slot = self.store.lock().expect("store lock");
+        if let Slot::Broken { tried, .. } = &*slot {
+            if tried.elapsed() >= REOPEN_EVERY {
+                *slot = match Store::open(self.roots.store()) {
+                    Ok(store) => {
+                        log::info!("store {} opened again", self.roots.store().display());
+                        Slot::Open(store)
+                    }
+                    Err(e) => Slot::Broken {
+                        why: crate::spec::one_line(&format!("{e:#}")),
+                        tried: Instant::now(),
+                    },
+                };
+            }
+        }
+        match &mut *slot {
+            Slot::Open(store) => f(store),
+            Slot::Broken { why, .. } => Err(anyhow::anyhow!("approvals store unavailable: {why}")),
+        }
+    }
+
+    /// Why the store cannot be used, if it cannot (for STATUS=).
+    pub fn problem(&self) -> Option<String> {
+        match self.with_store(|_| Ok(())) {
+            Ok(()) => None,
+            Err(e) => Some(format!("{e:#}")),
+        }
     }
 
     fn signal_changed(&self, a: &Approval) {
@@ -77,42 +139,80 @@ impl Approvals {
     /// Marks pending approvals whose agent's state dir is gone as failed (seed gotcha:
     /// orphans are kept for audit, not deleted) and journals each.
     pub fn mark_orphans(&self) -> Result<()> {
-        let ids = self
-            .store()
-            .mark_orphans(|agent| self.roots.state_dir(agent).is_dir())?;
-        for id in ids {
-            if let Some(a) = self.store().get(id)? {
-                event(
-                    Event::ApprovalFailed,
-                    &a,
-                    &[("HIVE_ERROR", ORPHAN_NOTE.into())],
-                    &format!("approval {id} of agent {}: {ORPHAN_NOTE}", a.agent),
-                );
-                self.signal_changed(&a);
-            }
+        let marked = self.with_store(|s| {
+            let ids = s.mark_orphans(|agent| self.roots.state_dir(agent).is_dir())?;
+            ids.into_iter()
+                .filter_map(|id| s.get(id).transpose())
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for a in marked {
+            event(
+                Event::ApprovalFailed,
+                &a,
+                &[("HIVE_ERROR", ORPHAN_NOTE.into())],
+                &format!("approval {} of agent {}: {ORPHAN_NOTE}", a.id, a.agent),
+            );
+            self.signal_changed(&a);
         }
         Ok(())
     }
 
-    pub fn list(&self, all: bool) -> Result<Vec<Approval>, Error> {
-        self.mark_orphans().map_err(Error::failed)?;
+    /// The agent is being destroyed: its pending approvals end `failed` with the note
+    /// [`DESTROYED_NOTE`], kept for audit, so that none is ever applied to a later agent
+    /// of the same name. A store that cannot be used is logged, not fatal: a destroy must
+    /// go on without it.
+    pub fn agent_destroyed(&self, agent: &AgentName) {
+        let marked = self.with_store(|s| {
+            let ids = s.fail_pending_of(agent, DESTROYED_NOTE)?;
+            ids.into_iter()
+                .filter_map(|id| s.get(id).transpose())
+                .collect::<Result<Vec<_>>>()
+        });
+        match marked {
+            Ok(marked) => {
+                for a in marked {
+                    event(
+                        Event::ApprovalFailed,
+                        &a,
+                        &[("HIVE_ERROR", DESTROYED_NOTE.into())],
+                        &format!("approval {} of agent {}: {DESTROYED_NOTE}", a.id, a.agent),
+                    );
+                    self.signal_changed(&a);
+                }
+            }
+            Err(e) => log::error!("agent {agent}: failing its pending approvals: {e:#}"),
+        }
+    }
+
+    /// Approvals recorded as approved but not finished (the daemon died in between).
+    pub fn approved(&self) -> Result<Vec<Approval>, Error> {
+        self.with_store(|s| s.list(ListFilter::Approved))
+            .map_err(Error::failed)
+    }
+
+    /// One page of a listing: up to `limit` approvals with ids above `after`, oldest first.
+    /// Orphans are marked when a listing starts (`after` 0), not on every page.
+    pub fn page(&self, all: bool, after: i64, limit: usize) -> Result<Vec<Approval>, Error> {
+        if after <= 0 {
+            self.mark_orphans().map_err(Error::failed)?;
+        }
         let filter = if all {
             ListFilter::All
         } else {
             ListFilter::Pending
         };
-        self.store().list(filter).map_err(Error::failed)
+        self.with_store(|s| s.list_page(filter, after, limit))
+            .map_err(Error::failed)
     }
 
     pub fn get(&self, id: i64) -> Result<Approval, Error> {
-        self.store()
-            .get(id)
+        self.with_store(|s| s.get(id))
             .map_err(Error::failed)?
             .ok_or_else(|| Error::NoSuchApproval(format!("no approval with id {id}")))
     }
 
     pub fn pending(&self) -> usize {
-        self.store().count_pending().unwrap_or(0)
+        self.with_store(|s| s.count_pending()).unwrap_or(0)
     }
 
     /// Records an admin's decision; exactly one of two racing decisions wins.
@@ -128,8 +228,8 @@ impl Approvals {
             self.check_can_apply(id)?;
         }
         let a = self
-            .store()
-            .decide(id, decision, by, note)
+            .with_store(|s| Ok(s.decide(id, decision, by, note)))
+            .map_err(Error::failed)?
             .map_err(|e| match e {
                 DecideError::NotFound(id) => {
                     Error::NoSuchApproval(format!("no approval with id {id}"))
@@ -166,7 +266,7 @@ impl Approvals {
     /// the mount under it turned read-only, and once its WAL has wrapped around it rewrites
     /// space it already holds on a full filesystem.
     fn check_can_apply(&self, id: i64) -> Result<(), Error> {
-        let Some(a) = self.store().get(id).map_err(Error::failed)? else {
+        let Some(a) = self.with_store(|s| s.get(id)).map_err(Error::failed)? else {
             // The store's own decide names what is wrong with the id.
             return Ok(());
         };
@@ -174,8 +274,7 @@ impl Approvals {
             return Ok(());
         }
         let pending = |why: String| Error::Failed(format!("approval {id} stays pending: {why}"));
-        self.store()
-            .writable()
+        self.with_store(|s| s.writable())
             .map_err(|e| pending(format!("{e:#}")))?;
         // A change that no longer lays over the agent's spec is applying's to report: the
         // approval then fails with the reason, as before.
@@ -203,15 +302,20 @@ impl Approvals {
             Outcome::Failed(e) => Some(e.clone()),
             Outcome::Applied => None,
         };
-        let a = self.store().finish(id, outcome).map_err(|e| match e {
-            FinishError::NotFound(id) => Error::NoSuchApproval(format!("no approval with id {id}")),
-            FinishError::NotApproved { id, status } => {
-                Error::AlreadyDecided(format!("approval {id} is {status}, not approved"))
-            }
-            FinishError::Store(e) => {
-                Error::failed(e.context(format!("recording the outcome of approval {id}")))
-            }
-        })?;
+        let a = self
+            .with_store(|s| Ok(s.finish(id, outcome)))
+            .map_err(Error::failed)?
+            .map_err(|e| match e {
+                FinishError::NotFound(id) => {
+                    Error::NoSuchApproval(format!("no approval with id {id}"))
+                }
+                FinishError::NotApproved { id, status } => {
+                    Error::AlreadyDecided(format!("approval {id} is {status}, not approved"))
+                }
+                FinishError::Store(e) => {
+                    Error::failed(e.context(format!("recording the outcome of approval {id}")))
+                }
+            })?;
         match failed {
             None => event(
                 Event::ApprovalApplied,
@@ -230,19 +334,62 @@ impl Approvals {
         Ok(a)
     }
 
-    fn request(&self, agent: &AgentName, kind: &str, payload: &Value) -> Result<Approval> {
-        if kind != SPEC_CHANGE {
-            anyhow::bail!("unknown request kind {kind:?} (known: {SPEC_CHANGE})");
+    /// An agent's request, refused at the door unless it is within what an agent may ask
+    /// for (docs/approvals.md): a known kind, a payload of at most [`MAX_PAYLOAD`] bytes of
+    /// allowlisted fields whose bind sources pass the host checks, and room under the
+    /// agent's [`MAX_PENDING`]. An identical pending request is answered with its id.
+    /// Every refusal is one line, journaled as `approval_refused`.
+    fn request(&self, agent: &AgentName, kind: &str, payload: &Value) -> Result<i64, String> {
+        match self.request_inner(agent, kind, payload) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                let why = crate::spec::one_line(&format!("{e:#}"));
+                let why = if why.starts_with(&format!("agent {agent}")) {
+                    why
+                } else {
+                    format!("agent {agent}: {why}")
+                };
+                journal::emit(
+                    Event::ApprovalRefused,
+                    Some(agent),
+                    Some(&agent.container_unit()),
+                    &[
+                        ("HIVE_APPROVAL_KIND", shown_kind(kind)),
+                        ("HIVE_ERROR", why.clone()),
+                    ],
+                    &format!("request refused: {why}"),
+                );
+                Err(why)
+            }
         }
-        // Refuse what could never be applied now, rather than leave it for an admin.
-        let change = AgentSpec::change_from_json(payload).map_err(anyhow::Error::msg)?;
+    }
+
+    fn request_inner(&self, agent: &AgentName, kind: &str, payload: &Value) -> Result<i64> {
+        if kind != SPEC_CHANGE {
+            anyhow::bail!(
+                "unknown request kind {} (known: {SPEC_CHANGE})",
+                shown_kind(kind)
+            );
+        }
+        let text = payload.to_string();
+        if text.len() > MAX_PAYLOAD {
+            anyhow::bail!(
+                "request of {} bytes refused: a request may hold at most {MAX_PAYLOAD} bytes",
+                text.len()
+            );
+        }
+        // Refuse what an agent may not ask for, or what could never be applied now, rather
+        // than leave it for an admin.
+        let req = AgentRequest::parse(payload).map_err(anyhow::Error::msg)?;
         let current =
             super::hive::load_spec(&self.roots, agent).map_err(|e| anyhow::anyhow!("{e}"))?;
-        current.with_change(&change).map_err(anyhow::Error::msg)?;
-        let a = self
-            .store()
-            .request(agent, kind, &payload.to_string())
+        super::request_checks::check(&req, &current, &self.roots).map_err(anyhow::Error::msg)?;
+        let (a, new) = self
+            .with_store(|s| s.request_bounded(agent, kind, &text, MAX_PENDING))
             .with_context(|| format!("agent {agent}: recording the request"))?;
+        if !new {
+            return Ok(a.id);
+        }
         event(
             Event::ApprovalRequested,
             &a,
@@ -265,20 +412,55 @@ impl Approvals {
                 )
                 .await;
         });
-        Ok(a)
+        Ok(a.id)
     }
+}
+
+/// A kind as a log line may show it: an agent chose it.
+fn shown_kind(kind: &str) -> String {
+    let mut s: String = kind
+        .chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect();
+    if kind.chars().count() > 64 {
+        s.push('…');
+    }
+    format!("\"{s}\"")
+}
+
+/// Emits the journal entry for a store that cannot be used.
+fn store_unavailable(why: &str) {
+    journal::emit(
+        Event::StoreUnavailable,
+        None,
+        None,
+        &[("HIVE_ERROR", why.to_owned())],
+        &format!(
+            "approvals store unavailable, agents and the lifecycle API go on without it: {why}"
+        ),
+    );
 }
 
 /// The spec applying `a` would write, if its change still lays over the agent's spec.
 fn new_spec(roots: &Roots, a: &Approval) -> Option<String> {
-    if a.kind != SPEC_CHANGE {
-        return None;
-    }
-    let payload: Value = serde_json::from_str(&a.payload).ok()?;
-    let change = AgentSpec::change_from_json(&payload).ok()?;
-    let current = super::hive::load_spec(roots, &a.agent).ok()?;
-    let spec = current.with_change(&change).ok()?;
+    let (_, spec) = requested_spec(roots, a).ok()?;
     Some(spec.to_file().to_toml())
+}
+
+/// The agent's spec now and the spec approving `a` would make of it, checked as the
+/// request was when the agent made it (the allowlist, the limits, the bind sources on the
+/// host as they are now). Applying uses this, so a request that no longer passes fails.
+pub fn requested_spec(roots: &Roots, a: &Approval) -> Result<(AgentSpec, AgentSpec), String> {
+    if a.kind != SPEC_CHANGE {
+        return Err(format!("unknown request kind {}", shown_kind(&a.kind)));
+    }
+    let payload: Value =
+        serde_json::from_str(&a.payload).map_err(|e| format!("reading the request: {e}"))?;
+    let req = AgentRequest::parse(&payload)?;
+    let current = super::hive::load_spec(roots, &a.agent).map_err(|e| e.to_string())?;
+    let spec = super::request_checks::check(&req, &current, roots)?;
+    Ok((current, spec))
 }
 
 /// Writes `data` to a new or truncated file at `path` and syncs it, as applying writes a
@@ -302,7 +484,5 @@ impl Handler for Approvals {
         payload: &Value,
     ) -> Result<i64, String> {
         self.request(agent, kind, payload)
-            .map(|a| a.id)
-            .map_err(|e| format!("{e:#}"))
     }
 }

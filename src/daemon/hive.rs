@@ -117,10 +117,15 @@ impl Hive {
             .count();
         let failed = units.iter().filter(|u| u.3 == "failed").count();
         let restarting = units.iter().filter(|u| u.4 == "auto-restart").count();
-        let status = format!(
-            "{running} agents running, {failed} failed, {restarting} restarting, {} approvals pending",
-            self.pending_approvals()
-        );
+        let status = match self.approvals.problem() {
+            None => format!(
+                "{running} agents running, {failed} failed, {restarting} restarting, {} approvals pending",
+                self.pending_approvals()
+            ),
+            Some(problem) => format!(
+                "{running} agents running, {failed} failed, {restarting} restarting; {problem}"
+            ),
+        };
         super::notify(&[sd_notify::NotifyState::Status(&status)]);
     }
 
@@ -374,16 +379,10 @@ impl Hive {
     }
 
     async fn apply(&self, a: &Approval) -> Result<()> {
-        if a.kind != super::approvals::SPEC_CHANGE {
-            return Err(anyhow!("unknown request kind {:?}", a.kind));
-        }
         let name = &a.agent;
-        let payload: serde_json::Value =
-            serde_json::from_str(&a.payload).context("reading the request")?;
-        let change = AgentSpec::change_from_json(&payload).map_err(anyhow::Error::msg)?;
         let _guard = self.lock(name).await;
-        let current = self.load_spec(name).map_err(|e| anyhow!("{e}"))?;
-        let spec = current.with_change(&change).map_err(anyhow::Error::msg)?;
+        let (_, spec) =
+            super::approvals::requested_spec(&self.host.roots, a).map_err(anyhow::Error::msg)?;
         preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
         let saved = self.host.roots.saved_spec(name);
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
@@ -397,7 +396,7 @@ impl Hive {
     /// killed in between) is applied now: the admin's decision stands. Applying is
     /// idempotent (the spec converges), so a change already written is not doubled.
     pub async fn resume_approved(&self) {
-        let all = match self.approvals.list(true) {
+        let all = match self.approvals.approved() {
             Ok(all) => all,
             Err(e) => {
                 log::error!("reading approvals to resume: {e}");
@@ -447,6 +446,9 @@ impl Hive {
         self.wait_unloaded(&unit).await.map_err(Error::failed)?;
         self.sockets.unregister(name);
         self.stop_harness_watch(name);
+        // With its socket gone the agent cannot ask again; what it asked is failed before
+        // its spec goes, so a later agent of this name never inherits it.
+        self.approvals.agent_destroyed(name);
         remove_if_present(&roots.saved_spec(name)).map_err(Error::failed)?;
         failpoint::hit("destroy:spec-removed");
         // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it

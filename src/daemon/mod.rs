@@ -1,10 +1,12 @@
 //! hive-c0re: wires systemd, the API and the agents together.
 
+mod approval_view;
 pub mod approvals;
 mod crash;
 mod hive;
 pub mod preflight;
 mod reconcile;
+pub mod request_checks;
 mod watch;
 
 pub use hive::{Hive, Outcome};
@@ -94,7 +96,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .context("connecting to the system bus")?;
     let sd = Systemd::manager(&conn).await?;
     let roots = host.roots.clone();
-    let approvals = Arc::new(approvals::Approvals::open(&roots, &conn)?);
+    let approvals = Arc::new(approvals::Approvals::open(&roots, &conn));
     let hive = Arc::new(Hive::new(
         host,
         sd.clone(),

@@ -430,6 +430,64 @@ impl Hive {
         Ok(out)
     }
 
+    /// What approving a change that makes `spec` would do, as `hivectl plan` shows a
+    /// rebuild: the checks of the new spec, its units, and the diff of its container
+    /// unit's properties against the live one. `extra` checks (the requested binds' own)
+    /// come first. Reads only.
+    pub async fn plan_spec(&self, spec: &AgentSpec, extra: Vec<Check>) -> Result<AgentPlan, Error> {
+        let name = &spec.name;
+        let container = plan::container_unit(spec, &self.host);
+        let harness = plan::harness_unit(spec, &self.host);
+        let status = self
+            .sd
+            .status(&container.unit)
+            .await
+            .map_err(Error::failed)?
+            .filter(|s| s.load_state != "not-found");
+        let live = status.as_ref().map(|l| LiveView {
+            unit: name.container_unit(),
+            state: format!("{}/{}", l.active_state, l.sub_state),
+            plan: l.plan_hash().map(str::to_owned),
+        });
+        let live_plan = live.as_ref().and_then(|l| l.plan.clone());
+        let action = match (&live, live_plan) {
+            (None, _) => Action::Create,
+            (Some(_), Some(p)) if p == container.hash => Action::Keep,
+            (Some(_), p) => Action::Rebuild {
+                live_plan: p.unwrap_or_else(|| "-".into()),
+            },
+        };
+        let mut changes = Vec::new();
+        if live.is_some() {
+            let defaults = self.unset_defaults().await;
+            if let Some(props) = self
+                .sd
+                .properties(&container.unit)
+                .await
+                .map_err(Error::failed)?
+            {
+                changes = diff::diff(&container.properties, &props, &defaults);
+            }
+        }
+        let mut checks = extra;
+        checks.extend(preflight::checks(spec, &self.host));
+        Ok(AgentPlan {
+            step: Step {
+                agent: name.clone(),
+                plan: Some(container.hash.clone()),
+                action,
+                result: None,
+            },
+            live,
+            checks,
+            units: vec![
+                UnitView::of(&container, "host".into()),
+                UnitView::of(&harness, name.machine()),
+            ],
+            diff: changes,
+        })
+    }
+
     /// What systemd reports for a limit a unit never set, to tell "not set" apart.
     async fn unset_defaults(&self) -> HashMap<&'static str, String> {
         let mut d = HashMap::from([

@@ -159,6 +159,10 @@ pub async fn run(opts: Options) -> Result<i32> {
                         }
                         if let Ok(c) = Client::connect(&opts.socket).await {
                             client = c;
+                            // Ping the new connection at once: waiting a whole period
+                            // after a failed ping would let systemd's watchdog (two
+                            // periods) expire across a mere daemon restart.
+                            tick.reset_immediately();
                         }
                     }
                 }

@@ -3,6 +3,7 @@
 
 pub mod protocol;
 pub mod server;
+pub mod throttle;
 
 pub use server::Sockets;
 

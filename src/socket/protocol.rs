@@ -13,6 +13,11 @@ pub const VERSION: u32 = 1;
 /// the connection is closed, so one agent cannot make the daemon buffer without bound.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Largest `data` of an event, as compact JSON: each event is a journald entry, and the
+/// rate limit (socket::throttle) times this bounds what one agent writes to the journal
+/// (100/s × 4 KiB). A harness reports a few small fields per event.
+pub const MAX_EVENT_DATA: usize = 4 * 1024;
+
 /// Harness → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::protocol::{self, Reply, Request, MAX_LINE};
+use super::throttle::{self, Throttle};
 use super::SOCKET_NAME;
 use crate::journal::{self, Event};
 use crate::spec::AgentName;
@@ -120,6 +121,8 @@ impl Sockets {
 
 async fn accept_loop(listener: UnixListener, agent: AgentName, handler: Arc<dyn Handler>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Shared by the agent's connections: more connections buy no more throughput.
+    let throttle = Arc::new(Throttle::default());
     let mut conns = JoinSet::new();
     loop {
         let stream = match listener.accept().await {
@@ -136,8 +139,9 @@ async fn accept_loop(listener: UnixListener, agent: AgentName, handler: Arc<dyn 
             Ok(permit) => {
                 let agent = agent.clone();
                 let handler = handler.clone();
+                let throttle = throttle.clone();
                 conns.spawn(async move {
-                    if let Err(e) = serve(stream, &agent, handler.as_ref()).await {
+                    if let Err(e) = serve(stream, &agent, handler.as_ref(), &throttle).await {
                         log::debug!("agent {agent}: connection ended: {e}");
                     }
                     drop(permit);
@@ -155,7 +159,12 @@ async fn accept_loop(listener: UnixListener, agent: AgentName, handler: Arc<dyn 
 }
 
 /// Serves one connection until it closes or misbehaves. Nothing here can panic on input.
-async fn serve(stream: UnixStream, agent: &AgentName, handler: &dyn Handler) -> Result<()> {
+async fn serve(
+    stream: UnixStream,
+    agent: &AgentName,
+    handler: &dyn Handler,
+    throttle: &Throttle,
+) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(1024);
@@ -208,19 +217,29 @@ async fn serve(stream: UnixStream, agent: &AgentName, handler: &dyn Handler) -> 
             }
             Ok(Request::Ping {}) => Reply::Pong,
             Ok(Request::Event { name, data }) => {
-                journal::emit(
-                    Event::AgentEvent,
-                    Some(agent),
-                    None,
-                    &[
-                        ("HIVE_AGENT_EVENT", name.clone()),
-                        ("HIVE_DATA", data.to_string()),
-                    ],
-                    &format!("agent {agent}: {name}"),
-                );
-                Reply::Ok
+                slow_down(agent, throttle, throttle::Kind::Event).await;
+                let data = data.to_string();
+                if data.len() > protocol::MAX_EVENT_DATA {
+                    Reply::Error {
+                        error: format!(
+                            "event {name}: data of {} bytes, at most {}",
+                            data.len(),
+                            protocol::MAX_EVENT_DATA
+                        ),
+                    }
+                } else {
+                    journal::emit(
+                        Event::AgentEvent,
+                        Some(agent),
+                        None,
+                        &[("HIVE_AGENT_EVENT", name.clone()), ("HIVE_DATA", data)],
+                        &format!("agent {agent}: {name}"),
+                    );
+                    Reply::Ok
+                }
             }
             Ok(Request::RequestApproval { kind, payload }) => {
+                slow_down(agent, throttle, throttle::Kind::Request).await;
                 match handler.request_approval(agent, &kind, &payload) {
                     Ok(id) => Reply::ApprovalPending { id },
                     Err(error) => Reply::Error { error },
@@ -235,5 +254,35 @@ async fn serve(stream: UnixStream, agent: &AgentName, handler: &dyn Handler) -> 
                 .await?;
             return Ok(());
         }
+    }
+}
+
+/// Waits until the agent's rate allows one more message of `kind`; journals, once, that
+/// the agent is throttled. Nothing more is read from this connection meanwhile.
+async fn slow_down(agent: &AgentName, throttle: &Throttle, kind: throttle::Kind) {
+    let (wait, announce) = throttle.take(kind, std::time::Instant::now());
+    if announce {
+        let rate = throttle.rate(kind);
+        let what = match kind {
+            throttle::Kind::Event => "events",
+            throttle::Kind::Request => "approval requests",
+        };
+        journal::emit(
+            Event::AgentThrottled,
+            Some(agent),
+            None,
+            &[(
+                "HIVE_LIMIT",
+                format!("{} {what}/s, bursts of {}", rate.per_sec, rate.burst),
+            )],
+            &format!(
+                "agent {agent}: throttled: more than {} {what} a second (bursts of {}); \
+                 its socket is read more slowly",
+                rate.per_sec, rate.burst
+            ),
+        );
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }

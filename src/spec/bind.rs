@@ -15,7 +15,10 @@ pub struct Bind {
     pub readonly: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A bind as a spec file or an approval request writes it. Tables refuse keys they do not
+/// know: a bind `{ source = "/", target = "/mnt/docs", why = "docs" }` must not pass with
+/// the key silently dropped, since whoever reads the spec would take it at its word.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum BindEntry {
     Short(String),
@@ -26,6 +29,46 @@ pub enum BindEntry {
         #[serde(default)]
         readonly: bool,
     },
+}
+
+/// The table form, strict about its keys; [`BindEntry`]'s own deserializer picks the form
+/// by the value's shape, so a bad table is told its own error rather than serde's
+/// "did not match any variant".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindTable {
+    source: PathBuf,
+    #[serde(default)]
+    target: Option<PathBuf>,
+    #[serde(default)]
+    readonly: bool,
+}
+
+impl<'de> Deserialize<'de> for BindEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BindEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a bind: \"SRC[:DST[:ro]]\" or a table { source, target, readonly }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BindEntry, E> {
+                Ok(BindEntry::Short(s.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BindEntry, A::Error> {
+                let t = BindTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(BindEntry::Full {
+                    source: t.source,
+                    target: t.target,
+                    readonly: t.readonly,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl From<&Bind> for BindEntry {

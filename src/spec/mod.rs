@@ -5,6 +5,7 @@
 
 pub mod bind;
 mod name;
+pub mod request;
 pub mod size;
 
 pub use bind::Bind;
@@ -16,8 +17,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Container targets hyperhive binds itself; a spec's own binds may not shadow them.
-pub const RESERVED_TARGETS: [&str; 3] = ["/state", "/root/.claude", "/run/hyperhive"];
+/// Container targets hyperhive binds itself; a spec's own binds may not shadow them: the
+/// agent's state, its credentials, its socket, its own bus, and the harness binary.
+pub const RESERVED_TARGETS: [&str; 5] = [
+    "/state",
+    "/root/.claude",
+    "/run/hyperhive",
+    "/run/dbus",
+    "/opt/hyperhive",
+];
 
 /// Capabilities systemd-nspawn would give a container that hyperhive takes away unless
 /// the spec keeps them (`capabilities = [...]`); docs/units.md gives the reason for each
@@ -389,6 +397,9 @@ pub fn one_line(s: &str) -> String {
 /// An absolute path with no `..`, no control characters, and `.`/trailing `/` removed.
 pub(crate) fn clean_abs_path(what: &str, path: &Path) -> Result<PathBuf, String> {
     let shown = path.display().to_string();
+    if path.to_str().is_none() {
+        return Err(format!("{what} {path:?}: not valid UTF-8"));
+    }
     if shown.is_empty() {
         return Err(format!("{what}: empty path"));
     }

@@ -229,3 +229,51 @@ fn a_requested_change_is_laid_over_and_validated() {
     let err = spec.with_change(&relative).unwrap_err();
     assert!(err.starts_with("agent alice: path entry bin"), "{err}");
 }
+
+#[test]
+fn a_bind_table_with_an_unknown_key_is_refused_in_spec_files() {
+    let err = SpecFile::from_toml(
+        "root = \"/\"\nbind = [{ source = \"/\", target = \"/mnt/docs\", why = \"docs mirror\" }]\n",
+        "alice.toml",
+    )
+    .unwrap_err();
+    assert!(err.contains("unknown field `why`"), "{err}");
+    assert!(err.starts_with("alice.toml: line 2:"), "{err}");
+    let ok = SpecFile::from_toml(
+        "root = \"/\"\nbind = [{ source = \"/srv\", target = \"/mnt\", readonly = true }, \"/a:/b\"]\n",
+        "alice.toml",
+    )
+    .unwrap();
+    assert_eq!(ok.bind.len(), 2);
+    // The saved form reads back.
+    assert_eq!(SpecFile::from_toml(&ok.to_toml(), "x").unwrap(), ok);
+}
+
+#[test]
+fn hyperhives_bus_and_harness_dirs_are_reserved_targets() {
+    for target in [
+        "/run/dbus",
+        "/run/dbus/system_bus_socket",
+        "/opt/hyperhive/bin",
+    ] {
+        let mut f = SpecFile::from_toml("root = \"/\"\nvolatile = \"yes\"\n", "t").unwrap();
+        f.bind = vec![bind::BindEntry::Short(format!("/srv:{target}"))];
+        let err = AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f).unwrap_err();
+        assert!(err.contains("bound by hyperhive itself"), "{target}: {err}");
+    }
+}
+
+#[test]
+fn paths_that_are_not_utf8_are_refused_in_one_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/a\xff"));
+    let mut f = SpecFile::from_toml("volatile = \"yes\"\n", "t").unwrap();
+    f.root = Some(bad.clone());
+    let err = AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f).unwrap_err();
+    assert_eq!(err, "agent alice: root \"/a\\xFF\": not valid UTF-8");
+    f.root = Some("/".into());
+    f.path = vec![bad];
+    assert!(AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f)
+        .unwrap_err()
+        .contains("not valid UTF-8"));
+}

@@ -182,6 +182,9 @@ pub enum ListFilter<'a> {
     Pending,
     /// Everything ever requested: `hivectl approvals --all`.
     All,
+    /// Approved but not yet applied or failed: what a restarted daemon resumes. Few, so the
+    /// daemon does not read the whole table at every start.
+    Approved,
     /// Every approval of one agent, whatever its status: what an agent may see of the
     /// store through its socket, since it must not learn about its siblings.
     Agent(&'a AgentName),

@@ -105,6 +105,11 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             bail!("journal_mode=WAL refused (still {mode}); is the file on a filesystem without shared memory?");
         }
+        // Pinned rather than left to the build's default: an approval or a decision
+        // reported as recorded must survive a power cut, and writes are few (admins decide
+        // by hand; agents' requests are capped and rate-limited), so every commit syncs.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .context("setting synchronous=FULL")?;
         // No foreign keys yet; on now so a later migration that adds one is enforced.
         conn.pragma_update(None, "foreign_keys", true)
             .context("setting foreign_keys=ON")?;
@@ -221,6 +226,71 @@ impl Store {
             })
     }
 
+    /// Records a new pending approval unless the agent already has an identical one
+    /// pending (then that one is returned, with `false`), or already has `max_pending`
+    /// pending (then it is refused with a one-line reason). One IMMEDIATE transaction, so
+    /// two racing requests cannot both slip under the cap.
+    pub fn request_bounded(
+        &mut self,
+        agent: &AgentName,
+        kind: &str,
+        payload: &str,
+        max_pending: usize,
+    ) -> Result<(Approval, bool)> {
+        serde_json::from_str::<serde::de::IgnoredAny>(payload)
+            .with_context(|| format!("payload of a {kind} request from {agent} is not JSON"))?;
+        self.writable()?;
+        let path = self.path.display().to_string();
+        let pending = Status::Pending.as_str();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| format!("recording a {kind} request from {agent} in {path}"))?;
+        // Both queries go through the partial index on pending rows, which the cap keeps
+        // small however many rows the table holds.
+        let same = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE status = '{pending}' \
+                 AND agent = ?1 AND kind = ?2 AND payload = ?3 ORDER BY id LIMIT 1"
+            ))
+            .and_then(|mut st| {
+                st.query_row(params![agent.as_str(), kind, payload], approval_from_row)
+                    .optional()
+            })
+            .with_context(|| format!("looking up {agent}'s pending requests in {path}"))?;
+        if let Some(a) = same {
+            tx.commit()?;
+            return Ok((a, false));
+        }
+        let count: i64 = tx
+            .prepare_cached(&format!(
+                "SELECT COUNT(*) FROM approvals WHERE status = '{pending}' AND agent = ?1"
+            ))
+            .and_then(|mut st| st.query_row([agent.as_str()], |r| r.get(0)))
+            .with_context(|| format!("counting {agent}'s pending requests in {path}"))?;
+        if count as usize >= max_pending {
+            bail!(
+                "agent {agent} already has {count} pending approvals, the most an agent may \
+                 have; ask again once an admin has decided some"
+            );
+        }
+        let a = tx
+            .prepare_cached(&format!(
+                "INSERT INTO approvals (agent, kind, payload, status, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {COLUMNS}"
+            ))
+            .and_then(|mut st| {
+                st.query_row(
+                    params![agent.as_str(), kind, payload, pending, now_micros()],
+                    approval_from_row,
+                )
+            })
+            .with_context(|| format!("recording a {kind} request from {agent} in {path}"))?;
+        tx.commit()
+            .with_context(|| format!("recording a {kind} request from {agent} in {path}"))?;
+        Ok((a, true))
+    }
+
     /// The approval with this id, if there is one.
     pub fn get(&self, id: i64) -> Result<Option<Approval>> {
         get_in(&self.conn, id)
@@ -253,6 +323,13 @@ impl Store {
                 None,
             ),
             ListFilter::All => (format!("SELECT {COLUMNS} FROM approvals ORDER BY id"), None),
+            ListFilter::Approved => (
+                format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = '{}' ORDER BY id",
+                    Status::Approved.as_str()
+                ),
+                None,
+            ),
             ListFilter::Agent(a) => (
                 format!("SELECT {COLUMNS} FROM approvals WHERE agent = ?1 ORDER BY id"),
                 Some(a.as_str()),
@@ -267,6 +344,68 @@ impl Store {
             rows.collect()
         };
         read().with_context(|| format!("listing approvals in {}", self.path.display()))
+    }
+
+    /// At most `limit` approvals `filter` selects with an id above `after`, oldest first:
+    /// one page of a listing, so no reply has to hold the whole table.
+    pub fn list_page(
+        &self,
+        filter: ListFilter<'_>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Approval>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (sql, agent) = match filter {
+            ListFilter::Pending => (
+                format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = '{}' AND id > ?1 \
+                     ORDER BY id LIMIT ?2",
+                    Status::Pending.as_str()
+                ),
+                None,
+            ),
+            ListFilter::All => (
+                format!("SELECT {COLUMNS} FROM approvals WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                None,
+            ),
+            ListFilter::Approved => (
+                format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = '{}' AND id > ?1 \
+                     ORDER BY id LIMIT ?2",
+                    Status::Approved.as_str()
+                ),
+                None,
+            ),
+            ListFilter::Agent(a) => (
+                format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE agent = ?3 AND id > ?1 \
+                     ORDER BY id LIMIT ?2"
+                ),
+                Some(a.as_str()),
+            ),
+        };
+        let read = || -> rusqlite::Result<Vec<Approval>> {
+            let mut st = self.conn.prepare_cached(&sql)?;
+            let rows = match agent {
+                Some(a) => st.query_map(params![after, limit, a], approval_from_row)?,
+                None => st.query_map(params![after, limit], approval_from_row)?,
+            };
+            rows.collect()
+        };
+        read().with_context(|| format!("listing approvals in {}", self.path.display()))
+    }
+
+    /// Fails every pending approval of `agent` with `note` (e.g. when it is destroyed, so
+    /// no later agent of that name inherits them); the rows stay for audit. Returns the
+    /// ids it marked, oldest first.
+    pub fn fail_pending_of(&mut self, agent: &AgentName, note: &str) -> Result<Vec<i64>> {
+        self.mark_orphans_with(|a| a != agent, note)
+            .with_context(|| {
+                format!(
+                    "failing the pending approvals of {agent} in {}",
+                    self.path.display()
+                )
+            })
     }
 
     /// Records an admin's decision on a pending approval. Exactly one of any number of
@@ -323,11 +462,15 @@ impl Store {
     /// vanished), with the note [`ORPHAN_NOTE`]; the rows stay for audit. Returns the ids
     /// it marked, oldest first.
     pub fn mark_orphans(&mut self, exists: impl Fn(&AgentName) -> bool) -> Result<Vec<i64>> {
-        self.mark_orphans_impl(exists)
+        self.mark_orphans_with(exists, ORPHAN_NOTE)
             .with_context(|| format!("marking orphaned approvals in {}", self.path.display()))
     }
 
-    fn mark_orphans_impl(&mut self, exists: impl Fn(&AgentName) -> bool) -> Result<Vec<i64>> {
+    fn mark_orphans_with(
+        &mut self,
+        exists: impl Fn(&AgentName) -> bool,
+        note: &str,
+    ) -> Result<Vec<i64>> {
         // `exists` touches the filesystem, so it runs before taking the write lock; an
         // approval decided in between is skipped by the guarded UPDATE below.
         let mut alive: HashMap<AgentName, bool> = HashMap::new();
@@ -356,7 +499,7 @@ impl Store {
                 id,
                 Transition::Orphan,
                 "note = ?4, finished_at = ?5",
-                &[&ORPHAN_NOTE, &now],
+                &[&note, &now],
             )?
             .is_ok()
             {

@@ -715,3 +715,150 @@ fn a_connection_sqlite_opened_read_only_is_reopened_for_the_next_change() {
     assert_eq!(store.list(ListFilter::All).unwrap(), [approved, b]);
     store.writable().unwrap();
 }
+
+// ---------------------------------------------------------------- bounds (issue 13)
+
+#[test]
+fn synchronous_is_pinned_to_full() {
+    let dir = TempDir::new("sync");
+    let store = Store::open(dir.db()).unwrap();
+    let level: i64 = store
+        .conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(level, 2, "FULL");
+}
+
+#[test]
+fn an_agent_has_at_most_the_cap_pending_and_a_repeat_gets_the_same_id() {
+    let dir = TempDir::new("cap");
+    let mut store = Store::open(dir.db()).unwrap();
+    let (alice, bob) = (name("alice"), name("bob"));
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (a, new) = store
+            .request_bounded(&alice, "spec_change", &format!("{{\"n\":{i}}}"), 4)
+            .unwrap();
+        assert!(new);
+        ids.push(a.id);
+    }
+    let (again, new) = store
+        .request_bounded(&alice, "spec_change", "{\"n\":2}", 4)
+        .unwrap();
+    assert_eq!(
+        (again.id, new),
+        (ids[2], false),
+        "identical pending request"
+    );
+    let err = store
+        .request_bounded(&alice, "spec_change", "{\"n\":9}", 4)
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("agent alice already has 4 pending"), "{err}");
+    assert!(!err.contains('\n'));
+    // Others are not affected; a decision frees a slot.
+    assert!(
+        store
+            .request_bounded(&bob, "spec_change", "{}", 4)
+            .unwrap()
+            .1
+    );
+    store.decide(ids[0], Decision::Deny, "uid 0", None).unwrap();
+    assert!(
+        store
+            .request_bounded(&alice, "spec_change", "{\"n\":9}", 4)
+            .unwrap()
+            .1
+    );
+    // A decided request asked again is a new one.
+    let (a, new) = store
+        .request_bounded(&alice, "spec_change", "{\"n\":0}", 5)
+        .unwrap();
+    assert!(new && a.id != ids[0]);
+}
+
+#[test]
+fn pages_cover_every_row_once_in_order() {
+    let dir = TempDir::new("pages");
+    let mut store = Store::open(dir.db()).unwrap();
+    for i in 0..25 {
+        let agent = if i % 2 == 0 {
+            name("alice")
+        } else {
+            name("bob")
+        };
+        store.request(&agent, "k", &format!("{i}")).unwrap();
+    }
+    store.decide(3, Decision::Deny, "uid 0", None).unwrap();
+    for (filter, want) in [(ListFilter::All, 25), (ListFilter::Pending, 24)] {
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.list_page(filter, after, 7).unwrap();
+            assert!(page.len() <= 7);
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            seen.extend(page.iter().map(|a| a.id));
+        }
+        assert_eq!(seen.len(), want);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let all: Vec<i64> = store.list(filter).unwrap().iter().map(|a| a.id).collect();
+        assert_eq!(seen, all);
+    }
+    let alice = name("alice");
+    assert_eq!(
+        store
+            .list_page(ListFilter::Agent(&alice), 0, 100)
+            .unwrap()
+            .len(),
+        13
+    );
+}
+
+#[test]
+fn failing_an_agents_pending_approvals_keeps_them_and_touches_no_other() {
+    let dir = TempDir::new("destroyed");
+    let mut store = Store::open(dir.db()).unwrap();
+    let (alice, bob) = (name("alice"), name("bob"));
+    let a1 = store.request(&alice, "k", "1").unwrap().id;
+    let a2 = store.request(&alice, "k", "2").unwrap().id;
+    let b1 = store.request(&bob, "k", "3").unwrap().id;
+    store.decide(a2, Decision::Deny, "uid 0", None).unwrap();
+    assert_eq!(
+        store.fail_pending_of(&alice, "agent destroyed").unwrap(),
+        [a1]
+    );
+    let a = store.get(a1).unwrap().unwrap();
+    assert_eq!(a.status, Status::Failed);
+    assert_eq!(a.note.as_deref(), Some("agent destroyed"));
+    assert_eq!(store.get(a2).unwrap().unwrap().status, Status::Denied);
+    assert_eq!(store.get(b1).unwrap().unwrap().status, Status::Pending);
+    assert!(store
+        .fail_pending_of(&alice, "agent destroyed")
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn the_approved_filter_finds_only_what_a_restart_must_resume() {
+    let dir = TempDir::new("approved");
+    let mut store = Store::open(dir.db()).unwrap();
+    let alice = name("alice");
+    for i in 0..6 {
+        store.request(&alice, "k", &format!("{i}")).unwrap();
+    }
+    store.decide(2, Decision::Approve, "uid 0", None).unwrap();
+    store.decide(4, Decision::Approve, "uid 0", None).unwrap();
+    store.finish(4, Outcome::Applied).unwrap();
+    store.decide(5, Decision::Deny, "uid 0", None).unwrap();
+    let ids = |v: Vec<Approval>| v.iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(ListFilter::Approved).unwrap()), [2]);
+    assert_eq!(
+        ids(store.list_page(ListFilter::Approved, 0, 10).unwrap()),
+        [2]
+    );
+    assert!(store
+        .list_page(ListFilter::Approved, 2, 10)
+        .unwrap()
+        .is_empty());
+}

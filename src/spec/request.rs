@@ -1,0 +1,391 @@
+//! What an agent may ask for through its socket: an explicit allowlist of spec fields, so
+//! a field added to specs later (`private_users`, `capabilities`, …) is refused by
+//! construction until someone decides an agent may ask for it. Pure, except nothing: the
+//! checks that need the host (does a bind source exist, is any part of it a symlink) live
+//! in `daemon::request_checks`. See docs/approvals.md "What an agent may ask for".
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::bind::BindEntry;
+use super::size::Size;
+use super::{AgentSpec, SpecFile, RESERVED_TARGETS};
+
+/// The fields an agent may ask for. None widens what the agent can reach beyond what an
+/// admin sees in the request: PATH entries and environment act inside the container; a
+/// bind's source is checked on the host (see [`protected_source`]); limits may only go
+/// down. Never `root`, `volatile`, `network`, `harness`, `autostart`, nor any user
+/// namespace or capability setting.
+pub const ALLOWED_FIELDS: [&str; 6] = [
+    "path",
+    "env",
+    "bind",
+    "memory_max",
+    "tasks_max",
+    "cpu_weight",
+];
+
+/// Largest request payload, as compact JSON. A real spec change (a few paths, variables
+/// or binds) is well under 1 KiB; 4 KiB leaves room for that and keeps what one agent can
+/// park in the store and the journal small: 32 pending requests × 4 KiB = 128 KiB.
+pub const MAX_PAYLOAD: usize = 4 * 1024;
+
+/// systemd's CPUWeight= when a unit sets none.
+const DEFAULT_CPU_WEIGHT: u64 = 100;
+
+/// A request as an agent may make it: only allowlisted fields, unknown keys refused at
+/// every level (bind tables included).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRequest {
+    #[serde(default)]
+    pub path: Vec<PathBuf>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub bind: Vec<BindEntry>,
+    #[serde(default)]
+    pub memory_max: Option<Size>,
+    #[serde(default)]
+    pub tasks_max: Option<u64>,
+    #[serde(default)]
+    pub cpu_weight: Option<u64>,
+}
+
+impl AgentRequest {
+    /// Parses a `spec_change` payload. The error is one line, safe to send back and log.
+    pub fn parse(payload: &serde_json::Value) -> Result<AgentRequest, String> {
+        let Some(fields) = payload.as_object() else {
+            return Err("a spec change must be a JSON object of spec fields".into());
+        };
+        if let Some(key) = fields
+            .keys()
+            .find(|k| !ALLOWED_FIELDS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "field {} may not be requested by an agent (allowed: {})",
+                shown(key),
+                ALLOWED_FIELDS.join(", ")
+            ));
+        }
+        shown_text(payload)?;
+        let req: AgentRequest = serde_json::from_value(payload.clone())
+            .map_err(|e| super::one_line(&format!("invalid spec change: {e}")))?;
+        if req == AgentRequest::default() {
+            return Err("a spec change must ask for something".into());
+        }
+        Ok(req)
+    }
+
+    /// The request as a spec layer, to lay over the agent's spec.
+    pub fn to_change(&self) -> SpecFile {
+        SpecFile {
+            path: self.path.clone(),
+            env: self.env.clone(),
+            bind: self.bind.clone(),
+            memory_max: self.memory_max.clone(),
+            tasks_max: self.tasks_max,
+            cpu_weight: self.cpu_weight,
+            ..SpecFile::default()
+        }
+    }
+
+    /// The agent's spec with this request laid over it, if the request stays within what
+    /// an agent may ask for: limits only go down, bind sources avoid `protected` host paths
+    /// (and their ancestors), bind targets leave hyperhive's own binds visible.
+    pub fn apply_to(
+        &self,
+        current: &AgentSpec,
+        protected: &[PathBuf],
+    ) -> Result<AgentSpec, String> {
+        for entry in &self.bind {
+            let b = entry.to_bind()?;
+            if let Some(p) = protected_source(&b.source, protected) {
+                return Err(format!(
+                    "bind source {}: an agent may not bind {}",
+                    b.source.display(),
+                    if p == Path::new("/") || p == b.source {
+                        p.display().to_string()
+                    } else if b.source.starts_with(p) {
+                        format!("anything under {}", p.display())
+                    } else {
+                        format!("a directory holding {}", p.display())
+                    }
+                ));
+            }
+            if let Some(r) = RESERVED_TARGETS
+                .iter()
+                .find(|r| Path::new(r).starts_with(&b.target))
+            {
+                return Err(format!(
+                    "bind target {}: it would hide {r}, which hyperhive binds",
+                    b.target.display()
+                ));
+            }
+        }
+        let spec = current.with_change(&self.to_change())?;
+        let name = &current.name;
+        if self.memory_max.is_some() {
+            lowers("memory_max", current.memory_max, spec.memory_max, None)
+                .map_err(|e| format!("agent {name}: {e}"))?;
+        }
+        if self.tasks_max.is_some() {
+            lowers("tasks_max", current.tasks_max, spec.tasks_max, None)
+                .map_err(|e| format!("agent {name}: {e}"))?;
+        }
+        if self.cpu_weight.is_some() {
+            lowers(
+                "cpu_weight",
+                current.cpu_weight,
+                spec.cpu_weight,
+                Some(DEFAULT_CPU_WEIGHT),
+            )
+            .map_err(|e| format!("agent {name}: {e}"))?;
+        }
+        Ok(spec)
+    }
+}
+
+/// A limit an agent asks for must not exceed the one it has (`unset` is what no value
+/// means; `None` there: unlimited).
+fn lowers(
+    what: &str,
+    now: Option<u64>,
+    asked: Option<u64>,
+    unset: Option<u64>,
+) -> Result<(), String> {
+    let now = now.or(unset);
+    match (now, asked) {
+        (Some(now), Some(asked)) if asked > now => Err(format!(
+            "{what} {asked}: an agent may only lower its limits (now {now})"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Host paths an agent may never bind, nor any path under them, nor a directory holding
+/// one (binding `/var/lib` would hand over `/var/lib/hyperhive`): the kernel's and
+/// systemd's trees and hyperhive's own roots, wherever they are configured.
+pub fn protected_paths(state: &Path, run: &Path, config: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = ["/proc", "/sys", "/dev", "/run"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    for p in [
+        state,
+        run,
+        config,
+        Path::new(crate::paths::DEFAULT_STATE_ROOT),
+        Path::new(crate::paths::DEFAULT_CONFIG_ROOT),
+    ] {
+        if !out.iter().any(|o| o == p) {
+            out.push(p.to_owned());
+        }
+    }
+    out
+}
+
+/// The protected path `source` is, lies under, or holds, if any. `source` is clean
+/// (absolute, no `..`); `/` holds everything, so it is always refused.
+pub fn protected_source<'a>(source: &Path, protected: &'a [PathBuf]) -> Option<&'a Path> {
+    if source == Path::new("/") {
+        return Some(Path::new("/"));
+    }
+    protected
+        .iter()
+        .find(|p| source.starts_with(p) || p.starts_with(source))
+        .map(PathBuf::as_path)
+}
+
+/// Refuses text an admin would be shown but could not read for what it is: control
+/// characters, and Unicode format characters (category Cf: bidi overrides and isolates,
+/// zero-width joiners and spaces, invisible operators, tags), which can make a request
+/// display as something it is not. Checks every key and string in `value`.
+pub fn shown_text(value: &serde_json::Value) -> Result<(), String> {
+    match value {
+        serde_json::Value::String(s) => check_text(s),
+        serde_json::Value::Array(items) => items.iter().try_for_each(shown_text),
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            check_text(k)?;
+            shown_text(v)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// One string: see [`shown_text`].
+pub fn check_text(s: &str) -> Result<(), String> {
+    match s.chars().find(|&c| c.is_control() || is_format(c)) {
+        Some(c) => Err(format!(
+            "text {} contains U+{:04X}, an invisible or control character",
+            shown(s),
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Unicode's general category Cf (format), as of Unicode 15.
+pub fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD
+        | 0x0600..=0x0605
+        | 0x061C
+        | 0x06DD
+        | 0x070F
+        | 0x0890..=0x0891
+        | 0x08E2
+        | 0x180E
+        | 0x200B..=0x200F
+        | 0x202A..=0x202E
+        | 0x2060..=0x2064
+        | 0x2066..=0x206F
+        | 0xFEFF
+        | 0xFFF9..=0xFFFB
+        | 0x110BD
+        | 0x110CD
+        | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A
+        | 0xE0001
+        | 0xE0020..=0xE007F)
+}
+
+/// A string as an error may echo it: escaped, and cut short.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::AgentName;
+    use serde_json::json;
+
+    fn spec(extra: &str) -> AgentSpec {
+        let file = SpecFile::from_toml(&format!("root = \"/\"\nvolatile = \"yes\"\n{extra}"), "t")
+            .unwrap();
+        AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
+    }
+
+    fn protected() -> Vec<PathBuf> {
+        protected_paths(
+            Path::new("/var/lib/hyperhive"),
+            Path::new("/run/hyperhive"),
+            Path::new("/etc/hyperhive"),
+        )
+    }
+
+    fn ask(v: serde_json::Value) -> Result<AgentSpec, String> {
+        AgentRequest::parse(&v)?.apply_to(&spec("memory_max = 1073741824\n"), &protected())
+    }
+
+    #[test]
+    fn only_allowlisted_fields_may_be_asked_for() {
+        for field in [
+            json!({"root": "/"}),
+            json!({"volatile": "no"}),
+            json!({"network": "private"}),
+            json!({"harness": ["sh"]}),
+            json!({"autostart": false}),
+            json!({"private_users": false}),
+            json!({"capabilities": ["CAP_SYS_ADMIN"]}),
+            json!({"path": ["/x"], "root": "/"}),
+        ] {
+            let err = AgentRequest::parse(&field).unwrap_err();
+            assert!(err.contains("may not be requested by an agent"), "{err}");
+            assert!(!err.contains('\n'));
+        }
+        assert!(ask(json!({"path": ["/opt/x/bin"], "env": {"A": "b"}})).is_ok());
+        assert!(AgentRequest::parse(&json!({})).is_err(), "empty");
+        assert!(AgentRequest::parse(&json!([1])).is_err(), "not an object");
+    }
+
+    #[test]
+    fn bind_tables_refuse_unknown_keys() {
+        let err = AgentRequest::parse(
+            &json!({"bind": [{"source": "/srv/docs", "target": "/mnt/docs", "why": "docs mirror"}]}),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `why`"), "{err}");
+    }
+
+    #[test]
+    fn protected_sources_their_insides_and_their_parents_are_refused() {
+        for src in [
+            "/",
+            "/proc",
+            "/proc/1/root",
+            "/sys",
+            "/dev/sda",
+            "/run",
+            "/run/dbus",
+            "/etc/hyperhive",
+            "/var/lib/hyperhive/agents/bob/claude",
+            "/var/lib",
+            "/var",
+            "/etc",
+        ] {
+            let err = ask(json!({"bind": [format!("{src}:/mnt/x")]})).unwrap_err();
+            assert!(err.contains("an agent may not bind"), "{src}: {err}");
+        }
+        assert!(ask(json!({"bind": ["/srv/docs:/mnt/docs:ro"]})).is_ok());
+        assert!(ask(json!({"bind": ["/srv/../proc:/mnt/x"]}))
+            .unwrap_err()
+            .contains(".."));
+        assert!(ask(json!({"bind": ["srv:/mnt/x"]})).is_err(), "relative");
+    }
+
+    #[test]
+    fn targets_may_not_hide_hyperhives_own_binds() {
+        for target in [
+            "/run/dbus",
+            "/opt/hyperhive",
+            "/opt",
+            "/run",
+            "/root",
+            "/state/x",
+        ] {
+            let err = ask(json!({"bind": [format!("/srv/docs:{target}")]})).unwrap_err();
+            assert!(
+                err.contains("hyperhive binds") || err.contains("bound by hyperhive"),
+                "{target}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_only_go_down() {
+        assert!(ask(json!({"memory_max": "512M"})).is_ok());
+        let err = ask(json!({"memory_max": "2G"})).unwrap_err();
+        assert!(err.contains("may only lower"), "{err}");
+        assert!(ask(json!({"tasks_max": 100})).is_ok(), "from unlimited");
+        assert!(ask(json!({"cpu_weight": 50})).is_ok());
+        assert!(
+            ask(json!({"cpu_weight": 200})).is_err(),
+            "above the default"
+        );
+    }
+
+    #[test]
+    fn format_and_control_characters_are_refused_in_keys_and_values() {
+        for bad in [
+            json!({"env": {"A": "x\u{202E}gpj.exe"}}),
+            json!({"env": {"A\u{200B}": "x"}}),
+            json!({"path": ["/opt/\u{2066}x"]}),
+            json!({"env": {"A": "\u{1b}[2J"}}),
+            json!({"env": {"A": "tag\u{E0041}"}}),
+        ] {
+            let err = AgentRequest::parse(&bad).unwrap_err();
+            assert!(err.contains("invisible or control character"), "{err}");
+            assert!(!err.contains('\n') && !err.contains('\u{202E}'), "{err}");
+        }
+        assert!(check_text("héllo wörld ✓ 日本").is_ok());
+    }
+}
