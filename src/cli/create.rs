@@ -49,6 +49,10 @@ pub struct CreateArgs {
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub harness: Option<Vec<String>>,
+    /// Replace an existing agent's different spec with this one (restarting it); without
+    /// it, create refuses and lists the differences
+    #[arg(long)]
+    pub replace: bool,
     /// Print nothing on success
     #[arg(long, short)]
     pub quiet: bool,
@@ -113,12 +117,16 @@ impl CreateArgs {
 pub async fn run(t: &Target, args: CreateArgs) -> Result<()> {
     let spec = args.spec()?;
     let manager = t.manager().await?;
-    let outcome = manager
-        .create_agent(spec.name.as_str(), &spec.to_file().to_toml())
-        .await?;
+    let toml = spec.to_file().to_toml();
+    let outcome = if args.replace {
+        manager.replace_agent(spec.name.as_str(), &toml).await?
+    } else {
+        manager.create_agent(spec.name.as_str(), &toml).await?
+    };
     if !args.quiet {
         let name = &spec.name;
         let what = match outcome.as_str() {
+            "unchanged" => "unchanged: it already has this spec, its running unit adopted as it is",
             "adopted" => "already running, adopted",
             "replaced" => "replaced with a new unit",
             _ => "created and running",

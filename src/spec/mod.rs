@@ -4,8 +4,10 @@
 //! `daemon::preflight`.
 
 pub mod bind;
+mod diff;
 mod name;
 pub mod size;
+pub use diff::differences;
 
 pub use bind::Bind;
 pub use name::AgentName;
