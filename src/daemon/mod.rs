@@ -133,6 +133,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
     notify(&[sd_notify::NotifyState::Ready]);
     hive.refresh_status().await;
+    spawn_status_on_approvals(&conn, hive.clone()).await;
     spawn_watchdog(conn.clone());
     log::info!(
         "hive-c0re ready on {}: {running} agents running",
@@ -200,6 +201,39 @@ pub async fn reload(
     }
     hive.refresh_status().await;
     steps
+}
+
+/// Refreshes STATUS= whenever an approval is asked for or decided, not only when a unit
+/// changes: the daemon listens to its own ApprovalNew/ApprovalChanged signals, so every
+/// path that changes an approval (socket, API, orphan marking) is covered by the one place
+/// that already announces it.
+async fn spawn_status_on_approvals(conn: &zbus::Connection, hive: Arc<Hive>) {
+    use futures_util::StreamExt;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(api::MANAGER_INTERFACE)
+        .and_then(|b| b.path(api::MANAGER_PATH))
+        .map(|b| b.build());
+    let stream = match rule {
+        Ok(rule) => zbus::MessageStream::for_match_rule(rule, conn, Some(64)).await,
+        Err(e) => Err(e),
+    };
+    let mut stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("STATUS= will count approvals only when a unit changes: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            let Ok(msg) = msg else { continue };
+            let member = msg.header().member().map(|m| m.to_string());
+            if matches!(member.as_deref(), Some("ApprovalNew" | "ApprovalChanged")) {
+                hive.refresh_status().await;
+            }
+        }
+    });
 }
 
 /// Feeds systemd's watchdog (WatchdogSec= in hive-c0re.service) at half its period, but
