@@ -99,3 +99,143 @@ fn list_as_a_user_shows_a_stopped_agent_whose_spec_it_cannot_read() {
         stderr(&out)
     );
 }
+
+fn harness_show(h: &TestHost, agent: &str, prop: &str) -> String {
+    let out = h.run(&[
+        "systemctl",
+        "-M",
+        &format!("h-{agent}"),
+        "show",
+        "-P",
+        prop,
+        "hive-harness.service",
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn status_and_logs_say_why_the_container_and_the_harness_crashed() {
+    let h = hive();
+    h.create("bob", &["--harness", "sleep", "infinity"]);
+    let status = h.hivectl_ok(&["status", "bob"]);
+    assert!(status.contains("Last crash: none recorded"), "{status}");
+
+    // The container's main process killed: systemd restarts it, and its properties then
+    // describe the new, healthy process (Result=success, ExecMainStatus=0).
+    let crashed = h.invocation("bob");
+    let pid = h.unit_show("bob", "MainPID");
+    h.run_ok(&["kill", "-9", &pid]);
+    h.wait_for("bob restarted by systemd", Duration::from_secs(60), || {
+        h.unit_show("bob", "NRestarts") == "1"
+            && h.unit_show("bob", "SubState") == "running"
+            && harness_show(&h, "bob", "SubState") == "running"
+    });
+    assert_eq!(h.unit_show("bob", "Result"), "success");
+
+    let status = h.hivectl_ok(&["status", "bob"]);
+    assert!(
+        status.contains(&format!(
+            "container: killed by signal 9/KILL (result signal, invocation {crashed})"
+        )),
+        "{status}"
+    );
+    assert!(status.contains("Restarts: 1"), "{status}");
+    let v: serde_json::Value =
+        serde_json::from_str(&h.hivectl_ok(&["status", "bob", "--json"])).unwrap();
+    assert_eq!(v["last_crash"]["exit_code"], "killed", "{v}");
+    assert_eq!(v["last_crash"]["exit_status"], "9", "{v}");
+    assert_eq!(v["last_crash"]["invocation_id"], crashed.as_str(), "{v}");
+
+    // The harness killed inside the container: its own line.
+    let harness = harness_show(&h, "bob", "InvocationID");
+    kill_harness(&h, "bob", "KILL");
+    h.wait_for("bob's harness restarted", Duration::from_secs(30), || {
+        harness_show(&h, "bob", "NRestarts") == "1"
+            && harness_show(&h, "bob", "SubState") == "running"
+    });
+    let status = h.hivectl_ok(&["status", "bob"]);
+    assert!(
+        status.contains(&format!(
+            "harness: killed by signal 9/KILL (result signal, invocation {harness})"
+        )),
+        "{status}"
+    );
+
+    // hivectl logs has systemd's own lines about both units.
+    let logs = h.hivectl_ok(&["logs", "bob", "--no-pager", "-o", "cat"]);
+    for line in [
+        "hive-agent-bob.service: Main process exited, code=killed, status=9/KILL",
+        "hive-agent-bob.service: Scheduled restart job, restart counter is at 1.",
+        "hive-harness.service: Main process exited, code=killed, status=9/KILL",
+    ] {
+        assert!(
+            logs.contains(line),
+            "{line:?} missing from hivectl logs:\n{logs}"
+        );
+    }
+}
+
+#[test]
+fn logs_refuses_a_typo_and_a_bad_mode_in_one_line() {
+    let h = hive();
+    h.create("alice", &[]);
+    let out = h.hivectl(&["logs", "alcie"]);
+    assert_bad_input(&out, "logs of a typo");
+    assert!(stderr(&out).contains("no agent alcie"), "{}", stderr(&out));
+    let out = h.hivectl(&["logs", "alice", "-o", "fancy"]);
+    assert_bad_input(&out, "logs -o fancy");
+    assert!(
+        stderr(&out).contains("possible values: short"),
+        "{}",
+        stderr(&out)
+    );
+    // A destroyed agent's story is still there to read.
+    h.hivectl_ok(&["destroy", "alice"]);
+    h.hivectl_ok(&["logs", "alice", "--no-pager"]);
+
+    let out = h.hivectl(&[
+        "create",
+        "carol",
+        "--root",
+        "/",
+        "--volatile",
+        "yes",
+        "--autostart",
+        "true",
+    ]);
+    assert_bad_input(&out, "--autostart true");
+    assert!(
+        stderr(&out).contains("[possible values: yes, no]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_refused_read_says_what_is_needed_to_read() {
+    let h = hive();
+    h.create("alice", &[]);
+    let out = as_nobody(&h, &["approvals"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("hivectl: access denied: reading approvals needs root or membership in group hive-admin"),
+        "{err}"
+    );
+    let out = as_nobody(&h, &["plan", "alice"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("plan needs root, though it changes nothing"),
+        "{err}"
+    );
+    assert!(!err.contains("only root may change agents"), "{err}");
+    // A change is still refused as one.
+    let out = as_nobody(&h, &["stop", "alice"]);
+    assert!(
+        stderr(&out).contains("only root may change agents"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(h.unit_show("alice", "ActiveState"), "active");
+}

@@ -44,7 +44,11 @@ pub struct CreateArgs {
     pub network: Option<String>,
     /// Whether hive-c0re brings the agent back by itself at its start, after a reboot and
     /// on reload (default yes)
-    #[arg(long, value_parser = clap::builder::BoolishValueParser::new(), value_name = "yes|no")]
+    #[arg(
+        long,
+        value_name = "yes|no",
+        value_parser = yes_no()
+    )]
     pub autostart: Option<bool>,
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
@@ -56,6 +60,12 @@ pub struct CreateArgs {
     /// Print nothing on success
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `yes` or `no`, as the spec file's `autostart = true|false` reads to an admin.
+fn yes_no() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["yes", "no"]).map(|v| v == "yes")
 }
 
 impl CreateArgs {

@@ -248,6 +248,12 @@ pub struct AgentStatus {
     /// hive-harness.service inside the container, read from the container's own systemd;
     /// `null` when the container is not running.
     pub harness: Option<UnitStatus>,
+    /// The container unit's last failure, from systemd's journal entries: after an
+    /// automatic restart its properties no longer say why (`null`: none recorded, or the
+    /// journal cannot be read).
+    pub last_crash: Option<super::crash::Crash>,
+    /// The same for hive-harness.service, from the container's journal.
+    pub harness_last_crash: Option<super::crash::Crash>,
     /// The agent's most recent journal lines (`hivectl logs`).
     pub recent_log: Vec<String>,
     /// Ids of the agent's pending approvals; `null` when the daemon is down or the caller
@@ -300,8 +306,10 @@ async fn harness_status(roots: &Roots, name: &AgentName) -> Option<UnitStatus> {
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 6] = [
+const REMOTE_LEAVES_OUT: [&str; 8] = [
     "spec",
+    "last_crash",
+    "harness_last_crash",
     "state_dir",
     "credentials_dir",
     "runtime_dir",
@@ -344,6 +352,8 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             runtime_dir: roots.runtime_dir(&name),
             harness: None,
             container: unit,
+            last_crash: None,
+            harness_last_crash: None,
             recent_log: Vec::new(),
             pending_approvals: pending_approvals(&conn, &name).await,
         };
@@ -378,6 +388,12 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         runtime_dir: roots.runtime_dir(&name),
         harness: if unit.as_ref().is_some_and(|u| u.is_up()) {
             harness_status(&roots, &name).await
+        } else {
+            None
+        },
+        last_crash: super::crash::read(&name.container_unit(), None),
+        harness_last_crash: if unit.as_ref().is_some_and(|u| u.is_up()) {
+            super::crash::read(crate::plan::HARNESS_UNIT, Some(&name.machine()))
         } else {
             None
         },
@@ -427,6 +443,29 @@ pub fn render_status(st: &AgentStatus) -> String {
             u.n_restarts
         ));
         out.push_str(&format!("Invocation: {}\n", u.invocation_id));
+    }
+    if st.host.is_none() {
+        let line = |what: &str, c: &super::crash::Crash| {
+            format!(
+                "{} {what}: {} (result {}, invocation {})",
+                format_usec(c.at_usec),
+                c.how(),
+                c.result,
+                c.invocation_id
+            )
+        };
+        match (&st.last_crash, &st.harness_last_crash) {
+            (None, None) => out.push_str("Last crash: none recorded\n"),
+            (c, h) => {
+                let mut lines = c.iter().map(|c| line("container", c));
+                let mut rest = h.iter().map(|h| line("harness", h));
+                let first = lines.next().or_else(|| rest.next()).unwrap_or_default();
+                out.push_str(&format!("Last crash: {first}\n"));
+                for l in lines.chain(rest) {
+                    out.push_str(&format!("            {l}\n"));
+                }
+            }
+        }
     }
     match (&st.host, &st.harness) {
         (Some(host), _) => out.push_str(&format!(
