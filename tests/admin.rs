@@ -239,3 +239,98 @@ fn a_refused_read_says_what_is_needed_to_read() {
     );
     assert_eq!(h.unit_show("alice", "ActiveState"), "active");
 }
+
+#[test]
+fn destroy_stop_and_plan_say_what_an_admin_needs_to_know() {
+    let h = hive();
+    // A declared agent comes back on reload: destroy says so.
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "printf 'root = \"/\"\\nvolatile = \"yes\"\\n' > /etc/hyperhive/agents/carol.toml",
+    ]);
+    h.hivectl_ok(&["reload"]);
+    h.wait_active("carol");
+    let out = h.hivectl(&["destroy", "carol"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("agent carol is declared in /etc/hyperhive/agents/carol.toml")
+            && err.contains("the next reload"),
+        "{err}"
+    );
+
+    // A second destroy: the agent is gone, its state is not, and --purge is the way.
+    h.create("dave", &[]);
+    h.hivectl_ok(&["destroy", "dave"]);
+    let out = h.hivectl(&["destroy", "dave"]);
+    assert_bad_input(&out, "second destroy");
+    let err = stderr(&out);
+    assert!(
+        err.contains("no agent dave: it was destroyed")
+            && err.contains("/var/lib/hyperhive/agents/dave")
+            && err.contains("hivectl destroy dave --purge"),
+        "{err}"
+    );
+    h.hivectl_ok(&["destroy", "dave", "--purge"]);
+    h.run_ok(&["test", "!", "-e", "/var/lib/hyperhive/agents/dave"]);
+
+    // Stopping a stopped agent says so.
+    h.create("erin", &[]);
+    assert!(h.hivectl_ok(&["stop", "erin"]).contains("erin: stopped"));
+    let again = h.hivectl_ok(&["stop", "erin"]);
+    assert!(again.contains("erin: already stopped"), "{again}");
+
+    // plan without a name points at --all.
+    let out = h.hivectl(&["plan"]);
+    assert_bad_input(&out, "plan without a name");
+    assert!(stderr(&out).contains("--all"), "{}", stderr(&out));
+}
+
+#[test]
+fn plan_shows_reasons_once_in_the_admins_words() {
+    let h = hive();
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "printf 'root = \"/\"\\nvolatile = \"yes\"\\ncpu_weight = \"x\"\\n' > /etc/hyperhive/agents/dan.toml; \
+         printf 'root = \"/nope\"\\nvolatile = \"yes\"\\n' > /etc/hyperhive/agents/eve.toml",
+    ]);
+    let out = h.hivectl(&["plan", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!all.contains("org.hyperhive"), "{all}");
+    // The type error names its field.
+    assert!(
+        all.contains("dan.toml: line 3: cpu_weight: invalid type"),
+        "{all}"
+    );
+    assert_eq!(
+        all.matches("/nope: No such file or directory").count(),
+        1,
+        "{all}"
+    );
+    assert_eq!(
+        stderr(&out),
+        "hivectl: refused agents (dan, eve): see the reasons above"
+    );
+
+    // A limit the live unit never set is "not set", not 2^64-1.
+    h.run_ok(&[
+        "rm",
+        "/etc/hyperhive/agents/dan.toml",
+        "/etc/hyperhive/agents/eve.toml",
+    ]);
+    h.create("fay", &[]);
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "echo 'cpu_weight = 50' >> /var/lib/hyperhive/agents/fay/spec.toml",
+    ]);
+    let plan = h.hivectl_ok(&["plan", "fay"]);
+    assert!(
+        plan.contains("~ CPUWeight\n    - (not set)\n    + 50"),
+        "{plan}"
+    );
+    assert!(!plan.contains("18446744073709551615"), "{plan}");
+}

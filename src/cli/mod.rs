@@ -167,7 +167,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Stop(a) => lifecycle::stop(t, a).await,
         Command::Restart(a) => lifecycle::restart(t, a).await,
         Command::Rebuild(a) => lifecycle::rebuild(t, a).await,
-        Command::Destroy(a) => lifecycle::destroy(t, a).await,
+        Command::Destroy(a) => lifecycle::destroy(t, &args.roots, a).await,
         Command::List(a) => list::list(t, &args.roots, a).await,
         Command::Status(a) => list::status(t, &args.roots, a).await,
         Command::Logs(a) => logs::run(t, &args.roots, a),
@@ -197,15 +197,20 @@ pub async fn connect(address: Option<&str>) -> Result<zbus::Connection> {
 /// are left to `--help`.
 pub fn clap_one_line(err: &clap::Error) -> String {
     let text = err.render().to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines
-        .next()
-        .unwrap_or("bad usage")
-        .trim_start_matches("error: ")
-        .to_owned();
-    match lines.find(|l| l.starts_with("[possible values:")) {
-        Some(values) => format!("{first} {values}; see --help"),
-        None => format!("{first}; see --help"),
+    // The first paragraph: the message and what clap indents under it (the missing
+    // arguments, the possible values).
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let first = first.join(" ");
+    let first = first.trim_start_matches("error: ").trim_end_matches(':');
+    if first.is_empty() {
+        "bad usage; see --help".into()
+    } else {
+        format!("{first}; see --help")
     }
 }
 
@@ -307,6 +312,13 @@ mod usage_tests {
         assert!(msg("Plan").contains("plan needs root, though it changes nothing"));
         assert!(msg("StopAgent").contains("only root may change agents"));
         assert!(super::denied("").contains("only root may change agents"));
+    }
+
+    #[test]
+    fn a_missing_argument_is_named() {
+        let err = super::Args::try_parse_from(["hivectl", "stop"]).unwrap_err();
+        let line = super::clap_one_line(&err);
+        assert!(line.contains("not provided: <NAME>"), "{line}");
     }
 
     #[test]

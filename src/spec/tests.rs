@@ -229,3 +229,14 @@ fn a_requested_change_is_laid_over_and_validated() {
     let err = spec.with_change(&relative).unwrap_err();
     assert!(err.starts_with("agent alice: path entry bin"), "{err}");
 }
+
+#[test]
+fn a_type_error_names_the_field() {
+    let e = SpecFile::from_toml("root = \"/\"\ncpu_weight = \"x\"\n", "s.toml").unwrap_err();
+    assert!(e.starts_with("s.toml: line 2: cpu_weight: "), "{e}");
+    let e = SpecFile::from_toml("root = \"/\"\nbind = [\n  \"/a:/b\",\n  7,\n]\n", "s.toml")
+        .unwrap_err();
+    assert!(e.starts_with("s.toml: line 2: bind: "), "{e}");
+    let e = SpecFile::from_toml("root = \"/\"\n[env]\nA = 1\n", "s.toml").unwrap_err();
+    assert!(e.starts_with("s.toml: line 3: env.A: "), "{e}");
+}
