@@ -334,3 +334,24 @@ fn plan_shows_reasons_once_in_the_admins_words() {
     );
     assert!(!plan.contains("18446744073709551615"), "{plan}");
 }
+
+#[test]
+fn journalctl_x_explains_hyperhive_events_in_the_test_host() {
+    let h = hive();
+    h.create("alice", &[]);
+    let out = h.run_ok(&[
+        "journalctl",
+        "-x",
+        "--no-pager",
+        "HIVE_EVENT=agent_created",
+        "HIVE_AGENT=alice",
+    ]);
+    assert!(
+        out.contains("Subject: hyperhive agent alice created"),
+        "{out}"
+    );
+    assert!(out.contains("hivectl status alice"), "{out}");
+    // hivectl logs -x passes it on.
+    let out = h.hivectl_ok(&["logs", "alice", "-x", "--no-pager"]);
+    assert!(out.contains("hyperhive agent alice created"), "{out}");
+}
