@@ -127,7 +127,7 @@ impl Target {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create an agent and start its container (adopts or replaces existing units)
+    /// Create an agent and start its container (the same spec again changes nothing; another spec needs --replace)
     Create(Box<create::CreateArgs>),
     /// Start an agent's container from its spec
     Start(lifecycle::NameArg),
