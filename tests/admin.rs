@@ -134,8 +134,13 @@ fn status_and_logs_say_why_the_container_and_the_harness_crashed() {
 
     let status = h.hivectl_ok(&["status", "bob"]);
     assert!(
+        status.contains("Last crash: container at ")
+            || status.contains("            container at "),
+        "{status}"
+    );
+    assert!(
         status.contains(&format!(
-            "container: killed by signal 9/KILL (result signal, invocation {crashed})"
+            " UTC: killed by signal 9/KILL (result signal, invocation {crashed})"
         )),
         "{status}"
     );
@@ -155,8 +160,12 @@ fn status_and_logs_say_why_the_container_and_the_harness_crashed() {
     });
     let status = h.hivectl_ok(&["status", "bob"]);
     assert!(
+        status.contains("Last crash: harness at ") || status.contains("            harness at "),
+        "{status}"
+    );
+    assert!(
         status.contains(&format!(
-            "harness: killed by signal 9/KILL (result signal, invocation {harness})"
+            " UTC: killed by signal 9/KILL (result signal, invocation {harness})"
         )),
         "{status}"
     );

@@ -447,7 +447,7 @@ pub fn render_status(st: &AgentStatus) -> String {
     if st.host.is_none() {
         let line = |what: &str, c: &super::crash::Crash| {
             format!(
-                "{} {what}: {} (result {}, invocation {})",
+                "{what} at {}: {} (result {}, invocation {})",
                 format_usec(c.at_usec),
                 c.how(),
                 c.result,

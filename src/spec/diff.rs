@@ -43,10 +43,20 @@ pub fn differences(old: &AgentSpec, new: &AgentSpec) -> Vec<String> {
     out
 }
 
+/// Longest value shown; a longer one (a harness script) is cut, its head is enough to
+/// tell which side is which.
+const SHOWN: usize = 60;
+
 fn show(v: Option<&serde_json::Value>) -> String {
     match v {
         None | Some(serde_json::Value::Null) => "unset".into(),
-        Some(v) => v.to_string(),
+        Some(v) => {
+            let text = v.to_string();
+            match text.char_indices().nth(SHOWN) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text,
+            }
+        }
     }
 }
 
@@ -79,6 +89,17 @@ mod tests {
             differences(&new, &old),
             ["cpu_weight: unset → 50", "path: unset → [\"/opt/x/bin\"]"]
         );
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = "x".repeat(200);
+        let old = spec(&format!("{BASE}harness = [\"{long}\"]\n"));
+        let d = differences(&old, &spec(BASE));
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("harness: [\"xxx"), "{d:?}");
+        assert!(d[0].ends_with("… → unset"), "{d:?}");
+        assert!(d[0].len() < 100, "{d:?}");
     }
 
     #[test]
