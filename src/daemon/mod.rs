@@ -225,13 +225,26 @@ async fn spawn_status_on_approvals(conn: &zbus::Connection, hive: Arc<Hive>) {
             return;
         }
     };
+    // The stream is drained by a task that never waits on the bus: zbus's reader waits
+    // for a full stream queue, and a refresh (a call to systemd) awaited here would then
+    // wait for a reply that reader never reads. Changes coalesce into one pending
+    // refresh, done by a second task: a flood of requests costs a few refreshes, not one
+    // each.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let wake = changed.clone();
     tokio::spawn(async move {
         while let Some(msg) = stream.next().await {
             let Ok(msg) = msg else { continue };
             let member = msg.header().member().map(|m| m.to_string());
             if matches!(member.as_deref(), Some("ApprovalNew" | "ApprovalChanged")) {
-                hive.refresh_status().await;
+                wake.notify_one();
             }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            changed.notified().await;
+            hive.refresh_status().await;
         }
     });
 }
