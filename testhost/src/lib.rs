@@ -199,7 +199,7 @@ impl TestHost {
                     }
                 }
                 if let Some(db) = build_catalog(&state, &units.join("catalog"))? {
-                    binds.push(bind_ro(&db, "/var/lib/systemd/catalog"));
+                    binds.push(bind_rw(&db, "/var/lib/systemd/catalog"));
                 }
             }
             if let Some(bin) = &bin_dir {
