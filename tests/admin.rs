@@ -314,14 +314,19 @@ fn plan_shows_reasons_once_in_the_admins_words() {
         all.contains("dan.toml: line 3: cpu_weight: invalid type"),
         "{all}"
     );
+    // Once in the plan, once in the one-line error (it was three times: the refusal, the
+    // same failed check under it, the error).
     assert_eq!(
         all.matches("/nope: No such file or directory").count(),
-        1,
+        2,
         "{all}"
     );
-    assert_eq!(
-        stderr(&out),
-        "hivectl: refused agents (dan, eve): see the reasons above"
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("hivectl: /etc/hyperhive/agents/dan.toml: line 3: cpu_weight:")
+            && err.ends_with("; agent eve: root /nope: No such file or directory"),
+        "{err}"
     );
 
     // A limit the live unit never set is "not set", not 2^64-1.

@@ -74,33 +74,20 @@ pub async fn plan(t: &Target, a: PlanArgs) -> Result<()> {
     } else {
         Err(Exit {
             code: EXIT_BAD_INPUT,
-            message: refusal_line(&refused, a.json),
+            message: refusal_line(&refused),
         }
         .into())
     }
 }
 
-/// The last line of a plan or reload that refused agents. The text output already showed
-/// each reason above it, so the line names the agents only; with --json (whose reasons
-/// are in the JSON, not in front of the admin) it carries the reasons.
-fn refusal_line(refused: &[(String, String)], json: bool) -> String {
-    if json {
-        return refused
-            .iter()
-            .map(|(_, r)| r.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-    }
-    let names: Vec<&str> = refused.iter().map(|(a, _)| a.as_str()).collect();
-    format!(
-        "refused {} ({}): see the reasons above",
-        if names.len() == 1 {
-            "1 agent"
-        } else {
-            "agents"
-        },
-        names.join(", ")
-    )
+/// The last line of a plan or reload that refused agents: the error contract is one
+/// line with the reasons (scripts read it), each said once.
+fn refusal_line(refused: &[(String, String)]) -> String {
+    refused
+        .iter()
+        .map(|(_, r)| r.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
@@ -130,7 +117,7 @@ pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
     if !refused.is_empty() {
         return Err(Exit {
             code: EXIT_BAD_INPUT,
-            message: refusal_line(&refused, a.json || a.quiet),
+            message: refusal_line(&refused),
         }
         .into());
     }
@@ -311,11 +298,7 @@ mod tests {
                 "agent b: bind source /x: No such file or directory"
             ]
         );
-        assert_eq!(
-            refusal_line(&r, false),
-            "refused agents (a, b): see the reasons above"
-        );
-        assert_eq!(refusal_line(&r, true), reasons.join("; "));
+        assert_eq!(refusal_line(&r), reasons.join("; "));
     }
 
     #[test]
