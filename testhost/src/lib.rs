@@ -848,6 +848,14 @@ fn rewrite_exec_line(line: &str, bin_dir: &Path) -> Option<String> {
 }
 
 /// The command [`TestHost::run`] uses: `argv` inside the container whose PID 1 is `leader`.
+/// `path` with `dir` in front when `dir` holds hyperhive's binaries (hivectl): the
+/// directory `hive-testhost` was built into, bound into every test host at the same path.
+pub fn path_with_bins(dir: &Path, path: &str) -> Option<String> {
+    dir.join("hivectl")
+        .is_file()
+        .then(|| format!("{}:{path}", dir.display()))
+}
+
 pub fn nsenter_command(leader: u32, argv: &[impl AsRef<OsStr>]) -> Command {
     let mut cmd = Command::new("nsenter");
     cmd.args(["-t", &leader.to_string(), "-a"])
@@ -1345,6 +1353,19 @@ impl PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_binaries_go_first_on_path_only_where_they_are() {
+        let dir = std::env::temp_dir().join(format!("testhost-bins-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(path_with_bins(&dir, "/usr/bin"), None);
+        fs::write(dir.join("hivectl"), "").unwrap();
+        assert_eq!(
+            path_with_bins(&dir, "/usr/bin"),
+            Some(format!("{}:/usr/bin", dir.display()))
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn rewrites_project_binaries_only() {
