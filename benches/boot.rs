@@ -63,6 +63,9 @@ fn daemon_host(bin: &Path) -> Host {
         hive_harness: hive_c0re.with_file_name("hive-harness"),
         hive_c0re,
         base_path: DEFAULT_BASE_PATH.iter().map(PathBuf::from).collect(),
+        // The test host keeps a persistent journal, so hive-c0re there plans each agent's
+        // idmapped journal directory.
+        journal: Some("/var/log/journal".into()),
     }
 }
 
@@ -248,6 +251,14 @@ impl Bench<'_> {
                     .collect();
                 mkdir.extend(dirs.iter().map(String::as_str));
                 self.h.run_ok(&mkdir);
+                // And each one's journal directory, as the daemon makes it (0755).
+                let mut mkdir = vec!["mkdir".to_string(), "-p".into(), "-m".into(), "0755".into()];
+                mkdir.extend((0..n).map(|i| {
+                    let a = AgentName::parse(&Self::agent(side, i)).unwrap();
+                    format!("/var/log/journal/{}", plan::agent_machine_id(&a))
+                }));
+                let mkdir: Vec<&str> = mkdir.iter().map(String::as_str).collect();
+                self.h.run_ok(&mkdir);
                 let jobs = RawJobs::new(&self.manager).await;
                 let cpu = self.cpu.now();
                 let (wall, calls) = Self::fan_out(n, c, |i| {
@@ -322,22 +333,24 @@ impl Bench<'_> {
                 rest: ms(booted, end),
             };
             if side == Side::Hyperhive {
-                // The container's own bus, as the daemon reaches it (its socket is bound
-                // out to the test host's /run/hyperhive/<agent>.bus).
-                let socket = format!(
-                    "unix:path=/proc/{}/root{}/system_bus_socket",
-                    self.h.leader(),
-                    self.plan_host
-                        .roots
-                        .bus_dir(&AgentName::parse(&agent).unwrap())
-                        .display()
-                );
-                let inner = zbus::connection::Builder::address(socket.as_str())
-                    .unwrap()
-                    .build()
-                    .await
-                    .unwrap();
-                let (_, ready) = unit_times(&inner, hyperhive::plan::HARNESS_UNIT).await;
+                // The container's own systemd, reached as an admin would (`systemctl -M`,
+                // which joins the container's namespaces as the daemon does).
+                let machine = format!("h-{agent}");
+                let ready: u64 = self
+                    .h
+                    .run_ok(&[
+                        "busctl",
+                        "-M",
+                        &machine,
+                        "get-property",
+                        "org.freedesktop.systemd1",
+                        "/org/freedesktop/systemd1/unit/hive_2dharness_2eservice",
+                        "org.freedesktop.systemd1.Unit",
+                        "ActiveEnterTimestamp",
+                    ])
+                    .trim_start_matches("t ")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{machine}: harness ready time: {e}"));
                 p.harness = ms(booted, ready);
                 p.rest = ms(ready, end);
             }

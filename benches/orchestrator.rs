@@ -47,6 +47,7 @@ fn host() -> Host {
         hive_c0re: "/usr/bin/true".into(),
         hive_harness: "/usr/bin/true".into(),
         base_path: vec!["/usr/bin".into()],
+        journal: None,
     }
 }
 

@@ -134,6 +134,29 @@ let
         reboot) and on reload. Null means yes.
       '';
     };
+    private_users = mkOption {
+      type = types.nullOr types.bool;
+      default = null;
+      description = ''
+        Whether the container gets its own user namespace, so that its root is an
+        unprivileged host UID range (null means yes). Turning it off makes the agent real
+        host root inside its container; an agent's own request can never turn it off.
+      '';
+    };
+    capabilities = mkOption {
+      type = types.listOf (
+        types.enum [
+          "CAP_NET_RAW"
+          "CAP_NET_BROADCAST"
+          "CAP_LINUX_IMMUTABLE"
+          "CAP_AUDIT_CONTROL"
+          "CAP_SYS_TTY_CONFIG"
+        ]
+      );
+      default = [ ];
+      example = [ "CAP_NET_RAW" ];
+      description = "Capabilities the agent keeps among those hyperhive drops by default (docs/units.md).";
+    };
   };
 
   # One agent's spec file, built key by key from specOptions so nothing else slips in.

@@ -11,6 +11,7 @@ pub mod logging;
 pub mod paths;
 pub mod plan;
 pub mod reconcile;
+pub mod safe_fs;
 pub mod socket;
 pub mod spec;
 pub mod store;

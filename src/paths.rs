@@ -104,28 +104,12 @@ impl Roots {
         self.run.join(name.as_str())
     }
 
-    /// `/run/hyperhive/<name>.bus`, bound over the container's `/run/dbus`: the container's
-    /// own system bus socket appears here on the host, so the daemon reaches the agent's
-    /// systemd with a plain unix-socket connection (zbus has no machined transport). The
-    /// `.` keeps it from ever clashing with an agent name.
-    pub fn bus_dir(&self, name: &AgentName) -> PathBuf {
-        self.run.join(format!("{name}.bus"))
-    }
-
-    /// The container's system bus socket, seen from the host.
-    pub fn bus_socket(&self, name: &AgentName) -> PathBuf {
-        self.bus_dir(name).join("system_bus_socket")
-    }
-
-    /// The runtime dirs as systemd's `RuntimeDirectory=` wants them: relative to /run.
+    /// The runtime dir as systemd's `RuntimeDirectory=` wants it: relative to /run.
     pub fn runtime_directory_property(&self, name: &AgentName) -> Vec<String> {
         let rel = self
             .run
             .strip_prefix("/run")
             .unwrap_or(Path::new("hyperhive"));
-        [name.to_string(), format!("{name}.bus")]
-            .iter()
-            .map(|d| rel.join(d).to_string_lossy().into_owned())
-            .collect()
+        vec![rel.join(name.as_str()).to_string_lossy().into_owned()]
     }
 }

@@ -30,11 +30,9 @@ fn create_starts_a_container_unit_with_every_contract_property() {
     assert_eq!(h.unit_show("alice", "Slice"), "hive.slice");
     assert_eq!(h.unit_show("alice", "Type"), "notify");
     assert_eq!(h.unit_show("alice", "Restart"), "on-failure");
-    assert_eq!(
-        h.unit_show("alice", "RuntimeDirectory"),
-        "hyperhive/alice hyperhive/alice.bus"
-    );
+    assert_eq!(h.unit_show("alice", "RuntimeDirectory"), "hyperhive/alice");
     assert_eq!(h.unit_show("alice", "RuntimeDirectoryPreserve"), "yes");
+    assert_eq!(h.unit_show("alice", "RuntimeDirectoryMode"), "0700");
     assert_eq!(
         h.unit_show("alice", "MemoryMax"),
         (512u64 << 20).to_string()
@@ -63,9 +61,10 @@ fn create_starts_a_container_unit_with_every_contract_property() {
         "--register=yes",
         "--boot",
         "--notify-ready=yes",
-        "--bind=/var/lib/hyperhive/agents/alice/state:/state",
-        "--bind=/var/lib/hyperhive/agents/alice/claude:/root/.claude",
-        "--bind=/run/hyperhive/alice:/run/hyperhive",
+        "--private-users=pick",
+        "--bind=/var/lib/hyperhive/agents/alice/state:/state:idmap",
+        "--bind=/var/lib/hyperhive/agents/alice/claude:/root/.claude:idmap",
+        "--bind-ro=/run/hyperhive/alice:/run/hyperhive:idmap",
     ] {
         assert!(exec.contains(want), "{want} missing from ExecStart: {exec}");
     }

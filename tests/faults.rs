@@ -788,12 +788,30 @@ fn bug_dollar_in_a_bind_source_or_env_value_reaches_nspawn_verbatim() {
     assert!(
         cmdline
             .lines()
-            .any(|a| a == "--bind=/srv/a${HIVE_AGENT}b:/data"),
+            .any(|a| a == "--bind=/srv/a${HIVE_AGENT}b:/data:idmap"),
         "nspawn ran with: {cmdline}"
     );
+    // The env is no command line's (it is a secret's place): the harness unit inside
+    // carries it, and its process gets it verbatim.
+    let pid = h.run_ok(&[
+        "systemctl",
+        "-M",
+        "h-eve",
+        "show",
+        "-p",
+        "MainPID",
+        "--value",
+        "hive-harness.service",
+    ]);
+    let out = h.in_agent(
+        "eve",
+        &["sh", "-c", &format!("tr '\\0' '\\n' < /proc/{pid}/environ")],
+    );
+    let environ = String::from_utf8_lossy(&out.stdout);
     assert!(
-        cmdline.lines().any(|a| a == "--setenv=FOO=x${HIVE_AGENT}y"),
-        "nspawn ran with: {cmdline}"
+        environ.lines().any(|kv| kv == "FOO=x${HIVE_AGENT}y"),
+        "harness environment: {environ} {}",
+        stderr(&out)
     );
     let out = h.in_agent("eve", &["cat", "/data/f"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "literal\n");

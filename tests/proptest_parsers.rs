@@ -298,20 +298,22 @@ fn bind_arg_escapes_so_nspawn_reads_back_the_paths() {
     check(
         "plan::bind_arg",
         2_000,
-        (abs_path(), abs_path(), any::<bool>()),
-        |(src, dst, ro)| {
-            let arg = plan::bind_arg(&src, &dst, ro);
+        (abs_path(), abs_path(), any::<bool>(), any::<bool>()),
+        |(src, dst, ro, idmap)| {
+            let arg = plan::bind_arg(&src, &dst, ro, idmap);
             let flag = if ro { "--bind-ro=" } else { "--bind=" };
             let value = arg
                 .strip_prefix(flag)
                 .ok_or_else(|| TestCaseError::fail(format!("{arg}: not {flag}")))?;
             let parts = nspawn_split(value);
-            prop_assert_eq!(
-                parts,
-                vec![src.display().to_string(), dst.display().to_string()],
-                "{}",
-                arg
-            );
+            let mut expected = vec![src.display().to_string(), dst.display().to_string()];
+            if idmap {
+                expected.push("idmap".into());
+            }
+            prop_assert_eq!(parts, expected, "{}", arg);
+            if idmap {
+                return Ok(());
+            }
             // Our short form speaks nspawn's syntax: the same string parses back too.
             let bind = BindEntry::Short(value.to_owned()).to_bind().unwrap();
             prop_assert_eq!((bind.source, bind.target), (src, dst));
@@ -732,6 +734,12 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                     tasks_max,
                     // Varied without widening the strategy tuple past proptest's arity.
                     autostart: cpu_weight.map(|w| w % 2 == 0),
+                    private_users: tasks_max.map(|t| t % 2 == 0),
+                    capabilities: match cpu_weight.map(|w| w % 3) {
+                        Some(0) => vec!["CAP_NET_RAW".into()],
+                        Some(1) => vec!["CAP_SYS_TTY_CONFIG".into(), "CAP_NET_RAW".into()],
+                        _ => vec![],
+                    },
                     network,
                     harness,
                 }
@@ -764,10 +772,13 @@ fn valid_specs_round_trip_through_the_saved_form() {
         let args: Vec<String> = exec[0].argv.iter().map(|a| a.replace("$$", "$")).collect();
         for b in &spec.binds {
             let flag = if b.readonly { "--bind-ro=" } else { "--bind=" };
-            let want = vec![
+            let mut want = vec![
                 b.source.display().to_string(),
                 b.target.display().to_string(),
             ];
+            if spec.private_users {
+                want.push("idmap".into());
+            }
             prop_assert!(
                 args.iter()
                     .filter_map(|a| a.strip_prefix(flag))
@@ -777,9 +788,21 @@ fn valid_specs_round_trip_through_the_saved_form() {
                 args
             );
         }
+        // The env's values reach the harness unit intact, and no command line.
+        let harness = plan::harness_unit(&spec, &test_host());
+        let Some(Prop::Strv(env)) = harness.get("Environment") else {
+            return Err(TestCaseError::fail("no harness Environment"));
+        };
         for (k, v) in &spec.env {
-            let setenv = format!("--setenv={k}={v}");
-            prop_assert!(args.contains(&setenv), "{} missing", setenv);
+            let kv = format!("{k}={v}");
+            prop_assert!(env.contains(&kv), "{} missing from the harness", kv);
+            prop_assert!(
+                !args
+                    .iter()
+                    .any(|a| a.starts_with(&format!("--setenv={k}="))),
+                "{} on the container's command line",
+                k
+            );
         }
         Ok(())
     });
@@ -792,6 +815,7 @@ fn test_host() -> Host {
         hive_c0re: "/usr/bin/hive-c0re".into(),
         hive_harness: "/usr/bin/hive-harness".into(),
         base_path: vec!["/usr/bin".into()],
+        journal: None,
     }
 }
 

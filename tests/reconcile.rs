@@ -234,9 +234,11 @@ fn reload_rebuilds_only_the_edited_agent_and_plan_shows_the_diff_before_and_none
         .map(|d| d["property"].as_str().unwrap())
         .collect();
     assert!(changed.contains(&"MemoryMax"), "{diff:?}");
+    // The env is the harness unit's (never a host command line): the container's plan
+    // hash, which covers the harness's plan, is what changes on the host unit.
     assert!(
-        changed.contains(&"ExecStart"),
-        "--setenv=MOOD=edited: {diff:?}"
+        changed.contains(&"Environment") && !changed.contains(&"ExecStart"),
+        "MOOD=edited: {diff:?}"
     );
     let mem = diff.iter().find(|d| d["property"] == "MemoryMax").unwrap();
     assert_eq!(mem["planned"], "536870912");
@@ -261,6 +263,17 @@ fn reload_rebuilds_only_the_edited_agent_and_plan_shows_the_diff_before_and_none
     assert_eq!(h.invocation("one"), one, "the other agent was not touched");
     assert_ne!(h.invocation("two"), two);
     assert_eq!(h.unit_show("two", "MemoryMax"), "536870912");
+    let harness_env = h.run_ok(&[
+        "systemctl",
+        "-M",
+        "h-two",
+        "show",
+        "-p",
+        "Environment",
+        "--value",
+        "hive-harness.service",
+    ]);
+    assert!(harness_env.contains("MOOD=edited"), "{harness_env}");
     let rebuilt = entries(
         &h,
         &[

@@ -27,6 +27,7 @@ pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
                 Prop::Str(s) => Value::from(s.as_str()),
                 Prop::Bool(b) => Value::from(*b),
                 Prop::U64(n) => Value::from(*n),
+                Prop::U32(n) => Value::from(*n),
                 Prop::Strv(v) => Value::from(v.iter().map(String::as_str).collect::<Vec<_>>()),
                 Prop::Exec(cmds) => Value::from(
                     cmds.iter()

@@ -31,6 +31,8 @@ let
         "--print"
       ];
       autostart = false;
+      private_users = false;
+      capabilities = [ "CAP_NET_RAW" ];
     };
   };
 

@@ -6,6 +6,10 @@ use clap::Parser;
 use hyperhive::cli::daemon::{Args, Command};
 
 fn main() -> ExitCode {
+    // Reaching a container's bus re-runs this binary as a namespace-joining helper.
+    if let Some(code) = hyperhive::systemd::container_bus::run_if_helper() {
+        return code;
+    }
     let args = Args::parse();
     hyperhive::logging::init("hive-c0re", log::LevelFilter::Info);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Reaching a container's bus re-runs this binary as a namespace-joining helper.
+    if let Some(code) = hyperhive::systemd::container_bus::run_if_helper() {
+        return code;
+    }
     let args = match hyperhive::cli::Args::try_parse() {
         Ok(args) => args,
         // --help and --version print as clap does; a usage error is one line, exit 2.

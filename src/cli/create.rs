@@ -50,6 +50,15 @@ pub struct CreateArgs {
         value_parser = yes_no()
     )]
     pub autostart: Option<bool>,
+    /// Whether the container gets its own user namespace, so its root is an unprivileged
+    /// host UID range (default yes; `no` makes the agent real host root in its container)
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new(), value_name = "yes|no")]
+    pub private_users: Option<bool>,
+    /// A capability the agent keeps among those hyperhive drops (CAP_NET_RAW,
+    /// CAP_NET_BROADCAST, CAP_LINUX_IMMUTABLE, CAP_AUDIT_CONTROL, CAP_SYS_TTY_CONFIG;
+    /// repeatable)
+    #[arg(long = "capability", value_name = "CAP")]
+    pub capabilities: Vec<String>,
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub harness: Option<Vec<String>>,
@@ -92,6 +101,8 @@ impl CreateArgs {
             tasks_max: self.tasks_max,
             harness: self.harness.clone(),
             autostart: self.autostart,
+            private_users: self.private_users,
+            capabilities: self.capabilities.clone(),
             ..Default::default()
         };
         flags.volatile = self

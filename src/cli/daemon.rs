@@ -111,6 +111,7 @@ impl DaemonOpts {
             hive_c0re,
             hive_harness,
             base_path,
+            journal: crate::plan::persistent_journal(),
         })
     }
 }

@@ -254,11 +254,42 @@ pub struct AgentStatus {
     pub last_crash: Option<super::crash::Crash>,
     /// The same for hive-harness.service, from the container's journal.
     pub harness_last_crash: Option<super::crash::Crash>,
+    /// Where container root sits on the host: `{"host_uid": N, "count": N}` under the
+    /// agent's own user namespace, `{"host_uid": 0, ...}` without one; `null` when the
+    /// container is not running.
+    pub user_namespace: Option<UidRange>,
     /// The agent's most recent journal lines (`hivectl logs`).
     pub recent_log: Vec<String>,
     /// Ids of the agent's pending approvals; `null` when the daemon is down or the caller
     /// may not see approvals (root and hive-admin only).
     pub pending_approvals: Option<Vec<i64>>,
+}
+
+/// One line of a uid_map: container uid 0 is `host_uid` on the host, for `count` ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UidRange {
+    pub host_uid: u64,
+    pub count: u64,
+}
+
+/// The user namespace of a running container, from its leader's `/proc/<pid>/uid_map`
+/// (readable by every user).
+async fn user_namespace(sd: &Systemd, name: &AgentName) -> Option<UidRange> {
+    let leader = sd.machine_leader(&name.machine()).await.ok()??;
+    let map = std::fs::read_to_string(format!("/proc/{leader}/uid_map")).ok()?;
+    let mut fields = map
+        .lines()
+        .next()?
+        .split_whitespace()
+        .map(str::parse::<u64>);
+    match (
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+    ) {
+        (0, host_uid, count) => Some(UidRange { host_uid, count }),
+        _ => None,
+    }
 }
 
 /// The agent's pending approvals, from the daemon (which owns the store).
@@ -279,30 +310,20 @@ async fn pending_approvals(conn: &zbus::Connection, name: &AgentName) -> Option<
     )
 }
 
-/// The harness unit's state, from the container's bus socket bound out to the host.
-async fn harness_status(roots: &Roots, name: &AgentName) -> Option<UnitStatus> {
-    let socket = roots.bus_socket(name);
-    if !socket.exists() {
-        return None;
-    }
+/// The harness unit's state, from the systemd inside the container, reached from inside
+/// its namespaces as `systemctl -M` does (root only; `None` otherwise or on no answer).
+async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatus> {
+    let timeout = std::time::Duration::from_secs(2);
     let read = async {
-        let conn =
-            zbus::connection::Builder::address(format!("unix:path={}", socket.display()).as_str())
-                .ok()?
-                .build()
-                .await
-                .ok()?;
-        Systemd::reader(&conn)
+        host_sd
+            .container(&name.machine(), timeout)
             .await
             .ok()?
             .status(crate::plan::HARNESS_UNIT)
             .await
             .ok()?
     };
-    tokio::time::timeout(std::time::Duration::from_secs(2), read)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(timeout, read).await.ok().flatten()
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
@@ -351,6 +372,8 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             credentials_dir: roots.claude_dir(&name),
             runtime_dir: roots.runtime_dir(&name),
             harness: None,
+            // The remote host's /proc is not ours to read.
+            user_namespace: None,
             container: unit,
             last_crash: None,
             harness_last_crash: None,
@@ -387,7 +410,12 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         credentials_dir: roots.claude_dir(&name),
         runtime_dir: roots.runtime_dir(&name),
         harness: if unit.as_ref().is_some_and(|u| u.is_up()) {
-            harness_status(&roots, &name).await
+            harness_status(&sd, &name).await
+        } else {
+            None
+        },
+        user_namespace: if unit.as_ref().is_some_and(|u| u.is_up()) {
+            user_namespace(&sd, &name).await
         } else {
             None
         },
@@ -466,6 +494,16 @@ pub fn render_status(st: &AgentStatus) -> String {
                 }
             }
         }
+    }
+    match st.user_namespace {
+        Some(UidRange { host_uid: 0, .. }) => {
+            out.push_str("   User NS: none: container root is host root (private_users = false)\n")
+        }
+        Some(r) => out.push_str(&format!(
+            "   User NS: container root is host uid {} ({} ids)\n",
+            r.host_uid, r.count
+        )),
+        None => {}
     }
     match (&st.host, &st.harness) {
         (Some(host), _) => out.push_str(&format!(

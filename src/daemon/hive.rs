@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -532,11 +532,16 @@ impl Hive {
         failpoint::hit("destroy:spec-removed");
         // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
         // after the unit is gone, so it is ours to remove.
-        remove_if_present(&roots.runtime_dir(name)).map_err(Error::failed)?;
-        remove_if_present(&roots.bus_dir(name)).map_err(Error::failed)?;
+        crate::safe_fs::remove_tree(&roots.runtime_dir(name))
+            .with_context(|| ctx("removing its runtime dir"))
+            .map_err(Error::failed)?;
         mark_stopped(roots, name, false).map_err(Error::failed)?;
         if purge {
-            remove_if_present(&roots.agent_dir(name)).map_err(Error::failed)?;
+            // The agent wrote this tree: never follow its symlinks, and say exactly what
+            // could not be removed (chattr +i, say) rather than stop at the first entry.
+            crate::safe_fs::remove_tree(&roots.agent_dir(name))
+                .with_context(|| ctx("purging"))
+                .map_err(Error::failed)?;
         }
         journal::emit(
             Event::AgentDestroyed,
@@ -561,6 +566,7 @@ impl Hive {
         approval: Option<i64>,
     ) -> Result<Outcome> {
         let name = &spec.name;
+        self.prepare_journal_dir(spec)?;
         self.sockets
             .register(name, &self.host.roots.runtime_dir(name))?;
         mark_stopped(&self.host.roots, name, false)?;
@@ -646,40 +652,28 @@ impl Hive {
         Ok(outcome)
     }
 
-    /// A connection to the systemd inside the agent's container, through the bus socket
-    /// its container unit binds out to the host.
+    /// A connection to the systemd inside the agent's container, made from inside its
+    /// namespaces (never through a path the agent could redirect). A just-booted
+    /// container's bus may take a moment; a silent one fails within
+    /// [`CONTAINER_BUS_TIMEOUT`] and names the agent.
     async fn container_systemd(&self, name: &AgentName) -> Result<Systemd> {
-        let socket = self.host.roots.bus_socket(name);
-        let address = format!("unix:path={}", socket.display());
+        let machine = name.machine();
         let deadline = tokio::time::Instant::now() + CONTAINER_BUS_TIMEOUT;
         loop {
-            let attempt = async {
-                let conn = zbus::connection::Builder::address(address.as_str())?
-                    .build()
-                    .await?;
-                Systemd::manager(&conn).await
-            };
-            match tokio::time::timeout(CONTAINER_BUS_TIMEOUT, attempt).await {
-                Ok(Ok(sd)) => return Ok(sd),
-                Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = left.min(crate::systemd::container_bus::CONNECT_TIMEOUT);
+            match self.sd.container(&machine, attempt).await {
+                Ok(sd) => return Ok(sd),
+                Err(e) if tokio::time::Instant::now() + Duration::from_millis(50) < deadline => {
                     log::debug!("agent {name}: container bus not ready yet: {e:#}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     return Err(e).with_context(|| {
                         format!(
-                            "reaching container {}'s bus at {}",
-                            name.machine(),
-                            socket.display()
-                        )
+                        "container {machine}'s bus did not answer within {CONTAINER_BUS_TIMEOUT:?}"
+                    )
                     })
-                }
-                Err(_) => {
-                    return Err(anyhow!(
-                        "reaching container {}'s bus at {}: timed out",
-                        name.machine(),
-                        socket.display()
-                    ))
                 }
             }
         }
@@ -730,24 +724,24 @@ impl Hive {
         let roots = &self.host.roots;
         std::fs::create_dir_all(roots.agents_dir())
             .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
+        // The agent writes inside state/ and claude/ and could plant a symlink there, but
+        // not at these paths themselves; opened without following links all the same.
         for dir in [
             roots.agent_dir(name),
             roots.state_dir(name),
             roots.claude_dir(name),
         ] {
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                        .with_context(|| {
-                            format!("agent {name}: setting mode 0700 on {}", dir.display())
-                        })?;
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("agent {name}: creating {}", dir.display()))
-                }
-            }
+            crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The agent's journal directory on the host, when it gets one (a bind source).
+    /// Readable like journald's own (0755); the agent's journald writes into it.
+    pub(super) fn prepare_journal_dir(&self, spec: &AgentSpec) -> Result<()> {
+        if let Some(dir) = plan::agent_journal_dir(spec, &self.host) {
+            crate::safe_fs::dir_with_mode(&dir, 0o755)
+                .with_context(|| format!("agent {}: its journal directory", spec.name))?;
         }
         Ok(())
     }

@@ -296,9 +296,10 @@ fn warn_low_limits() {
     }
 }
 
-/// Removes runtime dirs (socket dir and `.bus` dir) of agents that no longer exist: a
-/// destroy interrupted after the spec was removed leaves them behind, and a socket nobody
-/// serves must not linger.
+/// Removes runtime dirs of agents that no longer exist (a destroy interrupted after the
+/// spec was removed leaves them behind, and a socket nobody serves must not linger), and
+/// every `<name>.bus` dir: earlier versions bound the container's bus out there, and
+/// nothing uses one now. Never follows a symlink in them.
 fn remove_orphan_runtime_dirs(roots: &Roots, known: &BTreeSet<AgentName>) {
     let Ok(dir) = std::fs::read_dir(&roots.run) else {
         return;
@@ -306,18 +307,19 @@ fn remove_orphan_runtime_dirs(roots: &Roots, known: &BTreeSet<AgentName>) {
     for entry in dir.flatten() {
         let file = entry.file_name();
         let Some(raw) = file.to_str() else { continue };
-        let Ok(name) = AgentName::parse(raw.strip_suffix(".bus").unwrap_or(raw)) else {
+        let legacy_bus = raw.strip_suffix(".bus");
+        let Ok(name) = AgentName::parse(legacy_bus.unwrap_or(raw)) else {
             continue;
         };
-        if known.contains(&name) {
+        if legacy_bus.is_none() && known.contains(&name) {
             continue;
         }
-        match std::fs::remove_dir_all(entry.path()) {
+        match crate::safe_fs::remove_tree(&entry.path()) {
             Ok(()) => log::info!(
-                "removed {} of agent {name}, which no longer exists",
+                "removed {} of agent {name}, which no longer uses it",
                 entry.path().display()
             ),
-            Err(e) => log::warn!("removing {}: {e}", entry.path().display()),
+            Err(e) => log::warn!("agent {name}: {e:#}"),
         }
     }
 }

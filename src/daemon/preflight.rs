@@ -178,6 +178,7 @@ mod tests {
             hive_c0re: "/bin/sh".into(),
             hive_harness: dir.join("no-harness"),
             base_path: vec!["/usr/bin".into()],
+            journal: None,
         }
     }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::paths::Roots;
-use crate::spec::{AgentSpec, Network};
+use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
 mod harness;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
@@ -45,6 +45,37 @@ pub struct Host {
     pub hive_harness: PathBuf,
     /// The PATH after the agent's own entries; never the daemon's inherited PATH.
     pub base_path: Vec<PathBuf>,
+    /// The host's persistent journal (`/var/log/journal`), if it keeps one: an agent in
+    /// its own user namespace gets an idmapped directory there (see [`agent_journal_dir`]).
+    pub journal: Option<PathBuf>,
+}
+
+/// `/var/log/journal` if the host keeps a persistent journal (nspawn's `try-host`).
+pub fn persistent_journal() -> Option<PathBuf> {
+    let dir = PathBuf::from("/var/log/journal");
+    dir.is_dir().then_some(dir)
+}
+
+/// The container's machine ID: stable per agent (so its journal directory on the host
+/// is too), derived from its name, never the host's.
+pub fn agent_machine_id(name: &crate::spec::AgentName) -> String {
+    let digest = Sha256::digest(format!("hyperhive agent {name}").as_bytes());
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Where an agent in its own user namespace writes its journal on the host:
+/// `/var/log/journal/<its machine ID>`, bound idmapped over the same path inside, so
+/// `journalctl -m` on the host reads the harness's and the agent's own lines. nspawn's
+/// `--link-journal=try-host` cannot serve here: the directory it makes is owned by the
+/// host's root, which the container's journald (an unprivileged host UID) cannot write.
+pub fn agent_journal_dir(spec: &AgentSpec, host: &Host) -> Option<PathBuf> {
+    let journal = host.journal.as_ref()?;
+    spec.private_users
+        .then(|| journal.join(agent_machine_id(&spec.name)))
 }
 
 /// A systemd property value, in the few D-Bus shapes agent units need.
@@ -54,6 +85,8 @@ pub enum Prop {
     Str(String),
     Bool(bool),
     U64(u64),
+    /// `u`, e.g. a mode such as RuntimeDirectoryMode.
+    U32(u32),
     Strv(Vec<String>),
     /// `a(sasb)`: path, argv (with argv\[0\]), ignore-failure.
     Exec(Vec<ExecCommand>),
@@ -108,36 +141,63 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         // READY=1 once the container's systemd finished booting, so the start job (and
         // `hivectl create`) completes when the agent is really up.
         "--notify-ready=yes".into(),
-        "--link-journal=try-host".into(),
         "--console=passive".into(),
     ];
-    argv.push(bind_arg(&roots.state_dir(name), Path::new("/state"), false));
+    match agent_journal_dir(spec, host) {
+        Some(dir) => {
+            argv.push(format!("--uuid={}", agent_machine_id(name)));
+            argv.push("--link-journal=no".into());
+            argv.push(bind_arg(&dir, &dir, false, true));
+        }
+        None => argv.push("--link-journal=try-host".into()),
+    }
+    // Binds the agent writes through are idmapped in its user namespace: its root owns
+    // them inside, and on the host they stay owned by the host's root in a 0700 tree
+    // (docs/persistence.md).
+    let idmap = spec.private_users;
+    if spec.private_users {
+        argv.push("--private-users=pick".into());
+        argv.push(format!("--private-users-ownership={}", ownership(spec)));
+    }
+    argv.push(bind_arg(
+        &roots.state_dir(name),
+        Path::new("/state"),
+        false,
+        idmap,
+    ));
     argv.push(bind_arg(
         &roots.claude_dir(name),
         Path::new("/root/.claude"),
         false,
+        idmap,
     ));
+    // Read-only: the agent reaches its socket but can neither remove nor replace it, so a
+    // daemon restart always rebinds the socket the harness connects to.
     argv.push(bind_arg(
         &roots.runtime_dir(name),
         Path::new("/run/hyperhive"),
-        false,
-    ));
-    argv.push(bind_arg(
-        &roots.bus_dir(name),
-        Path::new("/run/dbus"),
-        false,
+        true,
+        idmap,
     ));
     argv.push(bind_arg(
         &host.hive_harness,
         Path::new(HARNESS_IN_CONTAINER),
         true,
+        false,
     ));
     for b in &spec.binds {
-        argv.push(bind_arg(&b.source, &b.target, b.readonly));
+        argv.push(bind_arg(&b.source, &b.target, b.readonly, idmap));
     }
-    for (k, v) in &spec.env {
-        argv.push(format!("--setenv={k}={v}"));
+    let dropped: Vec<&str> = DROPPED_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| !spec.capabilities.iter().any(|k| k == c))
+        .collect();
+    if !dropped.is_empty() {
+        argv.push(format!("--drop-capability={}", dropped.join(",")));
     }
+    // The spec's env is not passed here: a command line is world-readable (ExecStart on
+    // the bus, /proc/*/cmdline). The harness unit carries it, inside the container.
     argv.push(format!("--setenv=HIVE_AGENT={name}"));
     match spec.network {
         // Host networking: no flag at all, so nspawn never creates a netns.
@@ -188,6 +248,8 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         // The socket and bus dirs are bind sources: they must survive restarts of this
         // unit and of the daemon (seed gotcha).
         ("RuntimeDirectoryPreserve".into(), Prop::Str("yes".into())),
+        // Host users other than root have no business with an agent's socket.
+        ("RuntimeDirectoryMode".into(), Prop::U32(0o700)),
         ("Restart".into(), Prop::Str("on-failure".into())),
         ("RestartUSec".into(), Prop::U64(RESTART_USEC)),
         ("ExecStart".into(), Prop::Exec(vec![exec_start])),
@@ -289,9 +351,22 @@ pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {
         .join(":")
 }
 
-/// `--bind=SRC:DST` / `--bind-ro=SRC:DST`, with nspawn's backslash escapes so that paths
-/// containing `:` or `\` survive.
-pub fn bind_arg(source: &Path, target: &Path, readonly: bool) -> String {
+/// How nspawn treats file ownership in the container's root under a user namespace. A
+/// volatile root (or the host's own `/`) only lends its read-only /usr: it is used as it
+/// is (`off`; its files show as nobody inside, which a booting systemd tolerates). A root
+/// of the agent's own is idmapped where the filesystem can, and chowned otherwise
+/// (`auto`), so the container's root owns its tree.
+fn ownership(spec: &AgentSpec) -> &'static str {
+    if spec.volatile == Volatile::Yes || spec.root == Path::new("/") {
+        "off"
+    } else {
+        "auto"
+    }
+}
+
+/// `--bind=SRC:DST[:idmap]` / `--bind-ro=…`, with nspawn's backslash escapes so that
+/// paths containing `:` or `\` survive.
+pub fn bind_arg(source: &Path, target: &Path, readonly: bool, idmap: bool) -> String {
     let esc = |p: &Path| {
         p.display()
             .to_string()
@@ -299,7 +374,8 @@ pub fn bind_arg(source: &Path, target: &Path, readonly: bool) -> String {
             .replace(':', r"\:")
     };
     let flag = if readonly { "--bind-ro" } else { "--bind" };
-    format!("{flag}={}:{}", esc(source), esc(target))
+    let options = if idmap { ":idmap" } else { "" };
+    format!("{flag}={}:{}{options}", esc(source), esc(target))
 }
 
 fn hash_properties(props: &[(String, Prop)], carries: Option<&str>) -> String {

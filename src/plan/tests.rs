@@ -1,5 +1,5 @@
 use super::*;
-use crate::spec::{AgentName, SpecFile, Volatile};
+use crate::spec::{AgentName, AgentSpec, SpecFile, Volatile};
 
 fn host() -> Host {
     Host {
@@ -12,6 +12,7 @@ fn host() -> Host {
             "/run/current-system/sw/bin".into(),
             "/usr/bin".into(),
         ],
+        journal: Some("/var/log/journal".into()),
     }
 }
 
@@ -72,10 +73,8 @@ fn every_required_property_is_explicit() {
         plan.get("RuntimeDirectoryPreserve"),
         Some(&Prop::Str("yes".into()))
     );
-    assert_eq!(
-        strv(&plan, "RuntimeDirectory"),
-        vec!["hyperhive/alice", "hyperhive/alice.bus"]
-    );
+    assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hyperhive/alice"]);
+    assert_eq!(plan.get("RuntimeDirectoryMode"), Some(&Prop::U32(0o700)));
     assert_eq!(plan.get("Restart"), Some(&Prop::Str("on-failure".into())));
     // No limits unless the spec asks.
     assert!(plan.get("MemoryMax").is_none() && plan.get("CPUWeight").is_none());
@@ -109,14 +108,30 @@ fn nspawn_boots_the_root_as_h_name_with_the_agent_dirs_bound() {
         "--volatile=yes",
         "--notify-ready=yes",
         "--boot",
-        "--bind=/var/lib/hyperhive/agents/alice/state:/state",
-        "--bind=/var/lib/hyperhive/agents/alice/claude:/root/.claude",
-        "--bind=/run/hyperhive/alice:/run/hyperhive",
-        "--bind=/run/hyperhive/alice.bus:/run/dbus",
+        "--private-users=pick",
+        "--private-users-ownership=off",
+        "--bind=/var/lib/hyperhive/agents/alice/state:/state:idmap",
+        "--bind=/var/lib/hyperhive/agents/alice/claude:/root/.claude:idmap",
+        "--bind-ro=/run/hyperhive/alice:/run/hyperhive:idmap",
         "--bind-ro=/usr/bin/hive-harness:/opt/hyperhive/bin/hive-harness",
+        "--drop-capability=CAP_NET_RAW,CAP_NET_BROADCAST,CAP_LINUX_IMMUTABLE,CAP_AUDIT_CONTROL,CAP_SYS_TTY_CONFIG",
     ] {
         assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
     }
+    // Its own machine ID and an idmapped journal directory on the host, which its
+    // journald (an unprivileged host UID) can write and `journalctl -m` reads.
+    let id = agent_machine_id(&AgentName::parse("alice").unwrap());
+    assert_eq!(id.len(), 32);
+    for want in [
+        format!("--uuid={id}"),
+        "--link-journal=no".into(),
+        format!("--bind=/var/log/journal/{id}:/var/log/journal/{id}:idmap"),
+    ] {
+        assert!(a.contains(&want), "{want} missing from {a:?}");
+    }
+    // The daemon reaches the container's bus from inside its namespaces, never through
+    // a bind of the container's /run/dbus the agent could redirect.
+    assert!(!a.iter().any(|x| x.contains("/run/dbus")), "{a:?}");
     // Kernel arguments come after `--`, flags before it.
     let sep = a.iter().position(|x| x == "--").unwrap();
     assert!(a[..sep].iter().any(|x| x == "--boot"));
@@ -139,12 +154,16 @@ fn binds_escape_colons_and_keep_spaces() {
     );
     let a = argv(&container_unit(&s, &host()));
     assert!(
-        a.iter().any(|x| x == r"--bind=/srv/my data\:v2:/data"),
+        a.iter()
+            .any(|x| x == r"--bind=/srv/my data\:v2:/data:idmap"),
         "{a:?}"
     );
-    assert!(a.iter().any(|x| x == "--bind-ro=/etc/x:/etc/x"), "{a:?}");
+    assert!(
+        a.iter().any(|x| x == "--bind-ro=/etc/x:/etc/x:idmap"),
+        "{a:?}"
+    );
     assert_eq!(
-        bind_arg(Path::new(r"/a\b"), Path::new("/c"), false),
+        bind_arg(Path::new(r"/a\b"), Path::new("/c"), false, false),
         r"--bind=/a\\b:/c"
     );
 }
@@ -158,7 +177,52 @@ fn limits_and_env_are_carried() {
     assert_eq!(plan.get("MemoryMax"), Some(&Prop::U64(1 << 30)));
     assert_eq!(plan.get("CPUWeight"), Some(&Prop::U64(50)));
     assert_eq!(plan.get("TasksMax"), Some(&Prop::U64(99)));
-    assert!(argv(&plan).iter().any(|x| x == "--setenv=A=b c"));
+    // The env's values are secrets: on no command line (ExecStart is readable by every
+    // host user over the bus), only on the harness unit inside the container.
+    assert!(
+        !argv(&plan).iter().any(|x| x.contains("b c")),
+        "{:?}",
+        argv(&plan)
+    );
+    let harness = crate::plan::harness_unit(&s, &host());
+    assert!(strv(&harness, "Environment").contains(&"A=b c".to_string()));
+}
+
+#[test]
+fn an_admin_may_turn_the_user_namespace_off_and_keep_capabilities() {
+    let s = spec(
+        "root = \"/\"\nvolatile = \"yes\"\nprivate_users = false\ncapabilities = [\"CAP_NET_RAW\"]\n",
+    );
+    let a = argv(&container_unit(&s, &host()));
+    assert!(!a.iter().any(|x| x.starts_with("--private-users")), "{a:?}");
+    assert!(a
+        .iter()
+        .any(|x| x == "--bind=/var/lib/hyperhive/agents/alice/state:/state"));
+    assert!(a.iter().any(|x| x
+        == "--drop-capability=CAP_NET_BROADCAST,CAP_LINUX_IMMUTABLE,CAP_AUDIT_CONTROL,CAP_SYS_TTY_CONFIG"));
+    let err = AgentSpec::validate(
+        &AgentName::parse("alice").unwrap(),
+        &SpecFile::from_toml(
+            "root = \"/\"\nvolatile = \"yes\"\ncapabilities = [\"CAP_SYS_MODULE\"]\n",
+            "t",
+        )
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("CAP_SYS_MODULE") && err.contains("keepable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_own_root_is_idmapped_a_lent_one_is_not() {
+    let s = spec("root = \"/var/lib/machines/alice\"\n");
+    let a = argv(&container_unit(&s, &host()));
+    assert!(
+        a.iter().any(|x| x == "--private-users-ownership=auto"),
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -221,13 +285,10 @@ fn moved_roots_move_every_path() {
     .validate()
     .unwrap();
     let plan = container_unit(&base(), &h);
-    assert_eq!(
-        strv(&plan, "RuntimeDirectory"),
-        vec!["hh-test/alice", "hh-test/alice.bus"]
-    );
+    assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hh-test/alice"]);
     assert!(argv(&plan)
         .iter()
-        .any(|x| x == "--bind=/tmp/s/agents/alice/state:/state"));
+        .any(|x| x == "--bind=/tmp/s/agents/alice/state:/state:idmap"));
     assert!(Roots {
         run: "/tmp/r".into(),
         ..Roots::default()
@@ -307,10 +368,12 @@ fn dollars_reach_the_program_verbatim() {
     );
     let a = argv(&container_unit(&s, &host()));
     assert!(
-        a.iter().any(|x| x == "--bind=/srv/a$${HIVE_AGENT}b:/data"),
+        a.iter()
+            .any(|x| x == "--bind=/srv/a$${HIVE_AGENT}b:/data:idmap"),
         "{a:?}"
     );
-    assert!(a.iter().any(|x| x == "--setenv=FOO=x$${PATH}y"), "{a:?}");
+    // Environment= values are not expanded by systemd: the env reaches the harness as is.
+    assert!(strv(&harness_unit(&s, &host()), "Environment").contains(&"FOO=x${PATH}y".to_string()));
     let h = argv(&harness_unit(&s, &host()));
     assert_eq!(h.last().unwrap(), "echo $$PATH");
     assert_eq!(

@@ -78,6 +78,7 @@ pub fn render_planned(p: &Prop) -> String {
         Prop::Str(s) => s.clone(),
         Prop::Bool(b) => yes_no(*b).into(),
         Prop::U64(n) => n.to_string(),
+        Prop::U32(n) => n.to_string(),
         Prop::Strv(v) => join(v.iter().map(String::as_str)),
         Prop::Exec(cmds) => cmds.iter().map(exec_text).collect::<Vec<_>>().join("; "),
         Prop::Bytes(v) => join(v.iter().map(|b| String::from_utf8_lossy(b).into_owned())),

@@ -4,7 +4,6 @@
 //! exactly one socket and one listener per agent.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -62,20 +61,23 @@ impl Sockets {
         if let Some(mut old) = listeners.remove(name) {
             old.tasks.abort_all();
         }
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("agent {name}: creating {}", dir.display()))?;
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("agent {name}: removing stale {}", path.display()))
-            }
+        // The agent sees this directory (read-only, at /run/hyperhive); nothing in it is
+        // resolved by path: a symlink there never redirects the unlink or the bind, and
+        // the socket is not chmod-ed after binding (the 0700 directory keeps other host
+        // users out).
+        if let Some(run_root) = dir.parent() {
+            std::fs::create_dir_all(run_root)
+                .with_context(|| format!("agent {name}: creating {}", run_root.display()))?;
         }
+        let dir_fd = crate::safe_fs::private_dir(dir).with_context(|| format!("agent {name}"))?;
+        crate::safe_fs::remove_file_in(&dir_fd, SOCKET_NAME, &path)
+            .with_context(|| format!("agent {name}: removing the stale socket"))?;
+        // Bound by its real path, so `ss -xl` and admins see it: the final component is
+        // never followed by bind(), and no component above it is the agent's to change;
+        // the check after makes sure the directory is still the one prepared above.
         let listener = UnixListener::bind(&path)
             .with_context(|| format!("agent {name}: binding {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("agent {name}: chmod 0600 {}", path.display()))?;
+        crate::safe_fs::same_dir(&dir_fd, dir).with_context(|| format!("agent {name}"))?;
 
         let mut tasks = JoinSet::new();
         let agent = name.clone();
@@ -95,7 +97,11 @@ impl Sockets {
     pub fn unregister(&self, name: &AgentName) {
         if let Some(mut old) = self.listeners.lock().expect("sockets lock").remove(name) {
             old.tasks.abort_all();
-            let _ = std::fs::remove_file(&old.path);
+            if let Some(dir) = old.path.parent() {
+                if let Ok(fd) = crate::safe_fs::open_dir(dir) {
+                    let _ = crate::safe_fs::remove_file_in(&fd, SOCKET_NAME, &old.path);
+                }
+            }
         }
     }
 

@@ -21,6 +21,22 @@ use serde::{Deserialize, Serialize};
 /// Container targets hyperhive binds itself; a spec's own binds may not shadow them.
 pub const RESERVED_TARGETS: [&str; 3] = ["/state", "/root/.claude", "/run/hyperhive"];
 
+/// Capabilities systemd-nspawn would give a container that hyperhive takes away unless
+/// the spec keeps them (`capabilities = [...]`); docs/units.md gives the reason for each
+/// and for every one kept. On the host's network, these act on the host itself.
+pub const DROPPED_CAPABILITIES: [&str; 5] = [
+    // Raw and packet sockets: sniffing and forging traffic on the host's interfaces.
+    "CAP_NET_RAW",
+    // Broadcast and multicast listening on the host's network.
+    "CAP_NET_BROADCAST",
+    // chattr +i/+a: files in its binds the host's root could no longer remove.
+    "CAP_LINUX_IMMUTABLE",
+    // The host's audit rules.
+    "CAP_AUDIT_CONTROL",
+    // vhangup and the consoles: the container has none of its own.
+    "CAP_SYS_TTY_CONFIG",
+];
+
 /// How nspawn treats the root: `--volatile=` verbatim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +138,15 @@ pub struct SpecFile {
     /// on reload). Default: yes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
+    /// Whether the container gets its own user namespace (`--private-users=pick`), so its
+    /// root is an unprivileged host UID range. Default: yes. Only an admin may turn it
+    /// off; it is never part of what an agent may request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_users: Option<bool>,
+    /// Capabilities the agent keeps among those hyperhive drops by default
+    /// ([`DROPPED_CAPABILITIES`]), e.g. `CAP_NET_RAW` for ping.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 impl SpecFile {
@@ -170,6 +195,12 @@ impl SpecFile {
         self.network = over.network.or(self.network);
         self.harness = over.harness.or(self.harness);
         self.autostart = over.autostart.or(self.autostart);
+        self.private_users = over.private_users.or(self.private_users);
+        for c in over.capabilities {
+            if !self.capabilities.contains(&c) {
+                self.capabilities.push(c);
+            }
+        }
         self
     }
 }
@@ -219,6 +250,9 @@ pub struct AgentSpec {
     pub harness: Vec<String>,
     /// Not part of any unit: it decides whether reconcile creates the units at all.
     pub autostart: bool,
+    pub private_users: bool,
+    /// Sorted, each one of [`DROPPED_CAPABILITIES`].
+    pub capabilities: Vec<String>,
 }
 
 impl AgentSpec {
@@ -315,6 +349,21 @@ impl AgentSpec {
             return Err(format!("harness: argument {:?} contains a NUL byte", arg));
         }
 
+        let mut capabilities = Vec::new();
+        for cap in &file.capabilities {
+            if !DROPPED_CAPABILITIES.contains(&cap.as_str()) {
+                return Err(format!(
+                    "capabilities: {:?} is not one hyperhive drops; keepable: {}",
+                    cap,
+                    DROPPED_CAPABILITIES.join(", ")
+                ));
+            }
+            if !capabilities.contains(cap) {
+                capabilities.push(cap.clone());
+            }
+        }
+        capabilities.sort();
+
         Ok(Self {
             name: name.clone(),
             root,
@@ -328,6 +377,8 @@ impl AgentSpec {
             network: file.network.unwrap_or_default(),
             harness,
             autostart: file.autostart.unwrap_or(true),
+            private_users: file.private_users.unwrap_or(true),
+            capabilities,
         })
     }
 
@@ -359,6 +410,8 @@ impl AgentSpec {
             network: Some(self.network),
             harness: (!self.harness.is_empty()).then(|| self.harness.clone()),
             autostart: Some(self.autostart),
+            private_users: Some(self.private_users),
+            capabilities: self.capabilities.clone(),
         }
     }
 }

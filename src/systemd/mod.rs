@@ -1,6 +1,7 @@
 //! The only code that calls systemd. Everything it sends comes from a [`crate::plan`];
 //! errors are matched by D-Bus error name, never by message text.
 
+pub mod container_bus;
 mod jobs;
 pub mod proxies;
 mod status;
@@ -9,13 +10,14 @@ pub use status::UnitStatus;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
 
 use crate::plan::{Prop, UnitPlan};
-use proxies::{MachinedProxy, ManagerProxy};
+use proxies::{MachineProxy, MachinedProxy, ManagerProxy};
 
 pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 pub const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
@@ -72,6 +74,9 @@ pub struct Systemd {
     manager: ManagerProxy<'static>,
     machined: MachinedProxy<'static>,
     jobs: Option<Arc<jobs::Jobs>>,
+    /// Bound on waiting for a job, for a systemd we do not trust to finish one: the one
+    /// inside an agent's container. The host's systemd enforces its own unit timeouts.
+    job_timeout: Option<Duration>,
 }
 
 impl Systemd {
@@ -82,7 +87,55 @@ impl Systemd {
             manager: ManagerProxy::new(conn).await?,
             machined: MachinedProxy::new(conn).await?,
             jobs: None,
+            job_timeout: None,
         })
+    }
+
+    /// The systemd inside an agent's container, reached from inside its namespaces (see
+    /// [`container_bus`]). Every method call and every job wait on it is bounded by
+    /// `timeout`: the agent controls that bus and may leave it silent.
+    pub async fn container(&self, machine: &str, timeout: Duration) -> Result<Self> {
+        let leader = self.machine_leader(machine).await?.ok_or_else(|| {
+            anyhow!("container {machine} is not running (machined has no such machine)")
+        })?;
+        let stream = container_bus::connect(machine, leader, timeout).await?;
+        let connect = async {
+            stream.set_nonblocking(true)?;
+            let stream = tokio::net::UnixStream::from_std(stream)?;
+            let conn = zbus::connection::Builder::unix_stream(stream)
+                .method_timeout(timeout)
+                .build()
+                .await?;
+            let mut sd = Self::manager(&conn).await?;
+            sd.job_timeout = Some(timeout);
+            anyhow::Ok(sd)
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(r) => r.with_context(|| format!("talking to systemd inside container {machine}")),
+            Err(_) => Err(anyhow!(
+                "talking to systemd inside container {machine}: no answer within {timeout:?}"
+            )),
+        }
+    }
+
+    /// The host PID of a registered machine's init process, or `None` if there is no
+    /// such machine.
+    pub async fn machine_leader(&self, machine: &str) -> Result<Option<u32>> {
+        let path = match self.machined.get_machine(machine).await {
+            Ok(p) => p,
+            Err(e) if error_name(&e) == Some(NO_SUCH_MACHINE) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("looking up machine {machine}")),
+        };
+        let m = MachineProxy::builder(&self.conn)
+            .path(path)?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        let leader = m
+            .leader()
+            .await
+            .with_context(|| format!("reading the leader of machine {machine}"))?;
+        Ok(Some(leader))
     }
 
     /// For the daemon: subscribes, and tracks job completion so callers can wait for the
@@ -253,7 +306,12 @@ impl Systemd {
             .jobs
             .as_ref()
             .ok_or_else(|| anyhow!("internal: job tracking not enabled on this connection"))?;
-        let result = jobs.wait(job).await;
+        let result = match self.job_timeout {
+            None => jobs.wait(job).await,
+            Some(t) => tokio::time::timeout(t, jobs.wait(job))
+                .await
+                .map_err(|_| anyhow!("{verb} job for {unit}: no result within {t:?}"))?,
+        };
         if result == "done" {
             return Ok(());
         }
@@ -278,6 +336,7 @@ fn to_value(p: &Prop) -> Value<'static> {
         Prop::Str(s) => Value::from(s.clone()),
         Prop::Bool(b) => Value::from(*b),
         Prop::U64(n) => Value::from(*n),
+        Prop::U32(n) => Value::from(*n),
         Prop::Strv(v) => Value::from(v.clone()),
         Prop::Exec(cmds) => Value::from(
             cmds.iter()

@@ -75,3 +75,14 @@ pub trait Machined {
     fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn unregister_machine(&self, name: &str) -> zbus::Result<()>;
 }
+
+/// One registered machine; hyperhive reads only its init process.
+#[proxy(
+    interface = "org.freedesktop.machine1.Machine",
+    default_service = "org.freedesktop.machine1",
+    gen_blocking = false
+)]
+pub trait Machine {
+    #[zbus(property)]
+    fn leader(&self) -> zbus::Result<u32>;
+}

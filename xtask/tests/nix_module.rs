@@ -30,6 +30,8 @@ fn spec_keys() -> BTreeSet<String> {
         network: Some(Network::Private),
         harness: Some(vec!["claude".into(), "--print".into()]),
         autostart: Some(false),
+        private_users: Some(false),
+        capabilities: vec!["CAP_NET_RAW".into()],
     };
     let table: toml::Table = toml::from_str(&full.to_toml()).expect("a spec's TOML parses");
     table.keys().cloned().collect()
