@@ -1,6 +1,6 @@
 //! hive-c0re's command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -122,9 +122,35 @@ pub async fn serve(opts: DaemonOpts) -> Result<()> {
 }
 
 pub async fn unregister_machine(machine: &str, bus_address: Option<String>) -> Result<()> {
+    // Only ever one of ours: the name becomes part of a path below.
+    let agent = machine
+        .strip_prefix("h-")
+        .and_then(|n| crate::spec::AgentName::parse(n).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("{machine:?} is not a hyperhive machine name (h-<agent>)")
+        })?;
     let conn = super::connect(bus_address.as_deref()).await?;
-    Systemd::reader(&conn)
+    let unregistered = Systemd::reader(&conn)
         .await?
         .unregister_machine(machine)
-        .await
+        .await;
+    // systemd-nspawn 256 and later export sockets through this directory and remove it
+    // when they exit; a killed nspawn leaves it, and the restart then refuses to start
+    // ("Mount point ... exists already"). The agent could write into it, so it goes
+    // without following anything inside.
+    let export = Path::new(NSPAWN_UNIX_EXPORT).join(agent.machine());
+    // A tmpfs nspawn mounted there; detached, not followed if something else is there.
+    match rustix::mount::unmount(
+        &export,
+        rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW,
+    ) {
+        Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
+        Err(e) => log::warn!("unmounting {}: {e}", export.display()),
+    }
+    let removed = crate::safe_fs::remove_tree(&export);
+    unregistered?;
+    removed
 }
+
+/// Where systemd-nspawn (256+) keeps each container's exported-sockets directory.
+const NSPAWN_UNIX_EXPORT: &str = "/run/systemd/nspawn/unix-export";

@@ -15,6 +15,9 @@
 //! // dropping `host` kills the container
 //! ```
 
+pub mod os;
+pub use os::HostOs;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write as _};
@@ -105,6 +108,8 @@ pub struct Options {
     /// Extra read-write binds `(host path, container path)`, for tests that keep state across
     /// reboots of the test host.
     pub extra_binds: Vec<(PathBuf, PathBuf)>,
+    /// The OS tree to boot; `None` reads [`os::ENV`] (default: this machine's own).
+    pub os: Option<HostOs>,
 }
 
 /// A running test host: a systemd booted in `systemd-nspawn`, torn down on drop.
@@ -160,6 +165,11 @@ impl TestHost {
                 bail!("start_daemon needs units_dir with systemd/system/hive-c0re.service");
             }
         }
+        let os = match opts.os {
+            Some(os) => os,
+            None => HostOs::from_env()?,
+        };
+        let root = os.root()?;
         let (name, state) = claim_state_dir(opts.name.as_deref())?;
 
         let prepared = (|| -> Result<Command> {
@@ -223,25 +233,21 @@ impl TestHost {
                 .arg(r#"IFS=:; for cg in $HH_CGROUPS; do echo $$ > "$cg/cgroup.procs" || exit 125; done; exec "$@""#)
                 .arg("sh")
                 .arg("systemd-nspawn")
-                .env("HH_CGROUPS", join_paths(&cgroups));
-            cmd.args([
-                "-q",
-                "-D",
-                "/",
-                "--volatile=yes",
-                "--register=no",
-                "--keep-unit",
-            ])
-            .args(["--link-journal=no", "-M", &name])
-            .arg(format!("--uuid={}", new_id128()?))
-            .args(["--notify-ready=yes", "--console=read-only"])
-            .args(&binds)
-            .args([
-                "-b",
-                "--",
-                "systemd.firstboot=off",
-                "systemd.unit=hive-test.target",
-            ]);
+                .env("HH_CGROUPS", join_paths(&cgroups))
+                .envs(os.nspawn_env());
+            cmd.args(["-q", "-D"])
+                .arg(&root)
+                .args(["--volatile=yes", "--register=no", "--keep-unit"])
+                .args(["--link-journal=no", "-M", &name])
+                .arg(format!("--uuid={}", new_id128()?))
+                .args(["--notify-ready=yes", "--console=read-only"])
+                .args(&binds)
+                .args([
+                    "-b",
+                    "--",
+                    "systemd.firstboot=off",
+                    "systemd.unit=hive-test.target",
+                ]);
             Ok(cmd)
         })();
         let mut cmd = match prepared {

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _, Result};
 
 const USAGE: &str = "\
 usage: hive-testhost up [--daemon] [NAME]   boot a test host and leave it running
+       hive-testhost about                  boot one, print its systemd and cgroup mode, stop it
        hive-testhost down NAME              stop it and remove its state
        hive-testhost sh NAME CMD...         run CMD inside it
        hive-testhost ctl NAME CMD...        run a host-side systemctl/systemd-run/busctl against its bus";
@@ -30,6 +31,7 @@ fn run(args: &[String]) -> Result<()> {
     };
     match cmd.as_str() {
         "up" => up(rest),
+        "about" => about(),
         "down" => match rest {
             [name] => testhost::down(name),
             _ => bail!("{USAGE}"),
@@ -71,6 +73,24 @@ fn run(args: &[String]) -> Result<()> {
         }
         _ => bail!("{USAGE}"),
     }
+}
+
+/// What a test run ran on: `HYPERHIVE_TESTHOST_OS`, systemd's version, the cgroup mode.
+fn about() -> Result<()> {
+    let host = testhost::TestHost::boot(testhost::Options::default())?;
+    let version = host.run_ok(&["systemctl", "--version"]);
+    let cgroup = host.run_ok(&["stat", "-fc", "%T", "/sys/fs/cgroup"]);
+    let mode = match cgroup.as_str() {
+        "cgroup2fs" => "cgroup v2 (unified)",
+        "tmpfs" => "hybrid cgroups (v1 + v2)",
+        other => other,
+    };
+    println!(
+        "test host: {}, {}, {mode}",
+        testhost::HostOs::from_env()?.as_str(),
+        version.lines().next().unwrap_or("systemd ?")
+    );
+    Ok(())
 }
 
 fn up(args: &[String]) -> Result<()> {
