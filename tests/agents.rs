@@ -138,11 +138,23 @@ fn create_twice_adopts_the_running_unit() {
 }
 
 #[test]
-fn create_with_a_changed_spec_replaces_the_unit() {
+fn create_with_a_changed_spec_replaces_the_unit_only_with_replace() {
     let h = hive();
     h.create("alice", &[]);
     let id = h.invocation("alice");
-    let out = h.create("alice", &["--cpu-weight", "77"]);
+    let refused = h.hivectl(&[
+        "create",
+        "alice",
+        "--root",
+        "/",
+        "--volatile",
+        "yes",
+        "--cpu-weight",
+        "77",
+    ]);
+    assert_bad_input(&refused, "create with another spec");
+    assert_eq!(h.invocation("alice"), id);
+    let out = h.create("alice", &["--cpu-weight", "77", "--replace"]);
     assert!(out.contains("replaced"), "{out}");
     assert_ne!(h.invocation("alice"), id);
     assert_eq!(h.unit_show("alice", "CPUWeight"), "77");

@@ -247,3 +247,159 @@ fn recipes_are_read_as_written() {
     assert!(follows("journalctl -f -m X"));
     assert!(!follows("ls -l  # -f"));
 }
+
+/// One shown output: `$ command` and the lines it printed, `…` for what varies.
+#[derive(Debug)]
+struct Shown {
+    section: String,
+    command: String,
+    expected: Vec<String>,
+}
+
+/// Every `$ command` in a ```console block, with the lines shown under it.
+fn shown_outputs(doc: &str) -> Vec<Shown> {
+    let mut out: Vec<Shown> = Vec::new();
+    let mut section = String::new();
+    let mut in_console = None::<bool>;
+    for line in doc.lines() {
+        if let Some(info) = line.strip_prefix("```") {
+            in_console = match in_console {
+                Some(_) => None,
+                None => Some(info.split_whitespace().next() == Some("console")),
+            };
+            continue;
+        }
+        match in_console {
+            None => {
+                if let Some(h) = line.strip_prefix("## ") {
+                    section = h.trim().to_owned();
+                }
+            }
+            Some(false) => {}
+            Some(true) => {
+                if let Some(cmd) = line.strip_prefix("$ ") {
+                    out.push(Shown {
+                        section: section.clone(),
+                        command: cmd.to_owned(),
+                        expected: Vec::new(),
+                    });
+                } else if let Some(s) = out.last_mut() {
+                    s.expected.push(line.trim_end().to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `actual` matches a shown line: `…` stands for any text.
+fn line_matches(shown: &str, actual: &str) -> bool {
+    let parts: Vec<&str> = shown.split('…').collect();
+    if parts.len() == 1 {
+        return shown == actual;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !actual.starts_with(first) || !actual[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &actual[first.len()..actual.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The shown lines against what the command printed: runs of lines between lone `…`
+/// lines appear consecutively and in order; without a `…` at its start (end) the output
+/// starts (ends) with the shown lines. `None` when it matches, else why not.
+fn output_mismatch(expected: &[String], actual: &[&str]) -> Option<String> {
+    let runs: Vec<&[String]> = expected.split(|l| l == "…").collect();
+    let open_start = expected.first().is_some_and(|l| l == "…");
+    let open_end = expected.last().is_some_and(|l| l == "…");
+    let mut at = 0;
+    for (i, run) in runs.iter().enumerate() {
+        if run.is_empty() {
+            continue;
+        }
+        let fits = |start: usize| {
+            start + run.len() <= actual.len()
+                && run
+                    .iter()
+                    .zip(&actual[start..])
+                    .all(|(e, a)| line_matches(e, a.trim_end()))
+        };
+        let start = if i == 0 && !open_start {
+            fits(0).then_some(0)
+        } else {
+            (at..actual.len()).find(|&s| fits(s))
+        };
+        let Some(start) = start else {
+            return Some(format!("not found in order: {:?}", run[0]));
+        };
+        at = start + run.len();
+    }
+    if !open_end && at != actual.len() {
+        return Some(format!(
+            "output goes on after the shown lines: {:?}",
+            actual.get(at)
+        ));
+    }
+    None
+}
+
+#[test]
+fn shown_outputs_are_read_and_matched_as_written() {
+    let doc = "## A\n```console\n$ hivectl x\nfoo … bar\n…\nend\n```\n```sh\n$ not shown\n```\n";
+    let s = shown_outputs(doc);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].command, "hivectl x");
+    assert!(output_mismatch(&s[0].expected, &["foo 1 bar", "x", "y", "end"]).is_none());
+    assert!(output_mismatch(&s[0].expected, &["foo 1 baz", "end"]).is_some());
+    assert!(output_mismatch(&s[0].expected, &["foo 1 bar", "end", "more"]).is_some());
+    assert!(line_matches("a … c … e", "a b c d e"));
+    assert!(!line_matches("a … c", "a b d"));
+}
+
+#[test]
+fn every_shown_output_is_what_the_command_prints() {
+    let shown = shown_outputs(DOC);
+    assert!(shown.len() >= 10, "only {} shown outputs", shown.len());
+    let h = the_situation();
+    let path = format!(
+        "PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        bin_dir().display()
+    );
+    let mut failures = Vec::new();
+    for s in &shown {
+        let out = h.run(&["env", &path, "sh", "-c", &s.command]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        if let Some(why) = output_mismatch(&s.expected, &lines) {
+            failures.push(format!(
+                "[{}] $ {}: {why}\n--- printed:\n{}",
+                s.section,
+                s.command,
+                lines
+                    .iter()
+                    .take(40)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} shown outputs differ:\n{}",
+        failures.len(),
+        shown.len(),
+        failures.join("\n\n")
+    );
+}

@@ -159,7 +159,9 @@ fn hivectl_h_lists_and_stops_an_agent_of_another_machine() {
     assert!(logs.contains("agent alice: stopped"), "{logs}");
     assert!(
         calls(&fake).iter().any(|c| c
-            == "-xT -- root@th journalctl --merge --output=cat '--since=1 hour ago' --no-pager HIVE_AGENT=alice"),
+            == "-xT -- root@th journalctl --merge --output=cat '--since=1 hour ago' --no-pager \
+                HIVE_AGENT=alice + _PID=1 UNIT=hive-agent-alice.service \
+                + _PID=1 UNIT=hive-harness.service _HOSTNAME=h-alice"),
         "{:?}",
         calls(&fake)
     );

@@ -13,6 +13,7 @@ pub trait Manager {
     fn list_agents(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
     fn get_agent(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn create_agent(&self, name: &str, spec_toml: &str) -> zbus::Result<String>;
+    fn replace_agent(&self, name: &str, spec_toml: &str) -> zbus::Result<String>;
     fn start_agent(&self, name: &str) -> zbus::Result<String>;
     fn stop_agent(&self, name: &str) -> zbus::Result<()>;
     fn restart_agent(&self, name: &str) -> zbus::Result<()>;

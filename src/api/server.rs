@@ -252,7 +252,9 @@ impl Manager {
     }
 
     /// Validates `spec_toml`, saves it, and brings the container unit up. Returns
-    /// `created`, `adopted` or `replaced`.
+    /// `created`, `adopted` (units without a spec), `replaced` or `unchanged` (the agent
+    /// already has this spec). An agent with another spec is refused (InvalidArgument,
+    /// listing the differences): ReplaceAgent replaces it.
     async fn create_agent(
         &self,
         name: &str,
@@ -264,7 +266,25 @@ impl Manager {
     ) -> Result<String, Error> {
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("create agent {name}")).await?;
-        let outcome = self.hive.create(&name, spec_toml).await?;
+        let outcome = self.hive.create(&name, spec_toml, false).await?;
+        Self::export_agent(server, &emitter, &name).await?;
+        Ok(outcome.as_str().into())
+    }
+
+    /// CreateAgent that replaces an agent's other spec with this one (`hivectl create
+    /// --replace`).
+    async fn replace_agent(
+        &self,
+        name: &str,
+        spec_toml: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<String, Error> {
+        let name = parse_name(name)?;
+        require_root(conn, &header, &format!("replace agent {name}")).await?;
+        let outcome = self.hive.create(&name, spec_toml, true).await?;
         Self::export_agent(server, &emitter, &name).await?;
         Ok(outcome.as_str().into())
     }

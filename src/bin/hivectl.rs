@@ -9,7 +9,15 @@ fn main() -> ExitCode {
     if let Some(code) = hyperhive::systemd::container_bus::run_if_helper() {
         return code;
     }
-    let args = hyperhive::cli::Args::parse();
+    let args = match hyperhive::cli::Args::try_parse() {
+        Ok(args) => args,
+        // --help and --version print as clap does; a usage error is one line, exit 2.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("hivectl: {}", hyperhive::cli::clap_one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -44,7 +44,11 @@ pub struct CreateArgs {
     pub network: Option<String>,
     /// Whether hive-c0re brings the agent back by itself at its start, after a reboot and
     /// on reload (default yes)
-    #[arg(long, value_parser = clap::builder::BoolishValueParser::new(), value_name = "yes|no")]
+    #[arg(
+        long,
+        value_name = "yes|no",
+        value_parser = yes_no()
+    )]
     pub autostart: Option<bool>,
     /// Whether the container gets its own user namespace, so its root is an unprivileged
     /// host UID range (default yes; `no` makes the agent real host root in its container)
@@ -58,9 +62,19 @@ pub struct CreateArgs {
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub harness: Option<Vec<String>>,
+    /// Replace an existing agent's different spec with this one (restarting it); without
+    /// it, create refuses and lists the differences
+    #[arg(long)]
+    pub replace: bool,
     /// Print nothing on success
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `yes` or `no`, as the spec file's `autostart = true|false` reads to an admin.
+fn yes_no() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["yes", "no"]).map(|v| v == "yes")
 }
 
 impl CreateArgs {
@@ -128,12 +142,16 @@ impl CreateArgs {
 pub async fn run(t: &Target, args: CreateArgs) -> Result<()> {
     let spec = args.spec()?;
     let manager = t.manager().await?;
-    let outcome = manager
-        .create_agent(spec.name.as_str(), &spec.to_file().to_toml())
-        .await?;
+    let toml = spec.to_file().to_toml();
+    let outcome = if args.replace {
+        manager.replace_agent(spec.name.as_str(), &toml).await?
+    } else {
+        manager.create_agent(spec.name.as_str(), &toml).await?
+    };
     if !args.quiet {
         let name = &spec.name;
         let what = match outcome.as_str() {
+            "unchanged" => "unchanged: it already has this spec, its running unit adopted as it is",
             "adopted" => "already running, adopted",
             "replaced" => "replaced with a new unit",
             _ => "created and running",

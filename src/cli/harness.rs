@@ -15,7 +15,8 @@ use crate::socket::SOCKET_IN_CONTAINER;
     about = "The hyperhive harness: connects an agent's container to hive-c0re and runs the agent's command",
     long_about = "The hyperhive harness, run inside each agent's container as hive-harness.service \
 (Type=notify, created by hive-c0re). It connects to the agent socket, reports READY=1 once \
-connected, pings systemd's watchdog while the socket answers, runs the agent's command (after \
+connected, feeds systemd's watchdog from its own loop (a daemon outage never kills it; it \
+reconnects with backoff and queues events meanwhile), runs the agent's command (after \
 --) and records events in /state/hyperhive-events.sqlite. The request-approval subcommand lets \
 the agent ask an admin for a change of its own spec.",
     args_conflicts_with_subcommands = true
@@ -59,7 +60,15 @@ pub async fn run(args: Args) -> Result<i32> {
         Some(HarnessCommand::RequestApproval { kind, payload }) => {
             let payload: serde_json::Value = serde_json::from_str(&payload)
                 .map_err(|e| super::BadInput(format!("payload is not JSON: {e}")))?;
-            let mut client = crate::harness::Client::connect(&args.socket).await?;
+            // Refused clearly while the daemon is away: the request was not made, and saying
+            // so is the agent's cue to ask again later (the harness itself keeps running).
+            let mut client = crate::harness::Client::connect(&args.socket)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "hive-c0re is not reachable, the approval was not requested; ask again once it is back ({e:#})"
+                    )
+                })?;
             match client
                 .ask(&Request::RequestApproval { kind, payload })
                 .await?

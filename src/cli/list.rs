@@ -154,12 +154,48 @@ fn without(value: serde_json::Value, local_only: &[&str]) -> serde_json::Value {
     }
 }
 
+/// Agent dirs whose spec this user cannot even look for (each agent's dir is 0700): a
+/// stopped agent among them would be missing from the spec files' view.
+fn unreadable_agent_dirs(roots: &Roots) -> Vec<AgentName> {
+    let Ok(dir) = std::fs::read_dir(roots.agents_dir()) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| AgentName::parse(e.file_name().to_str()?).ok())
+        .filter(|n| {
+            matches!(
+                std::fs::metadata(roots.saved_spec(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied
+            )
+        })
+        .collect()
+}
+
+/// This host's rows. Specs this user cannot read are not a reason to omit an agent: the
+/// daemon (ListAgents is open to anyone) names them; without it, say what is missing.
+async fn local_rows(conn: &zbus::Connection, roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
+    let units = unit_states(sd).await?;
+    let mut names = spec_names(roots);
+    let hidden = unreadable_agent_dirs(roots);
+    if !hidden.is_empty() {
+        match daemon_agents(conn).await {
+            Ok(Some(known)) => names.extend(known),
+            _ => eprintln!(
+                "hivectl: note: cannot read the specs under {} as this user and hive-c0re is \
+                 not answering: stopped agents may be missing; run as root to see every agent",
+                roots.agents_dir().display(),
+            ),
+        }
+    }
+    Ok(assemble(names, &units, |n| spec_path(roots, n)))
+}
+
 pub async fn list(t: &Target, roots: &RootArgs, args: ListArgs) -> Result<()> {
     let roots = roots.roots()?;
     let conn = t.connect().await?;
     let sd = Systemd::reader(&conn).await?;
     let rows = match t {
-        Target::Local => rows(&roots, &sd).await?,
+        Target::Local => local_rows(&conn, &roots, &sd).await?,
         Target::Remote(_) => remote_rows(&conn, &sd).await?,
     };
     if args.json {
@@ -212,6 +248,12 @@ pub struct AgentStatus {
     /// hive-harness.service inside the container, read from the container's own systemd;
     /// `null` when the container is not running.
     pub harness: Option<UnitStatus>,
+    /// The container unit's last failure, from systemd's journal entries: after an
+    /// automatic restart its properties no longer say why (`null`: none recorded, or the
+    /// journal cannot be read).
+    pub last_crash: Option<super::crash::Crash>,
+    /// The same for hive-harness.service, from the container's journal.
+    pub harness_last_crash: Option<super::crash::Crash>,
     /// Where container root sits on the host: `{"host_uid": N, "count": N}` under the
     /// agent's own user namespace, `{"host_uid": 0, ...}` without one; `null` when the
     /// container is not running.
@@ -285,8 +327,10 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 6] = [
+const REMOTE_LEAVES_OUT: [&str; 8] = [
     "spec",
+    "last_crash",
+    "harness_last_crash",
     "state_dir",
     "credentials_dir",
     "runtime_dir",
@@ -331,6 +375,8 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             // The remote host's /proc is not ours to read.
             user_namespace: None,
             container: unit,
+            last_crash: None,
+            harness_last_crash: None,
             recent_log: Vec::new(),
             pending_approvals: pending_approvals(&conn, &name).await,
         };
@@ -370,6 +416,12 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         },
         user_namespace: if unit.as_ref().is_some_and(|u| u.is_up()) {
             user_namespace(&sd, &name).await
+        } else {
+            None
+        },
+        last_crash: super::crash::read(&name.container_unit(), None),
+        harness_last_crash: if unit.as_ref().is_some_and(|u| u.is_up()) {
+            super::crash::read(crate::plan::HARNESS_UNIT, Some(&name.machine()))
         } else {
             None
         },
@@ -419,6 +471,29 @@ pub fn render_status(st: &AgentStatus) -> String {
             u.n_restarts
         ));
         out.push_str(&format!("Invocation: {}\n", u.invocation_id));
+    }
+    if st.host.is_none() {
+        let line = |what: &str, c: &super::crash::Crash| {
+            format!(
+                "{what} at {}: {} (result {}, invocation {})",
+                format_usec(c.at_usec),
+                c.how(),
+                c.result,
+                c.invocation_id
+            )
+        };
+        match (&st.last_crash, &st.harness_last_crash) {
+            (None, None) => out.push_str("Last crash: none recorded\n"),
+            (c, h) => {
+                let mut lines = c.iter().map(|c| line("container", c));
+                let mut rest = h.iter().map(|h| line("harness", h));
+                let first = lines.next().or_else(|| rest.next()).unwrap_or_default();
+                out.push_str(&format!("Last crash: {first}\n"));
+                for l in lines.chain(rest) {
+                    out.push_str(&format!("            {l}\n"));
+                }
+            }
+        }
     }
     match st.user_namespace {
         Some(UidRange { host_uid: 0, .. }) => {

@@ -20,8 +20,8 @@ pub struct LogsArgs {
     /// Show the most recent N entries
     #[arg(short = 'n', long, value_name = "N")]
     pub lines: Option<u32>,
-    /// journalctl output mode (short, short-iso, json, verbose, cat, …)
-    #[arg(short, long, value_name = "MODE")]
+    /// journalctl output mode
+    #[arg(short, long, value_name = "MODE", value_parser = OUTPUT_MODES)]
     pub output: Option<String>,
     /// Show entries since this time (journalctl syntax, e.g. "10 min ago")
     #[arg(long, value_name = "TIME")]
@@ -34,7 +34,31 @@ pub struct LogsArgs {
     pub catalog: bool,
 }
 
-/// The journalctl arguments for an agent's entries.
+/// journalctl's output modes (systemd 252); anything else is refused here, in one line,
+/// before journalctl runs.
+pub const OUTPUT_MODES: [&str; 15] = [
+    "short",
+    "short-full",
+    "short-iso",
+    "short-iso-precise",
+    "short-precise",
+    "short-monotonic",
+    "short-delta",
+    "short-unix",
+    "verbose",
+    "export",
+    "json",
+    "json-pretty",
+    "json-sse",
+    "json-seq",
+    "cat",
+];
+
+/// The journalctl arguments for an agent's entries: everything carrying HIVE_AGENT=
+/// (daemon events, the container's and the harness's output), plus systemd's own lines
+/// about the agent's units — PID 1's "Main process exited, code=killed, status=9/KILL",
+/// "Failed with result", "Scheduled restart job" — for the container unit on the host and
+/// for hive-harness.service in the agent's container (its hostname is the machine name).
 pub fn journal_args(name: &AgentName, a: &LogsArgs) -> Vec<String> {
     let mut args = vec!["--merge".to_string()];
     if a.follow {
@@ -56,13 +80,47 @@ pub fn journal_args(name: &AgentName, a: &LogsArgs) -> Vec<String> {
         args.push("--catalog".into());
     }
     args.push(format!("HIVE_AGENT={name}"));
+    args.extend([
+        "+".into(),
+        "_PID=1".into(),
+        format!("UNIT={}", name.container_unit()),
+        "+".into(),
+        "_PID=1".into(),
+        format!("UNIT={}", crate::plan::HARNESS_UNIT),
+        format!("_HOSTNAME={}", name.machine()),
+    ]);
     args
+}
+
+/// Whether `name` is or was an agent here: a spec, a unit, a state dir (destroy keeps it)
+/// or journal entries. A typo matches none, and is refused like every other verb does.
+fn known_here(roots: &crate::paths::Roots, name: &AgentName) -> bool {
+    if roots.spec_paths(name).iter().any(|p| p.exists()) || roots.agent_dir(name).exists() {
+        return true;
+    }
+    let unit_loaded = Command::new("systemctl")
+        .args(["show", "-P", "LoadState", &name.container_unit()])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "loaded");
+    unit_loaded
+        || Command::new("journalctl")
+            .args(["--quiet", "--no-pager", "-n", "1", "-o", "cat"])
+            .arg(format!("HIVE_AGENT={name}"))
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
 }
 
 /// Execs journalctl, here or (with -H) on the remote host as `ssh -xT HOST journalctl …`
 /// with the same arguments.
-pub fn run(t: &Target, a: LogsArgs) -> Result<()> {
+pub fn run(t: &Target, roots: &super::RootArgs, a: LogsArgs) -> Result<()> {
     let name = AgentName::parse(&a.name).map_err(BadInput)?;
+    if t.remote().is_none() && !known_here(&roots.roots()?, &name) {
+        return Err(BadInput(format!(
+            "no agent {name}: no spec, no unit {}, no state dir and no journal entries",
+            name.container_unit()
+        ))
+        .into());
+    }
     let args = journal_args(&name, &a);
     let err = match t.remote() {
         None => Command::new("journalctl").args(args).exec(),
@@ -131,7 +189,14 @@ mod tests {
                 "--since=1 hour ago",
                 "--no-pager",
                 "--catalog",
-                "HIVE_AGENT=alice"
+                "HIVE_AGENT=alice",
+                "+",
+                "_PID=1",
+                "UNIT=hive-agent-alice.service",
+                "+",
+                "_PID=1",
+                "UNIT=hive-harness.service",
+                "_HOSTNAME=h-alice",
             ]
         );
     }

@@ -2,6 +2,7 @@
 //! definitions generate the man pages and shell completions.
 
 pub mod approvals;
+pub mod crash;
 pub mod create;
 pub mod daemon;
 pub mod harness;
@@ -126,7 +127,7 @@ impl Target {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create an agent and start its container (adopts or replaces existing units)
+    /// Create an agent and start its container (the same spec again changes nothing; another spec needs --replace)
     Create(Box<create::CreateArgs>),
     /// Start an agent's container from its spec
     Start(lifecycle::NameArg),
@@ -167,10 +168,10 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Stop(a) => lifecycle::stop(t, a).await,
         Command::Restart(a) => lifecycle::restart(t, a).await,
         Command::Rebuild(a) => lifecycle::rebuild(t, a).await,
-        Command::Destroy(a) => lifecycle::destroy(t, a).await,
+        Command::Destroy(a) => lifecycle::destroy(t, &args.roots, a).await,
         Command::List(a) => list::list(t, &args.roots, a).await,
         Command::Status(a) => list::status(t, &args.roots, a).await,
-        Command::Logs(a) => logs::run(t, a),
+        Command::Logs(a) => logs::run(t, &args.roots, a),
         Command::Approvals(a) => approvals::list(t, a).await,
         Command::Approve(a) => approvals::approve(t, a).await,
         Command::Deny(a) => approvals::deny(t, a).await,
@@ -192,6 +193,52 @@ pub async fn connect(address: Option<&str>) -> Result<zbus::Connection> {
 }
 
 /// Maps an error to hivectl's exit code and a one-line message.
+/// clap's usage error as hivectl's one line (without `hivectl: `): its message, and the
+/// possible values when clap lists them; the `tip:`/`Usage:`/`For more information` lines
+/// are left to `--help`.
+pub fn clap_one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    // The first paragraph: the message and what clap indents under it (the missing
+    // arguments, the possible values).
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let first = first.join(" ");
+    let first = first.trim_start_matches("error: ").trim_end_matches(':');
+    if first.is_empty() {
+        "bad usage; see --help".into()
+    } else {
+        format!("{first}; see --help")
+    }
+}
+
+/// What the bus policy's refusal means for the admin: which verb it was (dbus-daemon
+/// names the member in its message) and who may call it.
+fn denied(detail: &str) -> String {
+    let member = detail
+        .split("member=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    let policy = "D-Bus policy org.hyperhive.Hive1.conf";
+    match member {
+        "ListApprovals" | "GetApproval" => format!(
+            "access denied: reading approvals needs root or membership in group hive-admin ({policy})"
+        ),
+        "Approve" | "Deny" => format!(
+            "access denied: deciding approvals needs root or membership in group hive-admin ({policy})"
+        ),
+        "Plan" => format!(
+            "access denied: plan needs root, though it changes nothing: it shows the agents' whole \
+             units, their environment included ({policy}); list and status work for anyone"
+        ),
+        _ => format!("access denied: only root may change agents ({policy})"),
+    }
+}
+
 pub fn classify(err: &anyhow::Error) -> (u8, String) {
     let msg = crate::spec::one_line(&format!("{err:#}"));
     if err.chain().any(|e| e.is::<BadInput>()) {
@@ -219,10 +266,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
                         .into(),
                 ),
                 // The bus policy refused the call before the daemon saw it.
-                "org.freedesktop.DBus.Error.AccessDenied" => (
-                    EXIT_FAILED,
-                    "access denied: only root may change agents (D-Bus policy org.hyperhive.Hive1.conf)".into(),
-                ),
+                "org.freedesktop.DBus.Error.AccessDenied" => (EXIT_FAILED, denied(&detail)),
                 n => match n.strip_prefix(ERROR_PREFIX) {
                     Some(".InvalidArgument")
                     | Some(".NoSuchAgent")
@@ -235,4 +279,71 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
         }
     }
     (EXIT_FAILED, msg)
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use clap::Parser;
+
+    #[test]
+    fn a_bad_value_is_one_line_with_the_possible_values() {
+        let err =
+            super::Args::try_parse_from(["hivectl", "logs", "alice", "-o", "fancy"]).unwrap_err();
+        let line = super::clap_one_line(&err);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("invalid value 'fancy' for '--output <MODE>'"),
+            "{line}"
+        );
+        assert!(line.contains("[possible values: short,"), "{line}");
+    }
+
+    #[test]
+    fn a_denial_says_who_may_call_that_verb() {
+        let msg = |m: &str| {
+            super::denied(&format!(
+                "Rejected send message, 1 matched rules; type=\"method_call\", sender=\":1.9\" \
+                 (uid=1001 pid=7 comm=\"hivectl\") interface=\"org.hyperhive.Hive1.Manager\" \
+                 member=\"{m}\" error name=\"(unset)\""
+            ))
+        };
+        assert!(msg("ListApprovals")
+            .contains("reading approvals needs root or membership in group hive-admin"));
+        assert!(msg("Approve").contains("deciding approvals"));
+        assert!(msg("Plan").contains("plan needs root, though it changes nothing"));
+        assert!(msg("StopAgent").contains("only root may change agents"));
+        assert!(super::denied("").contains("only root may change agents"));
+    }
+
+    #[test]
+    fn a_missing_argument_is_named() {
+        let err = super::Args::try_parse_from(["hivectl", "stop"]).unwrap_err();
+        let line = super::clap_one_line(&err);
+        assert!(line.contains("not provided: <NAME>"), "{line}");
+    }
+
+    #[test]
+    fn autostart_takes_yes_or_no() {
+        let ok = super::Args::try_parse_from([
+            "hivectl",
+            "create",
+            "a",
+            "--root",
+            "/",
+            "--autostart",
+            "no",
+        ]);
+        assert!(ok.is_ok());
+        let err = super::Args::try_parse_from([
+            "hivectl",
+            "create",
+            "a",
+            "--root",
+            "/",
+            "--autostart",
+            "true",
+        ])
+        .unwrap_err();
+        assert!(super::clap_one_line(&err).contains("[possible values: yes, no]"));
+    }
 }

@@ -11,11 +11,7 @@ use crate::spec::AgentName;
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// Agents to plan (default with --all: every agent with a spec or a unit)
-    #[arg(
-        value_name = "NAME",
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
+    #[arg(value_name = "NAME", conflicts_with = "all")]
     pub names: Vec<String>,
     /// Plan every agent
     #[arg(long)]
@@ -50,6 +46,13 @@ pub struct Exit {
 }
 
 pub async fn plan(t: &Target, a: PlanArgs) -> Result<()> {
+    if a.names.is_empty() && !a.all {
+        return Err(BadInput(
+            "plan what? name the agents (hivectl plan alice bob) or plan every agent with --all"
+                .into(),
+        )
+        .into());
+    }
     let names = a
         .names
         .iter()
@@ -71,10 +74,20 @@ pub async fn plan(t: &Target, a: PlanArgs) -> Result<()> {
     } else {
         Err(Exit {
             code: EXIT_BAD_INPUT,
-            message: refused.join("; "),
+            message: refusal_line(&refused),
         }
         .into())
     }
+}
+
+/// The last line of a plan or reload that refused agents: the error contract is one
+/// line with the reasons (scripts read it), each said once.
+fn refusal_line(refused: &[(String, String)]) -> String {
+    refused
+        .iter()
+        .map(|(_, r)| r.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
@@ -104,29 +117,31 @@ pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
     if !refused.is_empty() {
         return Err(Exit {
             code: EXIT_BAD_INPUT,
-            message: refused.join("; "),
+            message: refusal_line(&refused),
         }
         .into());
     }
     Ok(())
 }
 
-/// One-line reasons of agents reconcile refuses, or whose checks failed.
-fn refusals(items: &[Value]) -> Vec<String> {
+/// (agent, one-line reason) of agents reconcile refuses, or whose checks failed.
+fn refusals(items: &[Value]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in items {
-        let agent = p["agent"].as_str().unwrap_or("?");
+        let agent = p["agent"].as_str().unwrap_or("?").to_owned();
         if p["action"] == "refuse" {
-            out.push(p["reason"].as_str().unwrap_or("refused").to_owned());
+            let reason = p["reason"].as_str().unwrap_or("refused").to_owned();
+            out.push((agent, reason));
         } else if let Some(c) = p["checks"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["verdict"] == "fail"))
         {
-            out.push(format!(
+            let reason = format!(
                 "agent {agent}: {} {}",
                 c["what"].as_str().unwrap_or(""),
                 c["detail"].as_str().unwrap_or("")
-            ));
+            );
+            out.push((agent, reason));
         }
     }
     out
@@ -161,8 +176,11 @@ pub fn render_plans(plans: &[Value]) -> String {
             other => other.to_owned(),
         };
         out.push_str(&format!("{agent}: {head}\n"));
+        let reason = p["reason"].as_str().unwrap_or_default();
         for c in p["checks"].as_array().into_iter().flatten() {
-            if c["verdict"] != "ok" {
+            // A failed check a refusal already states is not said twice.
+            let said = !reason.is_empty() && reason.contains(s(&c["detail"]));
+            if c["verdict"] != "ok" && !said {
                 out.push_str(&format!(
                     "  {} {}: {}\n",
                     s(&c["verdict"]),
@@ -271,12 +289,26 @@ mod tests {
                 {"what": "bind source", "verdict": "fail", "detail": "/x: No such file or directory"}]}),
             json!({"agent": "c", "action": "keep", "checks": []}),
         ];
+        let r = refusals(&items);
+        let reasons: Vec<&str> = r.iter().map(|(_, r)| r.as_str()).collect();
         assert_eq!(
-            refusals(&items),
+            reasons,
             [
                 "agent a: bad spec",
                 "agent b: bind source /x: No such file or directory"
             ]
+        );
+        assert_eq!(refusal_line(&r), reasons.join("; "));
+    }
+
+    #[test]
+    fn a_failed_check_the_refusal_states_is_not_repeated() {
+        let plans = vec![json!({"agent": "eve", "action": "refuse",
+            "reason": "agent eve: root /nope: No such file or directory",
+            "checks": [{"what": "root", "verdict": "fail", "detail": "/nope: No such file or directory"}]})];
+        assert_eq!(
+            render_plans(&plans),
+            "eve: refuse: agent eve: root /nope: No such file or directory\n"
         );
     }
 }

@@ -53,6 +53,24 @@ impl Outcome {
     }
 }
 
+/// What `create` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The agent already had this very spec and was up: nothing was touched.
+    Unchanged,
+    /// Units were created, adopted (no spec before) or replaced.
+    Done(Outcome),
+}
+
+impl Created {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Created::Unchanged => "unchanged",
+            Created::Done(o) => o.as_str(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
     /// Keep a running unit if its plan hash matches, replace it otherwise.
@@ -196,13 +214,66 @@ pub fn load_spec(roots: &crate::paths::Roots, name: &AgentName) -> Result<AgentS
 }
 
 impl Hive {
-    pub async fn create(&self, name: &AgentName, spec_toml: &str) -> Result<Outcome, Error> {
+    /// Creates an agent, never clobbering one: an agent that already has this very spec is
+    /// left as it is (started if it is down) and `Unchanged` is returned; one with another
+    /// spec is refused with the differences, field by field, unless `replace` — so nothing
+    /// an approval applied is dropped without the admin asking for exactly that.
+    pub async fn create(
+        &self,
+        name: &AgentName,
+        spec_toml: &str,
+        replace: bool,
+    ) -> Result<Created, Error> {
         let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))
             .map_err(Error::InvalidArgument)?;
         let spec = AgentSpec::validate(name, &file).map_err(Error::InvalidArgument)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
 
         let _guard = self.lock(name).await;
+        let existing = match self.load_spec(name) {
+            Ok(old) => Some(Ok(old)),
+            Err(Error::NoSuchAgent(_)) => None,
+            Err(e) => Some(Err(e)),
+        };
+        match existing {
+            Some(Ok(old)) if old == spec => {
+                // Nothing to change: keep whatever runs (same InvocationID), start it if
+                // it is down.
+                self.prepare_dirs(name).map_err(Error::failed)?;
+                let plan = self.container_plan(&spec);
+                let outcome = self
+                    .bring_up(&spec, &plan, Mode::Start, None)
+                    .await
+                    .with_context(|| format!("agent {name}"))
+                    .map_err(Error::failed)?;
+                if outcome == Outcome::Adopted {
+                    return Ok(Created::Unchanged);
+                }
+                journal::emit(
+                    Event::AgentStarted,
+                    Some(name),
+                    Some(&plan.unit),
+                    &[],
+                    &format!("agent {name}: started {} (create, spec unchanged)", plan.unit),
+                );
+                return Ok(Created::Done(outcome));
+            }
+            Some(Ok(old)) if !replace => {
+                return Err(Error::InvalidArgument(format!(
+                    "agent {name} exists with another spec ({}); nothing changed. To apply this \
+                     spec use `hivectl create {name} --replace …`, or edit {} and run `hivectl rebuild {name}`",
+                    crate::spec::differences(&old, &spec).join("; "),
+                    self.spec_origin(name).display(),
+                )))
+            }
+            Some(Err(e)) if !replace => {
+                return Err(Error::InvalidArgument(format!(
+                    "agent {name} exists but its spec cannot be read ({e}); nothing changed. \
+                     `hivectl create {name} --replace …` writes a new one"
+                )))
+            }
+            _ => {}
+        }
         self.prepare_dirs(name).map_err(Error::failed)?;
         let saved = self.host.roots.saved_spec(name);
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
@@ -232,7 +303,17 @@ impl Hive {
             ],
             &format!("agent {name}: {} {}", outcome.as_str(), plan.unit),
         );
-        Ok(outcome)
+        Ok(Created::Done(outcome))
+    }
+
+    /// The spec file an agent's spec is read from: the saved one, else the declared one.
+    fn spec_origin(&self, name: &AgentName) -> std::path::PathBuf {
+        let roots = &self.host.roots;
+        roots
+            .spec_paths(name)
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| roots.saved_spec(name))
     }
 
     pub async fn start(&self, name: &AgentName) -> Result<Outcome, Error> {

@@ -135,6 +135,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
     notify(&[sd_notify::NotifyState::Ready]);
     hive.refresh_status().await;
+    spawn_status_on_approvals(&conn, hive.clone()).await;
     spawn_watchdog(conn.clone());
     log::info!(
         "hive-c0re ready on {}: {running} agents running",
@@ -202,6 +203,52 @@ pub async fn reload(
     }
     hive.refresh_status().await;
     steps
+}
+
+/// Refreshes STATUS= whenever an approval is asked for or decided, not only when a unit
+/// changes: the daemon listens to its own ApprovalNew/ApprovalChanged signals, so every
+/// path that changes an approval (socket, API, orphan marking) is covered by the one place
+/// that already announces it.
+async fn spawn_status_on_approvals(conn: &zbus::Connection, hive: Arc<Hive>) {
+    use futures_util::StreamExt;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(api::MANAGER_INTERFACE)
+        .and_then(|b| b.path(api::MANAGER_PATH))
+        .map(|b| b.build());
+    let stream = match rule {
+        Ok(rule) => zbus::MessageStream::for_match_rule(rule, conn, Some(64)).await,
+        Err(e) => Err(e),
+    };
+    let mut stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("STATUS= will count approvals only when a unit changes: {e}");
+            return;
+        }
+    };
+    // The stream is drained by a task that never waits on the bus: zbus's reader waits
+    // for a full stream queue, and a refresh (a call to systemd) awaited here would then
+    // wait for a reply that reader never reads. Changes coalesce into one pending
+    // refresh, done by a second task: a flood of requests costs a few refreshes, not one
+    // each.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let wake = changed.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            let Ok(msg) = msg else { continue };
+            let member = msg.header().member().map(|m| m.to_string());
+            if matches!(member.as_deref(), Some("ApprovalNew" | "ApprovalChanged")) {
+                wake.notify_one();
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            changed.notified().await;
+            hive.refresh_status().await;
+        }
+    });
 }
 
 /// Feeds systemd's watchdog (WatchdogSec= in hive-c0re.service) at half its period, but

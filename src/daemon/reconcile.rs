@@ -118,7 +118,7 @@ impl Hive {
             });
         let (spec_facts, spec) = match self.load_spec(name) {
             Err(Error::NoSuchAgent(_)) => (SpecFacts::Missing, None),
-            Err(e) => (SpecFacts::Refused(e.to_string()), None),
+            Err(e) => (SpecFacts::Refused(reason(&e)), None),
             Ok(spec) => match preflight::check(&spec, &self.host) {
                 Err(reason) => (SpecFacts::Refused(reason), Some(spec)),
                 Ok(()) => (
@@ -197,9 +197,7 @@ impl Hive {
         let (facts, _) = match self.facts(&name).await {
             Ok(f) => f,
             Err(e) => {
-                step.action = Action::Refuse {
-                    reason: e.to_string(),
-                };
+                step.action = Action::Refuse { reason: reason(&e) };
                 return step;
             }
         };
@@ -501,5 +499,19 @@ impl Hive {
             Err(e) => log::debug!("{e:#}"),
         }
         d
+    }
+}
+
+/// An error's own words, without the D-Bus error name its Display starts with: a refusal
+/// is shown to the admin in plan and reload output, not sent over the bus.
+fn reason(e: &Error) -> String {
+    match e {
+        Error::InvalidArgument(m)
+        | Error::NoSuchAgent(m)
+        | Error::NoSuchApproval(m)
+        | Error::AlreadyDecided(m)
+        | Error::AccessDenied(m)
+        | Error::Failed(m) => m.clone(),
+        Error::ZBus(e) => e.to_string(),
     }
 }

@@ -11,8 +11,8 @@ pub const HARNESS_UNIT: &str = "hive-harness.service";
 /// mount point can be created on volatile roots, whose /usr is read-only.
 pub const HARNESS_IN_CONTAINER: &str = "/opt/hyperhive/bin/hive-harness";
 
-/// The harness pings systemd's watchdog at half this while its socket answers; a hung or
-/// cut-off harness is killed and restarted after it.
+/// The harness feeds systemd's watchdog from its own loop at a quarter of this: a hung
+/// harness is killed and restarted after it; one cut off from the daemon is not.
 pub const HARNESS_WATCHDOG_USEC: u64 = 10_000_000;
 
 /// Delay before systemd restarts a failed harness.

@@ -43,9 +43,13 @@ pub fn diff(
         };
         let planned_text = render_planned(prop);
         if live_text != planned_text {
+            // A limit the live unit never set reads as systemd's default (CPUWeight's is
+            // 2^64-1): "not set" is what it means.
+            let unset =
+                OPTIONAL.contains(&key.as_str()) && defaults.get(key.as_str()) == Some(&live_text);
             changes.push(Change {
                 property: key.clone(),
-                live: Some(live_text),
+                live: (!unset).then_some(live_text),
                 planned: Some(planned_text),
             });
         }
@@ -307,6 +311,22 @@ mod tests {
                     planned: None,
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_limit_the_live_unit_never_set_reads_as_not_set() {
+        let planned = vec![("CPUWeight".to_string(), Prop::U64(50))];
+        let mut live = HashMap::new();
+        live.insert("CPUWeight".to_string(), owned(Value::U64(u64::MAX)));
+        let defaults = HashMap::from([("CPUWeight", u64::MAX.to_string())]);
+        assert_eq!(
+            diff(&planned, &live, &defaults),
+            vec![Change {
+                property: "CPUWeight".into(),
+                live: None,
+                planned: Some("50".into()),
+            }]
         );
     }
 }

@@ -24,8 +24,8 @@ pub const MAX_EVENT_DATA: usize = 4 * 1024;
 pub enum Request {
     /// First message; answered with `Welcome`.
     Hello { version: u32 },
-    /// Liveness; answered with `Pong`. The harness only pings systemd's watchdog while
-    /// these come back.
+    /// Liveness; answered with `Pong`. A harness whose ping goes unanswered reconnects with
+    /// backoff; systemd's watchdog does not depend on it (the agent outlives the daemon).
     Ping {},
     /// Something the agent wants in the journal (`HIVE_AGENT_EVENT=<name>`).
     Event {

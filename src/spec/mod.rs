@@ -4,9 +4,11 @@
 //! `daemon::preflight`.
 
 pub mod bind;
+mod diff;
 mod name;
 pub mod request;
 pub mod size;
+pub use diff::differences;
 
 pub use bind::Bind;
 pub use name::AgentName;
@@ -163,7 +165,14 @@ impl SpecFile {
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start].matches('\n').count() + 1;
-                    format!("{origin}: line {line}: {msg}")
+                    match field_at(text, span.start) {
+                        // serde's "invalid type: …, expected u64" does not say which
+                        // field; the text around the error does.
+                        Some(field) if !msg.contains(&format!("`{field}`")) => {
+                            format!("{origin}: line {line}: {field}: {msg}")
+                        }
+                        _ => format!("{origin}: line {line}: {msg}"),
+                    }
                 }
                 None => format!("{origin}: {msg}"),
             }
@@ -202,6 +211,35 @@ impl SpecFile {
         }
         self
     }
+}
+
+/// The key whose value holds byte `offset` of a TOML text: the nearest `key =` at or
+/// before it (a value may span lines, as an array does), under its `[table]` if any.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let before = &text[..offset.min(text.len())];
+    let mut key = None;
+    for line in before.lines().rev() {
+        let t = line.trim_start();
+        if let Some(header) = t.strip_prefix('[') {
+            let table = header.split(']').next()?.trim().trim_matches('[');
+            return Some(match key {
+                Some(k) => format!("{table}.{k}"),
+                None => table.to_owned(),
+            });
+        }
+        if key.is_none() {
+            if let Some((k, _)) = t.split_once('=') {
+                let k = k.trim().trim_matches('"');
+                if !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    key = Some(k.to_owned());
+                }
+            }
+        }
+    }
+    key
 }
 
 /// A validated agent spec. Only [`AgentSpec::validate`] makes one.

@@ -277,3 +277,14 @@ fn paths_that_are_not_utf8_are_refused_in_one_line() {
         .unwrap_err()
         .contains("not valid UTF-8"));
 }
+
+#[test]
+fn a_type_error_names_the_field() {
+    let e = SpecFile::from_toml("root = \"/\"\ncpu_weight = \"x\"\n", "s.toml").unwrap_err();
+    assert!(e.starts_with("s.toml: line 2: cpu_weight: "), "{e}");
+    let e = SpecFile::from_toml("root = \"/\"\nbind = [\n  \"/a:/b\",\n  7,\n]\n", "s.toml")
+        .unwrap_err();
+    assert!(e.starts_with("s.toml: line 2: bind: "), "{e}");
+    let e = SpecFile::from_toml("root = \"/\"\n[env]\nA = 1\n", "s.toml").unwrap_err();
+    assert!(e.starts_with("s.toml: line 3: env.A: "), "{e}");
+}

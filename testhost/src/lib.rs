@@ -208,6 +208,9 @@ impl TestHost {
                         binds.push(bind_ro(&state.join(sub), &format!("/etc/{sub}")));
                     }
                 }
+                if let Some(db) = build_catalog(&state, &units.join("catalog"))? {
+                    binds.push(bind_rw(&db, "/var/lib/systemd/catalog"));
+                }
             }
             if let Some(bin) = &bin_dir {
                 check_bind_path(bin)?;
@@ -775,6 +778,41 @@ fn copy_dir(src: &Path, dst: &Path, bin_dir: Option<&Path>) -> Result<()> {
 /// Does what packaging does to the project's units: `ExecStart=/usr/bin/hive-c0re ...` (and
 /// the other `Exec*=` keys, for any of the project's binaries, wherever they were said to be)
 /// becomes `ExecStart=<bin_dir>/hive-c0re ...`. systemd's prefixes (`-@:+!`) are kept.
+/// The journal message catalog as an installed hyperhive has it (`journalctl -x` shows
+/// the text of hive-c0re's events): the host's own catalogs plus units/catalog, compiled
+/// with `journalctl --update-catalog` into a directory bound at /var/lib/systemd/catalog.
+/// `None` when units/ has no catalog.
+fn build_catalog(state: &Path, ours: &Path) -> Result<Option<PathBuf>> {
+    let Ok(entries) = fs::read_dir(ours) else {
+        return Ok(None);
+    };
+    let root = state.join("catalog-root");
+    let sources = root.join("usr/lib/systemd/catalog");
+    fs::create_dir_all(&sources)?;
+    let system: Vec<PathBuf> = fs::read_dir("/usr/lib/systemd/catalog")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let files = system
+        .into_iter()
+        .chain(entries.flatten().map(|e| e.path()));
+    for f in files.filter(|f| f.extension().is_some_and(|x| x == "catalog")) {
+        if let Some(name) = f.file_name() {
+            fs::copy(&f, sources.join(name))?;
+        }
+    }
+    let out = Command::new("journalctl")
+        .arg(format!("--root={}", root.display()))
+        .arg("--update-catalog")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "journalctl --update-catalog: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(Some(root.join("var/lib/systemd/catalog")))
+}
+
 pub fn rewrite_exec_lines(unit: &str, bin_dir: &Path) -> String {
     let mut out = String::with_capacity(unit.len());
     for line in unit.split_inclusive('\n') {
@@ -816,6 +854,14 @@ fn rewrite_exec_line(line: &str, bin_dir: &Path) -> Option<String> {
 }
 
 /// The command [`TestHost::run`] uses: `argv` inside the container whose PID 1 is `leader`.
+/// `path` with `dir` in front when `dir` holds hyperhive's binaries (hivectl): the
+/// directory `hive-testhost` was built into, bound into every test host at the same path.
+pub fn path_with_bins(dir: &Path, path: &str) -> Option<String> {
+    dir.join("hivectl")
+        .is_file()
+        .then(|| format!("{}:{path}", dir.display()))
+}
+
 pub fn nsenter_command(leader: u32, argv: &[impl AsRef<OsStr>]) -> Command {
     let mut cmd = Command::new("nsenter");
     cmd.args(["-t", &leader.to_string(), "-a"])
@@ -1313,6 +1359,19 @@ impl PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_binaries_go_first_on_path_only_where_they_are() {
+        let dir = std::env::temp_dir().join(format!("testhost-bins-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(path_with_bins(&dir, "/usr/bin"), None);
+        fs::write(dir.join("hivectl"), "").unwrap();
+        assert_eq!(
+            path_with_bins(&dir, "/usr/bin"),
+            Some(format!("{}:/usr/bin", dir.display()))
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn rewrites_project_binaries_only() {

@@ -39,11 +39,20 @@ fn run(args: &[String]) -> Result<()> {
         "sh" => match rest {
             [name, argv @ ..] if !argv.is_empty() => {
                 let leader = testhost::leader_of(name)?;
-                Err(testhost::nsenter_command(leader, argv)
-                    // Interactive use and scripts piped in need our stdin.
-                    .stdin(std::process::Stdio::inherit())
-                    .exec())
-                .context("exec nsenter")
+                let mut cmd = testhost::nsenter_command(leader, argv);
+                // The binaries built beside this one (hivectl, hive-c0re) are bound into
+                // the host at the same path: put them on PATH, so `hive-testhost sh NAME
+                // hivectl list` works as on an installed host.
+                let exe = std::env::current_exe()?;
+                let path = std::env::var("PATH").unwrap_or_default();
+                if let Some(path) = exe
+                    .parent()
+                    .and_then(|d| testhost::path_with_bins(d, &path))
+                {
+                    cmd.env("PATH", path);
+                }
+                // Interactive use and scripts piped in need our stdin.
+                Err(cmd.stdin(std::process::Stdio::inherit()).exec()).context("exec nsenter")
             }
             _ => bail!("{USAGE}"),
         },

@@ -143,6 +143,8 @@ fn man_pages(bin: &Binary, dir: &Path) -> Result<Vec<PathBuf>> {
         let mut text = Vec::new();
         man.render(&mut text)?;
         let mut text = retitle(&text, &man_title(cmd), bin.section, &source)?;
+        text = synopsis_values(&text, cmd)?;
+        text.extend(examples_section(&man_title(cmd))?);
         if let Some(bin) = extra {
             text.extend(extra_sections(bin)?);
         }
@@ -197,6 +199,121 @@ fn retitle(page: &[u8], title: &str, section: &str, source: &str) -> Result<Vec<
         }
     }
     anyhow::ensure!(replaced, "clap_mangen wrote no .TH line");
+    Ok(out.into_bytes())
+}
+
+/// clap_mangen's SYNOPSIS names options without their values (`[--spec]`); this puts each
+/// option's value name (or its possible values) after it: `[--spec FILE]`,
+/// `[--volatile no|yes|state|overlay]`, `[--path DIR]...`.
+fn synopsis_values(page: &[u8], cmd: &clap::Command) -> Result<Vec<u8>> {
+    let text = std::str::from_utf8(page).context("clap_mangen wrote non-UTF-8")?;
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut in_synopsis = false;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with(".SH ") {
+            in_synopsis = line.trim_end() == ".SH SYNOPSIS";
+            out.push_str(line);
+            continue;
+        }
+        if !in_synopsis {
+            out.push_str(line);
+            continue;
+        }
+        let mut l = line.to_owned();
+        for arg in cmd.get_arguments() {
+            let (Some(long), true) = (arg.get_long(), arg.get_action().takes_values()) else {
+                continue;
+            };
+            if arg.is_positional() || arg.is_hide_set() {
+                continue;
+            }
+            let values: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            // clap fills in the id, upper-cased, where no value name was given: the
+            // possible values say more then.
+            let id = arg.get_id().as_str().to_uppercase();
+            let named = arg
+                .get_value_names()
+                .and_then(|n| n.first())
+                .map(|n| n.to_string())
+                .filter(|n| *n != id);
+            let value = match named {
+                Some(name) => name,
+                None if !values.is_empty() => values.join("|"),
+                None => id,
+            };
+            let flag = format!("\\fB\\-\\-{}\\fR]", long.replace('-', "\\-"));
+            let with = format!(
+                "\\fB\\-\\-{}\\fR \\fI{}\\fR]{}",
+                long.replace('-', "\\-"),
+                value.replace('-', "\\-"),
+                if matches!(arg.get_action(), clap::ArgAction::Append) {
+                    "..."
+                } else {
+                    ""
+                }
+            );
+            l = l.replace(&flag, &with);
+        }
+        out.push_str(&l);
+    }
+    Ok(out.into_bytes())
+}
+
+/// EXAMPLES for a page, by its title (`hivectl-create`); none for a page not listed.
+pub fn examples(title: &str) -> &'static [(&'static str, &'static str)] {
+    match title {
+        "hivectl" => &[
+            ("hivectl list", "Every agent, with its container unit's state."),
+            ("hivectl status alice", "One agent: units, restarts, why it last crashed, its harness, pending approvals, recent log lines."),
+            ("hivectl logs alice \\-n 50 \\-\\-no\\-pager", "Her story: daemon events, her container and harness, and systemd's lines about her units."),
+            ("hivectl approvals", "What agents are asking for."),
+        ],
+        "hivectl-create" => &[
+            ("hivectl create alice \\-\\-root / \\-\\-volatile yes", "An ephemeral copy of the host as alice's container."),
+            ("hivectl create bob \\-\\-spec bob.toml \\-\\-cpu\\-weight 50", "From a spec file, one field overridden by a flag."),
+            ("hivectl create bob \\-\\-spec bob.toml \\-\\-replace", "bob exists with another spec: without \\-\\-replace create refuses (exit 2) and lists the differences."),
+        ],
+        "hivectl-status" => &[
+            ("hivectl status alice", "Including \\(lqLast crash:\\(rq: when, killed by which signal or exited with which status, and the invocation that died."),
+            ("hivectl status alice \\-\\-json", "The same as JSON."),
+        ],
+        "hivectl-logs" => &[
+            ("hivectl logs alice \\-f", "Follow her log."),
+            ("hivectl logs alice \\-x \\-\\-since \\(dq1 hour ago\\(dq", "With the catalog's explanation of each hyperhive event."),
+        ],
+        "hivectl-destroy" => &[
+            ("hivectl destroy alice", "Stop and remove her units and spec; her state and credentials stay."),
+            ("hivectl destroy alice \\-\\-purge", "Also delete her state and credentials (also after a plain destroy)."),
+        ],
+        "hivectl-approve" => &[
+            ("hivectl approve 12 \\-\\-note \\(dqtools are vetted\\(dq", "Approve and apply: the agent's spec is changed and the agent rebuilt."),
+        ],
+        "hivectl-plan" => &[
+            ("hivectl plan \\-\\-all", "What a reload would do with every agent, and why."),
+            ("hivectl plan alice \\-\\-json", "Checks, units and the diff against what systemd runs, as JSON."),
+        ],
+        "hive-harness-request-approval" => &[
+            ("hive\\-harness request\\-approval spec_change \\(aq{\\(dqpath\\(dq: [\\(dq/opt/x/bin\\(dq]}\\(aq", "Ask for /opt/x/bin on the agent's PATH; prints the approval's id."),
+        ],
+        _ => &[],
+    }
+}
+
+fn examples_section(title: &str) -> Result<Vec<u8>> {
+    let list = examples(title);
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Roff source, already escaped in the table above.
+    let mut out = String::from(".SH EXAMPLES\n");
+    for (cmd, what) in list {
+        out.push_str(&format!(".TP\n\\fB{cmd}\\fR\n{what}\n"));
+    }
     Ok(out.into_bytes())
 }
 

@@ -135,3 +135,34 @@ fn the_binary_takes_gen_docs_outdir() {
     assert!(dir.join("man/hivectl.1").is_file());
     assert!(dir.join("completions/zsh/_hivectl").is_file());
 }
+
+#[test]
+fn synopses_name_option_values_and_pages_have_examples() {
+    let out = tempfile::tempdir().unwrap();
+    xtask::gen_docs(out.path()).unwrap();
+    let create = fs::read_to_string(out.path().join("man/hivectl-create.1")).unwrap();
+    let synopsis = create
+        .split(".SH SYNOPSIS")
+        .nth(1)
+        .and_then(|s| s.split(".SH ").next())
+        .unwrap();
+    for want in [
+        r"[\fB\-\-spec\fR \fIFILE\fR]",
+        r"[\fB\-\-root\fR \fIDIR\fR]",
+        r"[\fB\-\-volatile\fR \fIno|yes|state|overlay\fR]",
+        r"[\fB\-\-path\fR \fIDIR\fR]...",
+        r"[\fB\-\-autostart\fR \fIyes|no\fR]",
+        r"[\fB\-\-replace\fR]",
+    ] {
+        assert!(synopsis.contains(want), "{want} missing from: {synopsis}");
+    }
+    for page in [
+        "hivectl.1",
+        "hivectl-create.1",
+        "hivectl-status.1",
+        "hivectl-logs.1",
+    ] {
+        let text = fs::read_to_string(out.path().join("man").join(page)).unwrap();
+        assert!(text.contains(".SH EXAMPLES"), "{page} has no EXAMPLES");
+    }
+}
