@@ -16,6 +16,8 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
+# xtask/tests/gen.rs renders every man page with man (man-db pulls in groff-base).
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt-get update -qq
