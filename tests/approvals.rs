@@ -309,7 +309,11 @@ fn a_flood_of_1000_requests_from_3_agents_loses_none() {
     assert_eq!(ids.len(), 1000, "every request got its own id");
     let pending = approvals(&h, false);
     assert_eq!(pending.len(), 1000, "none lost");
-    for a in ["a1", "a2", "a3"] {
-        assert!(pending.iter().filter(|p| p["agent"] == a).count() >= 333);
+    for (a, asked) in [("a1", 334), ("a2", 333), ("a3", 333)] {
+        assert_eq!(
+            pending.iter().filter(|p| p["agent"] == a).count(),
+            asked,
+            "{a}'s requests, each recorded as hers"
+        );
     }
 }
