@@ -320,6 +320,96 @@ fn a_daemon_that_stops_answering_is_restarted_by_its_watchdog() {
     assert_eq!(h.invocation("alice"), agent, "the agent kept running");
 }
 
+/// The bus stalled while the daemon's process runs: the test host's dbus-daemon is frozen
+/// (SIGSTOP), so systemd cannot answer the daemon's ping, while hive-c0re itself keeps
+/// working (it answers on alice's socket, which needs no bus). systemd is still reached
+/// through its private socket and sd_notify, so what restarts the daemon is its watchdog,
+/// left unfed because the ping went unanswered.
+#[test]
+fn a_daemon_whose_bus_stalls_while_it_runs_is_restarted_by_its_watchdog() {
+    let h = hive();
+    h.create("alice", &[]);
+    let agent = h.invocation("alice");
+    let pid = h.show("hive-c0re.service", "MainPID");
+    let daemon = h.show("hive-c0re.service", "InvocationID");
+    let bus = h.show("dbus.service", "MainPID");
+    let alice = socket_path(&h, "alice");
+    h.run_ok(&["kill", "-STOP", &bus]);
+    let frozen = std::time::Instant::now();
+    // Resume the bus whatever happens below, or the test host cannot be used again.
+    struct Thaw<'a>(&'a TestHost, String);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            self.0.run(&["kill", "-CONT", &self.1]);
+        }
+    }
+    let thaw = Thaw(&h, bus.clone());
+
+    // The process runs and serves its agent socket meanwhile.
+    let mut s = std::os::unix::net::UnixStream::connect(&alice).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    use std::io::{BufRead, Write};
+    s.write_all(b"{\"type\":\"hello\",\"version\":1}\n{\"type\":\"ping\"}\n")
+        .unwrap();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("welcome"), "{line}");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("pong"),
+        "the daemon runs while its bus is stalled: {line}"
+    );
+    assert_eq!(h.show("hive-c0re.service", "MainPID"), pid);
+
+    let timeout = wait_entry(
+        &h,
+        "systemd's watchdog timeout for hive-c0re",
+        &[
+            "_PID=1",
+            "UNIT=hive-c0re.service",
+            &format!("INVOCATION_ID={daemon}"),
+            // "Failed with result 'watchdog'."
+            "UNIT_RESULT=watchdog",
+        ],
+    );
+    eprintln!(
+        "figures: watchdog fired {:?} after the bus froze (WatchdogSec=10s): {}",
+        frozen.elapsed(),
+        timeout["MESSAGE"]
+    );
+    let said = entries(
+        &h,
+        &[
+            &format!("_SYSTEMD_INVOCATION_ID={daemon}"),
+            "SYSLOG_IDENTIFIER=hive-c0re",
+        ],
+    )
+    .iter()
+    .filter(|e| {
+        e["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("watchdog: systemd did not answer a ping"))
+    })
+    .count();
+    assert!(
+        said >= 1,
+        "the daemon withheld WATCHDOG=1 because the ping went unanswered"
+    );
+    drop(thaw);
+    h.wait_for(
+        "hive-c0re restarted once the bus is back",
+        Duration::from_secs(30),
+        || {
+            h.show("hive-c0re.service", "NRestarts") == "1"
+                && h.show("hive-c0re.service", "ActiveState") == "active"
+        },
+    );
+    assert_ne!(h.show("hive-c0re.service", "MainPID"), pid);
+    assert_eq!(h.invocation("alice"), agent, "the agent kept running");
+}
+
 #[test]
 fn a_harness_crash_after_a_daemon_restart_is_still_seen() {
     let h = hive();
