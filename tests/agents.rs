@@ -729,3 +729,105 @@ fn the_daemon_checks_who_approves_and_denies_even_if_the_bus_policy_lets_them_th
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(status(), "denied");
 }
+
+/// `Transient=yes` for a unit, and no unit file of its name anywhere systemd loads units
+/// from but its own transient dir; `systemctl` is `systemctl` or `systemctl -M machine`.
+fn assert_transient(h: &TestHost, systemctl: &[&str], unit: &str) {
+    let mut argv = systemctl.to_vec();
+    argv.extend_from_slice(&[
+        "show",
+        "-p",
+        "Transient,FragmentPath,DropInPaths,LoadState",
+        unit,
+    ]);
+    let show = h.run_ok(&argv);
+    let mut props: Vec<&str> = show.lines().collect();
+    props.sort();
+    assert_eq!(
+        props,
+        vec![
+            "DropInPaths=".to_owned(),
+            format!("FragmentPath=/run/systemd/transient/{unit}"),
+            "LoadState=loaded".to_owned(),
+            "Transient=yes".to_owned(),
+        ],
+        "{systemctl:?} {unit}"
+    );
+}
+
+/// Unit files named `pattern` in the unit search path, other than systemd's transient dir.
+fn unit_files(h: &TestHost, prefix: &str, pattern: &str) -> String {
+    let dirs = [
+        "/etc/systemd/system",
+        "/run/systemd/system",
+        "/run/systemd/generator",
+        "/run/systemd/generator.late",
+        "/run/systemd/generator.early",
+        "/usr/local/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ]
+    .map(|d| format!("{prefix}{d}"))
+    .join(" ");
+    h.run_ok(&[
+        "sh",
+        "-c",
+        &format!("find {dirs} -name '{pattern}*' 2>/dev/null; true"),
+    ])
+}
+
+#[test]
+fn every_agent_unit_is_transient_and_no_unit_file_is_written() {
+    let h = hive();
+    h.create("alice", &[]);
+    h.create("bob", &["--harness", "sleep", "infinity"]);
+    h.hivectl_ok(&["rebuild", "bob"]);
+    h.hivectl_ok(&["restart", "alice"]);
+    let units = h.agent_units();
+    assert_eq!(
+        units,
+        vec!["hive-agent-alice.service", "hive-agent-bob.service"]
+    );
+    for unit in &units {
+        assert_transient(&h, &["systemctl"], unit);
+    }
+    assert_eq!(
+        unit_files(&h, "", "hive-agent-"),
+        "",
+        "unit files on the host"
+    );
+    for agent in ["alice", "bob"] {
+        let machine = format!("h-{agent}");
+        h.wait_for("harness active", Duration::from_secs(30), || {
+            h.run(&[
+                "systemctl",
+                "-M",
+                &machine,
+                "is-active",
+                "hive-harness.service",
+            ])
+            .status
+            .success()
+        });
+        assert_transient(&h, &["systemctl", "-M", &machine], "hive-harness.service");
+        // The container's tree, as its leader process sees it.
+        let leader = h.run_ok(&[
+            "machinectl",
+            "show",
+            "--property=Leader",
+            "--value",
+            &machine,
+        ]);
+        assert_eq!(
+            unit_files(&h, &format!("/proc/{leader}/root"), "hive-harness"),
+            "",
+            "unit files in {machine}"
+        );
+        assert!(unit_files(
+            &h,
+            &format!("/proc/{leader}/root"),
+            "systemd-journald.service"
+        )
+        .contains("systemd-journald"));
+    }
+}
