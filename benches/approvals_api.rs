@@ -1,6 +1,7 @@
 //! `hivectl approvals --json` with 10,000 approvals, on a real systemd test host, against
 //! a raw `busctl call … ListApprovals` of the same daemon in the same run (the D-Bus cost
-//! alone). Prints a table; asserts nothing about time. Needs root (boots a test host).
+//! alone). Prints a table; asserts nothing about time, but every timed run must return
+//! all the rows. Needs root (boots a test host).
 //!
 //! cargo bench --bench approvals_api [-- ROWS]
 
@@ -61,7 +62,9 @@ fn main() {
     }
     let fill = t0.elapsed();
 
-    let time = |argv: &[&str]| -> Vec<Duration> {
+    // Every timed run is checked for what it must return: a fast answer with the wrong
+    // number of rows is no result.
+    let time = |argv: &[&str], check: &dyn Fn(&str)| -> Vec<Duration> {
         (0..RUNS)
             .map(|_| {
                 let t = Instant::now();
@@ -72,22 +75,33 @@ fn main() {
                     "{argv:?}: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
+                check(&String::from_utf8_lossy(&out.stdout));
                 d
             })
             .collect()
     };
-    let ours = time(&[hivectl, "approvals", "--all", "--json"]);
-    let raw = time(&[
-        "busctl",
-        "call",
-        "org.hyperhive.Hive1",
-        "/org/hyperhive/hive1",
-        "org.hyperhive.Hive1.Manager",
-        "ListApprovals",
-        "b",
-        "true",
-    ]);
-    let floor = time(&["true"]);
+    let ours = time(&[hivectl, "approvals", "--all", "--json"], &|out| {
+        let v: serde_json::Value = serde_json::from_str(out).expect("approvals --json");
+        assert_eq!(v.as_array().map(Vec::len), Some(rows), "rows from hivectl");
+    });
+    // busctl prints the reply's signature, then the array's length.
+    let raw = time(
+        &[
+            "busctl",
+            "call",
+            "org.hyperhive.Hive1",
+            "/org/hyperhive/hive1",
+            "org.hyperhive.Hive1.Manager",
+            "ListApprovals",
+            "b",
+            "true",
+        ],
+        &|out| {
+            let n = out.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+            assert_eq!(n, Some(rows), "rows from busctl: {:.80}", out);
+        },
+    );
+    let floor = time(&["true"], &|_| {});
 
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     let row = |what: &str, mut v: Vec<Duration>| {
