@@ -776,26 +776,29 @@ fn unit_files(h: &TestHost, prefix: &str, pattern: &str) -> String {
     ])
 }
 
-#[test]
-fn every_agent_unit_is_transient_and_no_unit_file_is_written() {
-    let h = hive();
-    h.create("alice", &[]);
-    h.create("bob", &["--harness", "sleep", "infinity"]);
-    h.hivectl_ok(&["rebuild", "bob"]);
-    h.hivectl_ok(&["restart", "alice"]);
+/// Every hive-agent-* unit and each container's harness unit is transient, and no unit file
+/// of theirs exists on the host or in the container.
+fn all_transient(h: &TestHost) {
     let units = h.agent_units();
     assert_eq!(
         units,
         vec!["hive-agent-alice.service", "hive-agent-bob.service"]
     );
     for unit in &units {
-        assert_transient(&h, &["systemctl"], unit);
+        assert_transient(h, &["systemctl"], unit);
     }
     assert_eq!(
-        unit_files(&h, "", "hive-agent-"),
+        unit_files(h, "", "hive-agent-"),
         "",
         "unit files on the host"
     );
+    assert_eq!(
+        unit_files(h, "", "hive-harness"),
+        "",
+        "unit files on the host"
+    );
+    // The search itself sees unit files (so an empty answer means none).
+    assert!(unit_files(h, "", "systemd-journald.service").contains("systemd-journald"));
     for agent in ["alice", "bob"] {
         let machine = format!("h-{agent}");
         h.wait_for("harness active", Duration::from_secs(30), || {
@@ -809,7 +812,7 @@ fn every_agent_unit_is_transient_and_no_unit_file_is_written() {
             .status
             .success()
         });
-        assert_transient(&h, &["systemctl", "-M", &machine], "hive-harness.service");
+        assert_transient(h, &["systemctl", "-M", &machine], "hive-harness.service");
         // The container's tree, as its leader process sees it.
         let leader = h.run_ok(&[
             "machinectl",
@@ -818,16 +821,24 @@ fn every_agent_unit_is_transient_and_no_unit_file_is_written() {
             "--value",
             &machine,
         ]);
+        let root = format!("/proc/{leader}/root");
         assert_eq!(
-            unit_files(&h, &format!("/proc/{leader}/root"), "hive-harness"),
+            unit_files(h, &root, "hive-harness"),
             "",
             "unit files in {machine}"
         );
-        assert!(unit_files(
-            &h,
-            &format!("/proc/{leader}/root"),
-            "systemd-journald.service"
-        )
-        .contains("systemd-journald"));
+        assert!(unit_files(h, &root, "systemd-journald.service").contains("systemd-journald"));
     }
+}
+
+#[test]
+fn every_agent_unit_is_transient_and_no_unit_file_is_written() {
+    let h = hive();
+    h.create("alice", &[]);
+    h.create("bob", &["--harness", "sleep", "infinity"]);
+    all_transient(&h);
+    // Units made again by a rebuild or a restart are just as transient.
+    h.hivectl_ok(&["rebuild", "bob"]);
+    h.hivectl_ok(&["restart", "alice"]);
+    all_transient(&h);
 }
