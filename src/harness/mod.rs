@@ -19,6 +19,8 @@ pub use events::EventLog;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Ping period when systemd set no watchdog.
 const DEFAULT_PING: Duration = Duration::from_secs(5);
+/// How soon a lost agent socket is tried again.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Options {
     pub socket: PathBuf,
@@ -157,8 +159,15 @@ pub async fn run(opts: Options) -> Result<i32> {
                             notify(&[sd_notify::NotifyState::Status("agent socket unreachable, reconnecting")]);
                             healthy = false;
                         }
-                        if let Ok(c) = Client::connect(&opts.socket).await {
-                            client = c;
+                        // Waiting a whole ping period before the next try (or before the
+                        // first ping on a new connection) would put the next WATCHDOG=1 at
+                        // the watchdog's deadline: a daemon restart would kill this harness.
+                        match Client::connect(&opts.socket).await {
+                            Ok(c) => {
+                                client = c;
+                                tick.reset_immediately();
+                            }
+                            Err(_) => tick.reset_after(RECONNECT_EVERY),
                         }
                     }
                 }
