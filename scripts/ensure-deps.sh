@@ -22,6 +22,8 @@ command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
 # The Debian 13 test host (systemd 257, cgroup v2) is built once with debootstrap.
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# xtask/tests/gen.rs renders every man page with man (man-db pulls in groff-base).
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt-get update -qq

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Output;
 use std::time::Duration;
 
 use common::*;
@@ -611,11 +612,9 @@ fn lifecycle_events_reach_journald_with_the_contract_fields() {
     }
 }
 
-#[test]
-fn the_daemon_checks_the_caller_even_if_the_bus_policy_lets_it_through() {
-    let h = hive();
-    h.create("alice", &[]);
-    // Swap in a policy that lets anyone call anything on org.hyperhive.Hive1, then reload.
+/// Swaps in a bus policy that lets anyone call anything on org.hyperhive.Hive1 and reloads
+/// the bus: what still refuses a caller is the daemon's own check.
+fn open_policy(h: &TestHost) {
     h.run_ok(&[
         "sh",
         "-c",
@@ -625,6 +624,13 @@ fn the_daemon_checks_the_caller_even_if_the_bus_policy_lets_it_through() {
          mount --bind /run/open-policy /etc/dbus-1/system.d && \
          busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
     ]);
+}
+
+#[test]
+fn the_daemon_checks_the_caller_even_if_the_bus_policy_lets_it_through() {
+    let h = hive();
+    h.create("alice", &[]);
+    open_policy(&h);
     let out = h.run(&[
         "setpriv",
         "--reuid=65534",
@@ -646,4 +652,204 @@ fn the_daemon_checks_the_caller_even_if_the_bus_policy_lets_it_through() {
         stderr(&out)
     );
     assert_eq!(h.unit_show("alice", "ActiveState"), "active");
+}
+
+/// Calls `method(int64 id, string "")` on the Manager with dbus-send, which prints the
+/// error's name, as `uid` with exactly the supplementary groups `groups`.
+fn decide_as(h: &TestHost, uid: &str, groups: &str, method: &str, id: &str) -> Output {
+    let reuid = format!("--reuid={uid}");
+    let regid = format!("--regid={uid}");
+    let groups_arg = format!("--groups={groups}");
+    let mut argv = vec!["setpriv", &reuid, &regid];
+    if groups.is_empty() {
+        argv.push("--clear-groups");
+    } else {
+        argv.push(&groups_arg);
+    }
+    let member = format!("org.hyperhive.Hive1.Manager.{method}");
+    let id = format!("int64:{id}");
+    argv.extend_from_slice(&[
+        "dbus-send",
+        "--system",
+        "--print-reply",
+        "--dest=org.hyperhive.Hive1",
+        "/org/hyperhive/hive1",
+        &member,
+        &id,
+        "string:",
+    ]);
+    h.run(&argv)
+}
+
+#[test]
+fn the_daemon_checks_who_approves_and_denies_even_if_the_bus_policy_lets_them_through() {
+    let h = hive();
+    let ask = r#"hive-harness request-approval spec_change '{"path":["/opt/asked/bin"]}' > /state/requested; exec sleep infinity"#;
+    h.create("alice", &["--harness", "sh", "-c", ask]);
+    let mut id = String::new();
+    h.wait_for("the request", Duration::from_secs(15), || {
+        id = common::state_file(&h, "alice", "requested");
+        !id.is_empty()
+    });
+    let admin_gid = h
+        .run_ok(&["getent", "group", "hive-admin"])
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    open_policy(&h);
+    let status = || -> serde_json::Value {
+        let all: serde_json::Value =
+            serde_json::from_str(&h.hivectl_ok(&["approvals", "--all", "--json"])).unwrap();
+        all[0]["status"].clone()
+    };
+    // Nobody, and a system user (daemon, uid 1) in another group (users, 100) but not in
+    // hive-admin. The bus only answers users it can look up, hence a real one.
+    for (uid, groups) in [("65534", ""), ("1", "100")] {
+        for (method, verb) in [("Approve", "approve"), ("Deny", "deny")] {
+            let out = decide_as(&h, uid, groups, method, &id);
+            assert!(!out.status.success(), "{method} as uid {uid} went through");
+            assert_eq!(
+                stderr(&out),
+                format!(
+                    "Error org.hyperhive.Hive1.Error.AccessDenied: {verb} {id}: only root and \
+                     members of hive-admin may do this (caller uid {uid})"
+                ),
+                "{method} as uid {uid} groups [{groups}]: refused by the daemon itself"
+            );
+            assert_eq!(status(), "pending");
+        }
+    }
+    let decided = entries(
+        &h,
+        &["SYSLOG_IDENTIFIER=hive-c0re", "HIVE_EVENT=approval_denied"],
+    )
+    .len()
+        + entries(
+            &h,
+            &[
+                "SYSLOG_IDENTIFIER=hive-c0re",
+                "HIVE_EVENT=approval_approved",
+            ],
+        )
+        .len();
+    assert_eq!(decided, 0, "no decision journaled");
+    // The same call from a member of hive-admin, not root, goes through: the refusals
+    // above were about the caller, not the call.
+    let out = decide_as(&h, "1", &admin_gid, "Deny", &id);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status(), "denied");
+}
+
+/// `Transient=yes` for a unit, and no unit file of its name anywhere systemd loads units
+/// from but its own transient dir; `systemctl` is `systemctl` or `systemctl -M machine`.
+fn assert_transient(h: &TestHost, systemctl: &[&str], unit: &str) {
+    let mut argv = systemctl.to_vec();
+    argv.extend_from_slice(&[
+        "show",
+        "-p",
+        "Transient,FragmentPath,DropInPaths,LoadState",
+        unit,
+    ]);
+    let show = h.run_ok(&argv);
+    let mut props: Vec<&str> = show.lines().collect();
+    props.sort();
+    assert_eq!(
+        props,
+        vec![
+            "DropInPaths=".to_owned(),
+            format!("FragmentPath=/run/systemd/transient/{unit}"),
+            "LoadState=loaded".to_owned(),
+            "Transient=yes".to_owned(),
+        ],
+        "{systemctl:?} {unit}"
+    );
+}
+
+/// Unit files named `pattern` in the unit search path, other than systemd's transient dir.
+fn unit_files(h: &TestHost, prefix: &str, pattern: &str) -> String {
+    let dirs = [
+        "/etc/systemd/system",
+        "/run/systemd/system",
+        "/run/systemd/generator",
+        "/run/systemd/generator.late",
+        "/run/systemd/generator.early",
+        "/usr/local/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ]
+    .map(|d| format!("{prefix}{d}"))
+    .join(" ");
+    h.run_ok(&[
+        "sh",
+        "-c",
+        &format!("find {dirs} -name '{pattern}*' 2>/dev/null; true"),
+    ])
+}
+
+/// Every hive-agent-* unit and each container's harness unit is transient, and no unit file
+/// of theirs exists on the host or in the container.
+fn all_transient(h: &TestHost) {
+    let units = h.agent_units();
+    assert_eq!(
+        units,
+        vec!["hive-agent-alice.service", "hive-agent-bob.service"]
+    );
+    for unit in &units {
+        assert_transient(h, &["systemctl"], unit);
+    }
+    assert_eq!(
+        unit_files(h, "", "hive-agent-"),
+        "",
+        "unit files on the host"
+    );
+    assert_eq!(
+        unit_files(h, "", "hive-harness"),
+        "",
+        "unit files on the host"
+    );
+    // The search itself sees unit files (so an empty answer means none).
+    assert!(unit_files(h, "", "systemd-journald.service").contains("systemd-journald"));
+    for agent in ["alice", "bob"] {
+        let machine = format!("h-{agent}");
+        h.wait_for("harness active", Duration::from_secs(30), || {
+            h.run(&[
+                "systemctl",
+                "-M",
+                &machine,
+                "is-active",
+                "hive-harness.service",
+            ])
+            .status
+            .success()
+        });
+        assert_transient(h, &["systemctl", "-M", &machine], "hive-harness.service");
+        // The container's tree, as its leader process sees it.
+        let leader = h.run_ok(&[
+            "machinectl",
+            "show",
+            "--property=Leader",
+            "--value",
+            &machine,
+        ]);
+        let root = format!("/proc/{leader}/root");
+        assert_eq!(
+            unit_files(h, &root, "hive-harness"),
+            "",
+            "unit files in {machine}"
+        );
+        assert!(unit_files(h, &root, "systemd-journald.service").contains("systemd-journald"));
+    }
+}
+
+#[test]
+fn every_agent_unit_is_transient_and_no_unit_file_is_written() {
+    let h = hive();
+    h.create("alice", &[]);
+    h.create("bob", &["--harness", "sleep", "infinity"]);
+    all_transient(&h);
+    // Units made again by a rebuild or a restart are just as transient.
+    h.hivectl_ok(&["rebuild", "bob"]);
+    h.hivectl_ok(&["restart", "alice"]);
+    all_transient(&h);
 }

@@ -1,5 +1,6 @@
 //! docs/operations.md, run: every line of every ```sh cookbook block, inside a test host
-//! set up as the cookbook describes it. Each must exit 0 and print something, so the
+//! set up as the cookbook describes it. Each must exit 0 and print something (journalctl's
+//! `-- No entries --` is nothing), so the
 //! admin's cookbook cannot drift from the code or from systemd.
 
 mod common;
@@ -97,6 +98,15 @@ fn follows(cmd: &str) -> bool {
         .any(|w| w == "-f" || w == "--follow")
 }
 
+/// Whether a command printed an answer: journalctl says `-- No entries --` when nothing
+/// matched, which is no answer.
+fn answered(stdout: &str) -> bool {
+    stdout
+        .lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && l != "-- No entries --")
+}
+
 fn state_file(h: &TestHost, file: &str) -> String {
     let out = h.run(&[
         "cat",
@@ -106,7 +116,8 @@ fn state_file(h: &TestHost, file: &str) -> String {
 }
 
 /// The situation the cookbook talks about: alice asked, approval 1 was approved and
-/// applied, she asked again (2, pending), her container was killed once and is back.
+/// applied, she asked again (2, pending), her container and then her harness were killed
+/// once and are back; bob hit the start limit (crash_loop) and was destroyed.
 fn the_situation() -> TestHost {
     let h = hive();
     h.create("alice", &["--harness", "sh", "-c", ASKING]);
@@ -143,6 +154,38 @@ fn the_situation() -> TestHost {
         .status
         .success()
     });
+    // Her harness crashed once too, and came back.
+    kill_harness(&h, "alice", "KILL");
+    wait_entry(
+        &h,
+        "alice's harness_crash",
+        &["HIVE_EVENT=harness_crash", "HIVE_AGENT=alice"],
+    );
+    h.wait_for("alice's harness back", Duration::from_secs(30), || {
+        h.run(&[
+            "systemctl",
+            "-M",
+            "h-alice",
+            "is-active",
+            "hive-harness.service",
+        ])
+        .status
+        .success()
+    });
+    // bob's bind source vanished: every restart fails until systemd gives up (crash_loop);
+    // he is destroyed, the journal keeps his story.
+    h.run_ok(&["mkdir", "-p", "/srv/vanishing"]);
+    h.create("bob", &["--bind", "/srv/vanishing:/data"]);
+    h.run_ok(&["rmdir", "/srv/vanishing"]);
+    let pid = h.unit_show("bob", "MainPID");
+    h.run_ok(&["kill", "-9", &pid]);
+    wait_entry(
+        &h,
+        "bob's crash_loop",
+        &["HIVE_EVENT=crash_loop", "HIVE_AGENT=bob"],
+    );
+    h.hivectl_ok(&["destroy", "bob"]);
+    assert_eq!(h.agent_units(), vec!["hive-agent-alice.service"]);
     h.run_ok(&[
         "sh",
         "-c",
@@ -216,7 +259,7 @@ fn every_cookbook_command_runs_and_answers() {
         // timeout's 124: the follow ran until it was stopped.
         let ok = code == Some(0) || (follow && code == Some(124));
         let printed = String::from_utf8_lossy(&out.stdout);
-        if !ok || printed.trim().is_empty() {
+        if !ok || !answered(&printed) {
             failures.push(format!(
                 "[{}] {}\n    exit {:?}; stdout {:?}; stderr {:?}",
                 r.section,
@@ -246,6 +289,9 @@ fn recipes_are_read_as_written() {
     assert_eq!((r[2].section.as_str(), r[2].remote), ("B", true));
     assert!(follows("journalctl -f -m X"));
     assert!(!follows("ls -l  # -f"));
+    assert!(!answered("-- No entries --\n"));
+    assert!(!answered("\n  \n"));
+    assert!(answered("-- No entries --\nx\n"));
 }
 
 /// One shown output: `$ command` and the lines it printed, `…` for what varies.

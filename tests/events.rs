@@ -79,44 +79,103 @@ fn lifecycle_events_carry_the_documented_fields_and_ids() {
     );
 }
 
+/// systemd's own journal entry (PID 1's) that `invocation` of `unit`'s main process
+/// exited: EXIT_CODE, EXIT_STATUS, INVOCATION_ID. `machine` reads a container's journal.
+fn main_process_exited(h: &TestHost, machine: Option<&str>, unit: &str, invocation: &str) -> Value {
+    let mut found = None;
+    h.wait_for(
+        &format!("systemd's entry for {unit}'s exit"),
+        Duration::from_secs(30),
+        || {
+            let mut argv = vec!["journalctl", "-o", "json", "--no-pager"];
+            if let Some(m) = machine {
+                argv.extend_from_slice(&["-M", m]);
+            }
+            let unit_match = format!("UNIT={unit}");
+            let invocation_match = format!("INVOCATION_ID={invocation}");
+            argv.extend_from_slice(&["_PID=1", &unit_match, &invocation_match]);
+            found = h
+                .run_ok(&argv)
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|e| e.get("EXIT_CODE").is_some());
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
+/// The crash entry says what systemd says about the invocation that crashed.
+fn same_facts(crash: &Value, invocation: &str, systemd: &Value) {
+    assert_eq!(crash["HIVE_INVOCATION_ID"], invocation, "{crash}");
+    assert_eq!(
+        crash["HIVE_EXEC_MAIN_CODE"], systemd["EXIT_CODE"],
+        "{systemd}"
+    );
+    assert_eq!(
+        crash["HIVE_EXEC_MAIN_STATUS"], systemd["EXIT_STATUS"],
+        "{systemd}"
+    );
+}
+
 #[test]
 fn kill_9_of_the_container_is_a_container_crash_with_systemds_facts() {
     let h = hive();
     h.create("alice", &[]);
     let pid = h.unit_show("alice", "MainPID");
+    let invocation = h.invocation("alice");
+    let restarts = h.unit_show("alice", "NRestarts");
     h.run_ok(&["kill", "-9", &pid]);
     let e = wait_entry(
         &h,
         "container_crash in journald",
         &["HIVE_EVENT=container_crash", "HIVE_AGENT=alice"],
     );
+    let systemd = main_process_exited(&h, None, "hive-agent-alice.service", &invocation);
+    same_facts(&e, &invocation, &systemd);
+    assert_eq!(systemd["EXIT_CODE"], "killed");
+    assert_eq!(systemd["EXIT_STATUS"], "9");
     assert_eq!(e["HIVE_RESULT"], "signal");
-    assert_eq!(e["HIVE_EXEC_MAIN_STATUS"], "9");
-    assert_eq!(e["HIVE_EXEC_MAIN_CODE"], "killed");
-    assert_eq!(e["HIVE_N_RESTARTS"], "0");
+    assert_eq!(e["HIVE_N_RESTARTS"], restarts.as_str());
     assert_eq!(e["HIVE_UNIT"], "hive-agent-alice.service");
     assert_eq!(e["MESSAGE_ID"], catalog_id("container_crash").as_str());
     assert_eq!(e["PRIORITY"], "4");
     // Exactly one event for one crash, although systemd signals several changes.
     h.wait_active("alice");
+    assert_ne!(h.invocation("alice"), invocation, "systemd restarted it");
     assert_eq!(
         entries(&h, &["HIVE_EVENT=container_crash", "HIVE_AGENT=alice"]).len(),
         1
     );
 }
 
+fn harness_invocation(h: &TestHost, agent: &str) -> String {
+    h.run_ok(&[
+        "systemctl",
+        "-M",
+        &format!("h-{agent}"),
+        "show",
+        "-P",
+        "InvocationID",
+        "hive-harness.service",
+    ])
+}
+
 #[test]
 fn a_harness_crash_is_seen_inside_the_container() {
     let h = hive();
     h.create("alice", &["--harness", "sleep", "infinity"]);
+    let invocation = harness_invocation(&h, "alice");
     kill_harness(&h, "alice", "KILL");
     let e = wait_entry(
         &h,
         "harness_crash in journald",
         &["HIVE_EVENT=harness_crash", "HIVE_AGENT=alice"],
     );
+    let systemd = main_process_exited(&h, Some("h-alice"), "hive-harness.service", &invocation);
+    same_facts(&e, &invocation, &systemd);
+    assert_eq!(systemd["EXIT_STATUS"], "9");
     assert_eq!(e["HIVE_RESULT"], "signal");
-    assert_eq!(e["HIVE_EXEC_MAIN_STATUS"], "9");
     assert_eq!(e["HIVE_UNIT"], "hive-harness.service");
 }
 
@@ -140,6 +199,25 @@ fn a_crash_loop_that_hits_the_start_limit_is_its_own_event() {
         "systemd's default start limit: {e}"
     );
     assert_eq!(h.unit_show("alice", "ActiveState"), "failed");
+    // systemd keeps the last invocation's facts on a failed unit: they are the event's.
+    assert_eq!(e["HIVE_INVOCATION_ID"], h.invocation("alice").as_str());
+    assert_eq!(e["HIVE_RESULT"], h.unit_show("alice", "Result").as_str());
+    assert_eq!(
+        e["HIVE_N_RESTARTS"],
+        h.unit_show("alice", "NRestarts").as_str()
+    );
+    assert_eq!(
+        e["HIVE_EXEC_MAIN_STATUS"],
+        h.unit_show("alice", "ExecMainStatus").as_str()
+    );
+    // ExecMainCode is the CLD_* number: 1 exited, 2 killed, 3 dumped.
+    let code = match h.unit_show("alice", "ExecMainCode").as_str() {
+        "1" => "exited",
+        "2" => "killed",
+        "3" => "dumped",
+        _ => "-",
+    };
+    assert_eq!(e["HIVE_EXEC_MAIN_CODE"], code);
     let st = h.hivectl_ok(&["status", "alice"]);
     assert!(st.contains("failed") && st.contains("Restarts: 5"), "{st}");
     assert!(
@@ -242,13 +320,112 @@ fn a_daemon_that_stops_answering_is_restarted_by_its_watchdog() {
     assert_eq!(h.invocation("alice"), agent, "the agent kept running");
 }
 
+/// The bus stalled while the daemon's process runs: the test host's dbus-daemon is frozen
+/// (SIGSTOP), so systemd cannot answer the daemon's ping, while hive-c0re itself keeps
+/// working (it answers on alice's socket, which needs no bus). systemd is still reached
+/// through its private socket and sd_notify, so what restarts the daemon is its watchdog,
+/// left unfed because the ping went unanswered.
+#[test]
+fn a_daemon_whose_bus_stalls_while_it_runs_is_restarted_by_its_watchdog() {
+    let h = hive();
+    h.create("alice", &[]);
+    let agent = h.invocation("alice");
+    let pid = h.show("hive-c0re.service", "MainPID");
+    let daemon = h.show("hive-c0re.service", "InvocationID");
+    let bus = h.show("dbus.service", "MainPID");
+    let alice = socket_path(&h, "alice");
+    h.run_ok(&["kill", "-STOP", &bus]);
+    let frozen = std::time::Instant::now();
+    // Resume the bus whatever happens below, or the test host cannot be used again.
+    struct Thaw<'a>(&'a TestHost, String);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            self.0.run(&["kill", "-CONT", &self.1]);
+        }
+    }
+    let thaw = Thaw(&h, bus.clone());
+
+    // The process runs and serves its agent socket meanwhile.
+    let mut s = std::os::unix::net::UnixStream::connect(&alice).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    use std::io::{BufRead, Write};
+    s.write_all(b"{\"type\":\"hello\",\"version\":1}\n{\"type\":\"ping\"}\n")
+        .unwrap();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("welcome"), "{line}");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("pong"),
+        "the daemon runs while its bus is stalled: {line}"
+    );
+    assert_eq!(h.show("hive-c0re.service", "MainPID"), pid);
+
+    let timeout = wait_entry(
+        &h,
+        "systemd's watchdog timeout for hive-c0re",
+        &[
+            "_PID=1",
+            "UNIT=hive-c0re.service",
+            &format!("INVOCATION_ID={daemon}"),
+            // "Failed with result 'watchdog'."
+            "UNIT_RESULT=watchdog",
+        ],
+    );
+    eprintln!(
+        "figures: watchdog fired {:?} after the bus froze (WatchdogSec=10s): {}",
+        frozen.elapsed(),
+        timeout["MESSAGE"]
+    );
+    let said = entries(
+        &h,
+        &[
+            &format!("_SYSTEMD_INVOCATION_ID={daemon}"),
+            "SYSLOG_IDENTIFIER=hive-c0re",
+        ],
+    )
+    .iter()
+    .filter(|e| {
+        e["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("watchdog: systemd did not answer a ping"))
+    })
+    .count();
+    assert!(
+        said >= 1,
+        "the daemon withheld WATCHDOG=1 because the ping went unanswered"
+    );
+    drop(thaw);
+    h.wait_for(
+        "hive-c0re restarted once the bus is back",
+        Duration::from_secs(30),
+        || {
+            h.show("hive-c0re.service", "NRestarts") == "1"
+                && h.show("hive-c0re.service", "ActiveState") == "active"
+        },
+    );
+    assert_ne!(h.show("hive-c0re.service", "MainPID"), pid);
+    assert_eq!(h.invocation("alice"), agent, "the agent kept running");
+}
+
 #[test]
 fn a_harness_crash_after_a_daemon_restart_is_still_seen() {
     let h = hive();
     h.create("alice", &["--harness", "sleep", "infinity"]);
     h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
-    // The restarted daemon re-establishes its watch on each container's harness.
-    std::thread::sleep(Duration::from_secs(1));
+    // The restarted daemon re-establishes its watch on each container's harness; it says
+    // so once its match rule is in place.
+    let daemon = h.show("hive-c0re.service", "InvocationID");
+    wait_entry(
+        &h,
+        "the restarted daemon watching alice's harness",
+        &[
+            &format!("_SYSTEMD_INVOCATION_ID={daemon}"),
+            "MESSAGE=agent alice: watching hive-harness.service for crashes",
+        ],
+    );
     kill_harness(&h, "alice", "KILL");
     let e = wait_entry(
         &h,

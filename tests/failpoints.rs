@@ -9,8 +9,54 @@ use std::time::Duration;
 
 use common::*;
 
+/// One case per step of `failpoint::STEPS`, in its order. Each is a `#[test]` below; a
+/// step added to the daemon without a case here fails `every_failpoint_step_has_a_case`.
+const CASES: &[(&str, fn())] = &[
+    ("create:spec-saved", create_cut_after_saving_the_spec),
+    ("create:container-up", create_cut_after_the_container_is_up),
+    (
+        "rebuild:container-stopped",
+        rebuild_cut_between_stop_and_start,
+    ),
+    (
+        "rebuild:container-up",
+        rebuild_cut_after_the_new_container_is_up,
+    ),
+    (
+        "destroy:stopped",
+        destroy_cut_after_the_stop_is_not_done_and_retryable,
+    ),
+    (
+        "destroy:spec-removed",
+        destroy_cut_after_the_spec_is_gone_leaves_no_orphan_socket,
+    ),
+    ("approve:decided", approve_cut_after_the_decision_is_resumed),
+    (
+        "approve:spec-saved",
+        approve_cut_after_the_spec_is_written_converges,
+    ),
+    (
+        "approve:applied",
+        approve_cut_after_applying_is_not_applied_twice,
+    ),
+];
+
+#[test]
+fn every_failpoint_step_has_a_case() {
+    let cases: Vec<&str> = CASES.iter().map(|(step, _)| *step).collect();
+    assert_eq!(
+        cases,
+        hyperhive::failpoint::STEPS.to_vec(),
+        "each failpoint step needs exactly one case in tests/failpoints.rs"
+    );
+}
+
 /// Arms `step` and restarts the daemon with it (a runtime drop-in, gone on reboot).
 fn arm(h: &TestHost, step: &str) {
+    assert!(
+        hyperhive::failpoint::STEPS.contains(&step),
+        "{step} is not a failpoint step"
+    );
     h.run_ok(&[
         "sh",
         "-c",
@@ -22,9 +68,14 @@ fn arm(h: &TestHost, step: &str) {
     ]);
 }
 
-/// Runs a hivectl verb that the armed failpoint interrupts, then waits for systemd to
-/// bring the killed daemon back.
-fn interrupted(h: &TestHost, args: &[&str]) {
+/// What the restarted daemon's startup reconcile did, from its `reconcile_finished` entry:
+/// (created, rebuilt, kept, stopped, failed).
+type Totals = (u32, u32, u32, u32, u32);
+
+/// Runs a hivectl verb that the armed failpoint interrupts, waits for systemd to bring the
+/// killed daemon back and for that daemon's startup reconcile to finish, and returns what
+/// the reconcile did.
+fn interrupted(h: &TestHost, args: &[&str]) -> Totals {
     let restarts: u32 = h.show("hive-c0re.service", "NRestarts").parse().unwrap();
     let out = h.hivectl(args);
     assert_eq!(
@@ -50,6 +101,13 @@ fn interrupted(h: &TestHost, args: &[&str]) {
                 && h.show("hive-c0re.service", "ActiveState") == "active"
         },
     );
+    assert_eq!(
+        h.show("hive-c0re.service", "NRestarts")
+            .parse::<u32>()
+            .unwrap(),
+        restarts + 1,
+        "killed once, at the failpoint"
+    );
     let log = h.run_ok(&[
         "journalctl",
         "-u",
@@ -62,9 +120,28 @@ fn interrupted(h: &TestHost, args: &[&str]) {
         log.contains("failpoint"),
         "the daemon died at the failpoint: {log}"
     );
+    let invocation = h.show("hive-c0re.service", "InvocationID");
+    let done = wait_entry(
+        h,
+        "the restarted daemon's startup reconcile",
+        &[
+            "HIVE_EVENT=reconcile_finished",
+            "HIVE_TRIGGER=startup",
+            &format!("_SYSTEMD_INVOCATION_ID={invocation}"),
+        ],
+    );
+    let n = |f: &str| -> u32 { done[f].as_str().unwrap().parse().unwrap() };
+    (
+        n("HIVE_CREATED"),
+        n("HIVE_REBUILT"),
+        n("HIVE_KEPT"),
+        n("HIVE_STOPPED"),
+        n("HIVE_FAILED"),
+    )
 }
 
-/// One unit set: at most one container unit, at most one machine, at most one listener.
+/// Never two of anything, while the restarted daemon may still be converging: at most
+/// one container unit, one machine, one listener.
 fn consistent(h: &TestHost, agent: &str) {
     assert!(h.agent_units().len() <= 1, "{:?}", h.agent_units());
     assert!(
@@ -77,6 +154,8 @@ fn consistent(h: &TestHost, agent: &str) {
     assert!(listeners(h, agent) <= 1);
 }
 
+/// The exact end state of a running agent: one container unit active/running, one machine,
+/// its harness running, one listener on its socket and one connection (the harness).
 fn running_with_harness(h: &TestHost, agent: &str) {
     h.wait_active(agent);
     h.wait_for("harness running", Duration::from_secs(30), || {
@@ -91,8 +170,50 @@ fn running_with_harness(h: &TestHost, agent: &str) {
         ]);
         String::from_utf8_lossy(&out.stdout).trim() == "running"
     });
+    h.wait_for("the harness connected", Duration::from_secs(30), || {
+        connections(h, agent) == 1
+    });
     assert_eq!(h.agent_units(), vec![format!("hive-agent-{agent}.service")]);
+    assert_eq!(h.machines(), vec![format!("h-{agent}")]);
     assert_eq!(listeners(h, agent), 1);
+    assert_eq!(connections(h, agent), 1);
+}
+
+/// Nothing of the agent is left but its state and credentials.
+fn gone(h: &TestHost, agent: &str) {
+    assert!(h.agent_units().is_empty(), "{:?}", h.agent_units());
+    assert!(h.machines().is_empty(), "{:?}", h.machines());
+    assert_eq!(
+        h.run_ok(&["ls", "-A", "/run/hyperhive"]),
+        "",
+        "runtime dirs of a gone agent are removed"
+    );
+    assert_eq!(listeners(h, agent), 0);
+    let list: serde_json::Value = serde_json::from_str(&h.hivectl_ok(&["list", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]));
+    h.run_ok(&[
+        "test",
+        "!",
+        "-e",
+        &format!("/var/lib/hyperhive/agents/{agent}/spec.toml"),
+    ]);
+    h.run_ok(&[
+        "test",
+        "-d",
+        &format!("/var/lib/hyperhive/agents/{agent}/state"),
+    ]);
+}
+
+/// `HIVE_EVENT=event` entries of the agent in the journal.
+fn events(h: &TestHost, agent: &str, event: &str) -> Vec<serde_json::Value> {
+    entries(
+        h,
+        &[
+            "SYSLOG_IDENTIFIER=hive-c0re",
+            &format!("HIVE_EVENT={event}"),
+            &format!("HIVE_AGENT={agent}"),
+        ],
+    )
 }
 
 const CREATE: &[&str] = &["create", "alice", "--root", "/", "--volatile", "yes"];
@@ -101,12 +222,13 @@ const CREATE: &[&str] = &["create", "alice", "--root", "/", "--volatile", "yes"]
 fn create_cut_after_saving_the_spec() {
     let h = hive();
     arm(&h, "create:spec-saved");
-    interrupted(&h, CREATE);
+    // Done by the restarted daemon: the spec was saved and no unit exists, so its startup
+    // reconcile creates the agent (once), and a create retried by the admin adopts it.
+    assert_eq!(interrupted(&h, CREATE), (1, 0, 0, 0, 0));
     consistent(&h, "alice");
-    // Done by the restarted daemon: the spec was saved, so its startup reconcile creates
-    // the agent (once), and a create retried by the admin adopts it.
     h.run_ok(&["test", "-f", "/var/lib/hyperhive/agents/alice/spec.toml"]);
     running_with_harness(&h, "alice");
+    assert_eq!(events(&h, "alice", "agent_created").len(), 1);
     assert!(h.hivectl_ok(CREATE).contains("adopted"));
     running_with_harness(&h, "alice");
 }
@@ -115,10 +237,11 @@ fn create_cut_after_saving_the_spec() {
 fn create_cut_after_the_container_is_up() {
     let h = hive();
     arm(&h, "create:container-up");
-    interrupted(&h, CREATE);
+    // Done: the restarted daemon kept and adopted the container and saw to its harness.
+    assert_eq!(interrupted(&h, CREATE), (0, 0, 1, 0, 0));
     consistent(&h, "alice");
-    // Done: the restarted daemon adopted the container and saw to its harness.
     running_with_harness(&h, "alice");
+    assert_eq!(events(&h, "alice", "adopted").len(), 1);
     assert!(h.hivectl_ok(CREATE).contains("adopted"));
     running_with_harness(&h, "alice");
 }
@@ -127,11 +250,71 @@ fn create_cut_after_the_container_is_up() {
 fn rebuild_cut_between_stop_and_start() {
     let h = hive();
     h.hivectl_ok(CREATE);
+    let before = h.invocation("alice");
     arm(&h, "rebuild:container-stopped");
-    interrupted(&h, &["rebuild", "alice"]);
+    // Done by the restarted daemon: the spec wants the agent up and no unit runs, so its
+    // startup reconcile creates it; a retried rebuild replaces it once more.
+    assert_eq!(interrupted(&h, &["rebuild", "alice"]), (1, 0, 0, 0, 0));
     consistent(&h, "alice");
+    running_with_harness(&h, "alice");
+    let after = h.invocation("alice");
+    assert_ne!(after, before);
     h.hivectl_ok(&["rebuild", "alice"]);
     running_with_harness(&h, "alice");
+    assert_ne!(h.invocation("alice"), after);
+}
+
+#[test]
+fn rebuild_cut_after_the_new_container_is_up() {
+    let h = hive();
+    h.hivectl_ok(CREATE);
+    let before = h.invocation("alice");
+    arm(&h, "rebuild:container-up");
+    // Done: the new container is up as planned, so the restarted daemon keeps it (no
+    // second restart) and adopts it; only the rebuild_finished entry is missing.
+    assert_eq!(interrupted(&h, &["rebuild", "alice"]), (0, 0, 1, 0, 0));
+    consistent(&h, "alice");
+    running_with_harness(&h, "alice");
+    let rebuilt = h.invocation("alice");
+    assert_ne!(
+        rebuilt, before,
+        "the cut rebuild had replaced the container"
+    );
+    // Adopted by the daemon that came back (the armed one adopted the old container).
+    let daemon = h.show("hive-c0re.service", "InvocationID");
+    let adopted: Vec<_> = events(&h, "alice", "adopted")
+        .into_iter()
+        .filter(|e| e["_SYSTEMD_INVOCATION_ID"] == daemon.as_str())
+        .collect();
+    assert_eq!(adopted.len(), 1);
+    assert_eq!(adopted[0]["HIVE_INVOCATION_ID"], rebuilt.as_str());
+    assert_eq!(events(&h, "alice", "rebuild_started").len(), 1);
+    assert_eq!(events(&h, "alice", "rebuild_finished").len(), 0);
+    // Retryable.
+    h.hivectl_ok(&["rebuild", "alice"]);
+    running_with_harness(&h, "alice");
+    assert_ne!(h.invocation("alice"), rebuilt);
+    assert_eq!(events(&h, "alice", "rebuild_finished").len(), 1);
+}
+
+#[test]
+fn destroy_cut_after_the_stop_is_not_done_and_retryable() {
+    let h = hive();
+    h.hivectl_ok(CREATE);
+    let before = h.invocation("alice");
+    arm(&h, "destroy:stopped");
+    // Cleanly not done: the container was stopped but the spec is still there (and no
+    // stop was asked for), so the restarted daemon brings the agent back, once.
+    assert_eq!(interrupted(&h, &["destroy", "alice"]), (1, 0, 0, 0, 0));
+    consistent(&h, "alice");
+    h.run_ok(&["test", "-f", "/var/lib/hyperhive/agents/alice/spec.toml"]);
+    running_with_harness(&h, "alice");
+    assert_ne!(h.invocation("alice"), before);
+    assert_eq!(events(&h, "alice", "agent_destroyed").len(), 0);
+    // A retried destroy finishes the job.
+    h.hivectl_ok(&["destroy", "alice"]);
+    gone(&h, "alice");
+    assert_eq!(events(&h, "alice", "agent_destroyed").len(), 1);
 }
 
 #[test]
@@ -139,18 +322,10 @@ fn destroy_cut_after_the_spec_is_gone_leaves_no_orphan_socket() {
     let h = hive();
     h.hivectl_ok(CREATE);
     arm(&h, "destroy:spec-removed");
-    interrupted(&h, &["destroy", "alice"]);
-    consistent(&h, "alice");
-    assert!(h.agent_units().is_empty());
-    assert_eq!(
-        h.run_ok(&["ls", "-A", "/run/hyperhive"]),
-        "",
-        "runtime dirs of a gone agent are removed"
-    );
-    assert_eq!(listeners(&h, "alice"), 0);
-    let list: serde_json::Value = serde_json::from_str(&h.hivectl_ok(&["list", "--json"])).unwrap();
-    assert_eq!(list, serde_json::json!([]));
-    h.run_ok(&["test", "-d", "/var/lib/hyperhive/agents/alice/state"]);
+    // Done, but for the event: no spec and no unit, so reconcile has nothing to do, and
+    // the runtime dir the killed daemon left is removed before READY=1.
+    assert_eq!(interrupted(&h, &["destroy", "alice"]), (0, 0, 0, 0, 0));
+    gone(&h, "alice");
 }
 
 /// An agent that asks for /opt/approved/bin once, and the id of its request.
@@ -159,20 +334,15 @@ fn asked(h: &TestHost) -> String {
     h.create("alice", &["--harness", "sh", "-c", ask]);
     let mut id = String::new();
     h.wait_for("the request", Duration::from_secs(15), || {
-        id = h
-            .run(&["cat", "/var/lib/hyperhive/agents/alice/state/requested"])
-            .stdout
-            .iter()
-            .map(|&b| b as char)
-            .collect::<String>()
-            .trim()
-            .to_owned();
+        id = state_file(h, "alice", "requested");
         !id.is_empty()
     });
     id
 }
 
-fn resumed_and_applied(h: &TestHost, id: &str) {
+/// The approval ended applied, exactly once: one approval, applied; the spec has the
+/// change once; one rebuild for it, started and finished; the unit runs with it.
+fn applied_once(h: &TestHost, id: &str) {
     h.wait_for(
         "the approval applied after the restart",
         Duration::from_secs(30),
@@ -191,18 +361,42 @@ fn resumed_and_applied(h: &TestHost, id: &str) {
     );
     assert_eq!(all[0]["id"].to_string(), id);
     let spec = h.run_ok(&["cat", "/var/lib/hyperhive/agents/alice/spec.toml"]);
-    let path_line = spec
-        .lines()
-        .find(|l| l.starts_with("path = "))
-        .unwrap_or("");
+    let path_lines: Vec<&str> = spec.lines().filter(|l| l.starts_with("path = ")).collect();
     assert_eq!(
-        path_line, r#"path = ["/opt/approved/bin"]"#,
+        path_lines,
+        vec![r#"path = ["/opt/approved/bin"]"#],
         "applied once: {spec}"
     );
     running_with_harness(h, "alice");
-    assert!(h
-        .unit_show("alice", "Environment")
-        .contains("/opt/approved/bin"));
+    let env = h.unit_show("alice", "Environment");
+    assert_eq!(
+        env.matches("/opt/approved/bin").count(),
+        1,
+        "once on PATH: {env}"
+    );
+    assert!(env.contains(&format!("HIVE_APPROVAL_ID={id}")), "{env}");
+    let approval = |event: &str| {
+        entries(
+            h,
+            &[
+                "SYSLOG_IDENTIFIER=hive-c0re",
+                &format!("HIVE_EVENT={event}"),
+                &format!("HIVE_APPROVAL_ID={id}"),
+            ],
+        )
+        .len()
+    };
+    assert_eq!(
+        approval("rebuild_started"),
+        1,
+        "one rebuild for approval {id}"
+    );
+    assert_eq!(
+        approval("rebuild_finished"),
+        1,
+        "one rebuild for approval {id}"
+    );
+    assert_eq!(approval("approval_applied"), 1);
 }
 
 #[test]
@@ -210,9 +404,10 @@ fn approve_cut_after_the_decision_is_resumed() {
     let h = hive();
     let id = asked(&h);
     arm(&h, "approve:decided");
-    interrupted(&h, &["approve", &id]);
+    // The restarted daemon applies the approval before its reconcile, which then keeps.
+    assert_eq!(interrupted(&h, &["approve", &id]), (0, 0, 1, 0, 0));
     consistent(&h, "alice");
-    resumed_and_applied(&h, &id);
+    applied_once(&h, &id);
 }
 
 #[test]
@@ -220,7 +415,19 @@ fn approve_cut_after_the_spec_is_written_converges() {
     let h = hive();
     let id = asked(&h);
     arm(&h, "approve:spec-saved");
-    interrupted(&h, &["approve", &id]);
+    assert_eq!(interrupted(&h, &["approve", &id]), (0, 0, 1, 0, 0));
     consistent(&h, "alice");
-    resumed_and_applied(&h, &id);
+    applied_once(&h, &id);
+}
+
+#[test]
+fn approve_cut_after_applying_is_not_applied_twice() {
+    let h = hive();
+    let id = asked(&h);
+    arm(&h, "approve:applied");
+    // The change was written and the agent rebuilt with it; only `applied` was not
+    // recorded. The restarted daemon records it without a second rebuild.
+    assert_eq!(interrupted(&h, &["approve", &id]), (0, 0, 1, 0, 0));
+    consistent(&h, "alice");
+    applied_once(&h, &id);
 }

@@ -475,7 +475,8 @@ impl Hive {
 
     /// An approval the daemon recorded as approved but did not finish applying (it was
     /// killed in between) is applied now: the admin's decision stands. Applying is
-    /// idempotent (the spec converges), so a change already written is not doubled.
+    /// idempotent (the spec converges), so a change already written is not doubled; one
+    /// whose rebuild already brought the agent up is only recorded, not rebuilt again.
     pub async fn resume_approved(&self) {
         let all = match self.approvals.approved() {
             Ok(all) => all,
@@ -488,13 +489,33 @@ impl Hive {
             .iter()
             .filter(|a| a.status == crate::store::Status::Approved)
         {
-            log::warn!("approval {} of agent {}: approved but not applied when hive-c0re stopped; applying it now", a.id, a.agent);
-            let outcome = match self.apply(a).await {
-                Ok(()) => ApprovalOutcome::Applied,
-                Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
+            let outcome = if self.rebuilt_for(a).await {
+                log::warn!("approval {} of agent {}: applied but not recorded when hive-c0re stopped; recording it", a.id, a.agent);
+                ApprovalOutcome::Applied
+            } else {
+                log::warn!("approval {} of agent {}: approved but not applied when hive-c0re stopped; applying it now", a.id, a.agent);
+                match self.apply(a).await {
+                    Ok(()) => ApprovalOutcome::Applied,
+                    Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
+                }
             };
             if let Err(e) = self.approvals.finish(a.id, outcome) {
                 log::error!("approval {}: recording its outcome: {e}", a.id);
+            }
+        }
+    }
+
+    /// Whether the approval's rebuild already brought its agent's container up: the live
+    /// unit runs stamped with the approval's id (the stamp only comes from that rebuild,
+    /// which saved the spec first). Applying again would rebuild the agent a second time.
+    async fn rebuilt_for(&self, a: &Approval) -> bool {
+        let stamp = format!("HIVE_APPROVAL_ID={}", a.id);
+        match self.sd.status(&a.agent.container_unit()).await {
+            Ok(Some(st)) => st.is_up() && st.environment.contains(&stamp),
+            Ok(None) => false,
+            Err(e) => {
+                log::warn!("approval {}: reading its agent's unit: {e:#}", a.id);
+                false
             }
         }
     }

@@ -241,6 +241,9 @@ pub fn harness(agent: AgentName, sd: Systemd) -> tokio::task::JoinHandle<()> {
                 return;
             }
         };
+        // The match rule is in place: from here on a harness crash is seen (tests wait
+        // for this line rather than for a guessed delay).
+        log::info!("agent {agent}: watching {HARNESS_UNIT} for crashes");
         let mut tracker = CrashTracker::default();
         while let Some(Ok(msg)) = changes.next().await {
             if changed_unit(&msg).as_deref() != Some(HARNESS_UNIT) {
