@@ -384,6 +384,29 @@ fn systemd_forgetting_its_subscribers_restarts_the_daemon_not_deafens_it() {
     let accepted = flood_pending_jobs(&h, 700, 10);
     let systemd_now = systemd_bus_name(&h);
     eprintln!("observed: {accepted} jobs accepted, systemd {systemd_was} -> {systemd_now}");
+    let version: u32 = h
+        .run_ok(&["systemctl", "--version"])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("systemd's version");
+    if version > 252 {
+        // systemd 257 keeps its bus connection through the same flood (measured on the
+        // Debian 13 test host): there are no subscribers to forget. What the fault is
+        // about still holds: the daemon was not restarted and hears every unit change.
+        assert_eq!(
+            systemd_now, systemd_was,
+            "systemd {version} dropped its bus connection: run the 252 path"
+        );
+        assert_eq!(daemon(&h).0, pid, "the daemon was not restarted");
+        assert_eq!(running(&h, "alice"), alice, "alice was not restarted");
+        assert_eq!(running(&h, "bob"), bob, "bob was not restarted");
+        crash_is_journaled(&h, "alice");
+        harness_crash_is_journaled(&h, "bob");
+        create(&h, "carol");
+        assert_serving(&h, "carol");
+        return;
+    }
     assert_ne!(
         systemd_now, systemd_was,
         "systemd reconnected to the bus (the fault took)"

@@ -244,14 +244,47 @@ fn a_killed_container_restarts_only_once_its_machine_is_unregistered() {
         "nspawn says why: machined still holds the name: {log}"
     );
 
-    run(
-        "healed",
-        Some("/usr/bin/busctl call org.freedesktop.machine1 /org/freedesktop/machine1 org.freedesktop.machine1.Manager UnregisterMachine s healed"),
-    );
+    let unregister = |m: &str| {
+        format!("/usr/bin/busctl call org.freedesktop.machine1 /org/freedesktop/machine1 org.freedesktop.machine1.Manager UnregisterMachine s {m}")
+    };
+    // What hive-c0re unregister-machine does: unregister, and clear the directory through
+    // which nspawn 256+ exports sockets (it removes it only when it exits cleanly).
+    let heal = |m: &str| {
+        format!(
+            "/bin/sh -c '{}; umount -l /run/systemd/nspawn/unix-export/{m}; rmdir /run/systemd/nspawn/unix-export/{m}; true'",
+            unregister(m)
+        )
+    };
+    run("healed", Some(&heal("healed")));
     let with = kill_and_settle("healed");
     assert_eq!(
         with, "active/running",
         "with an ExecStopPost that unregisters"
     );
     assert_eq!(h.show("healed.service", "NRestarts"), "1");
+
+    // From systemd 256 on, unregistering alone is not enough: the first restart refuses
+    // the unix-export directory the killed nspawn left.
+    let version: u32 = h
+        .run_ok(&["systemctl", "--version"])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("systemd's version");
+    if version >= 256 {
+        run("half", Some(&unregister("half")));
+        let outcome = kill_and_settle("half");
+        let log = h.run_ok(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "cat",
+            "-u",
+            "half.service",
+        ]);
+        assert!(
+            log.contains("exists already, refusing"),
+            "systemd {version}: {outcome}: {log}"
+        );
+    }
 }
