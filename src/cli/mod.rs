@@ -225,7 +225,7 @@ fn denied(detail: &str) -> String {
         .unwrap_or_default();
     let policy = "D-Bus policy org.hyperhive.Hive1.conf";
     match member {
-        "ListApprovals" | "GetApproval" => format!(
+        "ListApprovals" | "ListApprovalsPage" | "GetApproval" | "ShowApproval" => format!(
             "access denied: reading approvals needs root or membership in group hive-admin ({policy})"
         ),
         "Approve" | "Deny" => format!(
@@ -307,8 +307,11 @@ mod usage_tests {
                  member=\"{m}\" error name=\"(unset)\""
             ))
         };
-        assert!(msg("ListApprovals")
-            .contains("reading approvals needs root or membership in group hive-admin"));
+        for m in ["ListApprovals", "ListApprovalsPage", "ShowApproval"] {
+            assert!(
+                msg(m).contains("reading approvals needs root or membership in group hive-admin")
+            );
+        }
         assert!(msg("Approve").contains("deciding approvals"));
         assert!(msg("Plan").contains("plan needs root, though it changes nothing"));
         assert!(msg("StopAgent").contains("only root may change agents"));
