@@ -16,6 +16,8 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
+# Tests that fill or break the approvals store, and the cookbook's event-log query.
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 # scripts/verify-units and scripts/check-nix.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)

@@ -685,20 +685,21 @@ impl Hive {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = left.min(crate::systemd::container_bus::CONNECT_TIMEOUT);
-            match self.sd.container(&machine, attempt).await {
+            let err = match self.sd.container(&machine, attempt).await {
                 Ok(sd) => return Ok(sd),
-                Err(e) if tokio::time::Instant::now() + Duration::from_millis(50) < deadline => {
-                    log::debug!("agent {name}: container bus not ready yet: {e:#}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
+                Err(e) => e,
+            };
+            // Another try only while one still fits; the last error says why.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left < Duration::from_millis(300) {
+                return Err(err).with_context(|| {
+                    format!(
                         "container {machine}'s bus did not answer within {CONTAINER_BUS_TIMEOUT:?}"
                     )
-                    })
-                }
+                });
             }
+            log::debug!("agent {name}: container bus not ready yet: {err:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

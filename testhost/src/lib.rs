@@ -208,8 +208,13 @@ impl TestHost {
                         binds.push(bind_ro(&state.join(sub), &format!("/etc/{sub}")));
                     }
                 }
-                if let Some(db) = build_catalog(&state, &units.join("catalog"))? {
-                    binds.push(bind_rw(&db, "/var/lib/systemd/catalog"));
+                // Compiled inside, after boot, by the test host's own journalctl: a
+                // database compiled here by another systemd version is not one the
+                // test host's journalctl reads (Debian 13's 257 ignored 252's).
+                let catalog = units.join("catalog");
+                if catalog.is_dir() {
+                    copy_dir(&catalog, &state.join("catalog"), None)?;
+                    binds.push(bind_ro(&state.join("catalog"), "/etc/systemd/catalog"));
                 }
             }
             if let Some(bin) = &bin_dir {
@@ -312,6 +317,21 @@ impl TestHost {
         drop(sock);
         let _ = fs::remove_file(&notify_path);
         host.write_record(true)?;
+        if state_has_catalog(&host.state) {
+            // journalctl compiles only /usr/lib/systemd/catalog (under --root), and this
+            // /usr is read-only: compile a copy of it plus ours, then put the database
+            // where journalctl -x reads it.
+            host.run_ok(&[
+                "sh",
+                "-c",
+                "mkdir -p /run/hh-catalog/usr/lib/systemd/catalog /var/lib/systemd/catalog \
+                 && cp /usr/lib/systemd/catalog/*.catalog /etc/systemd/catalog/*.catalog \
+                       /run/hh-catalog/usr/lib/systemd/catalog/ \
+                 && journalctl --root=/run/hh-catalog --update-catalog \
+                 && cp /run/hh-catalog/var/lib/systemd/catalog/database /var/lib/systemd/catalog/ \
+                 && rm -rf /run/hh-catalog",
+            ]);
+        }
         if opts.start_daemon {
             host.check_daemon()?;
         }
@@ -778,39 +798,10 @@ fn copy_dir(src: &Path, dst: &Path, bin_dir: Option<&Path>) -> Result<()> {
 /// Does what packaging does to the project's units: `ExecStart=/usr/bin/hive-c0re ...` (and
 /// the other `Exec*=` keys, for any of the project's binaries, wherever they were said to be)
 /// becomes `ExecStart=<bin_dir>/hive-c0re ...`. systemd's prefixes (`-@:+!`) are kept.
-/// The journal message catalog as an installed hyperhive has it (`journalctl -x` shows
-/// the text of hive-c0re's events): the host's own catalogs plus units/catalog, compiled
-/// with `journalctl --update-catalog` into a directory bound at /var/lib/systemd/catalog.
-/// `None` when units/ has no catalog.
-fn build_catalog(state: &Path, ours: &Path) -> Result<Option<PathBuf>> {
-    let Ok(entries) = fs::read_dir(ours) else {
-        return Ok(None);
-    };
-    let root = state.join("catalog-root");
-    let sources = root.join("usr/lib/systemd/catalog");
-    fs::create_dir_all(&sources)?;
-    let system: Vec<PathBuf> = fs::read_dir("/usr/lib/systemd/catalog")
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    let files = system
-        .into_iter()
-        .chain(entries.flatten().map(|e| e.path()));
-    for f in files.filter(|f| f.extension().is_some_and(|x| x == "catalog")) {
-        if let Some(name) = f.file_name() {
-            fs::copy(&f, sources.join(name))?;
-        }
-    }
-    let out = Command::new("journalctl")
-        .arg(format!("--root={}", root.display()))
-        .arg("--update-catalog")
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "journalctl --update-catalog: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(Some(root.join("var/lib/systemd/catalog")))
+/// Whether units/catalog was installed at /etc/systemd/catalog (`journalctl -x` then
+/// shows the text of hive-c0re's events, as on an installed host).
+fn state_has_catalog(state: &Path) -> bool {
+    state.join("catalog").is_dir()
 }
 
 pub fn rewrite_exec_lines(unit: &str, bin_dir: &Path) -> String {

@@ -17,13 +17,14 @@ pub const ENV: &str = "HYPERHIVE_TESTHOST_OS";
 /// Where the Debian 13 tree is cached between runs.
 pub const DEBIAN13_TREE: &str = "/var/cache/hyperhive-testhost/debian13";
 
-/// Written last by a complete build: a tree without it is rebuilt.
+/// Written last by a complete build, holding [`PACKAGES`]: a tree without it, or built
+/// with another package list, is rebuilt.
 const COMPLETE: &str = ".hyperhive-testhost-complete";
 
 /// What the tree holds beyond `minbase`: systemd and its bus, nspawn for the agents, and
 /// every tool the tests run inside a test host.
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,systemd-container,python3,iproute2,passwd,\
-util-linux,e2fsprogs,procps";
+util-linux,e2fsprogs,procps,sqlite3";
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 
@@ -78,7 +79,10 @@ pub fn debian13_tree() -> Result<PathBuf> {
     static BUILDING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let tree = PathBuf::from(DEBIAN13_TREE);
-    if tree.join(COMPLETE).exists() {
+    let complete = |t: &std::path::Path| {
+        std::fs::read_to_string(t.join(COMPLETE)).is_ok_and(|p| p == PACKAGES)
+    };
+    if complete(&tree) {
         return Ok(tree);
     }
     let build = tree.with_extension(format!("build-{}", std::process::id()));
@@ -114,12 +118,12 @@ pub fn debian13_tree() -> Result<PathBuf> {
         );
     }
     std::fs::write(build.join(COMPLETE), PACKAGES)?;
-    if tree.join(COMPLETE).exists() {
+    if complete(&tree) {
         // Another process finished first.
         let _ = std::fs::remove_dir_all(&build);
         return Ok(tree);
     }
-    // An incomplete tree from an interrupted build is in the way.
+    // An incomplete or outdated tree is in the way.
     if tree.exists() {
         std::fs::remove_dir_all(&tree)
             .with_context(|| format!("removing the incomplete {}", tree.display()))?;
