@@ -48,18 +48,6 @@ fn approvals(h: &TestHost, all: bool) -> Vec<Value> {
     v.as_array().unwrap().clone()
 }
 
-fn harness_invocation(h: &TestHost, agent: &str) -> String {
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        &format!("h-{agent}"),
-        "show",
-        "-P",
-        "InvocationID",
-        "hive-harness.service",
-    ])
-}
-
 #[test]
 fn what_an_agent_may_ask_for_and_what_an_admin_sees_of_it() {
     let h = hive();

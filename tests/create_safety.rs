@@ -35,18 +35,6 @@ fn bob_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-fn harness_invocation(h: &TestHost, agent: &str) -> String {
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        &format!("h-{agent}"),
-        "show",
-        "-P",
-        "InvocationID",
-        "hive-harness.service",
-    ])
-}
-
 #[test]
 fn the_same_spec_again_is_a_no_op() {
     let h = hive();

@@ -149,18 +149,6 @@ fn kill_9_of_the_container_is_a_container_crash_with_systemds_facts() {
     );
 }
 
-fn harness_invocation(h: &TestHost, agent: &str) -> String {
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        &format!("h-{agent}"),
-        "show",
-        "-P",
-        "InvocationID",
-        "hive-harness.service",
-    ])
-}
-
 #[test]
 fn a_harness_crash_is_seen_inside_the_container() {
     let h = hive();

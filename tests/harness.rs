@@ -18,18 +18,6 @@ const STAND_IN: &[&str] = &[
     "echo \"$PATH\" > /state/path; exec sleep infinity",
 ];
 
-fn harness_show(h: &TestHost, agent: &str, prop: &str) -> String {
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        &format!("h-{agent}"),
-        "show",
-        "-P",
-        prop,
-        "hive-harness.service",
-    ])
-}
-
 fn wait_harness_running(h: &TestHost, agent: &str) {
     h.wait_for(
         &format!("hive-harness in h-{agent} active/running"),

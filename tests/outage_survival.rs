@@ -21,19 +21,6 @@ const STAND_IN: &[&str] = &[
 
 const AGENTS: [&str; 2] = ["alice", "bob"];
 
-fn harness_show(h: &TestHost, agent: &str, prop: &str) -> String {
-    let out = h.run(&[
-        "systemctl",
-        "-M",
-        &format!("h-{agent}"),
-        "show",
-        "-P",
-        prop,
-        "hive-harness.service",
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// What must survive the outage, per agent.
 #[derive(Debug, PartialEq, Eq)]
 struct Work {
@@ -52,9 +39,9 @@ fn work(h: &TestHost, agent: &str) -> Work {
     );
     let w = Work {
         container_invocation: h.invocation(agent),
-        harness_invocation: harness_show(h, agent, "InvocationID"),
-        harness_pid: harness_show(h, agent, "MainPID"),
-        harness_restarts: harness_show(h, agent, "NRestarts"),
+        harness_invocation: harness_show_or_empty(h, agent, "InvocationID"),
+        harness_pid: harness_show_or_empty(h, agent, "MainPID"),
+        harness_restarts: harness_show_or_empty(h, agent, "NRestarts"),
         command_pid: state_file(h, agent, "pid"),
     };
     assert!(!w.harness_invocation.is_empty(), "{agent}: {w:?}");
@@ -104,7 +91,8 @@ fn assert_survived(h: &TestHost, before: &[Work]) {
             Duration::from_secs(30),
             || {
                 connections(h, a) == 1
-                    && harness_show(h, a, "StatusText").starts_with("connected to hive-c0re")
+                    && harness_show_or_empty(h, a, "StatusText")
+                        .starts_with("connected to hive-c0re")
             },
         );
         let after = work(h, a);
@@ -127,9 +115,12 @@ fn assert_says_unreachable(h: &TestHost, before: &[Work]) {
         h.wait_for(
             &format!("{a}'s STATUS= reports the outage"),
             Duration::from_secs(20),
-            || harness_show(h, a, "StatusText").contains("hive-c0re unreachable"),
+            || harness_show_or_empty(h, a, "StatusText").contains("hive-c0re unreachable"),
         );
-        assert_eq!(harness_show(h, a, "InvocationID"), b.harness_invocation);
+        assert_eq!(
+            harness_show_or_empty(h, a, "InvocationID"),
+            b.harness_invocation
+        );
     }
 }
 
@@ -139,7 +130,7 @@ fn a_30s_daemon_stop_leaves_every_harness_and_command_running() {
     let stopped = Instant::now();
     h.run_ok(&["systemctl", "stop", "hive-c0re.service"]);
     assert_says_unreachable(&h, &before);
-    let status = harness_show(&h, "alice", "StatusText");
+    let status = harness_show_or_empty(&h, "alice", "StatusText");
     assert!(status.contains("command keeps running"), "{status}");
 
     // An approval asked for meanwhile is refused clearly, not lost in silence.
@@ -162,8 +153,11 @@ fn a_30s_daemon_stop_leaves_every_harness_and_command_running() {
     // Three watchdog periods (WatchdogSec=10s) and then some.
     std::thread::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed()));
     for (a, b) in AGENTS.iter().zip(&before) {
-        assert_eq!(harness_show(&h, a, "InvocationID"), b.harness_invocation);
-        assert_eq!(harness_show(&h, a, "NRestarts"), "0", "{a}");
+        assert_eq!(
+            harness_show_or_empty(&h, a, "InvocationID"),
+            b.harness_invocation
+        );
+        assert_eq!(harness_show_or_empty(&h, a, "NRestarts"), "0", "{a}");
     }
     println!("figures: outage {:?}", stopped.elapsed());
     h.run_ok(&["systemctl", "start", "hive-c0re.service"]);
@@ -201,7 +195,10 @@ fn a_daemon_crash_looping_past_its_start_limit_leaves_agents_running() {
     // Longer than a watchdog period past the last time the daemon answered.
     std::thread::sleep(Duration::from_secs(25).saturating_sub(started.elapsed()));
     for (a, b) in AGENTS.iter().zip(&before) {
-        assert_eq!(harness_show(&h, a, "InvocationID"), b.harness_invocation);
+        assert_eq!(
+            harness_show_or_empty(&h, a, "InvocationID"),
+            b.harness_invocation
+        );
     }
     println!(
         "figures: crash loop, daemon restarts {}, outage {:?}",
@@ -236,7 +233,7 @@ fn a_command_ending_while_the_daemon_is_away_names_the_undelivered_event() {
     h.wait_for(
         "carol's STATUS= reports the outage",
         Duration::from_secs(20),
-        || harness_show(&h, "carol", "StatusText").contains("hive-c0re unreachable"),
+        || harness_show_or_empty(&h, "carol", "StatusText").contains("hive-c0re unreachable"),
     );
     h.run_ok(&["touch", "/var/lib/hyperhive/agents/carol/state/finish"]);
     h.wait_for(

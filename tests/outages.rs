@@ -62,19 +62,6 @@ fn entries(h: &TestHost, matches: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn harness_show(h: &TestHost, name: &str, prop: &str) -> String {
-    let out = h.run(&[
-        "systemctl",
-        "-M",
-        &format!("h-{name}"),
-        "show",
-        "-P",
-        prop,
-        "hive-harness.service",
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// What must not change while a fault comes and goes: the container unit's and the
 /// harness's invocations (a restart of either changes them) and the container unit's
 /// environment, which carries HIVE_PLAN.
@@ -89,7 +76,7 @@ fn running(h: &TestHost, name: &str) -> Running {
     let r = Running {
         invocation: h.invocation(name),
         environment: h.unit_show(name, "Environment"),
-        harness_invocation: harness_show(h, name, "InvocationID"),
+        harness_invocation: harness_show_or_empty(h, name, "InvocationID"),
     };
     assert!(!r.invocation.is_empty() && !r.harness_invocation.is_empty());
     assert!(r.environment.contains("HIVE_PLAN="), "{}", r.environment);
@@ -104,7 +91,7 @@ fn assert_serving(h: &TestHost, name: &str) {
     h.wait_for(
         &format!("{name}'s harness running and connected"),
         Duration::from_secs(30),
-        || harness_show(h, name, "SubState") == "running" && connections(h, name) == 1,
+        || harness_show_or_empty(h, name, "SubState") == "running" && connections(h, name) == 1,
     );
     let list: Value = serde_json::from_str(&h.hivectl_ok(&["list", "--json"])).unwrap();
     let entry = list

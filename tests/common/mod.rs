@@ -207,6 +207,42 @@ pub fn state_file(h: &TestHost, agent: &str, file: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `systemctl -M h-<agent> show -P PROP hive-harness.service`: a property of the agent's
+/// harness, read from the container's own systemd as an admin would.
+fn harness_show_argv(agent: &str, prop: &str) -> Vec<String> {
+    let machine = format!("h-{agent}");
+    [
+        "systemctl",
+        "-M",
+        &machine,
+        "show",
+        "-P",
+        prop,
+        "hive-harness.service",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// A property of the agent's `hive-harness.service`; panics if it cannot be read.
+pub fn harness_show(h: &TestHost, agent: &str, prop: &str) -> String {
+    let argv = harness_show_argv(agent, prop);
+    h.run_ok(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Like [`harness_show`], empty while the container's systemd cannot be reached (for
+/// waits across restarts and outages).
+pub fn harness_show_or_empty(h: &TestHost, agent: &str, prop: &str) -> String {
+    let argv = harness_show_argv(agent, prop);
+    let out = h.run(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The InvocationID of the agent's harness (see [`harness_show`]).
+pub fn harness_invocation(h: &TestHost, agent: &str) -> String {
+    harness_show(h, agent, "InvocationID")
+}
+
 /// Sends `signal` to the main process of the agent's harness, through the container's own
 /// systemd, as an admin would.
 pub fn kill_harness(h: &TestHost, agent: &str, signal: &str) {
