@@ -97,6 +97,18 @@ fn an_agent_is_not_host_root_and_its_files_stay_usable() {
             "700 0"
         );
     }
+    // The range is stable for the agent (nspawn picks it from the machine name): a new
+    // container of hers gets the same one, and her files still read as hers.
+    h.hivectl_ok(&["restart", "alice"]);
+    h.wait_active("alice");
+    assert_eq!(uid_map(&h, "alice"), map, "the range after a restart");
+    let out = agent_sh(&h, "alice", "stat -c %u /state/n && cat /state/n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0\nnote\n",
+        "{}",
+        stderr(&out)
+    );
     // A setuid file planted in /state is out of every other host user's reach.
     agent_sh(
         &h,

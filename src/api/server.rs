@@ -184,6 +184,27 @@ impl Manager {
             .collect())
     }
 
+    /// CreateAgent and ReplaceAgent: root only; `replace` lets another spec replace the
+    /// agent's.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_or_replace(
+        &self,
+        name: &str,
+        spec_toml: &str,
+        replace: bool,
+        header: &Header<'_>,
+        conn: &Connection,
+        server: &ObjectServer,
+        emitter: &SignalEmitter<'_>,
+    ) -> Result<String, Error> {
+        let name = parse_name(name)?;
+        let verb = if replace { "replace" } else { "create" };
+        require_root(conn, header, &format!("{verb} agent {name}")).await?;
+        let outcome = self.hive.create(&name, spec_toml, replace).await?;
+        Self::export_agent(server, emitter, &name).await?;
+        Ok(outcome.as_str().into())
+    }
+
     /// Exports the agent's object if it is not yet, announcing it with AgentNew.
     pub async fn export_agent(
         server: &ObjectServer,
@@ -264,11 +285,8 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
-        let name = parse_name(name)?;
-        require_root(conn, &header, &format!("create agent {name}")).await?;
-        let outcome = self.hive.create(&name, spec_toml, false).await?;
-        Self::export_agent(server, &emitter, &name).await?;
-        Ok(outcome.as_str().into())
+        self.create_or_replace(name, spec_toml, false, &header, conn, server, &emitter)
+            .await
     }
 
     /// CreateAgent that replaces an agent's other spec with this one (`hivectl create
@@ -282,11 +300,8 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
-        let name = parse_name(name)?;
-        require_root(conn, &header, &format!("replace agent {name}")).await?;
-        let outcome = self.hive.create(&name, spec_toml, true).await?;
-        Self::export_agent(server, &emitter, &name).await?;
-        Ok(outcome.as_str().into())
+        self.create_or_replace(name, spec_toml, true, &header, conn, server, &emitter)
+            .await
     }
 
     async fn start_agent(

@@ -239,7 +239,7 @@ impl Hive {
             Some(Ok(old)) if old == spec => {
                 // Nothing to change: keep whatever runs (same InvocationID), start it if
                 // it is down.
-                self.prepare_dirs(name).map_err(Error::failed)?;
+                self.prepare_dirs(&spec).map_err(Error::failed)?;
                 let plan = self.container_plan(&spec);
                 let outcome = self
                     .bring_up(&spec, &plan, Mode::Start, None)
@@ -274,7 +274,7 @@ impl Hive {
             }
             _ => {}
         }
-        self.prepare_dirs(name).map_err(Error::failed)?;
+        self.prepare_dirs(&spec).map_err(Error::failed)?;
         let saved = self.host.roots.saved_spec(name);
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
             .with_context(|| format!("agent {name}: saving spec {}", saved.display()))
@@ -320,7 +320,7 @@ impl Hive {
         let spec = self.load_spec(name)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
         let _guard = self.lock(name).await;
-        self.prepare_dirs(name).map_err(Error::failed)?;
+        self.prepare_dirs(&spec).map_err(Error::failed)?;
         let plan = self.container_plan(&spec);
         let outcome = self
             .bring_up(&spec, &plan, Mode::Start, None)
@@ -409,7 +409,7 @@ impl Hive {
     /// and the events with the approval that asked for it.
     async fn rebuild_locked(&self, spec: &AgentSpec, approval: Option<i64>) -> Result<Outcome> {
         let name = &spec.name;
-        self.prepare_dirs(name)?;
+        self.prepare_dirs(spec)?;
         let mut plan = self.container_plan(spec);
         let mut fields = vec![];
         if let Some(id) = approval {
@@ -589,7 +589,6 @@ impl Hive {
         approval: Option<i64>,
     ) -> Result<Outcome> {
         let name = &spec.name;
-        self.prepare_journal_dir(spec)?;
         self.sockets
             .register(name, &self.host.roots.runtime_dir(name))?;
         mark_stopped(&self.host.roots, name, false)?;
@@ -682,6 +681,9 @@ impl Hive {
     async fn container_systemd(&self, name: &AgentName) -> Result<Systemd> {
         let machine = name.machine();
         let deadline = tokio::time::Instant::now() + CONTAINER_BUS_TIMEOUT;
+        // Each try starts a helper process; a bus that stays broken (a planted symlink)
+        // must not have the daemon start one every 50 ms for 10 s: back off to 1 s.
+        let mut pause = Duration::from_millis(50);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = left.min(crate::systemd::container_bus::CONNECT_TIMEOUT);
@@ -689,9 +691,10 @@ impl Hive {
                 Ok(sd) => return Ok(sd),
                 Err(e) => e,
             };
-            // Another try only while one still fits; the last error says why.
+            // Another try only while one still fits after the pause; the last error says
+            // why.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left < Duration::from_millis(300) {
+            if left < pause + Duration::from_millis(300) {
                 return Err(err).with_context(|| {
                     format!(
                         "container {machine}'s bus did not answer within {CONTAINER_BUS_TIMEOUT:?}"
@@ -699,7 +702,8 @@ impl Hive {
                 });
             }
             log::debug!("agent {name}: container bus not ready yet: {err:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -742,9 +746,12 @@ impl Hive {
         }
     }
 
-    /// State and credentials directories, mode 0700, created if missing and tightened if
-    /// they exist; their contents are never touched.
-    pub(super) fn prepare_dirs(&self, name: &AgentName) -> Result<()> {
+    /// The bind sources the daemon makes for an agent: its state and credentials
+    /// directories (mode 0700, created if missing and tightened if they exist; their
+    /// contents are never touched), and its journal directory where it gets one (0755,
+    /// as journald's own). Also where `create` saves the spec.
+    pub(super) fn prepare_dirs(&self, spec: &AgentSpec) -> Result<()> {
+        let name = &spec.name;
         let roots = &self.host.roots;
         std::fs::create_dir_all(roots.agents_dir())
             .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
@@ -757,15 +764,9 @@ impl Hive {
         ] {
             crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
         }
-        Ok(())
-    }
-
-    /// The agent's journal directory on the host, when it gets one (a bind source).
-    /// Readable like journald's own (0755); the agent's journald writes into it.
-    pub(super) fn prepare_journal_dir(&self, spec: &AgentSpec) -> Result<()> {
         if let Some(dir) = plan::agent_journal_dir(spec, &self.host) {
             crate::safe_fs::dir_with_mode(&dir, 0o755)
-                .with_context(|| format!("agent {}: its journal directory", spec.name))?;
+                .with_context(|| format!("agent {name}: its journal directory"))?;
         }
         Ok(())
     }

@@ -293,7 +293,7 @@ impl Hive {
         let spec = self.load_spec(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
         let _guard = self.lock(name).await;
-        self.prepare_dirs(name)?;
+        self.prepare_dirs(&spec)?;
         let plan = self.container_plan(&spec);
         let unit = plan.unit.clone();
         let trig = ("HIVE_TRIGGER", trigger.as_str().to_string());

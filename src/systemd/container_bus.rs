@@ -73,6 +73,8 @@ pub async fn connect(machine: &str, leader: u32, timeout: Duration) -> Result<Un
         .with_context(|| format!("{}: starting the namespace helper", what()))?;
     let mut stderr = child.stderr.take().expect("piped");
 
+    // A zero timeout means "none" to the kernel and is refused by std.
+    let timeout = timeout.max(Duration::from_millis(10));
     ours.set_read_timeout(Some(timeout)).with_context(what)?;
     let received =
         tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || recv_fd(&ours))).await;
