@@ -251,19 +251,23 @@ async fn spawn_status_on_approvals(conn: &zbus::Connection, hive: Arc<Hive>) {
     });
 }
 
-/// Feeds systemd's watchdog (WatchdogSec= in hive-c0re.service) at half its period, but
-/// only after systemd answered a ping on the bus: a daemon that is stuck, or cut off from
-/// the bus, stops feeding it and is restarted.
+/// Feeds systemd's watchdog (WatchdogSec= in hive-c0re.service), but only after systemd
+/// answered a ping on the bus: a daemon that is stuck, or cut off from the bus, stops
+/// feeding it and is restarted.
+///
+/// A ping fails for a moment when systemd itself re-executes (`daemon-reexec`: NoReply,
+/// its connection is replaced). Pinging at a quarter of the period, and again soon after a
+/// failure, lets such a blip pass; feeding only at half the period let one failed ping
+/// run into the limit (seen on systemd 257 under load).
 fn spawn_watchdog(conn: zbus::Connection) {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return;
     }
-    let period = std::time::Duration::from_micros(usec / 2);
+    let period = std::time::Duration::from_micros(usec / 4);
+    let retry = period.min(std::time::Duration::from_millis(500));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
         loop {
-            tick.tick().await;
             let ping = conn.call_method(
                 Some("org.freedesktop.systemd1"),
                 "/org/freedesktop/systemd1",
@@ -271,11 +275,21 @@ fn spawn_watchdog(conn: zbus::Connection) {
                 "Ping",
                 &(),
             );
-            match tokio::time::timeout(period, ping).await {
-                Ok(Ok(_)) => notify(&[sd_notify::NotifyState::Watchdog]),
-                Ok(Err(e)) => log::warn!("watchdog: systemd did not answer a ping: {e}"),
-                Err(_) => log::warn!("watchdog: systemd did not answer a ping within {period:?}"),
-            }
+            let pause = match tokio::time::timeout(period, ping).await {
+                Ok(Ok(_)) => {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    period
+                }
+                Ok(Err(e)) => {
+                    log::warn!("watchdog: systemd did not answer a ping: {e}");
+                    retry
+                }
+                Err(_) => {
+                    log::warn!("watchdog: systemd did not answer a ping within {period:?}");
+                    retry
+                }
+            };
+            tokio::time::sleep(pause).await;
         }
     });
 }

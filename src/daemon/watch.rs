@@ -7,6 +7,7 @@
 //! `Systemd::manager` does that on every connection used here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
@@ -153,11 +154,7 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
             let hive = heal_hive.clone();
             // heal_harness takes the agent's lock, so a create or rebuild in progress
             // finishes first and this then finds the harness in place.
-            tokio::spawn(async move {
-                if let Err(e) = hive.heal_harness(&name).await {
-                    log::warn!("agent {name}: re-creating its harness: {e:#}");
-                }
-            });
+            tokio::spawn(async move { heal_with_retries(&hive, &name).await });
         }
     });
 
@@ -177,6 +174,31 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// A container systemd restarted on its own boots while the host may be busy: its bus can
+/// stay silent past one try's bound, or the harness's start job outlast its wait. Giving up
+/// after one try would leave the agent without a harness until the next reload, so a
+/// failed heal is tried again, a bounded number of times (about a minute in all). Each
+/// try re-reads the unit, so a container that went away meanwhile ends the retries.
+async fn heal_with_retries(hive: &Hive, name: &AgentName) {
+    const TRIES: u32 = 4;
+    let mut pause = Duration::from_secs(2);
+    for attempt in 1..=TRIES {
+        match hive.heal_harness(name).await {
+            Ok(_) => return,
+            Err(e) if attempt < TRIES => {
+                log::warn!(
+                    "agent {name}: re-creating its harness (try {attempt} of {TRIES}, again in {pause:?}): {e:#}"
+                );
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => log::warn!(
+                "agent {name}: re-creating its harness failed {TRIES} times, giving up until the next reload: {e:#}"
+            ),
+        }
+    }
 }
 
 /// systemd forgets every subscriber when its own bus connection drops and comes back (it

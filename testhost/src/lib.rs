@@ -595,6 +595,26 @@ impl Drop for TestHost {
         if self.detached {
             return;
         }
+        if std::thread::panicking() && self.leader != 0 {
+            // The host's journal dies with it: a failed test leaves its story in its output.
+            let out = self.run(&[
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "short-monotonic",
+                "-n",
+                "300",
+                "-u",
+                "hive-c0re.service",
+                "-p",
+                "info",
+            ]);
+            eprintln!(
+                "--- test host {}: last lines of hive-c0re.service ---\n{}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         // Killing the container's PID 1 tears down its whole PID namespace, nested agent
         // containers included; nspawn then exits on its own.
         if let Some(fd) = &self.leader_fd {
