@@ -163,15 +163,9 @@ impl super::Hive {
         let plan =
             crate::plan::system::switch_unit(spec, system, SWITCH_TIMEOUT.as_micros() as u64);
         sd.start_transient(&plan).await.with_context(what)?;
-        crate::journal::emit(
-            crate::journal::Event::RebuildStarted,
-            Some(name),
-            Some(&name.container_unit()),
-            &[("HIVE_OUTCOME", "switched".into())],
-            &format!(
-                "agent {name}: switched container {machine} to {} in place",
-                system.display()
-            ),
+        log::info!(
+            "agent {name}: switched container {machine} to {} in place",
+            system.display()
         );
         Ok(())
     }
