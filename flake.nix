@@ -32,7 +32,14 @@
 
       # services.hyperhive. Its package defaults to nix/package.nix built with the host's pkgs.
       nixosModules = {
-        default = ./nix/module.nix;
+        default = {
+          imports = [ ./nix/module.nix ];
+          # An agent's `config` is evaluated with these (claude-code from unstable).
+          services.hyperhive.agentBaseModules = [
+            self.nixosModules.container-base
+            self.nixosModules.harness-base
+          ];
+        };
         # For agents' container configurations.
         container-base = ./nix/container-base.nix;
         harness-base = {
