@@ -146,6 +146,27 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
     assert_eq!(harness_show(&h, "nix", "ActiveState"), "active");
     assert_eq!(harness_invocation(&h, "nix"), harness_before);
 
+    // A changed system in the spec: plan says switch, reload switches in place.
+    let three = standin(&h, "three", true);
+    set_system(&h, "nix", &three);
+    let plan = h.hivectl_ok(&["plan", "nix"]);
+    assert!(
+        plan.contains(&format!(
+            "nix: switch hive-agent-nix.service in place (no restart): system {two} -> {three}"
+        )),
+        "{plan}"
+    );
+    h.hivectl_ok(&["reload"]);
+    assert_eq!(
+        h.invocation("nix"),
+        before,
+        "reload switches, never restarts"
+    );
+    assert_eq!(state_file(&h, "nix", "switched-to"), "three");
+    assert_eq!(gc_root(&h, "nix"), three);
+    assert!(h.hivectl_ok(&["plan", "nix"]).contains("nix: keep:"));
+    let two = three;
+
     // A broken new system: a one-line error, the old one keeps running and stays rooted.
     let broken = standin(&h, "broken", false);
     set_system(&h, "nix", &broken);
@@ -165,7 +186,7 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
         two,
         "a failed switch leaves the GC root"
     );
-    assert_eq!(state_file(&h, "nix", "switched-to"), "two");
+    assert_eq!(state_file(&h, "nix", "switched-to"), "three");
     // The activation's output is in the container's journal.
     let log = h.run_ok(&[
         "journalctl",
