@@ -145,6 +145,11 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
     assert_eq!(gc_root(&h, "nix"), two);
     assert_eq!(harness_show(&h, "nix", "ActiveState"), "active");
     assert_eq!(harness_invocation(&h, "nix"), harness_before);
+    wait_entry(
+        &h,
+        "rebuild_finished with HIVE_OUTCOME=switched",
+        &["HIVE_EVENT=rebuild_finished", "HIVE_AGENT=nix", "HIVE_OUTCOME=switched"],
+    );
 
     // A changed system in the spec: plan says switch, reload switches in place.
     let three = standin(&h, "three", true);
@@ -211,7 +216,7 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
 fn an_agent_cannot_change_its_system_nor_redirect_the_daemon() {
     let h = hive();
     let one = standin(&h, "one", true);
-    ok(&create_system(&h, "eve", &one), "create");
+    h.hivectl_ok(&["create", "eve", "--system", &one, "--bind", "/usr:/usr:ro"]);
     h.wait_active("eve");
 
     // It may not ask for another system.

@@ -41,6 +41,9 @@ pub enum Outcome {
     Adopted,
     /// A unit was up with other properties (or a rebuild was asked) and was replaced.
     Replaced,
+    /// A system agent's running container was switched to its new system in place
+    /// (same InvocationID).
+    Switched,
 }
 
 impl Outcome {
@@ -49,6 +52,7 @@ impl Outcome {
             Outcome::Created => "created",
             Outcome::Adopted => "adopted",
             Outcome::Replaced => "replaced",
+            Outcome::Switched => "switched",
         }
     }
 }
@@ -593,10 +597,13 @@ impl Hive {
         self.sockets
             .register(name, &self.host.roots.runtime_dir(name))?;
         mark_stopped(&self.host.roots, name, false)?;
-        let mode = self.settle_system(spec, plan, mode).await?;
-        let outcome = Self::ensure_running(&self.sd, plan, mode).await?;
+        let (mode, switched) = self.settle_system(spec, plan, mode).await?;
+        let outcome = match Self::ensure_running(&self.sd, plan, mode).await? {
+            Outcome::Adopted if switched => Outcome::Switched,
+            outcome => outcome,
+        };
         // A new container has no harness yet; an adopted one keeps a matching harness.
-        let harness_mode = if outcome == Outcome::Adopted {
+        let harness_mode = if matches!(outcome, Outcome::Adopted | Outcome::Switched) {
             mode
         } else {
             Mode::Start

@@ -109,7 +109,7 @@ pub fn remove_gc_root(name: &AgentName) -> Result<()> {
 
 impl super::Hive {
     /// A system agent's step before its units are ensured, returning the mode to ensure
-    /// them with. A unit that will be (re)started boots what the GC root names, so the GC
+    /// them with and whether it switched. A unit that will be (re)started boots what the GC root names, so the GC
     /// root is pointed at the spec's system first. A running unit whose plan is the same
     /// but whose system is not is switched in place (not for `start`, which keeps what
     /// runs): its InvocationID stays; a failed switch is an error and leaves the GC root,
@@ -119,9 +119,9 @@ impl super::Hive {
         spec: &AgentSpec,
         plan: &crate::plan::UnitPlan,
         mode: Mode,
-    ) -> Result<Mode> {
+    ) -> Result<(Mode, bool)> {
         let Some(system) = &spec.system else {
-            return Ok(mode);
+            return Ok((mode, false));
         };
         let name = &spec.name;
         let live = self.sd.status(&plan.unit).await?.filter(|s| s.is_up());
@@ -137,12 +137,12 @@ impl super::Hive {
         if mode != Mode::Start && same_plan && running.as_deref() != Some(system.as_path()) {
             self.switch_in_place(spec, system).await?;
             set_gc_root(name, system)?;
-            return Ok(Mode::Start);
+            return Ok((Mode::Start, true));
         }
         if !kept {
             set_gc_root(name, system)?;
         }
-        Ok(mode)
+        Ok((mode, false))
     }
 
     /// Runs the new system's `switch-to-configuration test` inside the running container,

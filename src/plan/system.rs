@@ -108,3 +108,103 @@ pub fn switch_unit(spec: &AgentSpec, system: &Path, timeout_usec: u64) -> UnitPl
     ];
     stamp(SWITCH_UNIT.into(), None, properties, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{container_unit, Host};
+    use crate::spec::SpecFile;
+
+    fn host() -> Host {
+        Host {
+            roots: Roots::default(),
+            nspawn: "/usr/bin/systemd-nspawn".into(),
+            hive_c0re: "/usr/bin/hive-c0re".into(),
+            hive_harness: "/usr/bin/hive-harness".into(),
+            base_path: vec!["/usr/bin".into()],
+            journal: None,
+        }
+    }
+
+    fn spec(toml: &str) -> AgentSpec {
+        let file = SpecFile::from_toml(toml, "t").unwrap();
+        AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
+    }
+
+    fn argv(plan: &UnitPlan) -> Vec<String> {
+        match plan.get("ExecStart") {
+            Some(Prop::Exec(cmds)) => cmds[0].argv.clone(),
+            other => panic!("ExecStart: {other:?}"),
+        }
+    }
+
+    const SYSTEM: &str = "system = \"/nix/store/aaaa-nixos-system-alice\"\n";
+
+    #[test]
+    fn a_system_boots_its_init_from_the_bound_gc_root_not_with_boot() {
+        let plan = container_unit(&spec(SYSTEM), &host());
+        let argv = argv(&plan);
+        assert!(argv.contains(&"--directory=/var/lib/hyperhive/agents/alice/root".into()));
+        for bind in [
+            "--bind-ro=/nix/store:/nix/store:idmap",
+            "--bind-ro=/nix/var/nix/db:/nix/var/nix/db:idmap",
+            "--bind-ro=/nix/var/nix/daemon-socket:/nix/var/nix/daemon-socket:idmap",
+            "--bind-ro=/nix/var/nix/gcroots/hyperhive/alice:/nix/var/hyperhive/system:idmap",
+            "--kill-signal=SIGRTMIN+3",
+            "--private-users=pick",
+            "--private-users-ownership=auto",
+        ] {
+            assert!(argv.contains(&bind.to_string()), "{bind} missing: {argv:?}");
+        }
+        assert!(!argv.contains(&"--boot".to_string()), "{argv:?}");
+        assert_eq!(
+            &argv[argv.len() - 2..],
+            ["--", "/nix/var/hyperhive/system/init"]
+        );
+        // The store path is nowhere on the command line: only the GC root names it.
+        assert!(!argv.iter().any(|a| a.contains("aaaa")), "{argv:?}");
+        for key in ["RestartForceExitStatus", "SuccessExitStatus"] {
+            assert_eq!(plan.get(key), Some(&Prop::ExitStatus(vec![133])), "{key}");
+        }
+    }
+
+    #[test]
+    fn another_system_is_the_same_plan_and_a_root_agent_is_unchanged() {
+        let other = spec("system = \"/nix/store/bbbb-nixos-system-alice\"\n");
+        assert_eq!(
+            container_unit(&spec(SYSTEM), &host()).hash,
+            container_unit(&other, &host()).hash,
+            "a system change is switched in place, not drift"
+        );
+        let root = container_unit(&spec("root = \"/srv/a\"\n"), &host());
+        let argv = argv(&root);
+        assert!(argv.contains(&"--boot".to_string()));
+        assert!(!argv.iter().any(|a| a.contains("/nix/")), "{argv:?}");
+        assert!(root.get("RestartForceExitStatus").is_none());
+    }
+
+    #[test]
+    fn without_a_user_namespace_the_nix_binds_are_plain() {
+        let plan = container_unit(&spec(&format!("{SYSTEM}private_users = false\n")), &host());
+        assert!(argv(&plan).contains(&"--bind-ro=/nix/store:/nix/store".to_string()));
+    }
+
+    #[test]
+    fn the_switch_runs_the_new_systems_activation_bounded() {
+        let plan = switch_unit(
+            &spec(SYSTEM),
+            Path::new("/nix/store/bbbb-nixos-system-alice"),
+            120_000_000,
+        );
+        assert_eq!(plan.unit, SWITCH_UNIT);
+        assert_eq!(plan.get("Type"), Some(&Prop::Str("oneshot".into())));
+        assert_eq!(plan.get("TimeoutStartUSec"), Some(&Prop::U64(120_000_000)));
+        assert_eq!(
+            argv(&plan),
+            [
+                "/nix/store/bbbb-nixos-system-alice/bin/switch-to-configuration",
+                "test"
+            ]
+        );
+    }
+}
