@@ -148,7 +148,11 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
     wait_entry(
         &h,
         "rebuild_finished with HIVE_OUTCOME=switched",
-        &["HIVE_EVENT=rebuild_finished", "HIVE_AGENT=nix", "HIVE_OUTCOME=switched"],
+        &[
+            "HIVE_EVENT=rebuild_finished",
+            "HIVE_AGENT=nix",
+            "HIVE_OUTCOME=switched",
+        ],
     );
 
     // A changed system in the spec: plan says switch, reload switches in place.
