@@ -8,6 +8,7 @@
 mod common;
 
 use std::process::Output;
+use std::time::Instant;
 
 use common::*;
 
@@ -97,7 +98,9 @@ fn ok(out: &Output, what: &str) -> String {
 fn a_system_agent_boots_from_the_store_and_switches_in_place() {
     let h = hive();
     let one = standin(&h, "one", true);
+    let started = Instant::now();
     ok(&create_system(&h, "nix", &one), "create");
+    let create_ms = started.elapsed().as_millis();
 
     // Booted as h-nix, its init as PID 1, the harness connected.
     assert!(
@@ -138,8 +141,10 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
     set_system(&h, "nix", &two);
     let before = h.invocation("nix");
     let harness_before = harness_invocation(&h, "nix");
+    let started = Instant::now();
     let rebuilt = h.hivectl(&["rebuild", "nix"]);
     ok(&rebuilt, "rebuild");
+    let switch_ms = started.elapsed().as_millis();
     assert_eq!(h.invocation("nix"), before, "a switch keeps the container");
     assert_eq!(state_file(&h, "nix", "switched-to"), "two");
     assert_eq!(gc_root(&h, "nix"), two);
@@ -214,6 +219,14 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
     set_system(&h, "nix", &two);
     h.hivectl_ok(&["destroy", "nix", "--purge"]);
     assert_eq!(gc_root(&h, "nix"), "");
+    // The same measure for a root agent (an ephemeral copy of the host), on the same host.
+    let started = Instant::now();
+    h.create("base", &[]);
+    let root_ms = started.elapsed().as_millis();
+    eprintln!(
+        "figures: create (boot to harness connected) of a system agent {create_ms} ms, \
+         of a root agent {root_ms} ms; rebuild as a switch in place {switch_ms} ms"
+    );
 }
 
 #[test]

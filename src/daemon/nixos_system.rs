@@ -276,7 +276,10 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
         std::os::unix::fs::symlink(outside.path(), &root).unwrap();
         let e = prepare_root(&roots, &name).unwrap_err();
-        assert!(format!("{e:#}").contains("agent eve: preparing its root"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("agent eve: preparing its root"),
+            "{e:#}"
+        );
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }
