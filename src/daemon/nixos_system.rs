@@ -2,17 +2,16 @@
 //! daemon prepares under the agent's state, the GC root that names the running system,
 //! and switching a running container to a new system in place.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use std::os::fd::OwnedFd;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{Mode as FileMode, OFlags};
 use rustix::io::Errno;
 
 use super::hive::Mode;
-use super::preflight::{executable, io_reason, Check, Verdict};
+use super::preflight::{executable, io_reason, Check};
 use crate::paths::Roots;
 use crate::plan::system::{gc_root, prepared_root, GC_ROOTS, NIX_STATE, STORE, SWITCH_UNIT};
 use crate::spec::{AgentName, AgentSpec};
@@ -29,7 +28,7 @@ pub fn checks(spec: &AgentSpec) -> Vec<Check> {
     };
     let mut out = vec![];
     let init = system.join("init");
-    out.push(check(
+    out.push(Check::of(
         "system",
         executable(&init).map(|()| format!("{} (its init is PID 1)", system.display())),
     ));
@@ -42,21 +41,9 @@ pub fn checks(spec: &AgentSpec) -> Vec<Check> {
                 io_reason(&e)
             )),
         };
-        out.push(check("nix", found));
+        out.push(Check::of("nix", found));
     }
     out
-}
-
-fn check(what: &str, result: Result<String, String>) -> Check {
-    let (verdict, detail) = match result {
-        Ok(d) => (Verdict::Ok, d),
-        Err(d) => (Verdict::Fail, d),
-    };
-    Check {
-        what: what.into(),
-        verdict,
-        detail,
-    }
 }
 
 /// Directories a NixOS system's activation expects in its root, as `containers.<name>`

@@ -30,7 +30,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn of(what: &str, result: Result<String, String>) -> Check {
+    pub(super) fn of(what: &str, result: Result<String, String>) -> Check {
         let (verdict, detail) = match result {
             Ok(d) => (Verdict::Ok, d),
             Err(d) => (Verdict::Fail, d),
