@@ -1,5 +1,6 @@
 # services.hyperhive: the hive-c0re daemon run from the package's own units, declared
-# agents rendered to /etc/hyperhive/agents/<name>.toml, and the hive-admin group.
+# agents rendered to /etc/hyperhive/agents/<name>.toml (a NixOS agent's `config` evaluated
+# into the system its spec boots), and the hive-admin group.
 {
   config,
   lib,
