@@ -32,7 +32,14 @@
 
       # services.hyperhive. Its package defaults to nix/package.nix built with the host's pkgs.
       nixosModules = {
-        default = ./nix/module.nix;
+        default = {
+          imports = [ ./nix/module.nix ];
+          # An agent's `config` is evaluated with these (claude-code from unstable).
+          services.hyperhive.agentBaseModules = [
+            self.nixosModules.container-base
+            self.nixosModules.harness-base
+          ];
+        };
         # For agents' container configurations.
         container-base = ./nix/container-base.nix;
         harness-base = {
@@ -95,8 +102,23 @@
                   }
                 ];
               };
+              # A NixOS agent: its own configuration, booted from the store.
+              agents.nixos.config =
+                { pkgs, ... }:
+                {
+                  environment.systemPackages = [ pkgs.hello ];
+                };
             };
             users.users.alice.isNormalUser = true;
+            # The same host with one more package in the agent: switching to it changes
+            # the agent's system, which hive-c0re's reload switches in place.
+            specialisation.more.configuration = {
+              services.hyperhive.agents.nixos.config =
+                { pkgs, ... }:
+                {
+                  environment.systemPackages = [ pkgs.jq ];
+                };
+            };
           };
           testScript = ''
             machine.wait_for_unit("hive-c0re.service")
@@ -116,6 +138,27 @@
             machine.succeed("getent group hive-admin | grep -w alice")
             machine.succeed("test -d /var/lib/hyperhive/agents")
             machine.succeed("man -w hivectl-create")
+
+            # The NixOS agent: booted from the store as h-nixos, its GC root present, its
+            # harness up inside.
+            machine.wait_until_succeeds("machinectl list --no-legend | grep -w h-nixos", timeout=120)
+            machine.wait_until_succeeds("systemctl -M h-nixos is-active hive-harness.service", timeout=60)
+            system = machine.succeed("readlink /nix/var/nix/gcroots/hyperhive/nixos").strip()
+            assert "nixos-system" in system, system
+            machine.succeed("grep -F 'system = \"' /etc/hyperhive/agents/nixos.toml")
+            run = "systemd-run -M h-nixos --wait --pipe --quiet -- "
+            machine.succeed(run + "/run/current-system/sw/bin/hello")
+            machine.fail(run + "/run/current-system/sw/bin/jq --version")
+            before = machine.succeed("systemctl show -P InvocationID hive-agent-nixos.service")
+
+            # Change its packages: the host switches, hive-c0re reloads and switches the
+            # agent in place (same InvocationID), its GC root follows.
+            machine.succeed("/run/current-system/specialisation/more/bin/switch-to-configuration test")
+            machine.wait_until_succeeds(run + "/run/current-system/sw/bin/jq --version", timeout=120)
+            after = machine.succeed("systemctl show -P InvocationID hive-agent-nixos.service")
+            assert before == after, (before, after)
+            machine.succeed(f"test \"$(readlink /nix/var/nix/gcroots/hyperhive/nixos)\" != {system}")
+            machine.succeed("systemctl -M h-nixos is-active hive-harness.service")
           '';
         };
       });

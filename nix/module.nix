@@ -1,5 +1,6 @@
 # services.hyperhive: the hive-c0re daemon run from the package's own units, declared
-# agents rendered to /etc/hyperhive/agents/<name>.toml, and the hive-admin group.
+# agents rendered to /etc/hyperhive/agents/<name>.toml (a NixOS agent's `config` evaluated
+# into the system its spec boots), and the hive-admin group.
 {
   config,
   lib,
@@ -39,11 +40,23 @@ let
   # are left out of the rendered file, so the daemon's defaults apply.
   specOptions = {
     root = mkOption {
-      type = types.str;
+      type = types.nullOr types.str;
+      default = null;
       example = "/srv/agents/alice";
       description = ''
         The container's root directory, an absolute path. `"/"` with `volatile = "yes"`
-        boots an ephemeral copy of the host.
+        boots an ephemeral copy of the host. Set exactly one of `root`, `system` and
+        `config`.
+      '';
+    };
+    system = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/nix/store/…-nixos-system-alice";
+      description = ''
+        A NixOS system (a toplevel in /nix/store, or any directory with an executable
+        `init`) booted from the store as the agent's container; `config` sets it from a
+        configuration. Set exactly one of `root`, `system` and `config`.
       '';
     };
     volatile = mkOption {
@@ -159,9 +172,31 @@ let
     };
   };
 
+  # Options of an agent that are no spec key: what the module turns into one.
+  nixosOptions = {
+    config = mkOption {
+      type = types.nullOr types.deferredModule;
+      default = null;
+      example = lib.literalExpression "{ pkgs, ... }: { environment.systemPackages = [ pkgs.ripgrep ]; }";
+      description = ''
+        The agent's own NixOS configuration, as `containers.<name>.config`: evaluated with
+        `services.hyperhive.agentBaseModules` (the container base and the harness base)
+        into a system whose path becomes the spec's `system`.
+      '';
+    };
+  };
+
+  # The system an agent's `config` evaluates to.
+  agentSystem =
+    name: agent:
+    cfg.evalAgentSystem {
+      inherit name;
+      modules = cfg.agentBaseModules ++ [ agent.config ];
+    };
+
   # One agent's spec file, built key by key from specOptions so nothing else slips in.
   specFile =
-    agent:
+    name: agent:
     let
       bindEntry =
         b:
@@ -171,6 +206,7 @@ let
           lib.filterAttrs (_: v: v != null) { inherit (b) source target readonly; };
       fields = lib.genAttrs (builtins.attrNames specOptions) (key: agent.${key}) // {
         bind = map bindEntry agent.bind;
+        system = if agent.config != null then "${agentSystem name agent}" else agent.system;
       };
     in
     lib.filterAttrs (
@@ -186,7 +222,7 @@ let
 
   # Each declared agent's spec file, by name.
   specSources = builtins.mapAttrs (
-    name: agent: settingsFormat.generate "hyperhive-agent-${name}.toml" (specFile agent)
+    name: agent: settingsFormat.generate "hyperhive-agent-${name}.toml" (specFile name agent)
   ) cfg.agents;
 in
 {
@@ -201,7 +237,7 @@ in
     };
 
     agents = mkOption {
-      type = types.attrsOf (types.submodule { options = specOptions; });
+      type = types.attrsOf (types.submodule { options = specOptions // nixosOptions; });
       default = { };
       example = lib.literalExpression ''
         {
@@ -220,6 +256,38 @@ in
       '';
     };
 
+    agentBaseModules = mkOption {
+      type = types.listOf types.deferredModule;
+      default = [
+        ./container-base.nix
+        ./harness-base.nix
+      ];
+      defaultText = lib.literalExpression "[ ./nix/container-base.nix ./nix/harness-base.nix ]";
+      description = ''
+        NixOS modules every agent's `config` is evaluated with. The flake's
+        `nixosModules.default` sets its own container-base and harness-base (with
+        claude-code from nixpkgs-unstable).
+      '';
+    };
+
+    evalAgentSystem = mkOption {
+      type = types.functionTo types.raw;
+      internal = true;
+      default =
+        { name, modules }:
+        (import "${pkgs.path}/nixos/lib/eval-config.nix" {
+          system = null;
+          modules = modules ++ [
+            {
+              nixpkgs.hostPlatform = lib.mkDefault pkgs.stdenv.hostPlatform;
+              system.name = lib.mkDefault "hyperhive-agent-${name}";
+            }
+          ];
+        }).config.system.build.toplevel;
+      defaultText = lib.literalExpression "nixpkgs' nixos/lib/eval-config.nix, with the host's platform";
+      description = "How an agent's modules become a NixOS system; the module tests replace it.";
+    };
+
     adminUsers = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -229,10 +297,23 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    assertions = lib.mapAttrsToList (name: _: {
-      assertion = validName name;
-      message = "services.hyperhive.agents.${name}: agent names match ^[a-z][a-z0-9-]{0,30}$";
-    }) cfg.agents;
+    assertions = lib.concatLists (
+      lib.mapAttrsToList (name: agent: [
+        {
+          assertion = validName name;
+          message = "services.hyperhive.agents.${name}: agent names match ^[a-z][a-z0-9-]{0,30}$";
+        }
+        {
+          assertion =
+            lib.count (x: x != null) [
+              agent.root
+              agent.system
+              agent.config
+            ] == 1;
+          message = "services.hyperhive.agents.${name}: set exactly one of root, system and config";
+        }
+      ]) cfg.agents
+    );
 
     environment.systemPackages = [ cfg.package ];
 

@@ -725,6 +725,7 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                 });
                 SpecFile {
                     root: Some(root),
+                    system: None,
                     volatile: Some(volatile),
                     path,
                     bind,

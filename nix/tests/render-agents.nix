@@ -1,120 +1,230 @@
-# Evaluates nix/module.nix with a stand-in for nixpkgs' lib (just what the module uses,
-# with the same meaning) and returns the spec files it renders under /etc/hyperhive/agents,
-# as JSON-ready values. xtask/tests/nix_module.rs parses each one with the daemon's own spec
-# parser, so the rendering is checked on machines without nixpkgs. A module change that
-# uses another lib function needs it added here.
+# Evaluates nix/module.nix with nixpkgs' own lib (the module system, the real option types)
+# and returns the spec files it renders under /etc/hyperhive/agents, as JSON-ready values.
+# Only the NixOS options the module sets are declared here, as typed stubs; an agent's
+# `config` is evaluated with the real nix/container-base.nix and nix/harness-base.nix
+# against typed stubs of the NixOS options they set, into a stand-in toplevel path that
+# depends on its packages. Assertions fail as NixOS fails them (top-level.nix).
+# xtask/tests/nix_module.rs runs each case:
+#   nix-instantiate --eval --strict --json nix/tests/render-agents.nix \
+#     --arg lib 'import <nixpkgs lib>' --argstr case good
+{
+  lib,
+  case ? "good",
+}:
+
 let
-  # Agents as a user writes them; each option's default fills what is left out, as the
-  # module system would.
-  agents = {
-    minimal.root = "/srv/agents/minimal";
-    full = {
-      root = "/";
-      volatile = "yes";
-      path = [ "/opt/tools/bin" ];
-      bind = [
-        "/srv/data:/data:ro"
-        {
-          source = "/srv/a:b";
-          target = "/mnt/x y";
-          readonly = true;
-        }
-        { source = "/srv/same"; }
-      ];
-      env.FOO = "bar";
-      memory_max = "2G";
-      cpu_weight = 100;
-      tasks_max = 512;
-      network = "private";
-      harness = [
-        "claude"
-        "--print"
-      ];
-      autostart = false;
-      private_users = false;
-      capabilities = [ "CAP_NET_RAW" ];
+  inherit (lib) mkOption types;
+
+  # A package as the module system sees one: a derivation with an out path.
+  fakePackage = name: {
+    type = "derivation";
+    inherit name;
+    pname = name;
+    outPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" name)}-${name}";
+  };
+  pkgs = {
+    callPackage = _: _: fakePackage "hyperhive";
+    git = fakePackage "git";
+    ripgrep = fakePackage "ripgrep";
+    jq = fakePackage "jq";
+    claude-code = fakePackage "claude-code";
+    # The real one writes a TOML file in the store; this keeps the value for the test.
+    formats.toml = _: {
+      generate = name: value: {
+        outPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" (builtins.toJSON value))}-${name}";
+        inherit value;
+      };
     };
   };
 
-  pairs = set: map (name: { inherit name; value = set.${name}; }) (builtins.attrNames set);
-  lib = {
-    mkOption = opt: opt;
-    mkEnableOption = what: {
-      default = false;
-      description = "Whether to enable ${what}.";
+  # The host's NixOS options nix/module.nix sets, with their NixOS types.
+  hostStubs = {
+    options = {
+      assertions = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+      environment.systemPackages = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      environment.etc = mkOption {
+        type = types.attrsOf (types.submodule { options.source = mkOption { type = types.path; }; });
+        default = { };
+      };
+      boot.kernel.sysctl = mkOption {
+        type = types.attrsOf (types.nullOr (types.oneOf [ types.bool types.str types.int ]));
+        default = { };
+      };
+      systemd.packages = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      systemd.tmpfiles.packages = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      services.dbus.packages = mkOption {
+        type = types.listOf types.path;
+        default = [ ];
+      };
+      systemd.services = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            options = {
+              wantedBy = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              path = mkOption {
+                type = types.listOf (types.oneOf [ types.package types.str ]);
+                default = [ ];
+              };
+              environment = mkOption {
+                type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]));
+                default = { };
+              };
+              reloadTriggers = mkOption {
+                type = types.listOf (types.oneOf [ types.str types.path types.package types.attrs ]);
+                default = [ ];
+              };
+            };
+          }
+        );
+        default = { };
+      };
+      users.groups = mkOption {
+        type = types.attrsOf (types.submodule {
+          options.members = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+          };
+        });
+        default = { };
+      };
     };
-    mkIf = cond: content: if cond then content else { };
-    literalExpression = text: text;
-    filterAttrs = pred: set: builtins.listToAttrs (builtins.filter (p: pred p.name p.value) (pairs set));
-    genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
-    mapAttrs' = f: set: builtins.listToAttrs (map (p: f p.name p.value) (pairs set));
-    mapAttrsToList = f: set: map (p: f p.name p.value) (pairs set);
-    nameValuePair = name: value: { inherit name value; };
-    # Types only carry what the harness needs: a submodule's options, for their defaults.
-    types =
-      let
-        any = { };
-      in
+  };
+
+  # The container's NixOS options the base modules set.
+  containerStubs = {
+    options = {
+      boot.isNspawnContainer = mkOption { type = types.bool; default = false; };
+      networking.useDHCP = mkOption { type = types.bool; default = true; };
+      networking.useNetworkd = mkOption { type = types.bool; default = false; };
+      networking.firewall.enable = mkOption { type = types.bool; default = true; };
+      networking.useHostResolvConf = mkOption { type = types.bool; default = false; };
+      networking.hostName = mkOption { type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$"; default = "nixos"; };
+      environment.systemPackages = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      nixpkgs.config = mkOption {
+        type = types.attrsOf types.anything;
+        default = { };
+      };
+      nixpkgs.overlays = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+    };
+  };
+
+  # Stands in for nixos/lib/eval-config.nix: the real module system over the real base
+  # modules, a toplevel path made from the system's packages (so a package change is a
+  # new system), and the unfree allow-list checked as nixpkgs would.
+  evalAgentSystem =
+    { name, modules }:
+    let
+      sys = lib.evalModules {
+        modules = modules ++ [
+          containerStubs
+          { _module.args.pkgs = pkgs; }
+        ];
+      };
+      c = sys.config;
+      packages = map (p: p.name) c.environment.systemPackages;
+      hash = builtins.substring 0 32 (builtins.hashString "sha256" (builtins.toJSON packages));
+    in
+    assert c.boot.isNspawnContainer;
+    assert c.nixpkgs.config.allowUnfreePredicate pkgs.claude-code;
+    assert !(c.nixpkgs.config.allowUnfreePredicate (fakePackage "other-unfree"));
+    "/nix/store/${hash}-nixos-system-hyperhive-agent-${name}";
+
+  cases = {
+    good = {
+      minimal.root = "/srv/agents/minimal";
+      full = {
+        root = "/";
+        volatile = "yes";
+        path = [ "/opt/tools/bin" ];
+        bind = [
+          "/srv/data:/data:ro"
+          {
+            source = "/srv/a:b";
+            target = "/mnt/x y";
+            readonly = true;
+          }
+          { source = "/srv/same"; }
+        ];
+        env.FOO = "bar";
+        memory_max = "2G";
+        cpu_weight = 100;
+        tasks_max = 512;
+        network = "private";
+        harness = [
+          "claude"
+          "--print"
+        ];
+        autostart = false;
+        private_users = false;
+        capabilities = [ "CAP_NET_RAW" ];
+      };
+      pinned.system = "/nix/store/00000000000000000000000000000000-nixos-system-pinned";
+      # "Declare a NixOS agent" and "change its packages" (docs/operations.md).
+      nixos = {
+        config = { pkgs, ... }: { environment.systemPackages = [ pkgs.ripgrep ]; };
+        memory_max = "2G";
+      };
+      nixos-more = {
+        config = { pkgs, ... }: { environment.systemPackages = [ pkgs.ripgrep pkgs.jq ]; };
+        memory_max = "2G";
+      };
+    };
+    bad-name."Bad_Name".root = "/srv/a";
+    config-and-root = {
+      both = {
+        root = "/srv/a";
+        config = { };
+      };
+    };
+    neither.empty.memory_max = "1G";
+    bad-type.weights = {
+      root = "/srv/a";
+      cpu_weight = 0;
+    };
+    bad-config.typo = {
+      config = { boot.isNspawnContainer = "yes"; };
+    };
+  };
+
+  eval = lib.evalModules {
+    modules = [
+      ../module.nix
+      hostStubs
       {
-        str = any;
-        bool = any;
-        package = any;
-        ints = {
-          positive = any;
-          between = _: _: any;
+        _module.args.pkgs = pkgs;
+        services.hyperhive = {
+          enable = true;
+          agents = cases.${case};
+          inherit evalAgentSystem;
         };
-        enum = _: any;
-        nullOr = t: t;
-        listOf = _: any;
-        either = _: _: any;
-        attrsOf = t: { attrsOf = t; };
-        submodule = m: { submodule = m; };
-      };
-  };
-
-  eval =
-    config:
-    import ../module.nix {
-      inherit config lib;
-      pkgs = {
-        callPackage = _: _: "hyperhive-package";
-        git = "/nix/store/git";
-        # The real one writes this value as TOML; the test does that part.
-        formats.toml = _: { generate = _name: value: value; };
-      };
-    };
-
-  # The module's own option declarations give each agent its defaults.
-  declared = (eval { services.hyperhive = { }; }).options.services.hyperhive;
-  agentOptions = declared.agents.type.attrsOf.submodule.options;
-  withDefaults =
-    agent: builtins.mapAttrs (name: opt: agent.${name} or opt.default) agentOptions;
-  bindDefaults =
-    b:
-    if builtins.isString b then
-      b
-    else
-      {
-        target = null;
-        readonly = false;
       }
-      // b;
-
-  module = eval {
-    services.hyperhive = {
-      enable = true;
-      package = "hyperhive-package";
-      adminUsers = [ ];
-      agents = builtins.mapAttrs (
-        _: agent:
-        withDefaults agent
-        // {
-          bind = map bindDefaults (agent.bind or [ ]);
-        }
-      ) agents;
-    };
+    ];
   };
-  etc = module.config.environment.etc;
+  failed = map (a: a.message) (builtins.filter (a: !a.assertion) eval.config.assertions);
+  etc = eval.config.environment.etc;
 in
-assert builtins.all (a: a.assertion) module.config.assertions;
-builtins.mapAttrs (_: entry: entry.source) etc
+if failed != [ ] then
+  throw "\nFailed assertions:\n${lib.concatMapStrings (m: "- ${m}\n") failed}"
+else
+  builtins.mapAttrs (_: entry: entry.source.value) etc

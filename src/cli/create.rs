@@ -16,8 +16,12 @@ pub struct CreateArgs {
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
     /// The container's root directory (absolute)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "system")]
     pub root: Option<PathBuf>,
+    /// A NixOS system to boot from the store instead of a root: a toplevel in /nix/store,
+    /// or any directory with an executable init
+    #[arg(long, value_name = "DIR")]
+    pub system: Option<PathBuf>,
     /// nspawn's --volatile mode; `--root / --volatile yes` boots an ephemeral copy of the host
     #[arg(long, value_parser = ["no", "yes", "state", "overlay"])]
     pub volatile: Option<String>,
@@ -96,6 +100,7 @@ impl CreateArgs {
         };
         let mut flags = SpecFile {
             root: self.root.clone(),
+            system: self.system.clone(),
             path: self.path.clone(),
             cpu_weight: self.cpu_weight,
             tasks_max: self.tasks_max,
@@ -154,6 +159,7 @@ pub async fn run(t: &Target, args: CreateArgs) -> Result<()> {
             "unchanged" => "unchanged: it already has this spec, its running unit adopted as it is",
             "adopted" => "already running, adopted",
             "replaced" => "replaced with a new unit",
+            "switched" => "switched to its new system in place",
             _ => "created and running",
         };
         println!(

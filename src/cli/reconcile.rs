@@ -171,6 +171,11 @@ pub fn render_plans(plans: &[Value]) -> String {
                 s(&p["live_plan"]),
                 s(&p["plan"])
             ),
+            "switch" => format!(
+                "switch {unit} in place (no restart): system {} -> {}",
+                s(&p["from"]),
+                s(&p["to"])
+            ),
             "stop" => format!("stop {unit} ({}): it has no spec", s(&live["state"])),
             "leave" | "refuse" => format!("{}: {}", s(&p["action"]), s(&p["reason"])),
             other => other.to_owned(),

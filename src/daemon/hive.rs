@@ -41,6 +41,9 @@ pub enum Outcome {
     Adopted,
     /// A unit was up with other properties (or a rebuild was asked) and was replaced.
     Replaced,
+    /// A system agent's running container was switched to its new system in place
+    /// (same InvocationID).
+    Switched,
 }
 
 impl Outcome {
@@ -49,6 +52,7 @@ impl Outcome {
             Outcome::Created => "created",
             Outcome::Adopted => "adopted",
             Outcome::Replaced => "replaced",
+            Outcome::Switched => "switched",
         }
     }
 }
@@ -565,6 +569,7 @@ impl Hive {
             crate::safe_fs::remove_tree(&roots.agent_dir(name))
                 .with_context(|| ctx("purging"))
                 .map_err(Error::failed)?;
+            super::nixos_system::remove_gc_root(name).map_err(Error::failed)?;
         }
         journal::emit(
             Event::AgentDestroyed,
@@ -592,9 +597,13 @@ impl Hive {
         self.sockets
             .register(name, &self.host.roots.runtime_dir(name))?;
         mark_stopped(&self.host.roots, name, false)?;
-        let outcome = Self::ensure_running(&self.sd, plan, mode).await?;
+        let (mode, switched) = self.settle_system(spec, plan, mode).await?;
+        let outcome = match Self::ensure_running(&self.sd, plan, mode).await? {
+            Outcome::Adopted if switched => Outcome::Switched,
+            outcome => outcome,
+        };
         // A new container has no harness yet; an adopted one keeps a matching harness.
-        let harness_mode = if outcome == Outcome::Adopted {
+        let harness_mode = if matches!(outcome, Outcome::Adopted | Outcome::Switched) {
             mode
         } else {
             Mode::Start
@@ -678,7 +687,7 @@ impl Hive {
     /// namespaces (never through a path the agent could redirect). A just-booted
     /// container's bus may take a moment; a silent one fails within
     /// [`CONTAINER_BUS_TIMEOUT`] and names the agent.
-    async fn container_systemd(&self, name: &AgentName) -> Result<Systemd> {
+    pub(super) async fn container_systemd(&self, name: &AgentName) -> Result<Systemd> {
         let machine = name.machine();
         let deadline = tokio::time::Instant::now() + CONTAINER_BUS_TIMEOUT;
         // Each try starts a helper process; a bus that stays broken (a planted symlink)
@@ -767,6 +776,9 @@ impl Hive {
         if let Some(dir) = plan::agent_journal_dir(spec, &self.host) {
             crate::safe_fs::dir_with_mode(&dir, 0o755)
                 .with_context(|| format!("agent {name}: its journal directory"))?;
+        }
+        if spec.system.is_some() {
+            super::nixos_system::prepare_root(roots, name)?;
         }
         Ok(())
     }

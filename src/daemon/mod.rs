@@ -4,6 +4,7 @@ mod approval_view;
 pub mod approvals;
 mod crash;
 mod hive;
+mod nixos_system;
 pub mod preflight;
 mod reconcile;
 pub mod request_checks;

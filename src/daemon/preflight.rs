@@ -30,7 +30,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn of(what: &str, result: Result<String, String>) -> Check {
+    pub(super) fn of(what: &str, result: Result<String, String>) -> Check {
         let (verdict, detail) = match result {
             Ok(d) => (Verdict::Ok, d),
             Err(d) => (Verdict::Fail, d),
@@ -57,12 +57,17 @@ pub fn check(spec: &AgentSpec, host: &Host) -> Result<(), String> {
 /// Every check, in the order an admin would fix them.
 pub fn checks(spec: &AgentSpec, host: &Host) -> Vec<Check> {
     let mut out = Vec::new();
-    let root = match std::fs::metadata(&spec.root) {
-        Ok(m) if m.is_dir() => Ok(spec.root.display().to_string()),
-        Ok(_) => Err(format!("{}: not a directory", spec.root.display())),
-        Err(e) => Err(format!("{}: {}", spec.root.display(), io_reason(&e))),
-    };
-    out.push(Check::of("root", root));
+    match &spec.root {
+        Some(dir) => {
+            let root = match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(dir.display().to_string()),
+                Ok(_) => Err(format!("{}: not a directory", dir.display())),
+                Err(e) => Err(format!("{}: {}", dir.display(), io_reason(&e))),
+            };
+            out.push(Check::of("root", root));
+        }
+        None => out.extend(super::nixos_system::checks(spec)),
+    }
     for b in &spec.binds {
         let source = match std::fs::metadata(&b.source) {
             Ok(_) => Ok(format!(
@@ -127,8 +132,12 @@ fn harness_command(spec: &AgentSpec, host: &Host) -> Option<Check> {
         what: what.into(),
         verdict: Verdict::Warn,
         detail: format!(
-            "{cmd}: not found as an executable on the agent's PATH under root {} or its binds",
-            spec.root.display()
+            "{cmd}: not found as an executable on the agent's PATH under {} or its binds",
+            match (&spec.root, &spec.system) {
+                (Some(root), _) => format!("root {}", root.display()),
+                (None, Some(system)) => format!("system {}", system.display()),
+                (None, None) => "its root".into(),
+            }
         ),
     })
 }
@@ -143,8 +152,13 @@ fn host_view(spec: &AgentSpec, host: &Host, inside: &Path) -> Option<PathBuf> {
             return Some(b.source.join(rest));
         }
     }
-    let rel = inside.strip_prefix("/").ok()?;
-    Some(spec.root.join(rel))
+    match (&spec.root, &spec.system) {
+        (Some(root), _) => Some(root.join(inside.strip_prefix("/").ok()?)),
+        // A system agent's root is the agent's to write: never looked into from the host.
+        // Its profile is the system's own, in the store.
+        (None, Some(system)) => Some(system.join(inside.strip_prefix("/run/current-system").ok()?)),
+        (None, None) => None,
+    }
 }
 
 /// `Ok` if `path` is an executable regular file.

@@ -194,7 +194,7 @@ impl Hive {
             plan: None,
             result: None,
         };
-        let (facts, _) = match self.facts(&name).await {
+        let (facts, spec) = match self.facts(&name).await {
             Ok(f) => f,
             Err(e) => {
                 step.action = Action::Refuse { reason: reason(&e) };
@@ -204,7 +204,7 @@ impl Hive {
         if let SpecFacts::Valid { plan, .. } = &facts.spec {
             step.plan = Some(plan.clone());
         }
-        step.action = decide(&facts, prune);
+        step.action = with_running_system(decide(&facts, prune), spec.as_ref());
         let unit = name.container_unit();
         // A unit that runs when the daemon starts is adopted whatever reconcile decides
         // to leave it as: the daemon serves its socket and watches its harness again.
@@ -229,7 +229,7 @@ impl Hive {
                 }
                 return step;
             }
-            Action::Create | Action::Rebuild { .. } => {
+            Action::Create | Action::Rebuild { .. } | Action::Switch { .. } => {
                 self.converge(&name, &step.action, trigger).await
             }
             Action::Stop => self.prune(&name, trigger).await,
@@ -317,6 +317,7 @@ impl Hive {
         ];
         let (event, verb) = match action {
             Action::Rebuild { .. } => (Event::RebuildFinished, "rebuilt"),
+            Action::Switch { .. } => (Event::RebuildFinished, "switched in place"),
             _ if outcome == super::Outcome::Adopted => (Event::Adopted, "adopted"),
             _ => (Event::AgentCreated, "created"),
         };
@@ -370,7 +371,7 @@ impl Hive {
                     name.container_unit()
                 )));
             }
-            let action = decide(&facts, prune);
+            let action = with_running_system(decide(&facts, prune), spec.as_ref());
             let checks = spec
                 .as_ref()
                 .map(|s| preflight::checks(s, &self.host))
@@ -514,4 +515,13 @@ fn reason(e: &Error) -> String {
         | Error::Failed(m) => m.clone(),
         Error::ZBus(e) => e.to_string(),
     }
+}
+
+/// Reconcile's decision for a system agent, with the system its GC root names.
+fn with_running_system(action: Action, spec: Option<&AgentSpec>) -> Action {
+    let wanted = spec.and_then(|s| s.system.as_deref());
+    let running = spec
+        .filter(|s| s.system.is_some())
+        .and_then(|s| super::nixos_system::running_system(&s.name));
+    crate::reconcile::with_system(action, running.as_deref(), wanted)
 }

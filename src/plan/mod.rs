@@ -12,6 +12,7 @@ use crate::paths::Roots;
 use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
 mod harness;
+pub mod system;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
 
 /// The slice every agent unit lives in (units/systemd/system/hive.slice).
@@ -92,6 +93,8 @@ pub enum Prop {
     Exec(Vec<ExecCommand>),
     /// `aay`, e.g. LogExtraFields.
     Bytes(Vec<Vec<u8>>),
+    /// `(aiai)`: exit statuses (and no signals), e.g. SuccessExitStatus.
+    ExitStatus(Vec<i32>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -136,7 +139,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         "--keep-unit".into(),
         "--register=yes".into(),
         format!("--machine={machine}"),
-        format!("--directory={}", spec.root.display()),
+        format!("--directory={}", system::root_dir(spec, roots).display()),
         format!("--volatile={}", spec.volatile.as_str()),
         // READY=1 once the container's systemd finished booting, so the start job (and
         // `hivectl create`) completes when the agent is really up.
@@ -185,6 +188,9 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         true,
         false,
     ));
+    if spec.system.is_some() {
+        argv.extend(system::binds(spec));
+    }
     for b in &spec.binds {
         argv.push(bind_arg(&b.source, &b.target, b.readonly, idmap));
     }
@@ -204,10 +210,17 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         Network::Host => {}
         Network::Private => argv.push("--private-network".into()),
     }
-    argv.push("--boot".into());
-    argv.push("--".into());
-    // An empty /etc (volatile roots) must not stop the boot at a firstboot prompt.
-    argv.push("systemd.firstboot=off".into());
+    if spec.system.is_some() {
+        // The system's own init is PID 1, as containers.<name> runs it: it activates the
+        // system, then execs its systemd.
+        argv.push("--".into());
+        argv.push(system::init_in_container());
+    } else {
+        argv.push("--boot".into());
+        argv.push("--".into());
+        // An empty /etc (volatile roots) must not stop the boot at a firstboot prompt.
+        argv.push("systemd.firstboot=off".into());
+    }
 
     let exec_start = ExecCommand {
         path: host.nspawn.display().to_string(),
@@ -260,6 +273,15 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
         ),
     ];
+    if spec.system.is_some() {
+        // A reboot from inside is a restart, neither a failure nor the end.
+        for key in ["RestartForceExitStatus", "SuccessExitStatus"] {
+            properties.push((
+                key.into(),
+                Prop::ExitStatus(vec![system::REBOOT_EXIT_STATUS]),
+            ));
+        }
+    }
     if let Some(m) = spec.memory_max {
         properties.push(("MemoryMax".into(), Prop::U64(m)));
     }
@@ -356,8 +378,10 @@ pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {
 /// is (`off`; its files show as nobody inside, which a booting systemd tolerates). A root
 /// of the agent's own is idmapped where the filesystem can, and chowned otherwise
 /// (`auto`), so the container's root owns its tree.
+/// A system agent's prepared root is its own (`auto`): with `off` it stays host root's and
+/// its init cannot write it.
 fn ownership(spec: &AgentSpec) -> &'static str {
-    if spec.volatile == Volatile::Yes || spec.root == Path::new("/") {
+    if spec.volatile == Volatile::Yes || spec.root.as_deref() == Some(Path::new("/")) {
         "off"
     } else {
         "auto"

@@ -82,6 +82,7 @@ pub fn render_planned(p: &Prop) -> String {
         Prop::Strv(v) => join(v.iter().map(String::as_str)),
         Prop::Exec(cmds) => cmds.iter().map(exec_text).collect::<Vec<_>>().join("; "),
         Prop::Bytes(v) => join(v.iter().map(|b| String::from_utf8_lossy(b).into_owned())),
+        Prop::ExitStatus(codes) => join(codes.iter().map(i32::to_string)),
     }
 }
 

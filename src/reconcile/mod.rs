@@ -4,6 +4,8 @@
 //! answer without acting on it.
 
 pub mod diff;
+mod system;
+pub use system::with_system;
 
 use serde::Serialize;
 
@@ -52,6 +54,9 @@ pub enum Action {
     Create,
     /// A unit of ours runs another plan: replace it.
     Rebuild { live_plan: String },
+    /// The units match, but the system agent runs another system than its spec names:
+    /// switch it in place (same InvocationID).
+    Switch { from: String, to: String },
     /// The spec is gone and pruning was asked: stop the units (state stays).
     Stop,
     /// Nothing to do, for a reason worth showing.
@@ -66,6 +71,7 @@ impl Action {
             Action::Keep => "keep",
             Action::Create => "create",
             Action::Rebuild { .. } => "rebuild",
+            Action::Switch { .. } => "switch",
             Action::Stop => "stop",
             Action::Leave { .. } => "leave",
             Action::Refuse { .. } => "refuse",
@@ -74,7 +80,10 @@ impl Action {
 
     /// Whether carrying it out starts or stops units.
     pub fn changes_units(&self) -> bool {
-        matches!(self, Action::Create | Action::Rebuild { .. } | Action::Stop)
+        matches!(
+            self,
+            Action::Create | Action::Rebuild { .. } | Action::Switch { .. } | Action::Stop
+        )
     }
 }
 
@@ -177,7 +186,7 @@ impl Totals {
             match s.action {
                 Action::Keep => t.kept += 1,
                 Action::Create => t.created += 1,
-                Action::Rebuild { .. } => t.rebuilt += 1,
+                Action::Rebuild { .. } | Action::Switch { .. } => t.rebuilt += 1,
                 Action::Stop => t.stopped += 1,
                 Action::Leave { .. } => t.left += 1,
                 Action::Refuse { .. } => t.refused += 1,

@@ -8,7 +8,9 @@ mod diff;
 mod name;
 pub mod request;
 pub mod size;
+mod system;
 pub use diff::differences;
+pub use system::{SYSTEM_IN_CONTAINER, SYSTEM_RESERVED_TARGETS};
 
 pub use bind::Bind;
 pub use name::AgentName;
@@ -123,6 +125,10 @@ impl FromStr for Network {
 pub struct SpecFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
+    /// A NixOS system (a toplevel in /nix/store, or any directory with an executable
+    /// `init`) booted from the store instead of a root directory (spec/system.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volatile: Option<Volatile>,
     /// Extra directories put first on the agent's PATH.
@@ -186,7 +192,11 @@ impl SpecFile {
     /// Lays `over` on top of `self`: its scalars win, its PATH entries and binds are
     /// added after ours, its environment overrides ours key by key.
     pub fn overlay(mut self, over: SpecFile) -> SpecFile {
-        self.root = over.root.or(self.root);
+        // A layer names what the agent boots, a root or a system; one replaces the other.
+        if over.root.is_some() || over.system.is_some() {
+            self.root = over.root;
+            self.system = over.system;
+        }
         self.volatile = over.volatile.or(self.volatile);
         self.path.extend(over.path);
         // An identical bind laid over again is the same bind, so applying a change twice
@@ -246,7 +256,11 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentSpec {
     pub name: AgentName,
-    pub root: PathBuf,
+    /// The directory nspawn boots; `None` for a [`system`](Self::system) agent, whose root
+    /// the daemon prepares under its state (`plan::system::root_dir`).
+    pub root: Option<PathBuf>,
+    /// The NixOS system booted from the store; its `init` is the container's PID 1.
+    pub system: Option<PathBuf>,
     pub volatile: Volatile,
     pub path: Vec<PathBuf>,
     pub binds: Vec<Bind>,
@@ -270,12 +284,9 @@ impl AgentSpec {
     }
 
     fn validate_inner(name: &AgentName, file: &SpecFile) -> Result<Self, String> {
-        let root = match &file.root {
-            Some(root) => clean_abs_path("root", root)?,
-            None => return Err("no root directory: pass --root DIR or set root in the spec".into()),
-        };
+        let (root, system) = system::root_or_system(file)?;
         let volatile = file.volatile.unwrap_or_default();
-        if root == Path::new("/") && volatile == Volatile::No {
+        if root.as_deref() == Some(Path::new("/")) && volatile == Volatile::No {
             return Err(
                 "root / with volatile no would boot the host's own root writable: use --volatile yes, state or overlay"
                     .into(),
@@ -309,6 +320,9 @@ impl AgentSpec {
             }
             if bind.target == Path::new("/") {
                 return Err("bind target /: cannot bind over the container's root".into());
+            }
+            if system.is_some() {
+                system::check_bind_target(&bind.target)?;
             }
             if binds.iter().any(|b| b.target == bind.target) {
                 return Err(format!(
@@ -375,6 +389,7 @@ impl AgentSpec {
         Ok(Self {
             name: name.clone(),
             root,
+            system,
             volatile,
             path,
             binds,
@@ -407,7 +422,8 @@ impl AgentSpec {
     /// The normalized spec as a file layer, for saving beside the agent's state.
     pub fn to_file(&self) -> SpecFile {
         SpecFile {
-            root: Some(self.root.clone()),
+            root: self.root.clone(),
+            system: self.system.clone(),
             volatile: Some(self.volatile),
             path: self.path.clone(),
             bind: self.binds.iter().map(bind::BindEntry::from).collect(),

@@ -152,6 +152,13 @@ impl Systemd {
         Ok(sd)
     }
 
+    /// A longer bound on job waits, for a job known to take long (a system switch).
+    pub fn set_job_timeout(&mut self, timeout: Duration) {
+        if self.job_timeout.is_some() {
+            self.job_timeout = Some(timeout);
+        }
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -344,6 +351,7 @@ fn to_value(p: &Prop) -> Value<'static> {
                 .collect::<Vec<_>>(),
         ),
         Prop::Bytes(v) => Value::from(v.clone()),
+        Prop::ExitStatus(codes) => Value::from((codes.clone(), Vec::<i32>::new())),
     }
 }
 

@@ -20,6 +20,7 @@ const OPTIONS_BINDING: &str = "specOptions";
 fn spec_keys() -> BTreeSet<String> {
     let full = SpecFile {
         root: Some("/srv/agents/alice".into()),
+        system: Some("/nix/store/00000000000000000000000000000000-nixos-system-alice".into()),
         volatile: Some(Volatile::Overlay),
         path: vec!["/opt/tools/bin".into()],
         bind: vec![BindEntry::Short("/srv/data:/data:ro".into())],
@@ -62,35 +63,65 @@ fn module_agent_options_are_exactly_the_spec_file_keys() {
     );
 }
 
-/// nix/tests/render-agents.nix evaluates the module (with a stand-in for nixpkgs' lib) for
-/// a minimal and a full agent; each rendered file, written as TOML as `pkgs.formats.toml`
-/// does, must parse and validate as the daemon's spec.
-#[test]
-fn rendered_agent_specs_parse_and_validate() {
+/// nixpkgs' own lib: `HYPERHIVE_NIXPKGS_LIB` (a nixpkgs `lib/` directory), else the copy
+/// vendored in nix/vendor/nixpkgs-lib (see its README). Missing is a failure, never a skip.
+fn nixpkgs_lib() -> PathBuf {
+    let lib = match std::env::var_os("HYPERHIVE_NIXPKGS_LIB") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo().join("nix/vendor/nixpkgs-lib/lib"),
+    };
+    assert!(
+        lib.join("default.nix").is_file(),
+        "nixpkgs' lib is missing at {} (set HYPERHIVE_NIXPKGS_LIB to a nixpkgs lib/ directory)",
+        lib.display()
+    );
+    lib
+}
+
+/// Evaluates one case of nix/tests/render-agents.nix with the real lib: the rendered spec
+/// files, or the evaluation's error text. `None` when nix-instantiate is not installed
+/// outside CI (in CI that fails).
+fn render(case: &str) -> Option<Result<BTreeMap<String, toml::Value>, String>> {
+    let lib = nixpkgs_lib();
     let run = match Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json"])
         .arg(repo().join("nix/tests/render-agents.nix"))
+        .arg("--arg")
+        .arg("lib")
+        .arg(format!("import {}", lib.display()))
+        .args(["--argstr", "case", case])
         .output()
     {
         Ok(run) => run,
         Err(e) if std::env::var_os("CI").is_none() => {
             eprintln!("skipped: nix-instantiate: {e} (scripts/ensure-deps.sh installs nix-bin)");
-            return;
+            return None;
         }
         Err(e) => panic!("nix-instantiate: {e}"),
     };
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let files: BTreeMap<String, toml::Value> =
-        serde_json::from_slice(&run.stdout).expect("the renderer prints a JSON object");
+    if !run.status.success() {
+        return Some(Err(String::from_utf8_lossy(&run.stderr).into_owned()));
+    }
+    Some(Ok(
+        serde_json::from_slice(&run.stdout).expect("the renderer prints a JSON object")
+    ))
+}
+
+/// nix/tests/render-agents.nix evaluates the module with nixpkgs' own lib for agents with
+/// a root, a system and a NixOS `config`; each rendered file, written as TOML as
+/// `pkgs.formats.toml` does, must parse and validate as the daemon's spec.
+#[test]
+fn rendered_agent_specs_parse_and_validate() {
+    let Some(files) = render("good") else { return };
+    let files = files.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         files.keys().collect::<Vec<_>>(),
         [
             "hyperhive/agents/full.toml",
-            "hyperhive/agents/minimal.toml"
+            "hyperhive/agents/minimal.toml",
+            "hyperhive/agents/nixos-more.toml",
+            "hyperhive/agents/nixos.toml",
+            "hyperhive/agents/pinned.toml",
         ]
     );
 
@@ -121,7 +152,12 @@ fn rendered_agent_specs_parse_and_validate() {
         .keys()
         .cloned()
         .collect();
-    assert_eq!(keys, spec_keys(), "the full agent sets every option");
+    let mut but_system = spec_keys();
+    but_system.remove("system");
+    assert_eq!(
+        keys, but_system,
+        "the full agent sets every option but system"
+    );
     assert_eq!(
         full.bind,
         [
@@ -141,6 +177,71 @@ fn rendered_agent_specs_parse_and_validate() {
     assert_eq!(full.memory_max, Some(Size::Text("2G".into())));
     assert_eq!(full.network, Some(Network::Private));
     assert_eq!(full.autostart, Some(false));
+
+    assert_eq!(
+        specs["pinned"].system.as_deref(),
+        Some(Path::new(
+            "/nix/store/00000000000000000000000000000000-nixos-system-pinned"
+        ))
+    );
+    // An agent's config becomes the system its spec boots; changing its packages is a new
+    // system, and nothing else in the spec changes.
+    let (nixos, more) = (&specs["nixos"], &specs["nixos-more"]);
+    let system = nixos
+        .system
+        .as_ref()
+        .expect("config renders a system")
+        .display()
+        .to_string();
+    assert!(
+        system.starts_with("/nix/store/")
+            && system.ends_with("-nixos-system-hyperhive-agent-nixos"),
+        "{system}"
+    );
+    assert_eq!(nixos.root, None);
+    assert_ne!(nixos.system, more.system, "another package, another system");
+    assert_eq!(
+        SpecFile {
+            system: None,
+            ..nixos.clone()
+        },
+        SpecFile {
+            system: None,
+            ..more.clone()
+        }
+    );
+}
+
+/// Bad input fails the evaluation with the module system's (or NixOS's assertion) error,
+/// naming the option or the agent.
+#[test]
+fn bad_agents_fail_the_evaluation_with_the_module_systems_error() {
+    for (case, want) in [
+        (
+            "bad-name",
+            "Failed assertions:\n       - services.hyperhive.agents.Bad_Name: agent names match",
+        ),
+        (
+            "config-and-root",
+            "- services.hyperhive.agents.both: set exactly one of root, system and config",
+        ),
+        (
+            "neither",
+            "- services.hyperhive.agents.empty: set exactly one of root, system and config",
+        ),
+        (
+            "bad-type",
+            "A definition for option `services.hyperhive.agents.weights.cpu_weight' is not of type `null or integer between 1 and 10000",
+        ),
+        (
+            "bad-config",
+            "A definition for option `boot.isNspawnContainer' is not of type `boolean'",
+        ),
+    ] {
+        let Some(result) = render(case) else { return };
+        let err = result.expect_err(case);
+        assert!(err.contains(want), "{case}: wanted {want:?} in:\n{err}");
+    }
 }
 
 #[test]

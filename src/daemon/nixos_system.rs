@@ -1,0 +1,272 @@
+//! NixOS system agents on the host side: the checks before anything is made, the root the
+//! daemon prepares under the agent's state, the GC root that names the running system,
+//! and switching a running container to a new system in place.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::{Mode as FileMode, OFlags};
+use rustix::io::Errno;
+
+use super::hive::Mode;
+use super::preflight::{executable, io_reason, Check};
+use crate::paths::Roots;
+use crate::plan::system::{gc_root, prepared_root, GC_ROOTS, NIX_STATE, STORE, SWITCH_UNIT};
+use crate::spec::{AgentName, AgentSpec};
+
+/// Longest a switch may run inside the container before the daemon gives up on it (the
+/// unit itself is stopped by its own `TimeoutStartSec=` of the same length).
+pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Host checks of a system agent: its `init` is executable, the store and the Nix state
+/// it is given exist. Looked up on the host in the store, never in the agent's root.
+pub fn checks(spec: &AgentSpec) -> Vec<Check> {
+    let Some(system) = &spec.system else {
+        return Vec::new();
+    };
+    let mut out = vec![];
+    let init = system.join("init");
+    out.push(Check::of(
+        "system",
+        executable(&init).map(|()| format!("{} (its init is PID 1)", system.display())),
+    ));
+    for dir in std::iter::once(STORE).chain(NIX_STATE) {
+        let found = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(format!("{dir} (bound read-only)")),
+            Ok(_) => Err(format!("{dir}: not a directory")),
+            Err(e) => Err(format!(
+                "{dir}: {}; a system agent needs Nix on the host",
+                io_reason(&e)
+            )),
+        };
+        out.push(Check::of("nix", found));
+    }
+    out
+}
+
+/// Directories a NixOS system's activation expects in its root, as `containers.<name>`
+/// makes them, with their modes; nspawn refuses a tree without `usr/`.
+const ROOT_DIRS: [(&str, u32); 7] = [
+    ("etc", 0o755),
+    ("var", 0o755),
+    ("var/lib", 0o755),
+    ("var/lib/private", 0o700),
+    ("root", 0o700),
+    ("usr", 0o755),
+    ("usr/bin", 0o755),
+];
+
+/// Files systemd looks for before the system's activation makes them, made empty.
+const ROOT_FILES: [&str; 2] = ["etc/os-release", "etc/machine-id"];
+
+/// Makes the system agent's root: `<agent dir>/root` (0755) and what [`ROOT_DIRS`] and
+/// [`ROOT_FILES`] name, where nothing is yet. Once booted the tree is the agent's: every
+/// step is relative to a descriptor opened without following links, and an entry the
+/// agent put in the way (a symlink, a file) is left as it is, never followed.
+pub fn prepare_root(roots: &Roots, name: &AgentName) -> Result<()> {
+    let root = prepared_root(roots, name);
+    let dir = crate::safe_fs::dir_with_mode(&root, 0o755)
+        .with_context(|| format!("agent {name}: preparing its root"))?;
+    for (rel, mode) in ROOT_DIRS {
+        let (parent, leaf) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let Some(parent) = open_in(&dir, parent) else {
+            continue;
+        };
+        match rustix::fs::mkdirat(&parent, leaf, FileMode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => bail!("agent {name}: creating {}/{rel}: {e}", root.display()),
+        }
+    }
+    for rel in ROOT_FILES {
+        let (parent, leaf) = rel.rsplit_once('/').expect("a file below a directory");
+        let Some(parent) = open_in(&dir, parent) else {
+            continue;
+        };
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(&parent, leaf, flags, FileMode::from_raw_mode(0o644)) {
+            Ok(_) | Err(Errno::EXIST) => {}
+            Err(e) => bail!("agent {name}: creating {}/{rel}: {e}", root.display()),
+        }
+    }
+    Ok(())
+}
+
+/// The directory `rel` below `dir`, each component opened without following a link;
+/// `None` if any is not a directory (the agent's choice, left alone).
+fn open_in(dir: &OwnedFd, rel: &str) -> Option<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = rustix::fs::openat(dir, ".", flags, FileMode::empty()).ok()?;
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        cur = rustix::fs::openat(&cur, part, flags, FileMode::empty()).ok()?;
+    }
+    Some(cur)
+}
+
+/// The system the agent's GC root names: what its container runs (or last ran).
+pub fn running_system(name: &AgentName) -> Option<PathBuf> {
+    std::fs::read_link(gc_root(name)).ok()
+}
+
+/// Points the agent's GC root at `system`, atomically (a new link renamed over the old).
+pub fn set_gc_root(name: &AgentName, system: &Path) -> Result<()> {
+    let link = gc_root(name);
+    let ctx = || format!("agent {name}: GC root {}", link.display());
+    std::fs::create_dir_all(GC_ROOTS)
+        .map_err(|e| anyhow!("creating {GC_ROOTS}: {}", io_reason(&e)))
+        .with_context(ctx)?;
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(system, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, &link))
+        .map_err(|e| anyhow!("pointing it at {}: {}", system.display(), io_reason(&e)))
+        .with_context(ctx)
+}
+
+/// Removes the agent's GC root (destroy --purge): the store may collect its system.
+pub fn remove_gc_root(name: &AgentName) -> Result<()> {
+    let link = gc_root(name);
+    match std::fs::remove_file(&link) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow!(
+            "agent {name}: removing GC root {}: {}",
+            link.display(),
+            io_reason(&e)
+        )),
+    }
+}
+
+impl super::Hive {
+    /// A system agent's step before its units are ensured, returning the mode to ensure
+    /// them with and whether it switched. A unit that will be (re)started boots what the GC root names, so the GC
+    /// root is pointed at the spec's system first. A running unit whose plan is the same
+    /// but whose system is not is switched in place (not for `start`, which keeps what
+    /// runs): its InvocationID stays; a failed switch is an error and leaves the GC root,
+    /// and so the running system, as it was.
+    pub(super) async fn settle_system(
+        &self,
+        spec: &AgentSpec,
+        plan: &crate::plan::UnitPlan,
+        mode: Mode,
+    ) -> Result<(Mode, bool)> {
+        let Some(system) = &spec.system else {
+            return Ok((mode, false));
+        };
+        let name = &spec.name;
+        let live = self.sd.status(&plan.unit).await?.filter(|s| s.is_up());
+        let live_plan = live.as_ref().and_then(|s| s.plan_hash().map(str::to_owned));
+        let same_plan = live_plan.as_deref() == Some(plan.hash.as_str());
+        let kept = live.is_some()
+            && match mode {
+                Mode::Start => live_plan.is_some(),
+                Mode::Create => same_plan,
+                Mode::Rebuild => false,
+            };
+        let running = running_system(name);
+        if mode != Mode::Start && same_plan && running.as_deref() != Some(system.as_path()) {
+            self.switch_in_place(spec, system).await?;
+            set_gc_root(name, system)?;
+            return Ok((Mode::Start, true));
+        }
+        if !kept {
+            set_gc_root(name, system)?;
+        }
+        Ok((mode, false))
+    }
+
+    /// Runs the new system's `switch-to-configuration test` inside the running container,
+    /// over the container's own bus, bounded by [`SWITCH_TIMEOUT`].
+    async fn switch_in_place(&self, spec: &AgentSpec, system: &Path) -> Result<()> {
+        let name = &spec.name;
+        let machine = name.machine();
+        let what = || {
+            format!(
+                "switching container {machine} to {} in place (its output: journalctl -M {machine} -u {SWITCH_UNIT})",
+                system.display()
+            )
+        };
+        let mut sd = self.container_systemd(name).await.with_context(what)?;
+        sd.set_job_timeout(SWITCH_TIMEOUT + Duration::from_secs(5));
+        // A switch the daemon gave up on (timed out) may still be there.
+        let _ = sd.reset_failed(SWITCH_UNIT).await;
+        let plan =
+            crate::plan::system::switch_unit(spec, system, SWITCH_TIMEOUT.as_micros() as u64);
+        sd.start_transient(&plan).await.with_context(what)?;
+        log::info!(
+            "agent {name}: switched container {machine} to {} in place",
+            system.display()
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn roots(dir: &Path) -> Roots {
+        Roots {
+            state: dir.to_path_buf(),
+            ..Roots::default()
+        }
+    }
+
+    #[test]
+    fn the_root_gets_what_activation_expects_and_keeps_what_is_there() {
+        let state = tempfile::tempdir().unwrap();
+        let roots = roots(state.path());
+        let name = AgentName::parse("alice").unwrap();
+        crate::safe_fs::private_dir(&roots.agents_dir()).unwrap();
+        crate::safe_fs::private_dir(&roots.agent_dir(&name)).unwrap();
+        prepare_root(&roots, &name).unwrap();
+        let root = prepared_root(&roots, &name);
+        for (rel, mode) in ROOT_DIRS {
+            let m = std::fs::symlink_metadata(root.join(rel)).unwrap();
+            assert!(m.is_dir(), "{rel}");
+            assert_eq!(m.permissions().mode() & 0o7777, mode, "{rel}");
+        }
+        for rel in ROOT_FILES {
+            assert!(root.join(rel).is_file(), "{rel}");
+        }
+        std::fs::write(root.join("etc/machine-id"), "kept\n").unwrap();
+        prepare_root(&roots, &name).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/machine-id")).unwrap(),
+            "kept\n"
+        );
+    }
+
+    #[test]
+    fn links_the_agent_planted_in_its_root_are_never_followed() {
+        let state = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let roots = roots(state.path());
+        let name = AgentName::parse("eve").unwrap();
+        crate::safe_fs::private_dir(&roots.agents_dir()).unwrap();
+        crate::safe_fs::private_dir(&roots.agent_dir(&name)).unwrap();
+        let root = prepared_root(&roots, &name);
+        std::fs::create_dir(&root).unwrap();
+        for rel in ["etc", "var", "usr"] {
+            std::os::unix::fs::symlink(outside.path(), root.join(rel)).unwrap();
+        }
+        prepare_root(&roots, &name).unwrap();
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "something was made through a planted link"
+        );
+        // The root itself replaced by a link is refused.
+        std::fs::remove_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &root).unwrap();
+        let e = prepare_root(&roots, &name).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("agent eve: preparing its root"),
+            "{e:#}"
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+}
