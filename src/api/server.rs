@@ -1,5 +1,5 @@
-//! The server side of the API: thin methods that check the caller and call
-//! [`crate::daemon::Hive`].
+//! The server side of the API, an adapter around the core: thin methods that check the
+//! caller, call [`crate::daemon::Hive`], and map its errors to the wire's.
 
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use zbus::{interface, Connection, ObjectServer};
 
 use super::{agent_path, ApprovalRecord, Error};
-use crate::daemon::Hive;
+use crate::daemon::{ApprovalView, Hive, Trigger};
+use crate::reconcile::{Action, StepResult};
 use crate::spec::AgentName;
 
 pub struct Manager {
@@ -173,6 +174,30 @@ pub fn bound_page(mut rows: Vec<ApprovalRecord>, asked: usize) -> (Vec<ApprovalR
 /// The longest note an admin may give with a decision.
 pub const MAX_NOTE: usize = 1024;
 
+/// ShowApproval's JSON (docs/dbus-api.md): the record (its payload as JSON when it is),
+/// who asked and when, then either why it would be refused now, or the spec diff and the
+/// plan of the rebuild.
+fn approval_view_json(view: &ApprovalView) -> serde_json::Value {
+    let a = &view.approval;
+    let mut record = serde_json::to_value(ApprovalRecord::from(a)).expect("serializes");
+    if let Ok(payload) = serde_json::from_str::<serde_json::Value>(&a.payload) {
+        record["payload"] = payload;
+    }
+    let mut json = serde_json::json!({
+        "approval": record,
+        "requested_by": a.agent.as_str(),
+        "requested_at": a.created_at,
+    });
+    match &view.outlook {
+        Err(why) => json["refused"] = serde_json::json!(why),
+        Ok(o) => {
+            json["spec_diff"] = serde_json::json!(o.spec_diff);
+            json["plan"] = serde_json::to_value(&o.plan).expect("plans serialize");
+        }
+    }
+    json
+}
+
 impl Manager {
     fn page(&self, all: bool, after: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
         Ok(self
@@ -243,7 +268,8 @@ impl Manager {
     /// Agents the daemon knows: (name, unit, machine, object path).
     async fn list_agents(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
         // known_agents is a sorted set, so the list comes out sorted by name.
-        crate::daemon::known_agents(&self.hive.host.roots, &self.hive.sd)
+        self.hive
+            .known_agents()
             .await
             .into_iter()
             .map(|n| {
@@ -327,7 +353,7 @@ impl Manager {
     ) -> Result<(), Error> {
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("stop agent {name}")).await?;
-        self.hive.stop(&name).await
+        Ok(self.hive.stop(&name).await?)
     }
 
     async fn restart_agent(
@@ -338,7 +364,7 @@ impl Manager {
     ) -> Result<(), Error> {
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("restart agent {name}")).await?;
-        self.hive.restart(&name).await
+        Ok(self.hive.restart(&name).await?)
     }
 
     async fn rebuild_agent(
@@ -428,7 +454,7 @@ impl Manager {
     ) -> Result<String, Error> {
         require_admin(conn, &header, &format!("show approval {id}")).await?;
         let view = self.hive.show_approval(id).await?;
-        Ok(serde_json::to_string(&view).expect("views serialize"))
+        Ok(approval_view_json(&view).to_string())
     }
 
     /// Approves and applies; returns the approval as it ended (applied or failed).
@@ -468,10 +494,25 @@ impl Manager {
         prune: bool,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
         require_root(conn, &header, "reload").await?;
-        let steps =
-            crate::daemon::reload(&self.hive, conn, prune, crate::daemon::Trigger::Reload).await;
+        let steps = self.hive.reload(prune, Trigger::Reload).await;
+        // The reply comes after the objects match what reconcile left, as after create.
+        for s in &steps {
+            let pruned = s.action == Action::Stop && s.result == Some(StepResult::Ok);
+            let exported = if pruned {
+                Self::unexport_agent(server, &emitter, &s.agent).await
+            } else if s.plan.is_some() {
+                Self::export_agent(server, &emitter, &s.agent).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = exported {
+                log::warn!("agent {}: updating its D-Bus object: {e}", s.agent);
+            }
+        }
         Ok(serde_json::to_string(&steps).expect("steps serialize"))
     }
 
@@ -496,11 +537,15 @@ impl Manager {
 
     /// An agent asked for something (emitted by the daemon when a request arrives).
     #[zbus(signal)]
-    async fn approval_new(emitter: &SignalEmitter<'_>, id: i64, agent: &str) -> zbus::Result<()>;
+    pub async fn approval_new(
+        emitter: &SignalEmitter<'_>,
+        id: i64,
+        agent: &str,
+    ) -> zbus::Result<()>;
 
     /// An approval changed status.
     #[zbus(signal)]
-    async fn approval_changed(
+    pub async fn approval_changed(
         emitter: &SignalEmitter<'_>,
         id: i64,
         status: &str,

@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use super::render::{format_usec, table};
 use super::{BadInput, RootArgs, Target};
-use crate::daemon::spec_names;
+use crate::inventory::{spec_names, unit_makes_an_agent};
 use crate::paths::Roots;
 use crate::spec::AgentName;
-use crate::systemd::{Systemd, UnitStatus};
+use crate::systemd::{ActiveState, SubState, Systemd, UnitStatus, AGENT_UNITS};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -43,8 +43,8 @@ pub struct AgentRow {
     pub unit: String,
     pub machine: String,
     pub load_state: String,
-    pub active_state: String,
-    pub sub_state: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
     /// The spec file the agent is started from, if it has one.
     pub spec: Option<PathBuf>,
 }
@@ -53,14 +53,14 @@ fn spec_path(roots: &Roots, name: &AgentName) -> Option<PathBuf> {
     roots.spec_paths(name).into_iter().find(|p| p.exists())
 }
 
-type UnitStates = BTreeMap<AgentName, (String, String, String)>;
+type UnitStates = BTreeMap<AgentName, (String, ActiveState, SubState)>;
 
 /// (load, active, sub) of every hive-agent-* unit systemd holds.
 async fn unit_states(sd: &Systemd) -> Result<UnitStates> {
     let mut units = UnitStates::new();
-    for u in sd.list("hive-agent-*.service").await? {
-        if let Some(n) = AgentName::from_container_unit(&u.0) {
-            units.insert(n, (u.2, u.3, u.4));
+    for u in sd.list(AGENT_UNITS).await? {
+        if let Some(n) = AgentName::from_container_unit(&u.name) {
+            units.insert(n, (u.load_state, u.active_state, u.sub_state));
         }
     }
     Ok(units)
@@ -113,7 +113,7 @@ fn assemble(
     names.extend(
         units
             .iter()
-            .filter(|(_, u)| crate::daemon::unit_makes_an_agent(&u.1))
+            .filter(|(_, u)| unit_makes_an_agent(&u.1))
             .map(|(n, _)| n.clone()),
     );
     names.sort();
@@ -121,10 +121,13 @@ fn assemble(
     names
         .into_iter()
         .map(|n| {
-            let (load, active, sub) = units
-                .get(&n)
-                .cloned()
-                .unwrap_or_else(|| ("not-loaded".into(), "inactive".into(), "dead".into()));
+            let (load, active, sub) = units.get(&n).cloned().unwrap_or_else(|| {
+                (
+                    "not-loaded".into(),
+                    ActiveState::Inactive,
+                    SubState::from("dead"),
+                )
+            });
             AgentRow {
                 unit: n.container_unit(),
                 machine: n.machine(),
@@ -213,8 +216,8 @@ pub async fn list(t: &Target, roots: &RootArgs, args: ListArgs) -> Result<()> {
                 r.name.clone(),
                 r.unit.clone(),
                 r.load_state.clone(),
-                r.active_state.clone(),
-                r.sub_state.clone(),
+                r.active_state.to_string(),
+                r.sub_state.to_string(),
                 r.machine.clone(),
             ]
         })
