@@ -226,10 +226,16 @@ pub fn render_view(v: &serde_json::Value) -> String {
     }
     // The rest as `hivectl plan` renders it: the headline and the property diff. Checks
     // are above in full (plan lists only those not ok); the unit listings stay in --json.
-    let mut plan = v["plan"].clone();
-    plan["checks"] = serde_json::json!([]);
-    plan["units"] = serde_json::json!([]);
-    out.push_str("if approved:\n");
-    out.push_str(&super::reconcile::render_plans(std::slice::from_ref(&plan)));
+    match serde_json::from_value::<crate::reconcile::view::AgentPlan>(v["plan"].clone()) {
+        Ok(mut plan) => {
+            plan.checks.clear();
+            plan.units.clear();
+            out.push_str("if approved:\n");
+            out.push_str(&super::reconcile::render_plans(std::slice::from_ref(&plan)));
+        }
+        Err(e) => out.push_str(&format!(
+            "if approved: (the daemon's plan reads wrong: {e})\n"
+        )),
+    }
     out
 }

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::approvals::requested_spec;
 use super::preflight::{Check, Verdict};
-use super::reconcile::AgentPlan;
 use super::{Error, Hive};
+use crate::reconcile::view::AgentPlan;
 use crate::spec::request::AgentRequest;
 use crate::store::Approval;
 

@@ -6,19 +6,18 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use futures_util::{stream, StreamExt};
-use serde::Serialize;
-
 use super::changes::Change as HiveChange;
 use super::preflight::{self, Check};
 use super::units::{Mode, Outcome};
 use super::{Error, Hive};
 use crate::journal::{self, Event};
-use crate::plan::{self, UnitPlan};
-use crate::reconcile::diff::{self, Change};
+use crate::plan;
+use crate::reconcile::diff;
+use crate::reconcile::view::{AgentPlan, LiveView, UnitView};
 use crate::reconcile::{decide, Action, Facts, Live, SpecFacts, Step, StepResult, Totals};
 use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::AGENT_UNITS;
+use futures_util::{stream, StreamExt};
 
 /// Agents brought up at once. Each holds a start job or two and a few calls in flight:
 /// far below systemd's limits (128 replies in flight per connection, ~512 pending jobs),
@@ -42,50 +41,6 @@ impl Trigger {
             Trigger::Startup => "startup",
             Trigger::Reload => "reload",
             Trigger::Signal => "sighup",
-        }
-    }
-}
-
-/// One agent as `hivectl plan` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentPlan {
-    #[serde(flatten)]
-    pub step: Step,
-    /// `active/running`, and the HIVE_PLAN the live unit carries.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub live: Option<LiveView>,
-    pub checks: Vec<Check>,
-    /// The units that would be created (for create and rebuild).
-    pub units: Vec<UnitView>,
-    /// Properties that differ between the live container unit and the plan (rebuild).
-    pub diff: Vec<Change>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveView {
-    pub unit: String,
-    pub state: String,
-    pub plan: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct UnitView {
-    pub unit: String,
-    /// `host`, or the machine whose systemd gets the unit.
-    pub on: String,
-    pub properties: Vec<(String, String)>,
-}
-
-impl UnitView {
-    fn of(p: &UnitPlan, on: String) -> UnitView {
-        UnitView {
-            unit: p.unit.clone(),
-            on,
-            properties: p
-                .properties
-                .iter()
-                .map(|(k, v)| (k.clone(), diff::render_planned(v)))
-                .collect(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! answer without acting on it.
 
 pub mod diff;
+pub mod view;
 
 use serde::{Deserialize, Serialize};
 
