@@ -2,9 +2,12 @@
 //! `List*`/`Get*` and verbs, one object per agent at an escaped path, `*New`/`*Removed`
 //! signals. Names here are part of the external contract (docs/dbus-api.md).
 
+mod access;
 mod changes;
 pub mod client;
+mod paging;
 pub mod server;
+mod views;
 
 pub(crate) use changes::follow;
 

@@ -9,8 +9,11 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use zbus::{interface, Connection, ObjectServer};
 
+use super::access::{require_admin, require_root};
+use super::paging::{bound_page, check_note, PAGE_ROWS};
+use super::views::approval_view_json;
 use super::{agent_path, ApprovalRecord, Error};
-use crate::daemon::{ApprovalView, Hive, Trigger};
+use crate::daemon::{Hive, Trigger};
 use crate::reconcile::{Action, StepResult};
 use crate::spec::AgentName;
 
@@ -50,152 +53,6 @@ fn parse_name(raw: &str) -> Result<AgentName, Error> {
 
 fn object_path(name: &AgentName) -> OwnedObjectPath {
     OwnedObjectPath::try_from(agent_path(name.as_str())).expect("escaped agent path is valid")
-}
-
-/// The group whose members may see and decide approvals (units/sysusers.d).
-pub const ADMIN_GROUP: &str = "hive-admin";
-
-/// The caller's uid and supplementary groups, as the bus daemon knows them. Only the
-/// bus's word counts: the caller's /proc entry is the caller's to change (a setgid exec,
-/// a pid reused), so a bus that does not pass groups on leaves a non-root caller with none.
-async fn caller(
-    conn: &Connection,
-    header: &Header<'_>,
-    what: &str,
-) -> Result<(u32, Vec<u32>), Error> {
-    let sender = header
-        .sender()
-        .ok_or_else(|| Error::AccessDenied(format!("{what}: caller has no bus name")))?;
-    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-    let creds = dbus
-        .get_connection_credentials(zbus::names::BusName::from(sender.to_owned()))
-        .await
-        .map_err(zbus::Error::from)?;
-    let uid = creds.unix_user_id().ok_or_else(|| {
-        Error::AccessDenied(format!("{what}: the bus did not say who the caller is"))
-    })?;
-    let groups = creds.unix_group_ids().cloned().unwrap_or_default();
-    Ok((uid, groups))
-}
-
-/// Only root may create, start, stop or destroy agents; the D-Bus policy says the same,
-/// this is the second lock.
-async fn require_root(conn: &Connection, header: &Header<'_>, what: &str) -> Result<(), Error> {
-    let (uid, _) = caller(conn, header, what).await?;
-    if uid == 0 {
-        Ok(())
-    } else {
-        Err(Error::AccessDenied(format!(
-            "{what}: only root may do this (caller uid {uid})"
-        )))
-    }
-}
-
-/// Root and members of hive-admin may see and decide approvals. Returns who it was, for
-/// the record.
-async fn require_admin(
-    conn: &Connection,
-    header: &Header<'_>,
-    what: &str,
-) -> Result<String, Error> {
-    let (uid, groups) = caller(conn, header, what).await?;
-    if uid == 0 {
-        return Ok("uid 0".into());
-    }
-    match admin_gid() {
-        Some(gid) if groups.contains(&gid) => Ok(format!("uid {uid}")),
-        _ => Err(Error::AccessDenied(format!(
-            "{what}: only root and members of {ADMIN_GROUP} may do this (caller uid {uid})"
-        ))),
-    }
-}
-
-/// The gid of [`ADMIN_GROUP`], looked up through NSS (getgrnam_r), so groups from LDAP,
-/// sssd or systemd-userdb count as /etc/group's do.
-fn admin_gid() -> Option<u32> {
-    match nix::unistd::Group::from_name(ADMIN_GROUP) {
-        Ok(Some(g)) => Some(g.gid.as_raw()),
-        Ok(None) => None,
-        Err(e) => {
-            log::warn!("looking up group {ADMIN_GROUP}: {e}");
-            None
-        }
-    }
-}
-
-fn check_note(note: &str) -> Result<(), Error> {
-    if note.len() > MAX_NOTE {
-        return Err(Error::InvalidArgument(format!(
-            "note of {} bytes: at most {MAX_NOTE}",
-            note.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Most approvals one reply carries.
-pub const PAGE_ROWS: u32 = 1000;
-
-/// Most text one reply carries (payloads, notes, …), far below the bus's message limit
-/// (32 MiB on the system bus by default): a page ends early once its rows reach it.
-pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Cuts `rows` to at most [`PAGE_BYTES`] of text (always keeping one row), and returns
-/// the id to continue after, or 0 when the listing is done.
-pub fn bound_page(mut rows: Vec<ApprovalRecord>, asked: usize) -> (Vec<ApprovalRecord>, i64) {
-    let size = |r: &ApprovalRecord| {
-        r.agent.len()
-            + r.kind.len()
-            + r.payload.len()
-            + r.status.len()
-            + r.note.len()
-            + r.decided_by.len()
-            + 64
-    };
-    let mut total = 0;
-    let mut keep = rows.len();
-    for (i, r) in rows.iter().enumerate() {
-        total += size(r);
-        if total > PAGE_BYTES && i > 0 {
-            keep = i;
-            break;
-        }
-    }
-    let cut = keep < rows.len();
-    rows.truncate(keep);
-    let next = if cut || (asked > 0 && rows.len() >= asked) {
-        rows.last().map_or(0, |r| r.id)
-    } else {
-        0
-    };
-    (rows, next)
-}
-
-/// The longest note an admin may give with a decision.
-pub const MAX_NOTE: usize = 1024;
-
-/// ShowApproval's JSON (docs/dbus-api.md): the record (its payload as JSON when it is),
-/// who asked and when, then either why it would be refused now, or the spec diff and the
-/// plan of the rebuild.
-fn approval_view_json(view: &ApprovalView) -> serde_json::Value {
-    let a = &view.approval;
-    let mut record = serde_json::to_value(ApprovalRecord::from(a)).expect("serializes");
-    if let Ok(payload) = serde_json::from_str::<serde_json::Value>(&a.payload) {
-        record["payload"] = payload;
-    }
-    let mut json = serde_json::json!({
-        "approval": record,
-        "requested_by": a.agent.as_str(),
-        "requested_at": a.created_at,
-    });
-    match &view.outlook {
-        Err(why) => json["refused"] = serde_json::json!(why),
-        Ok(o) => {
-            json["spec_diff"] = serde_json::json!(o.spec_diff);
-            json["plan"] = serde_json::to_value(&o.plan).expect("plans serialize");
-        }
-    }
-    json
 }
 
 impl Manager {
@@ -564,43 +421,4 @@ impl Manager {
         name: &str,
         path: ObjectPath<'_>,
     ) -> zbus::Result<()>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: i64, payload_len: usize) -> ApprovalRecord {
-        ApprovalRecord {
-            id,
-            agent: "alice".into(),
-            kind: "spec_change".into(),
-            payload: "x".repeat(payload_len),
-            status: "pending".into(),
-            note: String::new(),
-            decided_by: String::new(),
-            created_at: 1,
-            decided_at: 0,
-            finished_at: 0,
-        }
-    }
-
-    #[test]
-    fn a_page_ends_at_its_row_count_or_its_byte_budget() {
-        // Fewer rows than asked: the listing is done.
-        let (rows, next) = bound_page((1..=3).map(|i| record(i, 10)).collect(), 5);
-        assert_eq!((rows.len(), next), (3, 0));
-        // As many as asked: there may be more, continue after the last.
-        let (rows, next) = bound_page((1..=5).map(|i| record(i, 10)).collect(), 5);
-        assert_eq!((rows.len(), next), (5, 5));
-        // Rows of 64 KiB (older than the 4 KiB cap): cut at about PAGE_BYTES.
-        let big: Vec<_> = (1..=1000).map(|i| record(i, 64 * 1024)).collect();
-        let (rows, next) = bound_page(big, 1000);
-        let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
-        assert!(bytes <= PAGE_BYTES && rows.len() < 1000, "{bytes}");
-        assert_eq!(next, rows.last().unwrap().id);
-        // One row larger than the budget still goes out alone, so a listing always moves on.
-        let (rows, next) = bound_page(vec![record(7, PAGE_BYTES + 1), record(8, 1)], 1000);
-        assert_eq!((rows.len(), next), (1, 7));
-    }
 }
