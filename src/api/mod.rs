@@ -9,6 +9,8 @@ mod paging;
 pub mod server;
 mod views;
 
+pub use views::{ApprovalShown, ShownRecord};
+
 pub(crate) use changes::follow;
 
 pub const BUS_NAME: &str = "org.hyperhive.Hive1";

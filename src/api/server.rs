@@ -11,8 +11,7 @@ use zbus::{interface, Connection, ObjectServer};
 
 use super::access::{require_admin, require_root};
 use super::paging::{bound_page, check_note, PAGE_ROWS};
-use super::views::approval_view_json;
-use super::{agent_path, ApprovalRecord, Error};
+use super::{agent_path, ApprovalRecord, ApprovalShown, Error};
 use crate::daemon::{Hive, Trigger};
 use crate::reconcile::{Action, StepResult};
 use crate::spec::AgentName;
@@ -311,7 +310,7 @@ impl Manager {
     ) -> Result<String, Error> {
         require_admin(conn, &header, &format!("show approval {id}")).await?;
         let view = self.hive.show_approval(id).await?;
-        Ok(approval_view_json(&view).to_string())
+        Ok(serde_json::to_string(&ApprovalShown::from(&view)).expect("views serialize"))
     }
 
     /// Approves and applies; returns the approval as it ended (applied or failed).
