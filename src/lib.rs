@@ -3,15 +3,17 @@
 
 pub mod api;
 pub mod cli;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod failpoint;
-pub mod harness;
+pub(crate) mod harness;
+pub(crate) mod inventory;
 pub mod journal;
 pub mod logging;
 pub mod paths;
 pub mod plan;
-pub mod reconcile;
-pub mod safe_fs;
+pub(crate) mod reconcile;
+pub(crate) mod safe_fs;
+pub(crate) mod serve;
 pub mod socket;
 pub mod spec;
 pub mod store;

@@ -321,3 +321,116 @@ fn a_flood_of_300_requests_from_3_agents_loses_none_and_stops_each_at_32() {
         assert_eq!(pending.iter().filter(|p| p["agent"] == a).count(), 32);
     }
 }
+
+/// Every signal of the manager interface a client on the test host's bus receives, as
+/// (member, arguments), collected from now on by a task of the returned runtime.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+fn watch_manager_signals(h: &TestHost) -> (tokio::runtime::Runtime, Seen) {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let into = seen.clone();
+    let addr = h.bus_address();
+    rt.block_on(async move {
+        let conn = zbus::connection::Builder::address(addr.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.hyperhive.Hive1.Manager")
+            .unwrap()
+            .build();
+        // The match rule is in place once this returns: nothing after is missed.
+        let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, Some(256))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _conn = conn;
+            while let Some(Ok(msg)) = stream.next().await {
+                let member = msg.header().member().map(|m| m.to_string());
+                let args = match member.as_deref() {
+                    Some("ApprovalNew" | "ApprovalChanged") => msg
+                        .body()
+                        .deserialize::<(i64, String)>()
+                        .map(|(id, s)| format!("{id} {s}")),
+                    Some("AgentNew" | "AgentRemoved") => msg
+                        .body()
+                        .deserialize::<(String, zbus::zvariant::OwnedObjectPath)>()
+                        .map(|(name, path)| format!("{name} {}", path.as_str())),
+                    _ => continue,
+                };
+                into.lock()
+                    .unwrap()
+                    .push((member.unwrap_or_default(), args.unwrap_or_default()));
+            }
+        });
+    });
+    (rt, seen)
+}
+
+fn has_seen(seen: &Seen, member: &str, args: &str) -> bool {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .any(|(m, a)| m == member && a == args)
+}
+
+/// The bus is told what changes inside the daemon, not only what a D-Bus call changed: an
+/// agent's request over its socket is announced with ApprovalNew, each change of its
+/// status with ApprovalChanged, and an agent a SIGHUP reconcile created from a declared
+/// spec gets its object, announced with AgentNew. A client watching the bus sees each.
+#[test]
+fn the_bus_is_told_what_changes_without_a_call() {
+    let h = hive();
+    let (_rt, seen) = watch_manager_signals(&h);
+    let id = asking_agent(&h, "alice");
+    h.wait_for("ApprovalNew from alice", Duration::from_secs(15), || {
+        has_seen(&seen, "ApprovalNew", &format!("{id} alice"))
+    });
+    h.hivectl_ok(&["approve", &id.to_string()]);
+    for status in ["approved", "applied"] {
+        h.wait_for(
+            &format!("ApprovalChanged to {status}"),
+            Duration::from_secs(15),
+            || has_seen(&seen, "ApprovalChanged", &format!("{id} {status}")),
+        );
+    }
+
+    // A declared spec, picked up by SIGHUP: no D-Bus call creates bob.
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /etc/hyperhive/agents && \
+         printf 'root = \"/\"\\nvolatile = \"yes\"\\n' > /etc/hyperhive/agents/bob.toml",
+    ]);
+    h.run_ok(&[
+        "systemctl",
+        "kill",
+        "-s",
+        "HUP",
+        "--kill-whom=main",
+        "hive-c0re",
+    ]);
+    h.wait_for("AgentNew for bob", Duration::from_secs(60), || {
+        has_seen(&seen, "AgentNew", "bob /org/hyperhive/hive1/agent/bob")
+    });
+    let out = h.run_ok(&[
+        "busctl",
+        "call",
+        "org.hyperhive.Hive1",
+        "/org/hyperhive/hive1",
+        "org.hyperhive.Hive1.Manager",
+        "GetAgent",
+        "s",
+        "bob",
+    ]);
+    assert!(out.contains("/org/hyperhive/hive1/agent/bob"), "{out}");
+    assert_eq!(h.unit_show("bob", "ActiveState"), "active");
+}

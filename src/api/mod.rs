@@ -2,8 +2,16 @@
 //! `List*`/`Get*` and verbs, one object per agent at an escaped path, `*New`/`*Removed`
 //! signals. Names here are part of the external contract (docs/dbus-api.md).
 
+mod access;
+mod changes;
 pub mod client;
+mod paging;
 pub mod server;
+mod views;
+
+pub use views::{ApprovalShown, ShownRecord};
+
+pub(crate) use changes::follow;
 
 pub const BUS_NAME: &str = "org.hyperhive.Hive1";
 pub const MANAGER_PATH: &str = "/org/hyperhive/hive1";
@@ -29,10 +37,18 @@ pub enum Error {
     Failed(String),
 }
 
-impl Error {
-    /// Keeps the whole context chain on one line ("creating unit …: …: …").
-    pub fn failed(err: anyhow::Error) -> Self {
-        Self::Failed(format!("{err:#}"))
+/// The one place the core's errors become wire errors: each keeps its name, which
+/// clients branch on (hivectl's exit code 2 for bad input), and its one-line message.
+impl From<crate::daemon::Error> for Error {
+    fn from(e: crate::daemon::Error) -> Self {
+        use crate::daemon::Error as Core;
+        match e {
+            Core::InvalidArgument(m) => Error::InvalidArgument(m),
+            Core::NoSuchAgent(m) => Error::NoSuchAgent(m),
+            Core::NoSuchApproval(m) => Error::NoSuchApproval(m),
+            Core::AlreadyDecided(m) => Error::AlreadyDecided(m),
+            Core::Failed(m) => Error::Failed(m),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The server side of the API: thin methods that check the caller and call
-//! [`crate::daemon::Hive`].
+//! The server side of the API, an adapter around the core: thin methods that check the
+//! caller, call [`crate::daemon::Hive`], and map its errors to the wire's.
 
 use std::sync::Arc;
 
@@ -9,8 +9,11 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use zbus::{interface, Connection, ObjectServer};
 
-use super::{agent_path, ApprovalRecord, Error};
-use crate::daemon::Hive;
+use super::access::{require_admin, require_root};
+use super::paging::{bound_page, check_note, PAGE_ROWS};
+use super::{agent_path, ApprovalRecord, ApprovalShown, Error};
+use crate::daemon::{Hive, Trigger};
+use crate::reconcile::{Action, StepResult};
 use crate::spec::AgentName;
 
 pub struct Manager {
@@ -50,128 +53,6 @@ fn parse_name(raw: &str) -> Result<AgentName, Error> {
 fn object_path(name: &AgentName) -> OwnedObjectPath {
     OwnedObjectPath::try_from(agent_path(name.as_str())).expect("escaped agent path is valid")
 }
-
-/// The group whose members may see and decide approvals (units/sysusers.d).
-pub const ADMIN_GROUP: &str = "hive-admin";
-
-/// The caller's uid and supplementary groups, as the bus daemon knows them. Only the
-/// bus's word counts: the caller's /proc entry is the caller's to change (a setgid exec,
-/// a pid reused), so a bus that does not pass groups on leaves a non-root caller with none.
-async fn caller(
-    conn: &Connection,
-    header: &Header<'_>,
-    what: &str,
-) -> Result<(u32, Vec<u32>), Error> {
-    let sender = header
-        .sender()
-        .ok_or_else(|| Error::AccessDenied(format!("{what}: caller has no bus name")))?;
-    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-    let creds = dbus
-        .get_connection_credentials(zbus::names::BusName::from(sender.to_owned()))
-        .await
-        .map_err(zbus::Error::from)?;
-    let uid = creds.unix_user_id().ok_or_else(|| {
-        Error::AccessDenied(format!("{what}: the bus did not say who the caller is"))
-    })?;
-    let groups = creds.unix_group_ids().cloned().unwrap_or_default();
-    Ok((uid, groups))
-}
-
-/// Only root may create, start, stop or destroy agents; the D-Bus policy says the same,
-/// this is the second lock.
-async fn require_root(conn: &Connection, header: &Header<'_>, what: &str) -> Result<(), Error> {
-    let (uid, _) = caller(conn, header, what).await?;
-    if uid == 0 {
-        Ok(())
-    } else {
-        Err(Error::AccessDenied(format!(
-            "{what}: only root may do this (caller uid {uid})"
-        )))
-    }
-}
-
-/// Root and members of hive-admin may see and decide approvals. Returns who it was, for
-/// the record.
-async fn require_admin(
-    conn: &Connection,
-    header: &Header<'_>,
-    what: &str,
-) -> Result<String, Error> {
-    let (uid, groups) = caller(conn, header, what).await?;
-    if uid == 0 {
-        return Ok("uid 0".into());
-    }
-    match admin_gid() {
-        Some(gid) if groups.contains(&gid) => Ok(format!("uid {uid}")),
-        _ => Err(Error::AccessDenied(format!(
-            "{what}: only root and members of {ADMIN_GROUP} may do this (caller uid {uid})"
-        ))),
-    }
-}
-
-/// The gid of [`ADMIN_GROUP`], looked up through NSS (getgrnam_r), so groups from LDAP,
-/// sssd or systemd-userdb count as /etc/group's do.
-fn admin_gid() -> Option<u32> {
-    match nix::unistd::Group::from_name(ADMIN_GROUP) {
-        Ok(Some(g)) => Some(g.gid.as_raw()),
-        Ok(None) => None,
-        Err(e) => {
-            log::warn!("looking up group {ADMIN_GROUP}: {e}");
-            None
-        }
-    }
-}
-
-fn check_note(note: &str) -> Result<(), Error> {
-    if note.len() > MAX_NOTE {
-        return Err(Error::InvalidArgument(format!(
-            "note of {} bytes: at most {MAX_NOTE}",
-            note.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Most approvals one reply carries.
-pub const PAGE_ROWS: u32 = 1000;
-
-/// Most text one reply carries (payloads, notes, …), far below the bus's message limit
-/// (32 MiB on the system bus by default): a page ends early once its rows reach it.
-pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Cuts `rows` to at most [`PAGE_BYTES`] of text (always keeping one row), and returns
-/// the id to continue after, or 0 when the listing is done.
-pub fn bound_page(mut rows: Vec<ApprovalRecord>, asked: usize) -> (Vec<ApprovalRecord>, i64) {
-    let size = |r: &ApprovalRecord| {
-        r.agent.len()
-            + r.kind.len()
-            + r.payload.len()
-            + r.status.len()
-            + r.note.len()
-            + r.decided_by.len()
-            + 64
-    };
-    let mut total = 0;
-    let mut keep = rows.len();
-    for (i, r) in rows.iter().enumerate() {
-        total += size(r);
-        if total > PAGE_BYTES && i > 0 {
-            keep = i;
-            break;
-        }
-    }
-    let cut = keep < rows.len();
-    rows.truncate(keep);
-    let next = if cut || (asked > 0 && rows.len() >= asked) {
-        rows.last().map_or(0, |r| r.id)
-    } else {
-        0
-    };
-    (rows, next)
-}
-
-/// The longest note an admin may give with a decision.
-pub const MAX_NOTE: usize = 1024;
 
 impl Manager {
     fn page(&self, all: bool, after: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
@@ -243,7 +124,8 @@ impl Manager {
     /// Agents the daemon knows: (name, unit, machine, object path).
     async fn list_agents(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
         // known_agents is a sorted set, so the list comes out sorted by name.
-        crate::daemon::known_agents(&self.hive.host.roots, &self.hive.sd)
+        self.hive
+            .known_agents()
             .await
             .into_iter()
             .map(|n| {
@@ -327,7 +209,7 @@ impl Manager {
     ) -> Result<(), Error> {
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("stop agent {name}")).await?;
-        self.hive.stop(&name).await
+        Ok(self.hive.stop(&name).await?)
     }
 
     async fn restart_agent(
@@ -338,7 +220,7 @@ impl Manager {
     ) -> Result<(), Error> {
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("restart agent {name}")).await?;
-        self.hive.restart(&name).await
+        Ok(self.hive.restart(&name).await?)
     }
 
     async fn rebuild_agent(
@@ -428,7 +310,7 @@ impl Manager {
     ) -> Result<String, Error> {
         require_admin(conn, &header, &format!("show approval {id}")).await?;
         let view = self.hive.show_approval(id).await?;
-        Ok(serde_json::to_string(&view).expect("views serialize"))
+        Ok(serde_json::to_string(&ApprovalShown::from(&view)).expect("views serialize"))
     }
 
     /// Approves and applies; returns the approval as it ended (applied or failed).
@@ -468,10 +350,25 @@ impl Manager {
         prune: bool,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
         require_root(conn, &header, "reload").await?;
-        let steps =
-            crate::daemon::reload(&self.hive, conn, prune, crate::daemon::Trigger::Reload).await;
+        let steps = self.hive.reload(prune, Trigger::Reload).await;
+        // The reply comes after the objects match what reconcile left, as after create.
+        for s in &steps {
+            let pruned = s.action == Action::Stop && s.result == Some(StepResult::Ok);
+            let exported = if pruned {
+                Self::unexport_agent(server, &emitter, &s.agent).await
+            } else if s.plan.is_some() {
+                Self::export_agent(server, &emitter, &s.agent).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = exported {
+                log::warn!("agent {}: updating its D-Bus object: {e}", s.agent);
+            }
+        }
         Ok(serde_json::to_string(&steps).expect("steps serialize"))
     }
 
@@ -496,11 +393,15 @@ impl Manager {
 
     /// An agent asked for something (emitted by the daemon when a request arrives).
     #[zbus(signal)]
-    async fn approval_new(emitter: &SignalEmitter<'_>, id: i64, agent: &str) -> zbus::Result<()>;
+    pub async fn approval_new(
+        emitter: &SignalEmitter<'_>,
+        id: i64,
+        agent: &str,
+    ) -> zbus::Result<()>;
 
     /// An approval changed status.
     #[zbus(signal)]
-    async fn approval_changed(
+    pub async fn approval_changed(
         emitter: &SignalEmitter<'_>,
         id: i64,
         status: &str,
@@ -519,43 +420,4 @@ impl Manager {
         name: &str,
         path: ObjectPath<'_>,
     ) -> zbus::Result<()>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: i64, payload_len: usize) -> ApprovalRecord {
-        ApprovalRecord {
-            id,
-            agent: "alice".into(),
-            kind: "spec_change".into(),
-            payload: "x".repeat(payload_len),
-            status: "pending".into(),
-            note: String::new(),
-            decided_by: String::new(),
-            created_at: 1,
-            decided_at: 0,
-            finished_at: 0,
-        }
-    }
-
-    #[test]
-    fn a_page_ends_at_its_row_count_or_its_byte_budget() {
-        // Fewer rows than asked: the listing is done.
-        let (rows, next) = bound_page((1..=3).map(|i| record(i, 10)).collect(), 5);
-        assert_eq!((rows.len(), next), (3, 0));
-        // As many as asked: there may be more, continue after the last.
-        let (rows, next) = bound_page((1..=5).map(|i| record(i, 10)).collect(), 5);
-        assert_eq!((rows.len(), next), (5, 5));
-        // Rows of 64 KiB (older than the 4 KiB cap): cut at about PAGE_BYTES.
-        let big: Vec<_> = (1..=1000).map(|i| record(i, 64 * 1024)).collect();
-        let (rows, next) = bound_page(big, 1000);
-        let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
-        assert!(bytes <= PAGE_BYTES && rows.len() < 1000, "{bytes}");
-        assert_eq!(next, rows.last().unwrap().id);
-        // One row larger than the budget still goes out alone, so a listing always moves on.
-        let (rows, next) = bound_page(vec![record(7, PAGE_BYTES + 1), record(8, 1)], 1000);
-        assert_eq!((rows.len(), next), (1, 7));
-    }
 }

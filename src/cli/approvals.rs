@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::render::{format_usec, table};
 use super::Target;
-use crate::api::ApprovalRecord;
+use crate::api::{ApprovalRecord, ApprovalShown};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -174,11 +174,12 @@ pub async fn deny(t: &Target, a: DecideArgs) -> Result<()> {
 
 async fn show(manager: &crate::api::client::ManagerProxy<'_>, id: i64, json: bool) -> Result<()> {
     let text = manager.show_approval(id).await?;
-    let view: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("reading approval {id}: {e}"))?;
+    let read = |e: serde_json::Error| anyhow::anyhow!("reading approval {id}: {e}");
     if json {
+        let view: serde_json::Value = serde_json::from_str(&text).map_err(read)?;
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
+        let view: ApprovalShown = serde_json::from_str(&text).map_err(read)?;
         print!("{}", render_view(&view));
     }
     Ok(())
@@ -186,49 +187,53 @@ async fn show(manager: &crate::api::client::ManagerProxy<'_>, id: i64, json: boo
 
 /// The per-approval view as text: the record, the spec diff, then what `hivectl plan`
 /// shows for the rebuild the approval would make (its renderer, unchanged).
-pub fn render_view(v: &serde_json::Value) -> String {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-    let a = &v["approval"];
+pub fn render_view(v: &ApprovalShown) -> String {
+    let usec = |t: i64| format_usec(u64::try_from(t).unwrap_or(0));
+    let a = &v.approval;
     let mut out = format!(
         "approval {} ({}): {} asked by agent {} at {}\n",
-        a["id"],
-        s(&a["status"]),
-        s(&a["kind"]),
-        s(&a["agent"]),
-        format_usec(a["created_at"].as_u64().unwrap_or(0))
+        a.id,
+        a.status,
+        a.kind,
+        a.agent,
+        usec(a.created_at)
     );
-    out.push_str(&format!("  request: {}\n", a["payload"]));
-    if let Some(by) = a["decided_by"].as_str().filter(|b| !b.is_empty()) {
+    out.push_str(&format!("  request: {}\n", a.payload));
+    if !a.decided_by.is_empty() {
         out.push_str(&format!(
-            "  decided by {by} at {}\n",
-            format_usec(a["decided_at"].as_u64().unwrap_or(0))
+            "  decided by {} at {}\n",
+            a.decided_by,
+            usec(a.decided_at)
         ));
     }
-    if let Some(note) = a["note"].as_str().filter(|n| !n.is_empty()) {
-        out.push_str(&format!("  note: {note}\n"));
+    if !a.note.is_empty() {
+        out.push_str(&format!("  note: {}\n", a.note));
     }
-    if let Some(refused) = v["refused"].as_str() {
+    if let Some(refused) = &v.refused {
         out.push_str(&format!("  would be refused now: {refused}\n"));
         return out;
     }
     out.push_str("spec diff:\n");
-    for line in v["spec_diff"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {}\n", line.as_str().unwrap_or("")));
+    for line in v.spec_diff.iter().flatten() {
+        out.push_str(&format!("  {line}\n"));
     }
     out.push_str("host checks:\n");
-    for c in v["plan"]["checks"].as_array().into_iter().flatten() {
+    let Some(plan) = &v.plan else {
+        return out;
+    };
+    for c in &plan.checks {
         out.push_str(&format!(
             "  {} {}: {}\n",
-            s(&c["verdict"]),
-            s(&c["what"]),
-            s(&c["detail"])
+            c.verdict.as_str(),
+            c.what,
+            c.detail
         ));
     }
     // The rest as `hivectl plan` renders it: the headline and the property diff. Checks
     // are above in full (plan lists only those not ok); the unit listings stay in --json.
-    let mut plan = v["plan"].clone();
-    plan["checks"] = serde_json::json!([]);
-    plan["units"] = serde_json::json!([]);
+    let mut plan = plan.clone();
+    plan.checks.clear();
+    plan.units.clear();
     out.push_str("if approved:\n");
     out.push_str(&super::reconcile::render_plans(std::slice::from_ref(&plan)));
     out

@@ -6,7 +6,6 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use super::RootArgs;
-use crate::daemon;
 use crate::plan::{Host, DEFAULT_BASE_PATH};
 use crate::systemd::Systemd;
 
@@ -118,7 +117,7 @@ impl DaemonOpts {
 
 pub async fn serve(opts: DaemonOpts) -> Result<()> {
     let host = opts.host()?;
-    daemon::run(host, opts.bus_address).await
+    crate::serve::run(host, opts.bus_address).await
 }
 
 pub async fn unregister_machine(machine: &str, bus_address: Option<String>) -> Result<()> {

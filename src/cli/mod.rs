@@ -12,6 +12,7 @@ pub mod logs;
 pub mod reconcile;
 pub mod remote;
 pub mod render;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -142,7 +143,7 @@ pub enum Command {
     /// List agents with their unit states, read from systemd
     List(list::ListArgs),
     /// Show one agent's units, state and paths, read from systemd
-    Status(list::StatusArgs),
+    Status(status::StatusArgs),
     /// Show the agent's journal: daemon events, its container and its harness
     Logs(logs::LogsArgs),
     /// List approvals agents asked for (pending ones unless --all), or show what approving
@@ -170,7 +171,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Rebuild(a) => lifecycle::rebuild(t, a).await,
         Command::Destroy(a) => lifecycle::destroy(t, &args.roots, a).await,
         Command::List(a) => list::list(t, &args.roots, a).await,
-        Command::Status(a) => list::status(t, &args.roots, a).await,
+        Command::Status(a) => status::status(t, &args.roots, a).await,
         Command::Logs(a) => logs::run(t, &args.roots, a),
         Command::Approvals(a) => approvals::list(t, a).await,
         Command::Approve(a) => approvals::approve(t, a).await,

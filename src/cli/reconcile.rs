@@ -1,11 +1,13 @@
 //! `hivectl plan` and `hivectl reload`: what reconcile would do, and doing it. Both are
-//! computed by the daemon (its paths and binaries are what units get); hivectl renders
-//! the JSON it returns.
+//! computed by the daemon (its paths and binaries are what units get); hivectl reads its
+//! answer back into the types the daemon wrote it from (`reconcile::view`) and renders
+//! those.
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
 use super::{render, BadInput, Target, EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::reconcile::view::{AgentPlan, Verdict};
+use crate::reconcile::{Action, Step, Totals};
 use crate::spec::AgentName;
 
 #[derive(Debug, clap::Args)]
@@ -62,13 +64,13 @@ pub async fn plan(t: &Target, a: PlanArgs) -> Result<()> {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let manager = t.manager().await?;
     let json = manager.plan(&refs, a.prune).await?;
-    let plans: Vec<Value> = serde_json::from_str(&json).context("reading the daemon's plan")?;
+    let plans: Vec<AgentPlan> = serde_json::from_str(&json).context("reading the daemon's plan")?;
     if a.json {
         println!("{json}");
     } else {
         print!("{}", render_plans(&plans));
     }
-    let refused = refusals(&plans);
+    let refused = refusals(plans.iter().map(|p| (&p.step, &p.checks[..])));
     if refused.is_empty() {
         Ok(())
     } else {
@@ -93,7 +95,7 @@ fn refusal_line(refused: &[(String, String)]) -> String {
 pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
     let manager = t.manager().await?;
     let json = manager.reload(a.prune).await?;
-    let steps: Vec<Value> = serde_json::from_str(&json).context("reading the daemon's steps")?;
+    let steps: Vec<Step> = serde_json::from_str(&json).context("reading the daemon's steps")?;
     if a.json {
         println!("{json}");
     } else if !a.quiet {
@@ -102,8 +104,8 @@ pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
     let failed: Vec<String> = steps
         .iter()
         .filter_map(|s| {
-            let r = s["result"].as_str()?;
-            (r != "ok").then(|| format!("agent {}: {r}", s["agent"].as_str().unwrap_or("?")))
+            let r = s.result.clone().filter(|r| !r.is_ok())?;
+            Some(format!("agent {}: {}", s.agent, String::from(r)))
         })
         .collect();
     if !failed.is_empty() {
@@ -113,7 +115,7 @@ pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
         }
         .into());
     }
-    let refused = refusals(&steps);
+    let refused = refusals(steps.iter().map(|s| (s, &[][..])));
     if !refused.is_empty() {
         return Err(Exit {
             code: EXIT_BAD_INPUT,
@@ -125,96 +127,91 @@ pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
 }
 
 /// (agent, one-line reason) of agents reconcile refuses, or whose checks failed.
-fn refusals(items: &[Value]) -> Vec<(String, String)> {
+fn refusals<'a>(
+    items: impl IntoIterator<Item = (&'a Step, &'a [crate::reconcile::view::Check])>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for p in items {
-        let agent = p["agent"].as_str().unwrap_or("?").to_owned();
-        if p["action"] == "refuse" {
-            let reason = p["reason"].as_str().unwrap_or("refused").to_owned();
-            out.push((agent, reason));
-        } else if let Some(c) = p["checks"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["verdict"] == "fail"))
-        {
-            let reason = format!(
-                "agent {agent}: {} {}",
-                c["what"].as_str().unwrap_or(""),
-                c["detail"].as_str().unwrap_or("")
-            );
+    for (step, checks) in items {
+        let agent = step.agent.to_string();
+        if let Action::Refuse { reason } = &step.action {
+            out.push((agent, reason.clone()));
+        } else if let Some(c) = checks.iter().find(|c| c.verdict == Verdict::Fail) {
+            let reason = format!("agent {agent}: {} {}", c.what, c.detail);
             out.push((agent, reason));
         }
     }
     out
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+fn or_dash(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
+}
+
+/// The reason a leave or refuse step carries.
+fn reason(step: &Step) -> Option<&str> {
+    match &step.action {
+        Action::Leave { reason } | Action::Refuse { reason } => Some(reason),
+        _ => None,
+    }
 }
 
 /// One headline per agent, then what is not ok in its checks, the units a create or
 /// rebuild would make, and the diff of a rebuild.
-pub fn render_plans(plans: &[Value]) -> String {
+pub fn render_plans(plans: &[AgentPlan]) -> String {
     let mut out = String::new();
     for p in plans {
-        let agent = s(&p["agent"]);
-        let unit = format!("hive-agent-{agent}.service");
-        let live = &p["live"];
-        let head = match s(&p["action"]) {
-            "keep" => format!(
-                "keep: {unit} {} runs plan {}",
-                s(&live["state"]),
-                s(&p["plan"])
-            ),
-            "create" => format!("create {unit} (plan {})", s(&p["plan"])),
-            "rebuild" => format!(
-                "rebuild {unit}: live plan {} differs from plan {}",
-                s(&p["live_plan"]),
-                s(&p["plan"])
-            ),
-            "switch" => format!(
-                "switch {unit} in place (no restart): system {} -> {}",
-                s(&p["from"]),
-                s(&p["to"])
-            ),
-            "stop" => format!("stop {unit} ({}): it has no spec", s(&live["state"])),
-            "leave" | "refuse" => format!("{}: {}", s(&p["action"]), s(&p["reason"])),
-            other => other.to_owned(),
+        let agent = &p.step.agent;
+        let unit = agent.container_unit();
+        let state = or_dash(p.live.as_ref().map(|l| l.state.as_str()));
+        let plan = or_dash(p.step.plan.as_deref());
+        let head = match &p.step.action {
+            Action::Keep => format!("keep: {unit} {state} runs plan {plan}"),
+            Action::Create => format!("create {unit} (plan {plan})"),
+            Action::Rebuild { live_plan } => {
+                format!("rebuild {unit}: live plan {live_plan} differs from plan {plan}")
+            }
+            Action::Switch { from, to } => {
+                format!("switch {unit} in place (no restart): system {from} -> {to}")
+            }
+            Action::Stop => format!("stop {unit} ({state}): it has no spec"),
+            a @ (Action::Leave { reason } | Action::Refuse { reason }) => {
+                format!("{}: {reason}", a.name())
+            }
         };
         out.push_str(&format!("{agent}: {head}\n"));
-        let reason = p["reason"].as_str().unwrap_or_default();
-        for c in p["checks"].as_array().into_iter().flatten() {
+        let reason = reason(&p.step).unwrap_or_default();
+        for c in &p.checks {
             // A failed check a refusal already states is not said twice.
-            let said = !reason.is_empty() && reason.contains(s(&c["detail"]));
-            if c["verdict"] != "ok" && !said {
+            let said = !reason.is_empty() && reason.contains(&c.detail);
+            if c.verdict != Verdict::Ok && !said {
                 out.push_str(&format!(
                     "  {} {}: {}\n",
-                    s(&c["verdict"]),
-                    s(&c["what"]),
-                    s(&c["detail"])
+                    c.verdict.as_str(),
+                    c.what,
+                    c.detail
                 ));
             }
         }
-        for u in p["units"].as_array().into_iter().flatten() {
-            let on = s(&u["on"]);
-            let place = if on == "host" {
+        for u in &p.units {
+            let place = if u.on == "host" {
                 "on the host".to_owned()
             } else {
-                format!("in {on}")
+                format!("in {}", u.on)
             };
-            out.push_str(&format!("  unit {} {place}:\n", s(&u["unit"])));
-            for kv in u["properties"].as_array().into_iter().flatten() {
-                out.push_str(&format!("    {}={}\n", s(&kv[0]), s(&kv[1])));
+            out.push_str(&format!("  unit {} {place}:\n", u.unit));
+            for (k, v) in &u.properties {
+                out.push_str(&format!("    {k}={v}\n"));
             }
         }
-        for d in p["diff"].as_array().into_iter().flatten() {
-            out.push_str(&format!("  ~ {}\n", s(&d["property"])));
+        for d in &p.diff {
+            out.push_str(&format!("  ~ {}\n", d.property));
             out.push_str(&format!(
                 "    - {}\n",
-                d["live"].as_str().unwrap_or("(not set)")
+                d.live.as_deref().unwrap_or("(not set)")
             ));
             out.push_str(&format!(
                 "    + {}\n",
-                d["planned"].as_str().unwrap_or("(not set)")
+                d.planned.as_deref().unwrap_or("(not set)")
             ));
         }
     }
@@ -224,34 +221,24 @@ pub fn render_plans(plans: &[Value]) -> String {
     out
 }
 
-/// A table of what reload did, and a last line of totals.
-pub fn render_steps(steps: &[Value]) -> String {
+/// A table of what reload did, and a last line of the daemon's own totals.
+pub fn render_steps(steps: &[Step]) -> String {
     let rows: Vec<Vec<String>> = steps
         .iter()
         .map(|st| {
-            let what = match (st["result"].as_str(), st["reason"].as_str()) {
-                (Some(r), _) => r.to_owned(),
+            let what = match (&st.result, reason(st)) {
+                (Some(r), _) => String::from(r.clone()),
                 (None, Some(reason)) => reason.to_owned(),
                 _ => "-".into(),
             };
-            vec![s(&st["agent"]).into(), s(&st["action"]).into(), what]
+            vec![st.agent.to_string(), st.action.name().into(), what]
         })
         .collect();
     let mut out = render::table(Some(&["AGENT", "ACTION", "RESULT"]), &rows);
-    let count = |a: &str| steps.iter().filter(|x| x["action"] == a).count();
-    let failed = steps
-        .iter()
-        .filter(|x| x["result"].as_str().is_some_and(|r| r != "ok"))
-        .count();
     out.push_str(&format!(
-        "\n{} agents: {} created, {} rebuilt, {} kept, {} stopped, {} left alone, {} refused, {failed} failed\n",
+        "\n{} agents: {}\n",
         steps.len(),
-        count("create"),
-        count("rebuild"),
-        count("keep"),
-        count("stop"),
-        count("leave"),
-        count("refuse"),
+        Totals::of(steps).summary()
     ));
     out
 }
@@ -259,7 +246,12 @@ pub fn render_steps(steps: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// Read as hivectl reads the daemon's answer.
+    fn plans(v: Vec<Value>) -> Vec<AgentPlan> {
+        serde_json::from_value(Value::Array(v)).expect("a plan as the daemon writes it")
+    }
 
     #[test]
     fn a_plan_shows_units_checks_and_diff() {
@@ -270,11 +262,12 @@ mod tests {
                 "units": [{"unit": "hive-agent-a.service", "on": "host",
                            "properties": [["Slice", "hive.slice"]]}], "diff": []}),
             json!({"agent": "b", "action": "rebuild", "plan": "p2", "live_plan": "p1",
-                   "live": {"state": "active/running"}, "checks": [], "units": [],
+                   "live": {"unit": "hive-agent-b.service", "state": "active/running", "plan": "p1"},
+                   "checks": [], "units": [],
                    "diff": [{"property": "MemoryMax", "live": "1024", "planned": null}]}),
         ];
         assert_eq!(
-            render_plans(&plans),
+            render_plans(&super::tests::plans(plans)),
             "a: create hive-agent-a.service (plan p1)\n\
              \x20 warn harness command: x: not found\n\
              \x20 unit hive-agent-a.service on the host:\n\
@@ -294,7 +287,8 @@ mod tests {
                 {"what": "bind source", "verdict": "fail", "detail": "/x: No such file or directory"}]}),
             json!({"agent": "c", "action": "keep", "checks": []}),
         ];
-        let r = refusals(&items);
+        let items = plans(items);
+        let r = refusals(items.iter().map(|p| (&p.step, &p.checks[..])));
         let reasons: Vec<&str> = r.iter().map(|(_, r)| r.as_str()).collect();
         assert_eq!(
             reasons,
@@ -312,7 +306,7 @@ mod tests {
             "reason": "agent eve: root /nope: No such file or directory",
             "checks": [{"what": "root", "verdict": "fail", "detail": "/nope: No such file or directory"}]})];
         assert_eq!(
-            render_plans(&plans),
+            render_plans(&super::tests::plans(plans)),
             "eve: refuse: agent eve: root /nope: No such file or directory\n"
         );
     }

@@ -1,42 +1,51 @@
 //! What an admin sees of one approval before deciding (`hivectl approvals --show ID`,
 //! D-Bus `ShowApproval`): who asked and when, the spec approving it would write (as a
 //! diff of the spec files), and what `hivectl plan` would show for the rebuild — the host
-//! checks, the units, and the diff of the container unit's properties.
+//! checks, the units, and the diff of the container unit's properties. The D-Bus adapter
+//! renders it (as JSON, docs/dbus-api.md).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::approvals::requested_spec;
 use super::preflight::{Check, Verdict};
-use super::Hive;
-use crate::api::{ApprovalRecord, Error};
+use super::{Error, Hive};
+use crate::reconcile::view::AgentPlan;
 use crate::spec::request::AgentRequest;
+use crate::store::Approval;
+
+/// One approval as an admin reads it before deciding.
+#[derive(Debug, Clone)]
+pub struct ApprovalView {
+    pub approval: Approval,
+    /// What approving it would do, or why the request would be refused now.
+    pub outlook: Result<Outlook, String>,
+}
+
+/// What approving an approval would do.
+#[derive(Debug, Clone)]
+pub struct Outlook {
+    /// The spec file now against the one approving would write, as [`line_diff`] shows it.
+    pub spec_diff: Vec<String>,
+    /// What `hivectl plan` would show for the rebuild.
+    pub plan: AgentPlan,
+}
 
 impl Hive {
-    /// The view of approval `id` as JSON (see docs/dbus-api.md). Reads only. A request
-    /// that would be refused now (its bind source became a symlink, the agent's spec
-    /// changed under it) says so in `refused` instead of a plan.
-    pub async fn show_approval(&self, id: i64) -> Result<Value, Error> {
+    /// The view of approval `id`. Reads only. A request that would be refused now (its
+    /// bind source became a symlink, the agent's spec changed under it) says why instead
+    /// of a plan.
+    pub async fn show_approval(&self, id: i64) -> Result<ApprovalView, Error> {
         let a = self.approvals.get(id)?;
-        let mut record = serde_json::to_value(ApprovalRecord::from(&a)).expect("serializes");
-        if let Ok(payload) = serde_json::from_str::<Value>(&a.payload) {
-            record["payload"] = payload;
-        }
-        let mut view = json!({
-            "approval": record,
-            "requested_by": a.agent.as_str(),
-            "requested_at": a.created_at,
-        });
         let (current, spec) = match requested_spec(&self.host.roots, &a) {
             Ok(pair) => pair,
             Err(why) => {
-                view["refused"] = json!(why);
-                return Ok(view);
+                return Ok(ApprovalView {
+                    approval: a,
+                    outlook: Err(why),
+                })
             }
         };
-        view["spec_diff"] = json!(line_diff(
-            &current.to_file().to_toml(),
-            &spec.to_file().to_toml()
-        ));
+        let spec_diff = line_diff(&current.to_file().to_toml(), &spec.to_file().to_toml());
         let mut extra = Vec::new();
         if let Ok(req) = serde_json::from_str::<Value>(&a.payload)
             .map_err(|e| e.to_string())
@@ -63,8 +72,10 @@ impl Hive {
             }
         }
         let plan = self.plan_spec(&spec, extra).await?;
-        view["plan"] = serde_json::to_value(plan).expect("plans serialize");
-        Ok(view)
+        Ok(ApprovalView {
+            approval: a,
+            outlook: Ok(Outlook { spec_diff, plan }),
+        })
     }
 }
 

@@ -2,19 +2,18 @@
 //! the store remembers everything (src/store). Every transition is one journald entry
 //! carrying HIVE_APPROVAL_ID.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::api::{self, Error};
+use super::changes::{Change, Changes};
+use super::files::write_synced;
+use super::specs::load_spec;
+use super::Error;
 use crate::journal::{self, Event};
 use crate::paths::Roots;
-use crate::socket::server::Handler;
 use crate::spec::request::{AgentRequest, MAX_PAYLOAD};
 use crate::spec::{AgentName, AgentSpec};
 use crate::store::{
@@ -40,8 +39,8 @@ const REOPEN_EVERY: Duration = Duration::from_secs(5);
 pub struct Approvals {
     store: Mutex<Slot>,
     roots: Roots,
-    /// For AgentNew-style signals on changes that start outside a D-Bus call.
-    conn: zbus::Connection,
+    /// Where every new approval and change of status is published.
+    changes: Changes,
 }
 
 /// The store, or why it cannot be used and when that was last tried.
@@ -70,7 +69,7 @@ impl Approvals {
     /// newer hyperhive) does not stop the daemon: agents and the lifecycle API do not need
     /// it. The problem is journaled, shown in STATUS= (see [`Approvals::problem`]) and
     /// returned by every approvals call until the store opens again.
-    pub fn open(roots: &Roots, conn: &zbus::Connection) -> Self {
+    pub fn open(roots: &Roots, changes: Changes) -> Self {
         let slot = match Store::open(roots.store()) {
             Ok(store) => Slot::Open(store),
             Err(e) => {
@@ -85,7 +84,7 @@ impl Approvals {
         Self {
             store: Mutex::new(slot),
             roots: roots.clone(),
-            conn: conn.clone(),
+            changes,
         }
     }
 
@@ -121,18 +120,9 @@ impl Approvals {
     }
 
     fn signal_changed(&self, a: &Approval) {
-        let conn = self.conn.clone();
-        let (id, status) = (a.id, a.status.as_str().to_owned());
-        tokio::spawn(async move {
-            let _ = conn
-                .emit_signal(
-                    None::<()>,
-                    api::MANAGER_PATH,
-                    api::MANAGER_INTERFACE,
-                    "ApprovalChanged",
-                    &(id, status),
-                )
-                .await;
+        self.changes.publish(Change::ApprovalChanged {
+            id: a.id,
+            status: a.status,
         });
     }
 
@@ -339,7 +329,7 @@ impl Approvals {
     /// allowlisted fields whose bind sources pass the host checks, and room under the
     /// agent's [`MAX_PENDING`]. An identical pending request is answered with its id.
     /// Every refusal is one line, journaled as `approval_refused`.
-    fn request(&self, agent: &AgentName, kind: &str, payload: &Value) -> Result<i64, String> {
+    pub fn request(&self, agent: &AgentName, kind: &str, payload: &Value) -> Result<i64, String> {
         match self.request_inner(agent, kind, payload) {
             Ok(id) => Ok(id),
             Err(e) => {
@@ -380,10 +370,7 @@ impl Approvals {
         }
         // Refuse what an agent may not ask for, or what could never be applied now, rather
         // than leave it for an admin.
-        let req = AgentRequest::parse(payload).map_err(anyhow::Error::msg)?;
-        let current =
-            super::hive::load_spec(&self.roots, agent).map_err(|e| anyhow::anyhow!("{e}"))?;
-        super::request_checks::check(&req, &current, &self.roots).map_err(anyhow::Error::msg)?;
+        spec_change(&self.roots, agent, payload).map_err(anyhow::Error::msg)?;
         let (a, new) = self
             .with_store(|s| s.request_bounded(agent, kind, &text, MAX_PENDING))
             .with_context(|| format!("agent {agent}: recording the request"))?;
@@ -399,18 +386,9 @@ impl Approvals {
                 a.id, a.payload
             ),
         );
-        let conn = self.conn.clone();
-        let (id, name) = (a.id, agent.to_string());
-        tokio::spawn(async move {
-            let _ = conn
-                .emit_signal(
-                    None::<()>,
-                    api::MANAGER_PATH,
-                    api::MANAGER_INTERFACE,
-                    "ApprovalNew",
-                    &(id, name),
-                )
-                .await;
+        self.changes.publish(Change::ApprovalNew {
+            id: a.id,
+            agent: agent.clone(),
         });
         Ok(a.id)
     }
@@ -457,32 +435,20 @@ pub fn requested_spec(roots: &Roots, a: &Approval) -> Result<(AgentSpec, AgentSp
     }
     let payload: Value =
         serde_json::from_str(&a.payload).map_err(|e| format!("reading the request: {e}"))?;
-    let req = AgentRequest::parse(&payload)?;
-    let current = super::hive::load_spec(roots, &a.agent).map_err(|e| e.to_string())?;
+    spec_change(roots, &a.agent, &payload)
+}
+
+/// The one place a requested change is laid over an agent's spec: the agent's spec now,
+/// and the spec `payload` makes of it, if the change stays within what an agent may ask
+/// for and its bind sources pass the host checks as the host is now. Run when the agent
+/// asks, when an admin looks, when approving, and when applying.
+fn spec_change(
+    roots: &Roots,
+    agent: &AgentName,
+    payload: &Value,
+) -> Result<(AgentSpec, AgentSpec), String> {
+    let req = AgentRequest::parse(payload)?;
+    let current = load_spec(roots, agent).map_err(|e| e.to_string())?;
     let spec = super::request_checks::check(&req, &current, roots)?;
     Ok((current, spec))
-}
-
-/// Writes `data` to a new or truncated file at `path` and syncs it, as applying writes a
-/// spec: a full disk may only show at the sync.
-fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
-}
-
-impl Handler for Approvals {
-    fn request_approval(
-        &self,
-        agent: &AgentName,
-        kind: &str,
-        payload: &Value,
-    ) -> Result<i64, String> {
-        self.request(agent, kind, payload)
-    }
 }

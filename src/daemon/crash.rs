@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::systemd::UnitStatus;
+use crate::systemd::{ActiveState, SubState, UnitStatus};
 
 /// What a state change means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 struct Seen {
     invocation: String,
-    sub_state: String,
+    sub_state: SubState,
     crash_reported: bool,
     loop_reported: bool,
 }
@@ -39,14 +39,13 @@ impl CrashTracker {
                 ..Seen::default()
             };
         }
-        let was_restarting = seen.sub_state == "auto-restart";
+        let was_restarting = seen.sub_state.is_auto_restart();
         seen.sub_state = st.sub_state.clone();
 
         // systemd 252 keeps the last crash's Result when an automatic restart hits the start
         // limit: the unit just goes from auto-restart to failed in the same invocation.
         // "start-limit-hit" is what a refused manual start reports.
-        let gave_up =
-            st.active_state == "failed" && (was_restarting || st.result == "start-limit-hit");
+        let gave_up = st.is_failed() && (was_restarting || st.result == "start-limit-hit");
         if gave_up && !seen.loop_reported {
             seen.loop_reported = true;
             seen.crash_reported = true;
@@ -56,9 +55,9 @@ impl CrashTracker {
         // rest of the cgroup (deactivating, stop-sigkill for KillMode=mixed); reporting
         // there rather than at auto-restart saves the ~70 ms systemd takes to empty a
         // container's cgroup. An admin's stop also deactivates, but its Result is success.
-        let down = st.active_state == "deactivating"
-            || st.sub_state == "auto-restart"
-            || st.active_state == "failed";
+        let down = st.active_state == ActiveState::Deactivating
+            || st.sub_state.is_auto_restart()
+            || st.is_failed();
         let crashed = down
             && !st.result.is_empty()
             && st.result != "success"
@@ -82,8 +81,8 @@ mod tests {
     fn st(active: &str, sub: &str, result: &str, inv: &str) -> UnitStatus {
         UnitStatus {
             unit: "hive-agent-alice.service".into(),
-            active_state: active.into(),
-            sub_state: sub.into(),
+            active_state: ActiveState::from(active),
+            sub_state: SubState::from(sub),
             result: result.into(),
             invocation_id: inv.into(),
             ..Default::default()

@@ -10,8 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{Mode as FileMode, OFlags};
 use rustix::io::Errno;
 
-use super::hive::Mode;
 use super::preflight::{executable, io_reason, Check};
+use super::units::Mode;
 use crate::paths::Roots;
 use crate::plan::system::{gc_root, prepared_root, GC_ROOTS, NIX_STATE, STORE, SWITCH_UNIT};
 use crate::spec::{AgentName, AgentSpec};

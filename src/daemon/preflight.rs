@@ -5,29 +5,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+pub use crate::reconcile::view::{Check, Verdict};
 
 use crate::plan::{self, Host, HARNESS_IN_CONTAINER};
 use crate::spec::{AgentSpec, Network};
-
-/// How a check came out. A warning is shown but refuses nothing: it is a guess made from
-/// the host's side (e.g. what a container's PATH will hold).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Ok,
-    Warn,
-    Fail,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// What was checked, e.g. `root`, `bind source`, `systemd-nspawn`.
-    pub what: String,
-    pub verdict: Verdict,
-    /// The path or value checked and, unless ok, why not.
-    pub detail: String,
-}
 
 impl Check {
     pub(super) fn of(what: &str, result: Result<String, String>) -> Check {

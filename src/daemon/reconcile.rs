@@ -6,17 +6,18 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use futures_util::{stream, StreamExt};
-use serde::Serialize;
-
-use super::hive::{Hive, Mode};
+use super::changes::Change as HiveChange;
 use super::preflight::{self, Check};
-use crate::api::Error;
+use super::units::{Mode, Outcome};
+use super::{Error, Hive};
 use crate::journal::{self, Event};
-use crate::plan::{self, UnitPlan};
-use crate::reconcile::diff::{self, Change};
-use crate::reconcile::{decide, Action, Facts, Live, SpecFacts, Step, Totals};
+use crate::plan;
+use crate::reconcile::diff;
+use crate::reconcile::view::{AgentPlan, LiveView, UnitView};
+use crate::reconcile::{decide, Action, Facts, Live, SpecFacts, Step, StepResult, Totals};
 use crate::spec::{AgentName, AgentSpec};
+use crate::systemd::AGENT_UNITS;
+use futures_util::{stream, StreamExt};
 
 /// Agents brought up at once. Each holds a start job or two and a few calls in flight:
 /// far below systemd's limits (128 replies in flight per connection, ~512 pending jobs),
@@ -44,59 +45,15 @@ impl Trigger {
     }
 }
 
-/// One agent as `hivectl plan` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentPlan {
-    #[serde(flatten)]
-    pub step: Step,
-    /// `active/running`, and the HIVE_PLAN the live unit carries.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub live: Option<LiveView>,
-    pub checks: Vec<Check>,
-    /// The units that would be created (for create and rebuild).
-    pub units: Vec<UnitView>,
-    /// Properties that differ between the live container unit and the plan (rebuild).
-    pub diff: Vec<Change>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveView {
-    pub unit: String,
-    pub state: String,
-    pub plan: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct UnitView {
-    pub unit: String,
-    /// `host`, or the machine whose systemd gets the unit.
-    pub on: String,
-    pub properties: Vec<(String, String)>,
-}
-
-impl UnitView {
-    fn of(p: &UnitPlan, on: String) -> UnitView {
-        UnitView {
-            unit: p.unit.clone(),
-            on,
-            properties: p
-                .properties
-                .iter()
-                .map(|(k, v)| (k.clone(), diff::render_planned(v)))
-                .collect(),
-        }
-    }
-}
-
 impl Hive {
     /// Every agent reconcile looks at: specs on disk and agent units systemd holds.
     async fn reconcile_names(&self) -> BTreeSet<AgentName> {
-        let mut names = super::spec_names(&self.host.roots);
-        match self.sd.list("hive-agent-*.service").await {
+        let mut names = crate::inventory::spec_names(&self.host.roots);
+        match self.sd.list(AGENT_UNITS).await {
             Ok(units) => names.extend(
                 units
                     .iter()
-                    .filter_map(|u| AgentName::from_container_unit(&u.0)),
+                    .filter_map(|u| AgentName::from_container_unit(&u.name)),
             ),
             Err(e) => log::warn!("listing agent units: {e:#}"),
         }
@@ -118,7 +75,7 @@ impl Hive {
             });
         let (spec_facts, spec) = match self.load_spec(name) {
             Err(Error::NoSuchAgent(_)) => (SpecFacts::Missing, None),
-            Err(e) => (SpecFacts::Refused(reason(&e)), None),
+            Err(e) => (SpecFacts::Refused(e.to_string()), None),
             Ok(spec) => match preflight::check(&spec, &self.host) {
                 Err(reason) => (SpecFacts::Refused(reason), Some(spec)),
                 Ok(()) => (
@@ -185,6 +142,22 @@ impl Hive {
         steps
     }
 
+    /// Reconciles, then publishes what it changed: agents that now have a spec are
+    /// added, agents pruned are removed, so the adapters show what reconcile left.
+    pub async fn reload(&self, prune: bool, trigger: Trigger) -> Vec<Step> {
+        let steps = self.reconcile(prune, trigger).await;
+        for s in &steps {
+            let pruned = s.action == Action::Stop && s.result == Some(StepResult::Ok);
+            if pruned {
+                self.publish(HiveChange::AgentRemoved(s.agent.clone()));
+            } else if s.plan.is_some() {
+                self.publish(HiveChange::AgentAdded(s.agent.clone()));
+            }
+        }
+        self.refresh_status().await;
+        steps
+    }
+
     async fn reconcile_one(&self, name: AgentName, prune: bool, trigger: Trigger) -> Step {
         let mut step = Step {
             agent: name.clone(),
@@ -197,7 +170,9 @@ impl Hive {
         let (facts, spec) = match self.facts(&name).await {
             Ok(f) => f,
             Err(e) => {
-                step.action = Action::Refuse { reason: reason(&e) };
+                step.action = Action::Refuse {
+                    reason: e.to_string(),
+                };
                 return step;
             }
         };
@@ -208,12 +183,7 @@ impl Hive {
         let unit = name.container_unit();
         // A unit that runs when the daemon starts is adopted whatever reconcile decides
         // to leave it as: the daemon serves its socket and watches its harness again.
-        let up = facts.live.as_ref().is_some_and(|l| {
-            matches!(
-                l.active_state.as_str(),
-                "active" | "activating" | "reloading"
-            )
-        });
+        let up = facts.live.as_ref().is_some_and(|l| l.active_state.is_up());
         let adopt = trigger == Trigger::Startup && up;
         let done = match &step.action {
             Action::Keep | Action::Leave { .. } => {
@@ -235,7 +205,7 @@ impl Hive {
             Action::Stop => self.prune(&name, trigger).await,
         };
         step.result = Some(match done {
-            Ok(()) => "ok".into(),
+            Ok(()) => StepResult::Ok,
             Err(e) => {
                 let e = crate::spec::one_line(&format!("{e:#}"));
                 journal::emit(
@@ -252,7 +222,7 @@ impl Hive {
                         step.action.name()
                     ),
                 );
-                format!("failed: {e}")
+                StepResult::Failed(e)
             }
         });
         step
@@ -290,7 +260,7 @@ impl Hive {
         action: &Action,
         trigger: Trigger,
     ) -> anyhow::Result<()> {
-        let spec = self.load_spec(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let spec = self.load_spec(name)?;
         preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
         let _guard = self.lock(name).await;
         self.prepare_dirs(&spec)?;
@@ -318,7 +288,7 @@ impl Hive {
         let (event, verb) = match action {
             Action::Rebuild { .. } => (Event::RebuildFinished, "rebuilt"),
             Action::Switch { .. } => (Event::RebuildFinished, "switched in place"),
-            _ if outcome == super::Outcome::Adopted => (Event::Adopted, "adopted"),
+            _ if outcome == Outcome::Adopted => (Event::Adopted, "adopted"),
             _ => (Event::AgentCreated, "created"),
         };
         journal::emit(
@@ -337,7 +307,7 @@ impl Hive {
         let unit = name.container_unit();
         self.stop_harness_watch(name);
         self.sd.stop(&unit).await?;
-        self.sockets.unregister(name);
+        self.doors.close(name);
         journal::emit(
             Event::AgentStopped,
             Some(name),
@@ -500,20 +470,6 @@ impl Hive {
             Err(e) => log::debug!("{e:#}"),
         }
         d
-    }
-}
-
-/// An error's own words, without the D-Bus error name its Display starts with: a refusal
-/// is shown to the admin in plan and reload output, not sent over the bus.
-fn reason(e: &Error) -> String {
-    match e {
-        Error::InvalidArgument(m)
-        | Error::NoSuchAgent(m)
-        | Error::NoSuchApproval(m)
-        | Error::AlreadyDecided(m)
-        | Error::AccessDenied(m)
-        | Error::Failed(m) => m.clone(),
-        Error::ZBus(e) => e.to_string(),
     }
 }
 

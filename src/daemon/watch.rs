@@ -20,7 +20,8 @@ use crate::plan::HARNESS_UNIT;
 use crate::spec::AgentName;
 use crate::systemd::proxies::ManagerProxy;
 use crate::systemd::{
-    error_name, unit_name_from_path, Systemd, UnitStatus, ALREADY_SUBSCRIBED, UNIT_PATH_PREFIX,
+    error_name, unit_name_from_path, JobResult, Systemd, UnitStatus, ALREADY_SUBSCRIBED,
+    UNIT_PATH_PREFIX,
 };
 
 /// A stream of PropertiesChanged for units whose object path starts with `path_prefix`
@@ -145,7 +146,7 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
     tokio::spawn(async move {
         while let Some(signal) = jobs.next().await {
             let Ok(args) = signal.args() else { continue };
-            if args.result != "done" {
+            if JobResult::from(args.result) != JobResult::Done {
                 continue;
             }
             let Some(name) = AgentName::from_container_unit(args.unit) else {

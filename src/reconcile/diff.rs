@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zbus::zvariant::{OwnedValue, Value};
 
 use crate::plan::{ExecCommand, Prop};
 
 /// One property that differs. `None` on a side: not set there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub property: String,
     pub live: Option<String>,

@@ -6,10 +6,12 @@
 pub mod diff;
 mod system;
 pub use system::with_system;
+pub mod view;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::AgentName;
+use crate::systemd::{ActiveState, SubState};
 
 /// What the daemon knows about one agent before it acts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +40,14 @@ pub enum SpecFacts {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
-    pub active_state: String,
-    pub sub_state: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
     /// `HIVE_PLAN=` of the unit; `None` for a unit hyperhive did not make.
     pub plan: Option<String>,
 }
 
 /// One agent's step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Action {
     /// The units match the spec: left as they are (same InvocationID).
@@ -93,7 +95,10 @@ impl Action {
 /// `hivectl start` brings it back, as `systemctl start` would.
 pub fn decide(f: &Facts, prune: bool) -> Action {
     let unit = f.agent.container_unit();
-    let live = f.live.as_ref().filter(|l| l.active_state != "inactive");
+    let live = f
+        .live
+        .as_ref()
+        .filter(|l| l.active_state != ActiveState::Inactive);
     match (&f.spec, live) {
         (SpecFacts::Missing, None) => Action::Leave {
             reason: "no spec and no unit".into(),
@@ -101,7 +106,7 @@ pub fn decide(f: &Facts, prune: bool) -> Action {
         (SpecFacts::Missing, Some(l)) if l.plan.is_none() => Action::Leave {
             reason: format!("{unit} was not made by hyperhive (no HIVE_PLAN); left alone"),
         },
-        (SpecFacts::Missing, Some(l)) if l.active_state == "failed" => Action::Leave {
+        (SpecFacts::Missing, Some(l)) if l.active_state == ActiveState::Failed => Action::Leave {
             reason: format!("no spec; {unit} is failed (hivectl destroy clears it)"),
         },
         (SpecFacts::Missing, Some(_)) if prune => Action::Stop,
@@ -132,10 +137,10 @@ pub fn decide(f: &Facts, prune: bool) -> Action {
                     l.active_state
                 ),
             },
-            Some(_) if l.active_state == "failed" => Action::Leave {
+            Some(_) if l.active_state == ActiveState::Failed => Action::Leave {
                 reason: format!("{unit} failed ({}); hivectl start restarts it", l.sub_state),
             },
-            Some(_) if l.active_state != "active" => Action::Leave {
+            Some(_) if l.active_state != ActiveState::Active => Action::Leave {
                 reason: format!(
                     "{unit} is {}/{}; systemd is at work on it",
                     l.active_state, l.sub_state
@@ -150,7 +155,7 @@ pub fn decide(f: &Facts, prune: bool) -> Action {
 }
 
 /// What reconcile did (or, for a plan, would do) with one agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub agent: AgentName,
     #[serde(flatten)]
@@ -158,13 +163,54 @@ pub struct Step {
     /// The spec's plan hash, when it has a valid one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
-    /// `ok`, `failed: <reason>`; absent for a plan, or for steps that change nothing.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
+    /// Absent for a plan, or for steps that change nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<StepResult>,
+}
+
+/// How carrying a step out ended; on the wire `ok` or `failed: <reason>`
+/// (docs/dbus-api.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum StepResult {
+    Ok,
+    /// Why, in one line.
+    Failed(String),
+}
+
+impl StepResult {
+    pub fn is_ok(&self) -> bool {
+        *self == StepResult::Ok
+    }
+}
+
+impl From<StepResult> for String {
+    fn from(r: StepResult) -> Self {
+        match r {
+            StepResult::Ok => "ok".into(),
+            StepResult::Failed(why) => format!("failed: {why}"),
+        }
+    }
+}
+
+impl From<&str> for StepResult {
+    fn from(s: &str) -> Self {
+        StepResult::from(s.to_owned())
+    }
+}
+
+impl From<String> for StepResult {
+    fn from(s: String) -> Self {
+        match s.strip_prefix("failed: ") {
+            _ if s == "ok" => StepResult::Ok,
+            Some(why) => StepResult::Failed(why.to_owned()),
+            None => StepResult::Failed(s),
+        }
+    }
 }
 
 /// Totals of a reconcile, for its journal entry and hivectl's last line.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub created: usize,
     pub rebuilt: usize,
@@ -179,7 +225,7 @@ impl Totals {
     pub fn of(steps: &[Step]) -> Totals {
         let mut t = Totals::default();
         for s in steps {
-            if s.result.as_deref().is_some_and(|r| r != "ok") {
+            if s.result.as_ref().is_some_and(|r| !r.is_ok()) {
                 t.failed += 1;
                 continue;
             }

@@ -8,9 +8,25 @@ pub const MAX_LEN: usize = 31;
 
 /// A validated agent name (`^[a-z][a-z0-9-]{0,30}$`). Holding one is proof it was checked,
 /// so paths built from it can never escape their root.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(transparent)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct AgentName(String);
+
+/// Read back (from the daemon's JSON) only through [`AgentName::parse`].
+impl TryFrom<String> for AgentName {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        AgentName::parse(&raw)
+    }
+}
+
+impl From<AgentName> for String {
+    fn from(n: AgentName) -> Self {
+        n.0
+    }
+}
 
 impl AgentName {
     /// Validates `raw`; the error is a one-line reason fit for an admin.

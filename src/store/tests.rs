@@ -1,5 +1,7 @@
 //! Store tests on real SQLite files in unique temp dirs. Fast: no timing assertions,
-//! only counts and contents.
+//! only counts and contents. Long (~860 lines) because every guarded transition, race and
+//! broken-file case of the store is here, sharing the temp-dir and racing helpers at the
+//! top; it tests one concern, the store's contract.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -9,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags};
 
 use super::*;
 

@@ -13,12 +13,10 @@ use tokio::sync::oneshot;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::proxies::ManagerProxy;
+use super::JobResult;
 
 /// How many unclaimed results to remember; far above the ~512 jobs systemd can hold.
 const KEEP_FINISHED: usize = 4096;
-
-/// Result reported to waiters when the bus connection ends under them.
-pub const DISCONNECTED: &str = "disconnected";
 
 #[derive(Default)]
 pub struct Jobs {
@@ -27,8 +25,8 @@ pub struct Jobs {
 
 #[derive(Default)]
 struct Inner {
-    waiting: HashMap<OwnedObjectPath, oneshot::Sender<String>>,
-    finished: HashMap<OwnedObjectPath, String>,
+    waiting: HashMap<OwnedObjectPath, oneshot::Sender<JobResult>>,
+    finished: HashMap<OwnedObjectPath, JobResult>,
     order: VecDeque<OwnedObjectPath>,
     closed: bool,
 }
@@ -45,9 +43,10 @@ impl Jobs {
             while let Some(signal) = stream.next().await {
                 let Some(jobs) = weak.upgrade() else { return };
                 match signal.args() {
-                    Ok(a) => {
-                        jobs.finish(OwnedObjectPath::from(a.job.to_owned()), a.result.to_owned())
-                    }
+                    Ok(a) => jobs.finish(
+                        OwnedObjectPath::from(a.job.to_owned()),
+                        JobResult::from(a.result),
+                    ),
                     Err(e) => log::warn!("ignoring malformed JobRemoved signal: {e}"),
                 }
             }
@@ -58,7 +57,7 @@ impl Jobs {
         Ok(jobs)
     }
 
-    fn finish(&self, job: OwnedObjectPath, result: String) {
+    fn finish(&self, job: OwnedObjectPath, result: JobResult) {
         let mut inner = self.inner.lock().expect("jobs lock");
         if let Some(tx) = inner.waiting.remove(&job) {
             let _ = tx.send(result);
@@ -77,24 +76,24 @@ impl Jobs {
         let mut inner = self.inner.lock().expect("jobs lock");
         inner.closed = true;
         for (_, tx) in inner.waiting.drain() {
-            let _ = tx.send(DISCONNECTED.into());
+            let _ = tx.send(JobResult::Disconnected);
         }
     }
 
-    /// The job's result (`done`, `failed`, `canceled`, `timeout`, `dependency`, `skipped`).
-    pub async fn wait(&self, job: OwnedObjectPath) -> String {
+    /// The job's result; [`JobResult::Disconnected`] when the bus went away first.
+    pub async fn wait(&self, job: OwnedObjectPath) -> JobResult {
         let rx = {
             let mut inner = self.inner.lock().expect("jobs lock");
             if let Some(result) = inner.finished.remove(&job) {
                 return result;
             }
             if inner.closed {
-                return DISCONNECTED.into();
+                return JobResult::Disconnected;
             }
             let (tx, rx) = oneshot::channel();
             inner.waiting.insert(job, tx);
             rx
         };
-        rx.await.unwrap_or_else(|_| DISCONNECTED.into())
+        rx.await.unwrap_or(JobResult::Disconnected)
     }
 }

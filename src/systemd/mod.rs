@@ -4,9 +4,14 @@
 pub mod container_bus;
 mod jobs;
 pub mod proxies;
+mod state;
 mod status;
 
+pub use state::{ActiveState, JobResult, SubState};
 pub use status::UnitStatus;
+
+/// The pattern of every agent's container unit.
+pub const AGENT_UNITS: &str = "hive-agent-*.service";
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -319,7 +324,7 @@ impl Systemd {
                 .await
                 .map_err(|_| anyhow!("{verb} job for {unit}: no result within {t:?}"))?,
         };
-        if result == "done" {
+        if result == JobResult::Done {
             return Ok(());
         }
         let detail = match self.status(unit).await {

@@ -2,22 +2,26 @@
 //! Signatures follow org.freedesktop.systemd1(5) and org.freedesktop.machine1(5).
 
 use zbus::proxy;
+
+use super::state::{ActiveState, SubState};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, Value};
 
-/// One row of `ListUnitsByPatterns`: name, description, load, active, sub, following,
-/// unit path, job id, job type, job path.
-pub type UnitListEntry = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    OwnedObjectPath,
-    u32,
-    String,
-    OwnedObjectPath,
-);
+/// One row of `ListUnitsByPatterns` (`a(ssssssouso)`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, zbus::zvariant::Type)]
+pub struct UnitListEntry {
+    pub name: String,
+    pub description: String,
+    pub load_state: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
+    /// The unit this one follows (device units), or "".
+    pub following: String,
+    pub path: OwnedObjectPath,
+    /// 0 when no job is queued for the unit.
+    pub job_id: u32,
+    pub job_type: String,
+    pub job_path: OwnedObjectPath,
+}
 
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",

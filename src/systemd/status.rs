@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use serde::Serialize;
 use zbus::zvariant::OwnedValue;
 
+use super::{ActiveState, SubState};
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UnitStatus {
     pub unit: String,
     pub load_state: String,
-    pub active_state: String,
-    pub sub_state: String,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
     /// The service's Result (`success`, `signal`, `exit-code`, …).
     pub result: String,
     pub invocation_id: String,
@@ -58,8 +60,8 @@ impl UnitStatus {
         Self {
             unit: unit.to_owned(),
             load_state: s("LoadState"),
-            active_state: s("ActiveState"),
-            sub_state: s("SubState"),
+            active_state: ActiveState::from(s("ActiveState")),
+            sub_state: SubState(s("SubState")),
             result: s("Result"),
             invocation_id,
             main_pid: u32_("MainPID"),
@@ -71,16 +73,13 @@ impl UnitStatus {
         }
     }
 
-    /// Running, starting, or about to restart after a crash: leave it be.
+    /// See [`ActiveState::is_up`].
     pub fn is_up(&self) -> bool {
-        matches!(
-            self.active_state.as_str(),
-            "active" | "activating" | "reloading"
-        )
+        self.active_state.is_up()
     }
 
     pub fn is_failed(&self) -> bool {
-        self.active_state == "failed"
+        self.active_state == ActiveState::Failed
     }
 
     /// The `HIVE_PLAN=` hash stamped by the planner, if any.

@@ -1,0 +1,362 @@
+//! `hivectl status NAME`: one agent in detail, read straight from systemd, machined, the
+//! agent's spec and state dirs and its journal — never from the daemon, except its
+//! pending approvals (the daemon owns the store), so it works while the daemon is down.
+//! With `-H` what only the local disk and bus sockets know is left out.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::list::{daemon_agents, spec_path, without};
+use super::render::format_usec;
+use super::{BadInput, RootArgs, Target};
+use crate::spec::AgentName;
+use crate::systemd::{Systemd, UnitStatus};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Agent name
+    pub name: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentStatus {
+    pub name: String,
+    /// The remote host (`-H`) it was read from; absent for this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub unit: String,
+    pub machine: String,
+    pub machine_registered: bool,
+    pub spec: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub credentials_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    /// `null` when systemd holds no unit for the agent (stopped or never started).
+    pub container: Option<UnitStatus>,
+    /// hive-harness.service inside the container, read from the container's own systemd;
+    /// `null` when the container is not running.
+    pub harness: Option<UnitStatus>,
+    /// The container unit's last failure, from systemd's journal entries: after an
+    /// automatic restart its properties no longer say why (`null`: none recorded, or the
+    /// journal cannot be read).
+    pub last_crash: Option<super::crash::Crash>,
+    /// The same for hive-harness.service, from the container's journal.
+    pub harness_last_crash: Option<super::crash::Crash>,
+    /// Where container root sits on the host: `{"host_uid": N, "count": N}` under the
+    /// agent's own user namespace, `{"host_uid": 0, ...}` without one; `null` when the
+    /// container is not running.
+    pub user_namespace: Option<UidRange>,
+    /// The agent's most recent journal lines (`hivectl logs`).
+    pub recent_log: Vec<String>,
+    /// Ids of the agent's pending approvals; `null` when the daemon is down or the caller
+    /// may not see approvals (root and hive-admin only).
+    pub pending_approvals: Option<Vec<i64>>,
+}
+
+/// One line of a uid_map: container uid 0 is `host_uid` on the host, for `count` ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UidRange {
+    pub host_uid: u64,
+    pub count: u64,
+}
+
+/// The user namespace of a running container, from its leader's `/proc/<pid>/uid_map`
+/// (readable by every user).
+async fn user_namespace(sd: &Systemd, name: &AgentName) -> Option<UidRange> {
+    let leader = sd.machine_leader(&name.machine()).await.ok()??;
+    let map = std::fs::read_to_string(format!("/proc/{leader}/uid_map")).ok()?;
+    let mut fields = map
+        .lines()
+        .next()?
+        .split_whitespace()
+        .map(str::parse::<u64>);
+    match (
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+    ) {
+        (0, host_uid, count) => Some(UidRange { host_uid, count }),
+        _ => None,
+    }
+}
+
+/// The agent's pending approvals, from the daemon (which owns the store).
+async fn pending_approvals(conn: &zbus::Connection, name: &AgentName) -> Option<Vec<i64>> {
+    let manager = crate::api::client::ManagerProxy::new(conn).await.ok()?;
+    let all = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        manager.list_approvals(false),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(
+        all.iter()
+            .filter(|a| a.agent == name.as_str())
+            .map(|a| a.id)
+            .collect(),
+    )
+}
+
+/// The harness unit's state, from the systemd inside the container, reached from inside
+/// its namespaces as `systemctl -M` does (root only; `None` otherwise or on no answer).
+async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatus> {
+    let timeout = std::time::Duration::from_secs(2);
+    let read = async {
+        host_sd
+            .container(&name.machine(), timeout)
+            .await
+            .ok()?
+            .status(crate::plan::HARNESS_UNIT)
+            .await
+            .ok()?
+    };
+    tokio::time::timeout(timeout, read).await.ok().flatten()
+}
+
+/// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
+const REMOTE_LEAVES_OUT: [&str; 8] = [
+    "spec",
+    "last_crash",
+    "harness_last_crash",
+    "state_dir",
+    "credentials_dir",
+    "runtime_dir",
+    "harness",
+    "recent_log",
+];
+
+pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()> {
+    let roots = roots.roots()?;
+    let name = AgentName::parse(&args.name).map_err(BadInput)?;
+    let conn = t.connect().await?;
+    let sd = Systemd::reader(&conn).await?;
+    let unit = sd.status(&name.container_unit()).await?;
+    if let Some(host) = t.remote() {
+        let known = daemon_agents(&conn)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.contains(&name));
+        if unit.is_none() && !known {
+            return Err(BadInput(format!(
+                "no agent {name} on {}: hive-c0re does not know it and there is no unit {}",
+                host.destination(),
+                name.container_unit()
+            ))
+            .into());
+        }
+        let st = AgentStatus {
+            machine_registered: sd
+                .machine_registered(&name.machine())
+                .await
+                .unwrap_or(false),
+            host: Some(host.to_string()),
+            name: name.to_string(),
+            unit: name.container_unit(),
+            machine: name.machine(),
+            spec: None,
+            state_dir: roots.state_dir(&name),
+            credentials_dir: roots.claude_dir(&name),
+            runtime_dir: roots.runtime_dir(&name),
+            harness: None,
+            // The remote host's /proc is not ours to read.
+            user_namespace: None,
+            container: unit,
+            last_crash: None,
+            harness_last_crash: None,
+            recent_log: Vec::new(),
+            pending_approvals: pending_approvals(&conn, &name).await,
+        };
+        if args.json {
+            let v = without(serde_json::to_value(&st)?, &REMOTE_LEAVES_OUT);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print!("{}", render_status(&st));
+        }
+        return Ok(());
+    }
+    let spec = spec_path(&roots, &name);
+    if unit.is_none() && spec.is_none() {
+        return Err(BadInput(format!(
+            "no agent {name}: no spec and no unit {}",
+            name.container_unit()
+        ))
+        .into());
+    }
+    let st = AgentStatus {
+        host: None,
+        machine_registered: sd
+            .machine_registered(&name.machine())
+            .await
+            .unwrap_or(false),
+        name: name.to_string(),
+        unit: name.container_unit(),
+        machine: name.machine(),
+        spec,
+        state_dir: roots.state_dir(&name),
+        credentials_dir: roots.claude_dir(&name),
+        runtime_dir: roots.runtime_dir(&name),
+        harness: if unit.as_ref().is_some_and(|u| u.is_up()) {
+            harness_status(&sd, &name).await
+        } else {
+            None
+        },
+        user_namespace: if unit.as_ref().is_some_and(|u| u.is_up()) {
+            user_namespace(&sd, &name).await
+        } else {
+            None
+        },
+        last_crash: super::crash::read(&name.container_unit(), None),
+        harness_last_crash: if unit.as_ref().is_some_and(|u| u.is_up()) {
+            super::crash::read(crate::plan::HARNESS_UNIT, Some(&name.machine()))
+        } else {
+            None
+        },
+        container: unit,
+        recent_log: super::logs::recent(&name, 10),
+        pending_approvals: pending_approvals(&conn, &name).await,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", render_status(&st));
+    }
+    Ok(())
+}
+
+/// Text for `hivectl status`, in the spirit of `systemctl status`.
+pub fn render_status(st: &AgentStatus) -> String {
+    let mut out = String::new();
+    let (dot, state) = match &st.container {
+        Some(u) => (
+            if u.is_failed() {
+                "×"
+            } else if u.is_up() {
+                "●"
+            } else {
+                "○"
+            },
+            format!(
+                "{} ({}) since {}",
+                u.active_state,
+                u.sub_state,
+                format_usec(u.state_change_timestamp)
+            ),
+        ),
+        None => ("○", "inactive (no unit loaded)".to_string()),
+    };
+    out.push_str(&format!("{dot} {} - hyperhive agent\n", st.name));
+    out.push_str(&format!("      Unit: {}\n", st.unit));
+    out.push_str(&format!("    Active: {state}\n"));
+    if let Some(u) = &st.container {
+        out.push_str(&format!(
+            "    Result: {}   Main: {} (code={}, status={})   Restarts: {}\n",
+            u.result,
+            u.main_pid,
+            u.exec_main_code_name(),
+            u.exec_main_status,
+            u.n_restarts
+        ));
+        out.push_str(&format!("Invocation: {}\n", u.invocation_id));
+    }
+    if st.host.is_none() {
+        let line = |what: &str, c: &super::crash::Crash| {
+            format!(
+                "{what} at {}: {} (result {}, invocation {})",
+                format_usec(c.at_usec),
+                c.how(),
+                c.result,
+                c.invocation_id
+            )
+        };
+        match (&st.last_crash, &st.harness_last_crash) {
+            (None, None) => out.push_str("Last crash: none recorded\n"),
+            (c, h) => {
+                let mut lines = c.iter().map(|c| line("container", c));
+                let mut rest = h.iter().map(|h| line("harness", h));
+                let first = lines.next().or_else(|| rest.next()).unwrap_or_default();
+                out.push_str(&format!("Last crash: {first}\n"));
+                for l in lines.chain(rest) {
+                    out.push_str(&format!("            {l}\n"));
+                }
+            }
+        }
+    }
+    match st.user_namespace {
+        Some(UidRange { host_uid: 0, .. }) => {
+            out.push_str("   User NS: none: container root is host root (private_users = false)\n")
+        }
+        Some(r) => out.push_str(&format!(
+            "   User NS: container root is host uid {} ({} ids)\n",
+            r.host_uid, r.count
+        )),
+        None => {}
+    }
+    match (&st.host, &st.harness) {
+        (Some(host), _) => out.push_str(&format!(
+            "   Harness: not read over -H (systemctl -H {host}/{} status {})\n",
+            st.machine,
+            crate::plan::HARNESS_UNIT
+        )),
+        (None, Some(h)) => out.push_str(&format!(
+            "   Harness: {} ({}), result {}, {} restarts\n",
+            h.active_state, h.sub_state, h.result, h.n_restarts
+        )),
+        (None, None) => out.push_str("   Harness: -\n"),
+    }
+    out.push_str(&format!(
+        "   Machine: {} ({})\n",
+        st.machine,
+        if st.machine_registered {
+            "registered"
+        } else {
+            "not registered"
+        }
+    ));
+    if let Some(host) = &st.host {
+        // The spec and the dirs are on that host's disk; its journal is one ssh away.
+        out.push_str(&format!("      Host: {host}\n"));
+    } else {
+        let spec = st
+            .spec
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!("      Spec: {spec}\n"));
+        out.push_str(&format!("     State: {}\n", st.state_dir.display()));
+        out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
+        out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
+    }
+    let pending = match &st.pending_approvals {
+        Some(ids) if ids.is_empty() => "none".to_string(),
+        Some(ids) => {
+            ids.iter()
+                .map(|id| format!("#{id}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                + " (hivectl approvals)"
+        }
+        None => "unknown (daemon down, or not root/hive-admin)".to_string(),
+    };
+    out.push_str(&format!(" Approvals: {pending}\n"));
+    if let Some(host) = &st.host {
+        out.push_str(&format!(
+            "       Log: hivectl -H {host} logs {} -n 20\n",
+            st.name
+        ));
+    }
+    if !st.recent_log.is_empty() {
+        out.push('\n');
+        for line in &st.recent_log {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -1,0 +1,94 @@
+//! Applying approvals: an admin's decision is recorded, then the change is applied by
+//! writing the new spec and rebuilding; one the daemon approved but did not finish
+//! applying (it was killed in between) is applied at the next start.
+
+use anyhow::{Context, Result};
+
+use super::approvals::requested_spec;
+use super::changes::Change;
+use super::files::write_atomic;
+use super::{preflight, Error, Hive};
+use crate::failpoint;
+use crate::store::{Approval, Decision, Outcome as ApprovalOutcome};
+
+impl Hive {
+    /// An admin approves: record the decision, then apply the change by writing the new
+    /// spec and rebuilding. The approval ends applied or failed, and says which.
+    pub async fn approve(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
+        let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
+        failpoint::hit("approve:decided");
+        let outcome = match self.apply(&decided).await {
+            Ok(()) => {
+                failpoint::hit("approve:applied");
+                ApprovalOutcome::Applied
+            }
+            Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
+        };
+        self.approvals.finish(id, outcome)
+    }
+
+    pub async fn deny(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
+        self.approvals.decide(id, Decision::Deny, by, note)
+    }
+
+    async fn apply(&self, a: &Approval) -> Result<()> {
+        let name = &a.agent;
+        let _guard = self.lock(name).await;
+        let (_, spec) = requested_spec(&self.host.roots, a).map_err(anyhow::Error::msg)?;
+        preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
+        let saved = self.host.roots.saved_spec(name);
+        write_atomic(&saved, spec.to_file().to_toml().as_bytes())
+            .with_context(|| format!("agent {name}: saving spec {}", saved.display()))?;
+        failpoint::hit("approve:spec-saved");
+        self.rebuild_locked(&spec, Some(a.id)).await?;
+        self.publish(Change::AgentChanged(name.clone()));
+        Ok(())
+    }
+
+    /// An approval the daemon recorded as approved but did not finish applying (it was
+    /// killed in between) is applied now: the admin's decision stands. Applying is
+    /// idempotent (the spec converges), so a change already written is not doubled; one
+    /// whose rebuild already brought the agent up is only recorded, not rebuilt again.
+    pub async fn resume_approved(&self) {
+        let all = match self.approvals.approved() {
+            Ok(all) => all,
+            Err(e) => {
+                log::error!("reading approvals to resume: {e}");
+                return;
+            }
+        };
+        for a in all
+            .iter()
+            .filter(|a| a.status == crate::store::Status::Approved)
+        {
+            let outcome = if self.rebuilt_for(a).await {
+                log::warn!("approval {} of agent {}: applied but not recorded when hive-c0re stopped; recording it", a.id, a.agent);
+                ApprovalOutcome::Applied
+            } else {
+                log::warn!("approval {} of agent {}: approved but not applied when hive-c0re stopped; applying it now", a.id, a.agent);
+                match self.apply(a).await {
+                    Ok(()) => ApprovalOutcome::Applied,
+                    Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
+                }
+            };
+            if let Err(e) = self.approvals.finish(a.id, outcome) {
+                log::error!("approval {}: recording its outcome: {e}", a.id);
+            }
+        }
+    }
+
+    /// Whether the approval's rebuild already brought its agent's container up: the live
+    /// unit runs stamped with the approval's id (the stamp only comes from that rebuild,
+    /// which saved the spec first). Applying again would rebuild the agent a second time.
+    async fn rebuilt_for(&self, a: &Approval) -> bool {
+        let stamp = format!("HIVE_APPROVAL_ID={}", a.id);
+        match self.sd.status(&a.agent.container_unit()).await {
+            Ok(Some(st)) => st.is_up() && st.environment.contains(&stamp),
+            Ok(None) => false,
+            Err(e) => {
+                log::warn!("approval {}: reading its agent's unit: {e:#}", a.id);
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Harness supervision: `hive-harness.service` inside each agent's container, ensured
+//! over the container's own bus, watched for crashes, and re-created when systemd
+//! restarted the container by itself (the transient harness died with it).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::units::{Mode, Outcome};
+use super::Hive;
+use crate::plan;
+use crate::spec::{AgentName, AgentSpec};
+use crate::systemd::Systemd;
+
+/// How long to try reaching a just-booted container's bus before giving up.
+const CONTAINER_BUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running watch on an agent's harness, and the container invocation it lives in.
+pub(super) struct HarnessWatch {
+    task: tokio::task::JoinHandle<()>,
+    /// InvocationID of the container unit the harness was ensured in.
+    container: String,
+}
+
+impl HarnessWatch {
+    /// Still watching the harness of this very container invocation.
+    fn covers(&self, container: &str) -> bool {
+        !self.task.is_finished() && self.container == container
+    }
+}
+
+impl Hive {
+    pub(super) fn stop_harness_watch(&self, name: &AgentName) {
+        if let Some(old) = self
+            .harness_watches
+            .lock()
+            .expect("watches lock")
+            .remove(name)
+        {
+            old.task.abort();
+        }
+    }
+
+    /// Brings `hive-harness.service` up inside the agent's container, over the
+    /// container's own bus.
+    pub(super) async fn ensure_harness(
+        &self,
+        spec: &AgentSpec,
+        mode: Mode,
+        approval: Option<i64>,
+    ) -> Result<Outcome> {
+        let name = &spec.name;
+        let mut plan = plan::harness_unit(spec, &self.host);
+        if let Some(id) = approval {
+            plan::stamp_approval(&mut plan, id);
+        }
+        let container = self
+            .sd
+            .status(&name.container_unit())
+            .await?
+            .map(|s| s.invocation_id)
+            .unwrap_or_default();
+        let sd = self.container_systemd(name).await?;
+        let outcome = Self::ensure_running(&sd, &plan, mode)
+            .await
+            .with_context(|| format!("inside container {}", name.machine()))?;
+        let mut watches = self.harness_watches.lock().expect("watches lock");
+        let stale = watches.get(name).is_none_or(|w| !w.covers(&container));
+        if outcome != Outcome::Adopted || stale {
+            let watch = HarnessWatch {
+                task: super::watch::harness(name.clone(), sd),
+                container,
+            };
+            if let Some(old) = watches.insert(name.clone(), watch) {
+                old.task.abort();
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Re-creates the harness after systemd restarted a crashed container on its own: the
+    /// harness unit was transient and died with the old container.
+    pub async fn heal_harness(&self, name: &AgentName) -> Result<Outcome> {
+        let spec = self.load_spec(name)?;
+        let _guard = self.lock(name).await;
+        // Only a running unit of ours (stamped HIVE_PLAN) gets a harness; a foreign unit that
+        // merely holds the name is left alone.
+        let Some(st) = self
+            .sd
+            .status(&name.container_unit())
+            .await?
+            .filter(|s| s.is_up() && s.sub_state.is_running() && s.plan_hash().is_some())
+        else {
+            return Ok(Outcome::Adopted);
+        };
+        // The start job of a create or rebuild this daemon just did ends here too: its
+        // harness was ensured in this very invocation and is watched, so there is nothing
+        // to heal and no second connection to the container's bus to open.
+        let watched = self
+            .harness_watches
+            .lock()
+            .expect("watches lock")
+            .get(name)
+            .is_some_and(|w| w.covers(&st.invocation_id));
+        if watched {
+            return Ok(Outcome::Adopted);
+        }
+        let outcome = self.ensure_harness(&spec, Mode::Start, None).await?;
+        if outcome != Outcome::Adopted {
+            log::info!("agent {name}: harness re-created in its restarted container");
+        }
+        Ok(outcome)
+    }
+
+    /// A connection to the systemd inside the agent's container, made from inside its
+    /// namespaces (never through a path the agent could redirect). A just-booted
+    /// container's bus may take a moment; a silent one fails within
+    /// [`CONTAINER_BUS_TIMEOUT`] and names the agent.
+    pub(super) async fn container_systemd(&self, name: &AgentName) -> Result<Systemd> {
+        let machine = name.machine();
+        let deadline = tokio::time::Instant::now() + CONTAINER_BUS_TIMEOUT;
+        // Each try starts a helper process; a bus that stays broken (a planted symlink)
+        // must not have the daemon start one every 50 ms for 10 s: back off to 1 s.
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = left.min(crate::systemd::container_bus::CONNECT_TIMEOUT);
+            let err = match self.sd.container(&machine, attempt).await {
+                Ok(sd) => return Ok(sd),
+                Err(e) => e,
+            };
+            // Another try only while one still fits after the pause; the last error says
+            // why.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left < pause + Duration::from_millis(300) {
+                return Err(err).with_context(|| {
+                    format!(
+                        "container {machine}'s bus did not answer within {CONTAINER_BUS_TIMEOUT:?}"
+                    )
+                });
+            }
+            log::debug!("agent {name}: container bus not ready yet: {err:#}");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The agent lifecycle verbs: create, start, stop, restart, rebuild, destroy. Each loads
+//! or validates the spec, plans the unit and asks systemd, under the agent's lock so two
+//! verbs on one agent never interleave; each says what it did in one journal entry and
+//! publishes the change for the adapters.
+
+use anyhow::{Context, Result};
+
+use super::changes::Change;
+use super::files::{mark_stopped, remove_if_present, write_atomic};
+use super::units::{Created, Mode, Outcome};
+use super::{preflight, Error, Hive};
+use crate::failpoint;
+use crate::journal::{self, Event};
+use crate::plan;
+use crate::spec::{AgentName, AgentSpec, SpecFile};
+
+impl Hive {
+    /// Creates an agent, never clobbering one: an agent that already has this very spec is
+    /// left as it is (started if it is down) and `Unchanged` is returned; one with another
+    /// spec is refused with the differences, field by field, unless `replace` — so nothing
+    /// an approval applied is dropped without the admin asking for exactly that.
+    pub async fn create(
+        &self,
+        name: &AgentName,
+        spec_toml: &str,
+        replace: bool,
+    ) -> Result<Created, Error> {
+        let created = self.create_agent(name, spec_toml, replace).await?;
+        self.publish(Change::AgentAdded(name.clone()));
+        Ok(created)
+    }
+
+    async fn create_agent(
+        &self,
+        name: &AgentName,
+        spec_toml: &str,
+        replace: bool,
+    ) -> Result<Created, Error> {
+        let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))
+            .map_err(Error::InvalidArgument)?;
+        let spec = AgentSpec::validate(name, &file).map_err(Error::InvalidArgument)?;
+        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+
+        let _guard = self.lock(name).await;
+        let existing = match self.load_spec(name) {
+            Ok(old) => Some(Ok(old)),
+            Err(Error::NoSuchAgent(_)) => None,
+            Err(e) => Some(Err(e)),
+        };
+        match existing {
+            Some(Ok(old)) if old == spec => {
+                // Nothing to change: keep whatever runs (same InvocationID), start it if
+                // it is down.
+                self.prepare_dirs(&spec).map_err(Error::failed)?;
+                let plan = self.container_plan(&spec);
+                let outcome = self
+                    .bring_up(&spec, &plan, Mode::Start, None)
+                    .await
+                    .with_context(|| format!("agent {name}"))
+                    .map_err(Error::failed)?;
+                if outcome == Outcome::Adopted {
+                    return Ok(Created::Unchanged);
+                }
+                journal::emit(
+                    Event::AgentStarted,
+                    Some(name),
+                    Some(&plan.unit),
+                    &[],
+                    &format!("agent {name}: started {} (create, spec unchanged)", plan.unit),
+                );
+                return Ok(Created::Done(outcome));
+            }
+            Some(Ok(old)) if !replace => {
+                return Err(Error::InvalidArgument(format!(
+                    "agent {name} exists with another spec ({}); nothing changed. To apply this \
+                     spec use `hivectl create {name} --replace …`, or edit {} and run `hivectl rebuild {name}`",
+                    crate::spec::differences(&old, &spec).join("; "),
+                    self.spec_origin(name).display(),
+                )))
+            }
+            Some(Err(e)) if !replace => {
+                return Err(Error::InvalidArgument(format!(
+                    "agent {name} exists but its spec cannot be read ({e}); nothing changed. \
+                     `hivectl create {name} --replace …` writes a new one"
+                )))
+            }
+            _ => {}
+        }
+        self.prepare_dirs(&spec).map_err(Error::failed)?;
+        let saved = self.host.roots.saved_spec(name);
+        write_atomic(&saved, spec.to_file().to_toml().as_bytes())
+            .with_context(|| format!("agent {name}: saving spec {}", saved.display()))
+            .map_err(Error::failed)?;
+        failpoint::hit("create:spec-saved");
+
+        let plan = self.container_plan(&spec);
+        let outcome = self
+            .bring_up(&spec, &plan, Mode::Create, None)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        failpoint::hit("create:container-up");
+        let event = if outcome == Outcome::Adopted {
+            Event::Adopted
+        } else {
+            Event::AgentCreated
+        };
+        journal::emit(
+            event,
+            Some(name),
+            Some(&plan.unit),
+            &[
+                ("HIVE_OUTCOME", outcome.as_str().into()),
+                ("HIVE_PLAN", plan.hash.clone()),
+            ],
+            &format!("agent {name}: {} {}", outcome.as_str(), plan.unit),
+        );
+        Ok(Created::Done(outcome))
+    }
+
+    pub async fn start(&self, name: &AgentName) -> Result<Outcome, Error> {
+        let outcome = self.start_agent(name).await?;
+        self.publish(Change::AgentAdded(name.clone()));
+        Ok(outcome)
+    }
+
+    async fn start_agent(&self, name: &AgentName) -> Result<Outcome, Error> {
+        let spec = self.load_spec(name)?;
+        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+        let _guard = self.lock(name).await;
+        self.prepare_dirs(&spec).map_err(Error::failed)?;
+        let plan = self.container_plan(&spec);
+        let outcome = self
+            .bring_up(&spec, &plan, Mode::Start, None)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        if outcome != Outcome::Adopted {
+            journal::emit(
+                Event::AgentStarted,
+                Some(name),
+                Some(&plan.unit),
+                &[],
+                &format!("agent {name}: started {}", plan.unit),
+            );
+        }
+        Ok(outcome)
+    }
+
+    pub async fn stop(&self, name: &AgentName) -> Result<(), Error> {
+        self.require_known(name).await?;
+        let _guard = self.lock(name).await;
+        let unit = name.container_unit();
+        // Before stopping: a daemon killed in between must not bring the agent back.
+        mark_stopped(&self.host.roots, name, true).map_err(Error::failed)?;
+        self.stop_harness_watch(name);
+        self.sd
+            .stop(&unit)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        journal::emit(
+            Event::AgentStopped,
+            Some(name),
+            Some(&unit),
+            &[],
+            &format!("agent {name}: stopped {unit}"),
+        );
+        self.publish(Change::AgentChanged(name.clone()));
+        Ok(())
+    }
+
+    /// Restarts the running unit as it is; an agent that is not up is started from its spec.
+    pub async fn restart(&self, name: &AgentName) -> Result<(), Error> {
+        let unit = name.container_unit();
+        let up = self
+            .sd
+            .status(&unit)
+            .await
+            .map_err(Error::failed)?
+            .is_some_and(|s| s.is_up());
+        if !up {
+            return self.start_agent(name).await.map(|_| {
+                self.publish(Change::AgentChanged(name.clone()));
+            });
+        }
+        let spec = self.load_spec(name)?;
+        let _guard = self.lock(name).await;
+        self.sd
+            .restart(&unit)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        // The harness unit lived in the old container; the new one needs its own.
+        self.ensure_harness(&spec, Mode::Start, None)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
+        journal::emit(
+            Event::AgentStarted,
+            Some(name),
+            Some(&unit),
+            &[],
+            &format!("agent {name}: restarted {unit}"),
+        );
+        self.publish(Change::AgentChanged(name.clone()));
+        Ok(())
+    }
+
+    /// Replaces the agent's units with ones planned from its current spec.
+    pub async fn rebuild(&self, name: &AgentName) -> Result<Outcome, Error> {
+        let spec = self.load_spec(name)?;
+        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+        let _guard = self.lock(name).await;
+        let outcome = self
+            .rebuild_locked(&spec, None)
+            .await
+            .map_err(Error::failed)?;
+        self.publish(Change::AgentAdded(name.clone()));
+        Ok(outcome)
+    }
+
+    /// Rebuilds from `spec` with the agent's lock held; `approval` stamps the new units
+    /// and the events with the approval that asked for it.
+    pub(super) async fn rebuild_locked(
+        &self,
+        spec: &AgentSpec,
+        approval: Option<i64>,
+    ) -> Result<Outcome> {
+        let name = &spec.name;
+        self.prepare_dirs(spec)?;
+        let mut plan = self.container_plan(spec);
+        let mut fields = vec![];
+        if let Some(id) = approval {
+            plan::stamp_approval(&mut plan, id);
+            fields.push(("HIVE_APPROVAL_ID", id.to_string()));
+        }
+        journal::emit(
+            Event::RebuildStarted,
+            Some(name),
+            Some(&plan.unit),
+            &fields,
+            &format!("agent {name}: rebuilding {}", plan.unit),
+        );
+        let outcome = self
+            .bring_up(spec, &plan, Mode::Rebuild, approval)
+            .await
+            .with_context(|| format!("agent {name}: rebuilding"))?;
+        failpoint::hit("rebuild:container-up");
+        fields.push(("HIVE_OUTCOME", outcome.as_str().into()));
+        fields.push(("HIVE_PLAN", plan.hash.clone()));
+        journal::emit(
+            Event::RebuildFinished,
+            Some(name),
+            Some(&plan.unit),
+            &fields,
+            &format!("agent {name}: rebuilt {}", plan.unit),
+        );
+        Ok(outcome)
+    }
+
+    /// Stops and forgets the agent. Its state and credentials stay unless `purge`.
+    pub async fn destroy(&self, name: &AgentName, purge: bool) -> Result<(), Error> {
+        // An agent destroyed earlier keeps its state and credentials; purging them later
+        // must still be possible, though the agent itself is gone.
+        let leftovers = purge && self.host.roots.agent_dir(name).is_dir();
+        if let Err(e) = self.require_known(name).await {
+            if !leftovers {
+                return Err(e);
+            }
+        }
+        let _guard = self.lock(name).await;
+        let unit = name.container_unit();
+        let roots = &self.host.roots;
+        let ctx = |what: &str| format!("agent {name}: {what}");
+        self.sd
+            .stop(&unit)
+            .await
+            .with_context(|| ctx("stopping"))
+            .map_err(Error::failed)?;
+        failpoint::hit("destroy:stopped");
+        self.sd.reset_failed(&unit).await.map_err(Error::failed)?;
+        self.sd
+            .unregister_machine(&name.machine())
+            .await
+            .map_err(Error::failed)?;
+        self.wait_unloaded(&unit).await.map_err(Error::failed)?;
+        self.doors.close(name);
+        self.stop_harness_watch(name);
+        // With its socket gone the agent cannot ask again; what it asked is failed before
+        // its spec goes, so a later agent of this name never inherits it.
+        self.approvals.agent_destroyed(name);
+        remove_if_present(&roots.saved_spec(name)).map_err(Error::failed)?;
+        failpoint::hit("destroy:spec-removed");
+        // The runtime dir only holds the socket; RuntimeDirectoryPreserve=yes keeps it
+        // after the unit is gone, so it is ours to remove.
+        crate::safe_fs::remove_tree(&roots.runtime_dir(name))
+            .with_context(|| ctx("removing its runtime dir"))
+            .map_err(Error::failed)?;
+        mark_stopped(roots, name, false).map_err(Error::failed)?;
+        if purge {
+            // The agent wrote this tree: never follow its symlinks, and say exactly what
+            // could not be removed (chattr +i, say) rather than stop at the first entry.
+            crate::safe_fs::remove_tree(&roots.agent_dir(name))
+                .with_context(|| ctx("purging"))
+                .map_err(Error::failed)?;
+            super::nixos_system::remove_gc_root(name).map_err(Error::failed)?;
+        }
+        journal::emit(
+            Event::AgentDestroyed,
+            Some(name),
+            Some(&unit),
+            &[("HIVE_PURGE", purge.to_string())],
+            &format!(
+                "agent {name}: destroyed{}",
+                if purge { " and purged" } else { "" }
+            ),
+        );
+        self.publish(Change::AgentRemoved(name.clone()));
+        Ok(())
+    }
+}

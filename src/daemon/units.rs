@@ -1,0 +1,194 @@
+//! Bringing one planned unit up, whatever systemd holds under its name now: adopt a
+//! matching running unit, clear a failed or leftover one (and a machine a crash left
+//! registered), retry while systemd garbage-collects. The same rules serve the container
+//! on the host and the harness inside the container.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+
+use super::files::mark_stopped;
+use super::Hive;
+use crate::failpoint;
+use crate::plan::UnitPlan;
+use crate::spec::AgentSpec;
+use crate::systemd::{anyhow_error_name, ActiveState, Systemd, UNIT_EXISTS};
+
+/// How many times to look again while systemd garbage-collects a unit we just stopped or
+/// reset. Each look is a D-Bus round trip plus a short pause; the whole wait is bounded.
+const SETTLE_ATTEMPTS: u32 = 100;
+const SETTLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// What `ensure_running` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// A new unit was created.
+    Created,
+    /// A matching unit was already up and was kept (same InvocationID).
+    Adopted,
+    /// A unit was up with other properties (or a rebuild was asked) and was replaced.
+    Replaced,
+    /// A system agent's running container was switched to its new system in place
+    /// (same InvocationID).
+    Switched,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Adopted => "adopted",
+            Outcome::Replaced => "replaced",
+            Outcome::Switched => "switched",
+        }
+    }
+}
+
+/// What `create` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The agent already had this very spec and was up: nothing was touched.
+    Unchanged,
+    /// Units were created, adopted (no spec before) or replaced.
+    Done(Outcome),
+}
+
+impl Created {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Created::Unchanged => "unchanged",
+            Created::Done(o) => o.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Keep a running unit if its plan hash matches, replace it otherwise.
+    Create,
+    /// Keep whatever runs.
+    Start,
+    /// Always replace what runs.
+    Rebuild,
+}
+
+impl Hive {
+    /// Socket, container, harness — in that order: the harness reports ready only once it
+    /// is connected, so its socket must be there before the container boots.
+    pub(super) async fn bring_up(
+        &self,
+        spec: &AgentSpec,
+        plan: &UnitPlan,
+        mode: Mode,
+        approval: Option<i64>,
+    ) -> Result<Outcome> {
+        let name = &spec.name;
+        self.doors.open(name, &self.host.roots.runtime_dir(name))?;
+        mark_stopped(&self.host.roots, name, false)?;
+        let (mode, switched) = self.settle_system(spec, plan, mode).await?;
+        let outcome = match Self::ensure_running(&self.sd, plan, mode).await? {
+            Outcome::Adopted if switched => Outcome::Switched,
+            outcome => outcome,
+        };
+        // A new container has no harness yet; an adopted one keeps a matching harness.
+        let harness_mode = if matches!(outcome, Outcome::Adopted | Outcome::Switched) {
+            mode
+        } else {
+            Mode::Start
+        };
+        self.ensure_harness(spec, harness_mode, approval).await?;
+        Ok(outcome)
+    }
+
+    /// Waits (bounded) until systemd has garbage-collected a stopped transient unit, so that
+    /// once destroy returns `systemctl status` says the unit is gone.
+    pub(super) async fn wait_unloaded(&self, unit: &str) -> Result<()> {
+        for _ in 0..SETTLE_ATTEMPTS {
+            match self.sd.status(unit).await? {
+                None => return Ok(()),
+                Some(st) if st.load_state == "not-found" => return Ok(()),
+                Some(st) if st.is_up() || st.is_failed() => {
+                    return Err(anyhow!(
+                        "unit {unit} is {} again after stopping it",
+                        st.active_state
+                    ))
+                }
+                Some(_) => tokio::time::sleep(SETTLE_PAUSE).await,
+            }
+        }
+        Err(anyhow!("unit {unit} stopped but systemd did not unload it"))
+    }
+
+    /// Brings the planned unit up, whatever systemd holds now: adopts a matching running
+    /// unit, clears failed or leftover ones (and a machine a crash left registered), and
+    /// retries while systemd garbage-collects. Branches on D-Bus error names only.
+    pub(super) async fn ensure_running(
+        sd: &Systemd,
+        plan: &UnitPlan,
+        mode: Mode,
+    ) -> Result<Outcome> {
+        let unit = &plan.unit;
+        let mut replaced = false;
+        for _ in 0..SETTLE_ATTEMPTS {
+            let status = sd.status(unit).await?;
+            match status {
+                Some(st) if st.is_up() => {
+                    let replace = !replaced
+                        && match mode {
+                            // A unit without our HIVE_PLAN stamp is not ours, whatever
+                            // its name: never adopt it.
+                            Mode::Start => st.plan_hash().is_none(),
+                            Mode::Rebuild => true,
+                            Mode::Create => st.plan_hash() != Some(plan.hash.as_str()),
+                        };
+                    if !replace {
+                        return Ok(if replaced {
+                            Outcome::Replaced
+                        } else {
+                            Outcome::Adopted
+                        });
+                    }
+                    sd.stop(unit).await?;
+                    if mode == Mode::Rebuild && plan.machine.is_some() {
+                        failpoint::hit("rebuild:container-stopped");
+                    }
+                    replaced = true;
+                    continue;
+                }
+                Some(st) if st.is_failed() => {
+                    sd.reset_failed(unit).await?;
+                    continue;
+                }
+                Some(st) if st.active_state == ActiveState::Deactivating => {
+                    sd.stop(unit).await?;
+                    continue;
+                }
+                _ => {}
+            }
+            // Not loaded, or inactive and about to be collected: try to create it.
+            if let Some(machine) = &plan.machine {
+                if sd.machine_registered(machine).await? {
+                    sd.unregister_machine(machine).await?;
+                }
+            }
+            match sd.start_transient(plan).await {
+                Ok(()) => {
+                    return Ok(if replaced {
+                        Outcome::Replaced
+                    } else {
+                        Outcome::Created
+                    })
+                }
+                Err(e) if anyhow_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
+                    tokio::time::sleep(SETTLE_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(anyhow!(
+            "unit {unit} did not settle: systemd kept reporting it exists after {SETTLE_ATTEMPTS} attempts"
+        ))
+    }
+}

@@ -1,0 +1,132 @@
+//! hive-c0re put together: the core ([`crate::daemon::Hive`]) and its two adapters — the
+//! D-Bus API ([`crate::api`]) and the agents' sockets ([`crate::socket`]) — on one bus
+//! connection. The only module that knows all three; it owns the wiring, and the core
+//! never learns who serves it.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tokio::signal::unix::{signal, SignalKind};
+use zbus::object_server::SignalEmitter;
+
+use crate::api::{self, server::Manager};
+use crate::daemon::approvals::Approvals;
+use crate::daemon::changes::Changes;
+use crate::daemon::status::{notify, spawn_status_on_approvals, spawn_watchdog};
+use crate::daemon::{watch, AgentDoors, Hive, Trigger};
+use crate::plan::Host;
+use crate::socket::server::Handler;
+use crate::socket::Sockets;
+use crate::spec::AgentName;
+use crate::systemd::{ActiveState, Systemd, AGENT_UNITS};
+
+/// The socket adapter serves the core's approvals: an agent's request goes straight in.
+impl Handler for Approvals {
+    fn request_approval(
+        &self,
+        agent: &AgentName,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<i64, String> {
+        self.request(agent, kind, payload)
+    }
+}
+
+/// The core opens and closes agents' doors; the socket adapter binds and drops them.
+impl AgentDoors for Sockets {
+    fn open(&self, name: &AgentName, dir: &std::path::Path) -> Result<()> {
+        self.register(name, dir).map(|_| ())
+    }
+
+    fn close(&self, name: &AgentName) {
+        self.unregister(name);
+    }
+}
+
+/// Connects, rediscovers the agents systemd already runs, takes the bus name, then
+/// tells systemd it is ready; serves until SIGTERM.
+pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
+    // Installed first: SIGHUP's default action would kill the daemon.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let builder = match &bus_address {
+        Some(addr) => zbus::connection::Builder::address(addr.as_str())?,
+        None => zbus::connection::Builder::system()?,
+    };
+    let conn = builder
+        .build()
+        .await
+        .context("connecting to the system bus")?;
+    let sd = Systemd::manager(&conn).await?;
+    let changes = Changes::default();
+    let approvals = Arc::new(Approvals::open(&host.roots, changes.clone()));
+    let sockets = Arc::new(Sockets::new(approvals.clone()));
+    let hive = Arc::new(Hive::new(host, sd.clone(), sockets, approvals, changes));
+    // Subscribed before anything can change, so the adapter misses nothing.
+    let api_changes = hive.subscribe();
+    // Watch before rediscovering, so a container that restarts meanwhile is not missed.
+    watch::spawn(&conn, hive.clone()).await?;
+
+    let server = conn.object_server();
+    server
+        .at(api::MANAGER_PATH, Manager { hive: hive.clone() })
+        .await
+        .context("exporting the manager object")?;
+    let emitter = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
+
+    // Before READY=1: the daemon knows every agent, serves its socket and shows its object
+    // before it says it is up.
+    for name in &hive.rediscover().await {
+        Manager::export_agent(server, &emitter, name).await?;
+    }
+    api::follow(conn.clone(), hive.clone(), api_changes);
+    let running = match sd.list(AGENT_UNITS).await {
+        Ok(units) => units
+            .iter()
+            .filter(|u| u.active_state == ActiveState::Active)
+            .count(),
+        Err(_) => 0,
+    };
+
+    conn.request_name(api::BUS_NAME)
+        .await
+        .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
+    notify(&[sd_notify::NotifyState::Ready]);
+    hive.refresh_status().await;
+    spawn_status_on_approvals(hive.clone());
+    spawn_watchdog(conn.clone());
+    log::info!(
+        "hive-c0re ready on {}: {running} agents running",
+        api::BUS_NAME
+    );
+
+    // After READY=1, so that one slow container never holds the daemon back: first an
+    // approval the previous daemon approved but did not finish applying (the admin's
+    // decision stands), then reconcile — every agent whose spec wants it up and has no unit
+    // (after a reboot: all of them) is created, drifted ones rebuilt, and running ones
+    // adopted with their harness checked and its crash watch started.
+    let startup = hive.clone();
+    tokio::spawn(async move {
+        startup.resume_approved().await;
+        startup.reload(false, Trigger::Startup).await;
+    });
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                let hive = hive.clone();
+                tokio::spawn(async move {
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    hive.reload(false, Trigger::Signal).await;
+                    notify(&[sd_notify::NotifyState::Ready]);
+                });
+            }
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    log::info!("hive-c0re stopping; agents keep running");
+    Ok(())
+}
