@@ -476,6 +476,17 @@ fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+impl Approvals {
+    /// Every approval of `agent`, oldest first (what it may see of the store).
+    pub(super) fn of_agent(&self, agent: &AgentName) -> Result<Vec<Approval>> {
+        self.with_store(|s| s.list(ListFilter::Agent(agent)))
+    }
+
+    pub(super) fn roots(&self) -> &Roots {
+        &self.roots
+    }
+}
+
 impl Handler for Approvals {
     fn request_approval(
         &self,
@@ -484,5 +495,21 @@ impl Handler for Approvals {
         payload: &Value,
     ) -> Result<i64, String> {
         self.request(agent, kind, payload)
+    }
+
+    fn my_approvals(&self, agent: &AgentName) -> Result<Value, String> {
+        super::agent_side::my_approvals(self, agent)
+    }
+
+    fn approval_status(&self, agent: &AgentName, id: i64) -> Result<Value, String> {
+        super::agent_side::approval_status(self, agent, id)
+    }
+
+    fn whoami(&self, agent: &AgentName) -> Result<Value, String> {
+        super::agent_side::whoami(self, agent)
+    }
+
+    fn recent_decisions(&self, agent: &AgentName) -> Vec<crate::socket::protocol::Push> {
+        super::agent_side::recent_decisions(self, agent)
     }
 }

@@ -1,5 +1,6 @@
 //! hive-c0re: wires systemd, the API and the agents together.
 
+mod agent_side;
 mod approval_view;
 pub mod approvals;
 mod crash;

@@ -10,6 +10,8 @@
 //! deliver in a bounded queue ([`Outbox`]), sent in order once the daemon is back.
 
 mod events;
+mod feed;
+pub mod mcp;
 mod outbox;
 
 use std::path::PathBuf;

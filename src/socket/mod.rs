@@ -2,6 +2,7 @@
 //! the host. The protocol is in [`protocol`]; [`server`] serves one listener per agent.
 
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod throttle;
 
