@@ -44,10 +44,13 @@ pub enum Event {
     AgentThrottled,
     /// The approvals store cannot be used; agents and the lifecycle API go on without it.
     StoreUnavailable,
+    /// A turn of an agent in the turn loop started or ended, as its harness reported it
+    /// (`HIVE_TURN=`, `HIVE_TURN_PHASE=`, `HIVE_DATA=`).
+    AgentTurn,
 }
 
 impl Event {
-    pub const ALL: [Event; 22] = [
+    pub const ALL: [Event; 23] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -70,6 +73,7 @@ impl Event {
         Event::ApprovalRefused,
         Event::AgentThrottled,
         Event::StoreUnavailable,
+        Event::AgentTurn,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -97,6 +101,7 @@ impl Event {
             Event::ApprovalRefused => "approval_refused",
             Event::AgentThrottled => "agent_throttled",
             Event::StoreUnavailable => "store_unavailable",
+            Event::AgentTurn => "agent_turn",
         }
     }
 
@@ -124,6 +129,7 @@ impl Event {
             Event::ApprovalRefused => "e4b9a9b12535439c8012e2f9f948763a",
             Event::AgentThrottled => "0f0835a15ad345ef9c6eb97f36cba994",
             Event::StoreUnavailable => "5fda441d0693453e89eea15aa2bb6a5e",
+            Event::AgentTurn => "8f3c2e5d1a7b4c69b0d4e2f61a9c7b35",
         }
     }
 

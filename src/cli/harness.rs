@@ -30,6 +30,15 @@ pub struct Args {
     /// The agent's durable event log (SQLite)
     #[arg(long, default_value = "/state/hyperhive-events.sqlite")]
     pub events: PathBuf,
+    /// Run the agent's command once per turn: at start and on each wake (a decision on one
+    /// of its approvals, an admin's `hivectl tell`), with the wake on stdin (JSON) and in
+    /// HIVE_TURN, HIVE_WAKE_REASON, HIVE_WAKE_MESSAGE; see docs/agent-side.md
+    #[arg(long, env = "HIVE_TURNS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub turns: bool,
+    /// With --turns: seconds a turn may run before it is killed and the loop goes on
+    #[arg(long, env = "HIVE_TURN_TIMEOUT", value_name = "SECS", default_value = "600",
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub turn_timeout: u64,
     #[command(subcommand)]
     pub request: Option<HarnessCommand>,
     /// The agent's command and its arguments (none: just stay connected)
@@ -59,6 +68,9 @@ pub async fn run(args: Args) -> Result<i32> {
             let opts = crate::harness::Options {
                 socket: args.socket,
                 events: args.events,
+                turns: args
+                    .turns
+                    .then(|| std::time::Duration::from_secs(args.turn_timeout)),
                 command: args.command,
             };
             crate::harness::run(opts).await

@@ -733,7 +733,7 @@ impl Hive {
     }
 
     /// An agent exists if it has a spec or a unit.
-    async fn require_known(&self, name: &AgentName) -> Result<(), Error> {
+    pub(super) async fn require_known(&self, name: &AgentName) -> Result<(), Error> {
         match self.load_spec(name) {
             Ok(_) => Ok(()),
             Err(Error::NoSuchAgent(msg)) => {

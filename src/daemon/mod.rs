@@ -10,6 +10,7 @@ mod reconcile;
 pub mod request_checks;
 mod watch;
 
+pub use agent_side::check_message;
 pub use hive::{Hive, Outcome};
 pub use reconcile::{AgentPlan, Trigger, PARALLEL};
 

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode, ErrorData,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode, ErrorData, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
@@ -71,7 +71,8 @@ fn schema(v: Value) -> Arc<serde_json::Map<String, Value>> {
 
 /// The tools, as listed to the AI.
 pub fn tools() -> Vec<Tool> {
-    let none = || schema(json!({"type": "object", "properties": {}, "additionalProperties": false}));
+    let none =
+        || schema(json!({"type": "object", "properties": {}, "additionalProperties": false}));
     vec![
         Tool::new(
             "request_approval",
@@ -183,7 +184,9 @@ impl HiveTools {
     async fn data(&self, req: Request) -> Result<Value, ErrorData> {
         match self.ask(req).await? {
             Reply::Data { data } => Ok(data),
-            other => Err(invalid(format!("unexpected answer from hive-c0re: {other:?}"))),
+            other => Err(invalid(format!(
+                "unexpected answer from hive-c0re: {other:?}"
+            ))),
         }
     }
 
@@ -212,7 +215,9 @@ impl HiveTools {
                         "kind": a.kind,
                         "change": change,
                     })),
-                    other => Err(invalid(format!("unexpected answer from hive-c0re: {other:?}"))),
+                    other => Err(invalid(format!(
+                        "unexpected answer from hive-c0re: {other:?}"
+                    ))),
                 }
             }
             "approval_status" => {
@@ -240,7 +245,9 @@ impl HiveTools {
                 protocol::parse_request(&line[..line.len() - 1]).map_err(invalid)?;
                 match self.ask(req).await? {
                     Reply::Ok => Ok(json!({ "emitted": a.name })),
-                    other => Err(invalid(format!("unexpected answer from hive-c0re: {other:?}"))),
+                    other => Err(invalid(format!(
+                        "unexpected answer from hive-c0re: {other:?}"
+                    ))),
                 }
             }
             other => {
@@ -308,7 +315,13 @@ mod tests {
         let names: Vec<_> = tools.iter().map(|t| t.name.as_ref()).collect();
         assert_eq!(
             names,
-            ["request_approval", "approval_status", "my_approvals", "emit_event", "whoami"]
+            [
+                "request_approval",
+                "approval_status",
+                "my_approvals",
+                "emit_event",
+                "whoami"
+            ]
         );
         for t in &tools {
             assert_eq!(t.input_schema["type"], "object", "{}", t.name);
@@ -327,7 +340,10 @@ mod tests {
             ("whoami", json!({"agent": "bob"})),
             ("request_approval", json!({"change": {}, "agent": "bob"})),
             ("emit_event", json!({"name": "Bad Name"})),
-            ("emit_event", json!({"name": "big", "data": "x".repeat(MAX_ARGUMENTS)})),
+            (
+                "emit_event",
+                json!({"name": "big", "data": "x".repeat(MAX_ARGUMENTS)}),
+            ),
         ] {
             let err = t.call(tool, raw).await.unwrap_err();
             assert_eq!(err.code, ErrorCode::INVALID_PARAMS, "{tool}: {err:?}");

@@ -13,6 +13,7 @@ mod events;
 mod feed;
 pub mod mcp;
 mod outbox;
+pub mod turns;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub events: PathBuf,
     pub command: Vec<String>,
+    /// The turn loop's timeout per turn; `None`: the command runs once, as long as it likes.
+    pub turns: Option<Duration>,
 }
 
 /// One connection to the agent socket, request by request.
@@ -281,7 +284,117 @@ impl Link {
     }
 }
 
-/// Runs until the agent's command exits (its code is returned) or SIGTERM (0).
+/// What a push from the daemon means to the agent: it is recorded in the event log (a
+/// decision once, however often it is sent), and it may wake a turn.
+fn received(log: &EventLog, push: protocol::Push) -> Option<turns::Wake> {
+    use protocol::Push;
+    match push {
+        Push::ApprovalDecided {
+            id,
+            kind,
+            status,
+            note,
+        } => {
+            let data =
+                serde_json::json!({ "id": id, "kind": kind, "status": status, "note": note });
+            let new = log.record_once(
+                "approval_decided",
+                &format!("approval {id} {status}"),
+                &data,
+            );
+            new.then(|| {
+                log::info!("approval {id} is {status}");
+                turns::Wake {
+                    reason: "approval_decided".into(),
+                    message: format!("approval {id} {status}"),
+                    data,
+                }
+            })
+        }
+        Push::RestartPending { id, grace_secs } => {
+            let data = serde_json::json!({ "id": id, "grace_secs": grace_secs });
+            log::info!("approval {id}: the container restarts in {grace_secs}s");
+            log.record("restart_pending", &data);
+            // Not a wake: the grace is for finishing the turn under way, not for a new one.
+            None
+        }
+        Push::Wake { reason, message } => {
+            let data = serde_json::json!({ "reason": reason, "message": message });
+            log.record("wake", &data);
+            Some(turns::Wake {
+                reason,
+                message,
+                data: serde_json::Value::Null,
+            })
+        }
+    }
+}
+
+/// The turn loop's state: see [`turns`].
+struct TurnLoop {
+    timeout: Duration,
+    wakes: turns::Wakes,
+    next: u64,
+    running: Option<turns::Running>,
+}
+
+impl TurnLoop {
+    /// Starts a turn if none runs and a wake waits.
+    async fn start_next(&mut self, command: &[String], log: &EventLog, link: &mut Link) {
+        if self.running.is_some() || self.wakes.is_empty() {
+            return;
+        }
+        let input = self.wakes.take(self.next);
+        self.next += 1;
+        let data = serde_json::json!({
+            "turn": input.turn,
+            "reason": input.reasons(),
+            "wakes": input.wakes.len(),
+            "dropped": input.dropped,
+        });
+        match turns::spawn(command, &input, self.timeout) {
+            Ok(running) => {
+                log.record("turn_started", &data);
+                link.send_event(log, "turn_started", data).await;
+                self.running = Some(running);
+            }
+            Err(e) => {
+                // Recorded as a turn that failed at once; the next wake tries again.
+                log::error!("turn {}: starting the agent's command: {e}", input.turn);
+                let data = serde_json::json!({
+                    "turn": input.turn,
+                    "reason": input.reasons(),
+                    "code": 127,
+                    "secs": 0.0,
+                    "timed_out": false,
+                    "error": crate::spec::one_line(&e.to_string()),
+                });
+                log.record("turn_done", &data);
+                link.send_event(log, "turn_done", data).await;
+            }
+        }
+    }
+
+    /// Records the end of the running turn.
+    async fn done(&mut self, code: i32, timed_out: bool, log: &EventLog, link: &mut Link) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let secs = running.started.elapsed().as_secs_f64();
+        let data = serde_json::json!({
+            "turn": running.turn,
+            "reason": running.reasons,
+            "code": code,
+            "secs": (secs * 1000.0).round() / 1000.0,
+            "timed_out": timed_out,
+        });
+        log.record("turn_done", &data);
+        link.send_event(log, "turn_done", data).await;
+    }
+}
+
+/// Runs until the agent's command exits (its code is returned) or SIGTERM (0). In the
+/// turn loop, until SIGTERM.
 pub async fn run(opts: Options) -> Result<i32> {
     let log = EventLog::open(&opts.events);
     let mut usec = 0u64;
@@ -309,7 +422,27 @@ pub async fn run(opts: Options) -> Result<i32> {
         sd_notify::NotifyState::Status(&link.status_connected()),
     ]);
 
+    // Pushes from the daemon (decisions, restarts ahead, admins' messages), on a
+    // connection of their own.
+    let mut feed = feed::start(opts.socket.clone());
+    let mut feed_open = true;
+    let mut turn_loop = opts.turns.map(|timeout| TurnLoop {
+        timeout,
+        wakes: turns::Wakes::default(),
+        next: 1,
+        running: None,
+    });
+    if let Some(tl) = turn_loop.as_mut() {
+        tl.wakes.push(turns::Wake {
+            reason: "start".into(),
+            message: String::new(),
+            data: serde_json::Value::Null,
+        });
+        tl.start_next(&opts.command, &log, &mut link).await;
+    }
+
     let mut child = match opts.command.split_first() {
+        _ if turn_loop.is_some() => None,
         Some((prog, args)) => {
             let child = tokio::process::Command::new(prog)
                 .args(args)
@@ -329,6 +462,11 @@ pub async fn run(opts: Options) -> Result<i32> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pings = 0u32;
     loop {
+        // When the running turn must end, if one runs.
+        let turn_deadline = turn_loop
+            .as_ref()
+            .and_then(|t| t.running.as_ref())
+            .map(|r| r.deadline);
         tokio::select! {
             // The watchdog tick first, whatever else is ready.
             biased;
@@ -345,6 +483,35 @@ pub async fn run(opts: Options) -> Result<i32> {
             }
             _ = tokio::time::sleep_until(link.next_attempt), if link.client.is_none() => {
                 link.reconnect(&log).await;
+            }
+            push = feed.recv(), if feed_open => {
+                let Some(push) = push else {
+                    feed_open = false;
+                    continue;
+                };
+                if let Some(wake) = received(&log, push) {
+                    if let Some(tl) = turn_loop.as_mut() {
+                        tl.wakes.push(wake);
+                        if tl.running.is_none() {
+                            tl.start_next(&opts.command, &log, &mut link).await;
+                        }
+                    }
+                }
+            }
+            status = async { turn_loop.as_mut().and_then(|t| t.running.as_mut()).expect("guarded").child.wait().await },
+                if turn_deadline.is_some() => {
+                let tl = turn_loop.as_mut().expect("guarded");
+                let code = status.map(|s| s.code().unwrap_or(128)).unwrap_or(1);
+                tl.done(code, false, &log, &mut link).await;
+                tl.start_next(&opts.command, &log, &mut link).await;
+            }
+            _ = tokio::time::sleep_until(turn_deadline.unwrap_or_else(tokio::time::Instant::now)), if turn_deadline.is_some() => {
+                let tl = turn_loop.as_mut().expect("guarded");
+                let running = tl.running.as_mut().expect("guarded");
+                log::warn!("turn {} ran past its timeout of {:?}; killing it", running.turn, tl.timeout);
+                turns::kill(running).await;
+                tl.done(137, true, &log, &mut link).await;
+                tl.start_next(&opts.command, &log, &mut link).await;
             }
             status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
                 let code = status.map(|s| s.code().unwrap_or(128)).unwrap_or(1);

@@ -5,6 +5,7 @@ pub mod protocol;
 pub mod push;
 pub mod server;
 pub mod throttle;
+mod turn_entry;
 
 pub use server::Sockets;
 

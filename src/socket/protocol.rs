@@ -100,6 +100,8 @@ pub enum Push {
     },
     /// An approved change is about to restart the agent's container in `grace_secs`.
     RestartPending { id: i64, grace_secs: u64 },
+    /// An admin's `hivectl tell`: wakes a turn (in the turn loop) with `message`.
+    Wake { reason: String, message: String },
 }
 
 /// One line the daemon sends on a subscribed connection: a reply or a push.

@@ -273,6 +273,15 @@ async fn serve(
                             protocol::MAX_EVENT_DATA
                         ),
                     }
+                } else if let Some(turn) = super::turn_entry::of(&name, &data) {
+                    journal::emit(
+                        Event::AgentTurn,
+                        Some(agent),
+                        None,
+                        &turn.fields(&name, data),
+                        &turn.message(agent),
+                    );
+                    Reply::Ok
                 } else {
                     journal::emit(
                         Event::AgentEvent,
@@ -315,9 +324,12 @@ async fn serve(
                     .write_all(&protocol::encode(&Reply::Subscribed))
                     .await?;
                 for push in handler.recent_decisions(agent) {
-                    tokio::time::timeout(PUSH_WRITE_TIMEOUT, write.write_all(&protocol::encode(&push)))
-                        .await
-                        .map_err(|_| anyhow::anyhow!("agent {agent} does not read its socket"))??;
+                    tokio::time::timeout(
+                        PUSH_WRITE_TIMEOUT,
+                        write.write_all(&protocol::encode(&push)),
+                    )
+                    .await
+                    .map_err(|_| anyhow::anyhow!("agent {agent} does not read its socket"))??;
                 }
                 // What came during the replay goes out next, in order.
                 while let Ok(push) = rx.try_recv() {
