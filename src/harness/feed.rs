@@ -53,7 +53,7 @@ async fn follow(
     let mut line = String::new();
     loop {
         line.clear();
-        let n = (&mut client.read).read_line(&mut line).await?;
+        let n = client.read.read_line(&mut line).await?;
         if n == 0 {
             bail!("the daemon closed the subscription");
         }
