@@ -103,10 +103,9 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
     h.create(
         "alice",
         &[
-            "--env",
-            "HIVE_TURNS=1",
-            "--env",
-            "HIVE_TURN_TIMEOUT=6",
+            "--turns",
+            "--turn-timeout",
+            "6",
             "--harness",
             "sh",
             "-c",
@@ -329,17 +328,25 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
 
     // A hung turn is ended by the timeout (6 s), recorded, and the loop goes on.
     h.hivectl_ok(&["tell", "alice", "sleep 600"]);
-    let killed = wait_entry(
-        &h,
-        "the timed-out turn",
-        &[
-            "HIVE_EVENT=agent_turn",
-            "HIVE_AGENT=alice",
-            "HIVE_TURN_PHASE=done",
-            "--grep",
-            "killed at its timeout",
-        ],
-    );
+    let mut killed = None;
+    h.wait_for("the timed-out turn", Duration::from_secs(30), || {
+        killed = entries(
+            &h,
+            &[
+                "HIVE_EVENT=agent_turn",
+                "HIVE_AGENT=alice",
+                "HIVE_TURN_PHASE=done",
+            ],
+        )
+        .into_iter()
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("killed at its timeout)"))
+        });
+        killed.is_some()
+    });
+    let killed = killed.unwrap();
     let data: Value = serde_json::from_str(killed["HIVE_DATA"].as_str().unwrap()).unwrap();
     assert_eq!(data["timed_out"], true);
     assert!(data["secs"].as_f64().unwrap() < 10.0, "{data}");
@@ -410,8 +417,7 @@ fn an_agent_cannot_tell_approve_or_see_others_and_a_deaf_one_stalls_nothing() {
         h.create(
             a,
             &[
-                "--env",
-                "HIVE_TURNS=1",
+                "--turns",
                 "--harness",
                 "sh",
                 "-c",

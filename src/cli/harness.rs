@@ -32,11 +32,12 @@ pub struct Args {
     pub events: PathBuf,
     /// Run the agent's command once per turn: at start and on each wake (a decision on one
     /// of its approvals, an admin's `hivectl tell`), with the wake on stdin (JSON) and in
-    /// HIVE_TURN, HIVE_WAKE_REASON, HIVE_WAKE_MESSAGE; see docs/agent-side.md
-    #[arg(long, env = "HIVE_TURNS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    /// HIVE_TURN, HIVE_WAKE_REASON, HIVE_WAKE_MESSAGE (the spec's `turns`); see
+    /// docs/agent-side.md
+    #[arg(long)]
     pub turns: bool,
     /// With --turns: seconds a turn may run before it is killed and the loop goes on
-    #[arg(long, env = "HIVE_TURN_TIMEOUT", value_name = "SECS", default_value = "600",
+    #[arg(long, value_name = "SECS", default_value = "600",
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub turn_timeout: u64,
     #[command(subcommand)]
