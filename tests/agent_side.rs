@@ -425,8 +425,8 @@ fn an_agent_cannot_tell_approve_or_see_others_and_a_deaf_one_stalls_nothing() {
             ],
         );
     }
-    h.wait_for("both harnesses subscribed", Duration::from_secs(30), || {
-        connections(&h, "alice") >= 2 && connections(&h, "bob") >= 2
+    h.wait_for("both harnesses connected", Duration::from_secs(30), || {
+        connections(&h, "alice") == 1 && connections(&h, "bob") == 1
     });
     // alice asks for something; bob may not see it, decide it, or tell anyone.
     let (mut a, mut ar) = connect(&h, "alice");
@@ -498,9 +498,10 @@ fn an_agent_cannot_tell_approve_or_see_others_and_a_deaf_one_stalls_nothing() {
     h.wait_for(
         "bob's deaf connections closed",
         Duration::from_secs(30),
-        || connections(&h, "bob") <= 3,
+        || connections(&h, "bob") == 2,
     );
-    // bob's own harness kept its subscription and turns went on (coalesced).
+    // bob's harness (one connection, its subscription on it) came through, or came back,
+    // and its turns went on (coalesced).
     assert!(state_file(&h, "bob", "last-input").contains(&big[..100]));
     assert_eq!(harness_show(&h, "bob", "NRestarts"), "0");
     drop(deaf);

@@ -1,73 +1,76 @@
-//! The harness's subscription: one connection of its own on which the daemon pushes what
-//! concerns the agent (decisions on its approvals, a restart ahead). It runs beside the
-//! request/reply link, reconnecting with backoff whenever the daemon goes away, and hands
-//! each push to the harness loop over a bounded channel.
+//! The harness's link doubles as its subscription: once it sent `subscribe`, the daemon
+//! also writes pushes on it (decisions on the agent's approvals, a restart ahead, an
+//! admin's message). From then on a reader task owns the connection's read side: replies
+//! go to whoever asked ([`Client::ask`]), pushes to the harness loop over a bounded
+//! channel. One connection per harness, as before pushes existed.
 
-use std::path::PathBuf;
-
-use anyhow::{anyhow, bail, Result};
-use tokio::io::AsyncBufReadExt;
+use anyhow::{bail, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 
-use super::{Backoff, Client};
-use crate::socket::protocol::{self, Incoming, Push, Reply, Request};
+use super::Client;
+use crate::socket::protocol::{Incoming, Push, Reply, Request};
 
-/// Pushes waiting for the harness loop. The loop takes them at once; a daemon cannot
-/// outrun it by much, and what does not fit waits in the socket.
-const CHANNEL: usize = 64;
+/// Pushes waiting for the harness loop, which takes them at once. One that does not fit
+/// closes the connection (the link reconnects and the daemon sends the decisions again)
+/// rather than hold up the replies behind it.
+pub const CHANNEL: usize = 64;
 
-/// Starts the subscription; pushes arrive on the returned channel.
-pub fn start(socket: PathBuf) -> mpsc::Receiver<Push> {
-    let (tx, rx) = mpsc::channel(CHANNEL);
-    tokio::spawn(async move {
-        let mut backoff = Backoff::new();
-        loop {
-            match follow(&socket, &tx, &mut backoff).await {
-                Ok(()) => return, // the harness loop is gone
-                Err(e) => {
-                    let pause = backoff.next_pause();
-                    log::debug!("subscription: {e:#}; again in {pause:?}");
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// One subscription, until the daemon closes it (an error) or the harness loop is gone.
-async fn follow(
-    socket: &std::path::Path,
-    tx: &mpsc::Sender<Push>,
-    backoff: &mut Backoff,
-) -> Result<()> {
-    let mut client = Client::connect(socket).await?;
+/// Subscribes `client` to the daemon's pushes, delivered on `pushes`. `false` when the
+/// daemon predates pushes (it refuses `subscribe`): the link works as before, without.
+pub async fn subscribe(client: &mut Client, pushes: mpsc::Sender<Push>) -> Result<bool> {
     match client.ask(&Request::Subscribe {}).await? {
         Reply::Subscribed => {}
-        // A daemon that predates pushes: nothing will come; ask again now and then, it
-        // may be upgraded.
-        Reply::Error { error } => bail!("the daemon does not push ({error})"),
+        Reply::Error { error } => {
+            log::info!(
+                "hive-c0re does not push ({error}); decisions reach the agent only when it asks"
+            );
+            return Ok(false);
+        }
         other => bail!("unexpected answer to subscribe: {other:?}"),
     }
-    *backoff = Backoff::new();
+    let Some(read) = client.read.take() else {
+        bail!("subscribed twice");
+    };
+    let (replies_tx, replies) = mpsc::channel(4);
+    client.replies = Some(replies);
+    client.reader = Some(tokio::spawn(reader(read, replies_tx, pushes)));
+    Ok(true)
+}
+
+/// Reads the subscribed connection until it ends; ending drops the replies channel, which
+/// the next [`Client::ask`] reports as the daemon having closed the socket.
+async fn reader(
+    mut read: BufReader<OwnedReadHalf>,
+    replies: mpsc::Sender<Reply>,
+    pushes: mpsc::Sender<Push>,
+) {
     let mut line = String::new();
     loop {
         line.clear();
-        let n = client.read.read_line(&mut line).await?;
-        if n == 0 {
-            bail!("the daemon closed the subscription");
-        }
-        if line.len() > protocol::MAX_LINE {
-            bail!("a push longer than {} bytes", protocol::MAX_LINE);
+        match read.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
         match serde_json::from_str::<Incoming>(line.trim_end()) {
             Ok(Incoming::Push(push)) => {
-                if tx.send(push).await.is_err() {
-                    return Ok(());
+                if pushes.try_send(push).is_err() {
+                    log::warn!(
+                        "{CHANNEL} pushes from hive-c0re not taken yet; reconnecting (the decisions are sent again)"
+                    );
+                    return;
                 }
             }
-            Ok(Incoming::Reply(_)) => {}
-            Err(e) => return Err(anyhow!("bad push from the daemon: {e}")),
+            Ok(Incoming::Reply(reply)) => {
+                if replies.send(reply).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                log::warn!("a line from hive-c0re that is neither a reply nor a push: {e}");
+                return;
+            }
         }
     }
 }

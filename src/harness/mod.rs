@@ -45,9 +45,21 @@ pub struct Options {
 
 /// One connection to the agent socket, request by request.
 pub struct Client {
-    read: BufReader<OwnedReadHalf>,
+    /// The read side, until the connection subscribes (then the reader task has it).
+    read: Option<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
+    /// Once subscribed: replies, from the reader task that hands pushes aside.
+    replies: Option<tokio::sync::mpsc::Receiver<Reply>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
     pub agent: String,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
+    }
 }
 
 impl Client {
@@ -62,8 +74,10 @@ impl Client {
             .with_context(|| format!("connecting to {}", socket.display()))?;
         let (read, write) = stream.into_split();
         let mut client = Client {
-            read: BufReader::new(read),
+            read: Some(BufReader::new(read)),
             write,
+            replies: None,
+            reader: None,
             agent: String::new(),
         };
         match client
@@ -81,8 +95,18 @@ impl Client {
     pub async fn ask(&mut self, req: &Request) -> Result<Reply> {
         let exchange = async {
             self.write.write_all(&protocol::encode(req)).await?;
+            if let Some(replies) = self.replies.as_mut() {
+                return replies
+                    .recv()
+                    .await
+                    .ok_or_else(|| anyhow!("the daemon closed the socket"));
+            }
+            let read = self
+                .read
+                .as_mut()
+                .expect("an unsubscribed client reads its replies");
             let mut line = String::new();
-            if self.read.read_line(&mut line).await? == 0 {
+            if read.read_line(&mut line).await? == 0 {
                 bail!("the daemon closed the socket");
             }
             serde_json::from_str::<Reply>(line.trim_end())
@@ -97,10 +121,13 @@ impl Client {
 /// Connects, retrying with a growing pause: at boot, or while the daemon restarts, the
 /// socket may not be there yet. systemd's start timeout bounds the wait (READY=1 comes
 /// only once connected).
-async fn connect_retrying(socket: &std::path::Path) -> Client {
+async fn connect_retrying(
+    socket: &std::path::Path,
+    pushes: &tokio::sync::mpsc::Sender<protocol::Push>,
+) -> Client {
     let mut backoff = Backoff::new();
     loop {
-        match Client::connect(socket).await {
+        match connect_subscribed(socket, pushes).await {
             Ok(c) => return c,
             Err(e) => {
                 let pause = backoff.next_pause();
@@ -109,6 +136,16 @@ async fn connect_retrying(socket: &std::path::Path) -> Client {
             }
         }
     }
+}
+
+/// Connects and subscribes to the daemon's pushes on the same connection.
+async fn connect_subscribed(
+    socket: &std::path::Path,
+    pushes: &tokio::sync::mpsc::Sender<protocol::Push>,
+) -> Result<Client> {
+    let mut client = Client::connect(socket).await?;
+    feed::subscribe(&mut client, pushes.clone()).await?;
+    Ok(client)
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
@@ -127,6 +164,8 @@ fn now_secs() -> u64 {
 /// The link to the daemon: connected, or cut off since some time and reconnecting.
 struct Link {
     socket: PathBuf,
+    /// Where the connection's reader hands the daemon's pushes.
+    pushes: tokio::sync::mpsc::Sender<protocol::Push>,
     agent: String,
     client: Option<Client>,
     outbox: Outbox,
@@ -229,7 +268,7 @@ impl Link {
 
     async fn reconnect(&mut self, log: &EventLog) {
         self.attempts += 1;
-        match Client::connect(&self.socket).await {
+        match connect_subscribed(&self.socket, &self.pushes).await {
             Ok(c) => {
                 let (since, at) = self.down_since.take().expect("down");
                 log::info!(
@@ -404,9 +443,13 @@ pub async fn run(opts: Options) -> Result<i32> {
         DEFAULT_PING
     };
 
-    let client = connect_retrying(&opts.socket).await;
+    // Pushes from the daemon (decisions, restarts ahead, admins' messages), handed aside
+    // by the link's reader.
+    let (pushes, mut feed) = tokio::sync::mpsc::channel(feed::CHANNEL);
+    let client = connect_retrying(&opts.socket, &pushes).await;
     let mut link = Link {
         socket: opts.socket.clone(),
+        pushes,
         agent: client.agent.clone(),
         client: Some(client),
         outbox: Outbox::new(OUTBOX_CAPACITY),
@@ -422,9 +465,6 @@ pub async fn run(opts: Options) -> Result<i32> {
         sd_notify::NotifyState::Status(&link.status_connected()),
     ]);
 
-    // Pushes from the daemon (decisions, restarts ahead, admins' messages), on a
-    // connection of their own.
-    let mut feed = feed::start(opts.socket.clone());
     let mut feed_open = true;
     let mut turn_loop = opts.turns.map(|timeout| TurnLoop {
         timeout,
