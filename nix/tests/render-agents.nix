@@ -33,6 +33,8 @@ let
       autostart = false;
       private_users = false;
       capabilities = [ "CAP_NET_RAW" ];
+      turns = true;
+      turn_timeout = 300;
     };
   };
 
