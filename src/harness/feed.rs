@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 
-use super::Client;
+use super::{Client, EventLog};
 use crate::socket::protocol::{Incoming, Push, Reply, Request};
 
 /// Pushes waiting for the harness loop, which takes them at once. One that does not fit
@@ -71,6 +71,51 @@ async fn reader(
                 log::warn!("a line from hive-c0re that is neither a reply nor a push: {e}");
                 return;
             }
+        }
+    }
+}
+
+/// What a push from the daemon means to the agent: it is recorded in the event log (a
+/// decision once, however often it is sent), and it may wake a turn.
+pub(super) fn received(log: &EventLog, push: Push) -> Option<super::turns::Wake> {
+    match push {
+        Push::ApprovalDecided {
+            id,
+            kind,
+            status,
+            note,
+        } => {
+            let data =
+                serde_json::json!({ "id": id, "kind": kind, "status": status, "note": note });
+            let new = log.record_once(
+                "approval_decided",
+                &format!("approval {id} {status}"),
+                &data,
+            );
+            new.then(|| {
+                log::info!("approval {id} is {status}");
+                super::turns::Wake {
+                    reason: "approval_decided".into(),
+                    message: format!("approval {id} {status}"),
+                    data,
+                }
+            })
+        }
+        Push::RestartPending { id, grace_secs } => {
+            let data = serde_json::json!({ "id": id, "grace_secs": grace_secs });
+            log::info!("approval {id}: the container restarts in {grace_secs}s");
+            log.record("restart_pending", &data);
+            // Not a wake: the grace is for finishing the turn under way, not for a new one.
+            None
+        }
+        Push::Wake { reason, message } => {
+            let data = serde_json::json!({ "reason": reason, "message": message });
+            log.record("wake", &data);
+            Some(super::turns::Wake {
+                reason,
+                message,
+                data: serde_json::Value::Null,
+            })
         }
     }
 }

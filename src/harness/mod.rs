@@ -323,115 +323,6 @@ impl Link {
     }
 }
 
-/// What a push from the daemon means to the agent: it is recorded in the event log (a
-/// decision once, however often it is sent), and it may wake a turn.
-fn received(log: &EventLog, push: protocol::Push) -> Option<turns::Wake> {
-    use protocol::Push;
-    match push {
-        Push::ApprovalDecided {
-            id,
-            kind,
-            status,
-            note,
-        } => {
-            let data =
-                serde_json::json!({ "id": id, "kind": kind, "status": status, "note": note });
-            let new = log.record_once(
-                "approval_decided",
-                &format!("approval {id} {status}"),
-                &data,
-            );
-            new.then(|| {
-                log::info!("approval {id} is {status}");
-                turns::Wake {
-                    reason: "approval_decided".into(),
-                    message: format!("approval {id} {status}"),
-                    data,
-                }
-            })
-        }
-        Push::RestartPending { id, grace_secs } => {
-            let data = serde_json::json!({ "id": id, "grace_secs": grace_secs });
-            log::info!("approval {id}: the container restarts in {grace_secs}s");
-            log.record("restart_pending", &data);
-            // Not a wake: the grace is for finishing the turn under way, not for a new one.
-            None
-        }
-        Push::Wake { reason, message } => {
-            let data = serde_json::json!({ "reason": reason, "message": message });
-            log.record("wake", &data);
-            Some(turns::Wake {
-                reason,
-                message,
-                data: serde_json::Value::Null,
-            })
-        }
-    }
-}
-
-/// The turn loop's state: see [`turns`].
-struct TurnLoop {
-    timeout: Duration,
-    wakes: turns::Wakes,
-    next: u64,
-    running: Option<turns::Running>,
-}
-
-impl TurnLoop {
-    /// Starts a turn if none runs and a wake waits.
-    async fn start_next(&mut self, command: &[String], log: &EventLog, link: &mut Link) {
-        if self.running.is_some() || self.wakes.is_empty() {
-            return;
-        }
-        let input = self.wakes.take(self.next);
-        self.next += 1;
-        let data = serde_json::json!({
-            "turn": input.turn,
-            "reason": input.reasons(),
-            "wakes": input.wakes.len(),
-            "dropped": input.dropped,
-        });
-        match turns::spawn(command, &input, self.timeout) {
-            Ok(running) => {
-                log.record("turn_started", &data);
-                link.send_event(log, "turn_started", data).await;
-                self.running = Some(running);
-            }
-            Err(e) => {
-                // Recorded as a turn that failed at once; the next wake tries again.
-                log::error!("turn {}: starting the agent's command: {e}", input.turn);
-                let data = serde_json::json!({
-                    "turn": input.turn,
-                    "reason": input.reasons(),
-                    "code": 127,
-                    "secs": 0.0,
-                    "timed_out": false,
-                    "error": crate::spec::one_line(&e.to_string()),
-                });
-                log.record("turn_done", &data);
-                link.send_event(log, "turn_done", data).await;
-            }
-        }
-    }
-
-    /// Records the end of the running turn.
-    async fn done(&mut self, code: i32, timed_out: bool, log: &EventLog, link: &mut Link) {
-        let Some(running) = self.running.take() else {
-            return;
-        };
-        let secs = running.started.elapsed().as_secs_f64();
-        let data = serde_json::json!({
-            "turn": running.turn,
-            "reason": running.reasons,
-            "code": code,
-            "secs": (secs * 1000.0).round() / 1000.0,
-            "timed_out": timed_out,
-        });
-        log.record("turn_done", &data);
-        link.send_event(log, "turn_done", data).await;
-    }
-}
-
 /// Runs until the agent's command exits (its code is returned) or SIGTERM (0). In the
 /// turn loop, until SIGTERM.
 pub async fn run(opts: Options) -> Result<i32> {
@@ -466,7 +357,7 @@ pub async fn run(opts: Options) -> Result<i32> {
     ]);
 
     let mut feed_open = true;
-    let mut turn_loop = opts.turns.map(|timeout| TurnLoop {
+    let mut turn_loop = opts.turns.map(|timeout| turns::TurnLoop {
         timeout,
         wakes: turns::Wakes::default(),
         next: 1,
@@ -529,7 +420,7 @@ pub async fn run(opts: Options) -> Result<i32> {
                     feed_open = false;
                     continue;
                 };
-                if let Some(wake) = received(&log, push) {
+                if let Some(wake) = feed::received(&log, push) {
                     if let Some(tl) = turn_loop.as_mut() {
                         tl.wakes.push(wake);
                         if tl.running.is_none() {

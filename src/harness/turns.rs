@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::{EventLog, Link};
+
 /// Wakes waiting for the next turn. Past this the oldest are dropped and counted (the
 /// next turn's input says how many): a flood of wakes costs one turn, not one each.
 pub const MAX_WAKES: usize = 64;
@@ -167,6 +169,75 @@ pub async fn kill(running: &mut Running) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
     let _ = running.child.kill().await;
+}
+
+/// The turn loop's state in the harness loop: the wakes waiting and the turn running.
+pub(super) struct TurnLoop {
+    pub timeout: Duration,
+    pub wakes: Wakes,
+    pub next: u64,
+    pub running: Option<Running>,
+}
+
+impl TurnLoop {
+    /// Starts a turn if none runs and a wake waits.
+    pub(super) async fn start_next(&mut self, command: &[String], log: &EventLog, link: &mut Link) {
+        if self.running.is_some() || self.wakes.is_empty() {
+            return;
+        }
+        let input = self.wakes.take(self.next);
+        self.next += 1;
+        let data = serde_json::json!({
+            "turn": input.turn,
+            "reason": input.reasons(),
+            "wakes": input.wakes.len(),
+            "dropped": input.dropped,
+        });
+        match spawn(command, &input, self.timeout) {
+            Ok(running) => {
+                log.record("turn_started", &data);
+                link.send_event(log, "turn_started", data).await;
+                self.running = Some(running);
+            }
+            Err(e) => {
+                // Recorded as a turn that failed at once; the next wake tries again.
+                log::error!("turn {}: starting the agent's command: {e}", input.turn);
+                let data = serde_json::json!({
+                    "turn": input.turn,
+                    "reason": input.reasons(),
+                    "code": 127,
+                    "secs": 0.0,
+                    "timed_out": false,
+                    "error": crate::spec::one_line(&e.to_string()),
+                });
+                log.record("turn_done", &data);
+                link.send_event(log, "turn_done", data).await;
+            }
+        }
+    }
+
+    /// Records the end of the running turn.
+    pub(super) async fn done(
+        &mut self,
+        code: i32,
+        timed_out: bool,
+        log: &EventLog,
+        link: &mut Link,
+    ) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let secs = running.started.elapsed().as_secs_f64();
+        let data = serde_json::json!({
+            "turn": running.turn,
+            "reason": running.reasons,
+            "code": code,
+            "secs": (secs * 1000.0).round() / 1000.0,
+            "timed_out": timed_out,
+        });
+        log.record("turn_done", &data);
+        link.send_event(log, "turn_done", data).await;
+    }
 }
 
 #[cfg(test)]
