@@ -241,6 +241,7 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
     // An admin approves: the agent is told, given the grace, then restarted.
     let t0 = Instant::now();
     let out = h.hivectl_ok(&["approve", &id.to_string()]);
+    let approve_took = t0.elapsed();
     assert!(out.contains("applied"), "{out}");
     assert!(
         t0.elapsed() >= Duration::from_secs(3),
@@ -284,6 +285,7 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
 
     // hivectl tell wakes a turn whose input has the message.
     let n = turns_log(&h, "alice").len();
+    let t_tell = Instant::now();
     h.hivectl_ok(&["tell", "alice", "hello there"]);
     h.wait_for("the told turn", Duration::from_secs(15), || {
         turns_log(&h, "alice")
@@ -291,6 +293,7 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
             .skip(n)
             .any(|t| t[1] == "tell" && t[2] == "hello there")
     });
+    let tell_to_turn = t_tell.elapsed();
     assert!(state_file(&h, "alice", "inputs").contains("\"message\":\"hello there\""));
 
     // Wakes during a long turn are coalesced into one turn.
@@ -392,6 +395,12 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
     // The watchdog watched the harness loop, not the turns: one harness all along since
     // the rebuild, through a 600 s turn and a 10 s watchdog.
     assert_eq!(harness_show(&h, "alice", "NRestarts"), "0");
+    println!(
+        "figures: approve with a listening agent {approve_took:?} (grace 3 s + rebuild); \
+         hivectl tell to the turn's line in /state {tell_to_turn:?} (polled); \
+         hung turn killed after {}s (timeout 6 s)",
+        data["secs"]
+    );
 }
 
 /// One line each way on the agent's socket, as the agent would (identity: the socket).
