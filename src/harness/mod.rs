@@ -412,6 +412,12 @@ pub async fn run(opts: Options) -> Result<i32> {
                     link.check(&log).await;
                 }
             }
+            // The daemon closed a subscribed connection (it restarts, or dropped a feed it
+            // could not deliver to): reconnect now rather than at the next ping.
+            _ = async { link.client.as_mut().and_then(|c| c.reader.as_mut()).expect("guarded").await },
+                if link.client.as_ref().is_some_and(|c| c.reader.is_some()) => {
+                link.went_down(&log, "the daemon closed the connection");
+            }
             _ = tokio::time::sleep_until(link.next_attempt), if link.client.is_none() => {
                 link.reconnect(&log).await;
             }
