@@ -475,6 +475,63 @@ fn an_agent_cannot_tell_approve_or_see_others_and_a_deaf_one_stalls_nothing() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["status"], "pending", "nothing decided it");
 
+    // Telling is for root and hive-admin, as deciding is: a member of hive-admin may, a
+    // user who is not may not, and is told who may.
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "echo 'hiveadm:x:1001:1001::/:/usr/sbin/nologin' >> /etc/passwd && \
+         echo 'hiveadm:x:1001:' >> /etc/group && \
+         sed -i 's/^hive-admin:x:\\([0-9]*\\):$/hive-admin:x:\\1:hiveadm/' /etc/group && \
+         grep -q '^hive-admin:.*:hiveadm$' /etc/group && \
+         busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
+    ]);
+    let as_user = |user: &str, gid: &str, args: &[&str]| {
+        let mut argv = vec![
+            "setpriv",
+            "--reuid",
+            user,
+            "--regid",
+            gid,
+            "--init-groups",
+            HIVECTL,
+        ];
+        argv.extend_from_slice(args);
+        h.run(&argv)
+    };
+    let out = as_user("nobody", "65534", &["tell", "alice", "from nobody"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("telling an agent needs root or membership in group hive-admin"),
+        "{}",
+        stderr(&out)
+    );
+    let out = as_user("hiveadm", "1001", &["tell", "alice", "from an admin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    h.wait_for("the admin's message", Duration::from_secs(15), || {
+        state_file(&h, "alice", "last-input").contains("from an admin")
+    });
+    assert_eq!(
+        events_db(
+            &h,
+            "alice",
+            "SELECT count(*) FROM events WHERE kind = 'wake' AND data LIKE '%from nobody%'"
+        ),
+        "0"
+    );
+    // Bad messages are refused before anything is sent, in one line.
+    assert_bad_input(
+        &h.hivectl(&["tell", "alice", "bell\u{7}"]),
+        "control character",
+    );
+    assert_bad_input(
+        &h.hivectl(&["tell", "alice", &"x".repeat(5000)]),
+        "too long",
+    );
+    assert_bad_input(&h.hivectl(&["tell", "Not A Name", "hi"]), "bad name");
+    let out = h.hivectl(&["tell", "nobody-here", "hi"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
     // bob subscribes on four connections and never reads them; an admin floods bob with
     // 4 KiB messages. Each tell returns at once; alice, the daemon and bob's own harness
     // are unaffected; bob's deaf connections are closed.

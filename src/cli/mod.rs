@@ -235,6 +235,9 @@ fn denied(detail: &str) -> String {
         "Approve" | "Deny" => format!(
             "access denied: deciding approvals needs root or membership in group hive-admin ({policy})"
         ),
+        "TellAgent" => format!(
+            "access denied: telling an agent needs root or membership in group hive-admin ({policy})"
+        ),
         "Plan" => format!(
             "access denied: plan needs root, though it changes nothing: it shows the agents' whole \
              units, their environment included ({policy}); list and status work for anyone"

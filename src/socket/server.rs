@@ -216,9 +216,7 @@ async fn serve(
                         // Dropped by the daemon (it did not keep up): close the connection.
                         return Ok(());
                     };
-                    tokio::time::timeout(PUSH_WRITE_TIMEOUT, write.write_all(&protocol::encode(&push)))
-                        .await
-                        .map_err(|_| anyhow::anyhow!("agent {agent} does not read its socket"))??;
+                    write_push(&mut write, agent, &push).await?;
                 }
             }
         };
@@ -324,16 +322,11 @@ async fn serve(
                     .write_all(&protocol::encode(&Reply::Subscribed))
                     .await?;
                 for push in handler.recent_decisions(agent) {
-                    tokio::time::timeout(
-                        PUSH_WRITE_TIMEOUT,
-                        write.write_all(&protocol::encode(&push)),
-                    )
-                    .await
-                    .map_err(|_| anyhow::anyhow!("agent {agent} does not read its socket"))??;
+                    write_push(&mut write, agent, &push).await?;
                 }
                 // What came during the replay goes out next, in order.
                 while let Ok(push) = rx.try_recv() {
-                    write.write_all(&protocol::encode(&push)).await?;
+                    write_push(&mut write, agent, &push).await?;
                 }
                 feed = Some(rx);
                 continue;
@@ -348,6 +341,21 @@ async fn serve(
             return Ok(());
         }
     }
+}
+
+/// Writes one push, giving up (and so closing the connection) if the agent does not take
+/// it within [`PUSH_WRITE_TIMEOUT`].
+async fn write_push(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    agent: &AgentName,
+    push: &Push,
+) -> Result<()> {
+    tokio::time::timeout(PUSH_WRITE_TIMEOUT, write.write_all(&protocol::encode(push)))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("agent {agent}: a push not read within {PUSH_WRITE_TIMEOUT:?}")
+        })??;
+    Ok(())
 }
 
 fn data_reply(r: Result<serde_json::Value, String>) -> Reply {
