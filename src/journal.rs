@@ -47,10 +47,12 @@ pub enum Event {
     /// A turn of an agent in the turn loop started or ended, as its harness reported it
     /// (`HIVE_TURN=`, `HIVE_TURN_PHASE=`, `HIVE_DATA=`).
     AgentTurn,
+    /// An admin's `hivectl tell` reached the agent's harness (`HIVE_TOLD_BY=`, `HIVE_MESSAGE_TEXT=`).
+    AgentTold,
 }
 
 impl Event {
-    pub const ALL: [Event; 23] = [
+    pub const ALL: [Event; 24] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -74,6 +76,7 @@ impl Event {
         Event::AgentThrottled,
         Event::StoreUnavailable,
         Event::AgentTurn,
+        Event::AgentTold,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -102,6 +105,7 @@ impl Event {
             Event::AgentThrottled => "agent_throttled",
             Event::StoreUnavailable => "store_unavailable",
             Event::AgentTurn => "agent_turn",
+            Event::AgentTold => "agent_told",
         }
     }
 
@@ -130,6 +134,7 @@ impl Event {
             Event::AgentThrottled => "0f0835a15ad345ef9c6eb97f36cba994",
             Event::StoreUnavailable => "5fda441d0693453e89eea15aa2bb6a5e",
             Event::AgentTurn => "8f3c2e5d1a7b4c69b0d4e2f61a9c7b35",
+            Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
         }
     }
 

@@ -294,6 +294,10 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
             .any(|t| t[1] == "tell" && t[2] == "hello there")
     });
     let tell_to_turn = t_tell.elapsed();
+    let told = entries(&h, &["HIVE_EVENT=agent_told", "HIVE_AGENT=alice"]);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["HIVE_TOLD_BY"], "uid 0");
+    assert_eq!(told[0]["HIVE_MESSAGE_TEXT"], "hello there");
     assert!(state_file(&h, "alice", "inputs").contains("\"message\":\"hello there\""));
 
     // Wakes during a long turn are coalesced into one turn.

@@ -339,8 +339,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
         let name = parse_name(name)?;
-        require_admin(conn, &header, &format!("tell agent {name}")).await?;
-        self.hive.tell(&name, message).await
+        let by = require_admin(conn, &header, &format!("tell agent {name}")).await?;
+        self.hive.tell(&name, message, &by).await
     }
 
     async fn restart_agent(

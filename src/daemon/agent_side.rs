@@ -181,7 +181,12 @@ pub fn check_message(message: &str) -> Result<(), String> {
 impl super::Hive {
     /// `hivectl tell NAME MESSAGE`: wakes the agent's turn loop with `message`. Refused,
     /// changing nothing, when no harness of the agent listens.
-    pub async fn tell(&self, name: &AgentName, message: &str) -> Result<(), crate::api::Error> {
+    pub async fn tell(
+        &self,
+        name: &AgentName,
+        message: &str,
+        by: &str,
+    ) -> Result<(), crate::api::Error> {
         use crate::api::Error;
         check_message(message).map_err(|e| Error::InvalidArgument(format!("agent {name}: {e}")))?;
         self.require_known(name).await?;
@@ -194,6 +199,16 @@ impl super::Hive {
                 "agent {name}: its harness is not connected, nothing was told; is it running? (hivectl status {name})"
             )));
         }
+        crate::journal::emit(
+            crate::journal::Event::AgentTold,
+            Some(name),
+            None,
+            &[
+                ("HIVE_TOLD_BY", by.to_owned()),
+                ("HIVE_MESSAGE_TEXT", message.to_owned()),
+            ],
+            &format!("agent {name}: told by {by} ({} bytes)", message.len()),
+        );
         Ok(())
     }
 }
