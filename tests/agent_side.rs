@@ -160,6 +160,11 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
         let me = me.structured_content.unwrap();
         assert_eq!(me["agent"], "alice");
         assert_eq!(me["pending_approvals"], json!([id]));
+        // systemd-run's PATH here; a turn's own MCP server gets the unit's.
+        assert!(
+            me["PATH"].as_str().is_some_and(|p| p.contains("/usr/bin")),
+            "{me}"
+        );
         let st = client
             .call_tool(call("approval_status", json!({"id": id})))
             .await
@@ -588,6 +593,9 @@ fn an_agent_cannot_tell_approve_or_see_others_and_a_deaf_one_stalls_nothing() {
         || state_file(&h, "bob", "last-input").contains("after the flood"),
     );
     assert_eq!(harness_show(&h, "bob", "NRestarts"), "0");
+    // bob's connection that never subscribed (as a harness that predates pushes) saw none
+    // of the 150 tells: its next answer is the answer.
+    assert_eq!(ask(&mut b, &mut br, r#"{"type":"ping"}"#)["type"], "pong");
     drop(deaf);
     println!("figures: 150 tells of 4 KiB to a deaf agent, slowest {slowest:?}");
 }

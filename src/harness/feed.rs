@@ -2,7 +2,8 @@
 //! also writes pushes on it (decisions on the agent's approvals, a restart ahead, an
 //! admin's message). From then on a reader task owns the connection's read side: replies
 //! go to whoever asked ([`Client::ask`]), pushes to the harness loop over a bounded
-//! channel. One connection per harness, as before pushes existed.
+//! channel. One connection per harness: the daemon counts and limits connections per
+//! agent, and admins and tests read "one listener, one connection" off `ss`.
 
 use anyhow::{bail, Result};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -18,7 +19,7 @@ use crate::socket::protocol::{Incoming, Push, Reply, Request};
 pub const CHANNEL: usize = 64;
 
 /// Subscribes `client` to the daemon's pushes, delivered on `pushes`. `false` when the
-/// daemon predates pushes (it refuses `subscribe`): the link works as before, without.
+/// daemon predates pushes (it refuses `subscribe`): the link then carries requests only.
 pub async fn subscribe(client: &mut Client, pushes: mpsc::Sender<Push>) -> Result<bool> {
     match client.ask(&Request::Subscribe {}).await? {
         Reply::Subscribed => {}

@@ -134,8 +134,8 @@ pub fn tools() -> Vec<Tool> {
         ),
         Tool::new(
             "whoami",
-            "Who you are to the hive: your name, your own PATH entries, environment, binds, \
-             limits and pending approvals.",
+            "Who you are to the hive: your name, your PATH (and your own entries on it), \
+             environment, binds, limits and pending approvals.",
             none(),
         ),
     ]
@@ -231,7 +231,16 @@ impl HiveTools {
             }
             "whoami" => {
                 let _: NoArgs = args(tool, raw)?;
-                self.data(Request::Whoami {}).await
+                let mut me = self.data(Request::Whoami {}).await?;
+                // The whole PATH, as this process got it from the agent's unit (the daemon
+                // knows the agent's own entries, not what the container adds).
+                if let Some(obj) = me.as_object_mut() {
+                    obj.insert(
+                        "PATH".into(),
+                        json!(std::env::var("PATH").unwrap_or_default()),
+                    );
+                }
+                Ok(me)
             }
             "emit_event" => {
                 let a: EventArgs = args(tool, raw)?;
