@@ -147,6 +147,21 @@ let
         reboot) and on reload. Null means yes.
       '';
     };
+    turns = mkOption {
+      type = types.nullOr types.bool;
+      default = null;
+      description = ''
+        Run the harness command once per turn: at start and on each wake (a decision on
+        one of the agent's approvals, an admin's `hivectl tell`), with the wake on stdin
+        and in HIVE_TURN, HIVE_WAKE_REASON, HIVE_WAKE_MESSAGE. Null means no: the command
+        runs once. Only an admin sets it. See docs/agent-side.md.
+      '';
+    };
+    turn_timeout = mkOption {
+      type = types.nullOr (types.ints.between 1 86400);
+      default = null;
+      description = "With turns: seconds a turn may run before it is killed (null means 600).";
+    };
     private_users = mkOption {
       type = types.nullOr types.bool;
       default = null;

@@ -44,10 +44,15 @@ pub enum Event {
     AgentThrottled,
     /// The approvals store cannot be used; agents and the lifecycle API go on without it.
     StoreUnavailable,
+    /// A turn of an agent in the turn loop started or ended, as its harness reported it
+    /// (`HIVE_TURN=`, `HIVE_TURN_PHASE=`, `HIVE_DATA=`).
+    AgentTurn,
+    /// An admin's `hivectl tell` reached the agent's harness (`HIVE_TOLD_BY=`, `HIVE_MESSAGE_TEXT=`).
+    AgentTold,
 }
 
 impl Event {
-    pub const ALL: [Event; 22] = [
+    pub const ALL: [Event; 24] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -70,6 +75,8 @@ impl Event {
         Event::ApprovalRefused,
         Event::AgentThrottled,
         Event::StoreUnavailable,
+        Event::AgentTurn,
+        Event::AgentTold,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -97,6 +104,8 @@ impl Event {
             Event::ApprovalRefused => "approval_refused",
             Event::AgentThrottled => "agent_throttled",
             Event::StoreUnavailable => "store_unavailable",
+            Event::AgentTurn => "agent_turn",
+            Event::AgentTold => "agent_told",
         }
     }
 
@@ -124,6 +133,8 @@ impl Event {
             Event::ApprovalRefused => "e4b9a9b12535439c8012e2f9f948763a",
             Event::AgentThrottled => "0f0835a15ad345ef9c6eb97f36cba994",
             Event::StoreUnavailable => "5fda441d0693453e89eea15aa2bb6a5e",
+            Event::AgentTurn => "8f3c2e5d1a7b4c69b0d4e2f61a9c7b35",
+            Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
         }
     }
 

@@ -11,17 +11,20 @@ use tokio::signal::unix::{signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
 use crate::api::{self, server::Manager};
+use crate::daemon::agent_side::{self, Notice};
 use crate::daemon::approvals::Approvals;
 use crate::daemon::changes::Changes;
 use crate::daemon::status::{notify, spawn_status_on_approvals, spawn_watchdog};
 use crate::daemon::{watch, AgentDoors, Hive, Trigger};
 use crate::plan::Host;
+use crate::socket::protocol::Push;
 use crate::socket::server::Handler;
 use crate::socket::Sockets;
 use crate::spec::AgentName;
 use crate::systemd::{ActiveState, Systemd, AGENT_UNITS};
 
-/// The socket adapter serves the core's approvals: an agent's request goes straight in.
+/// The socket adapter serves the core's approvals: an agent's request goes straight in,
+/// and its questions about itself are answered from the core.
 impl Handler for Approvals {
     fn request_approval(
         &self,
@@ -30,6 +33,47 @@ impl Handler for Approvals {
         payload: &Value,
     ) -> Result<i64, String> {
         self.request(agent, kind, payload)
+    }
+
+    fn my_approvals(&self, agent: &AgentName) -> Result<Value, String> {
+        agent_side::my_approvals(self, agent)
+    }
+
+    fn approval_status(&self, agent: &AgentName, id: i64) -> Result<Value, String> {
+        agent_side::approval_status(self, agent, id)
+    }
+
+    fn whoami(&self, agent: &AgentName) -> Result<Value, String> {
+        agent_side::whoami(self, agent)
+    }
+
+    fn recent_decisions(&self, agent: &AgentName) -> Vec<Push> {
+        agent_side::recent_decisions(self, agent)
+            .iter()
+            .map(push_of)
+            .collect()
+    }
+}
+
+/// The wire message for what the core tells an agent.
+fn push_of(notice: &Notice) -> Push {
+    match notice.clone() {
+        Notice::Decided {
+            id,
+            kind,
+            status,
+            note,
+        } => Push::ApprovalDecided {
+            id,
+            kind,
+            status,
+            note,
+        },
+        Notice::RestartPending { id, grace } => Push::RestartPending {
+            id,
+            grace_secs: grace.as_secs(),
+        },
+        Notice::Wake { reason, message } => Push::Wake { reason, message },
     }
 }
 
@@ -41,6 +85,10 @@ impl AgentDoors for Sockets {
 
     fn close(&self, name: &AgentName) {
         self.unregister(name);
+    }
+
+    fn tell(&self, name: &AgentName, notice: &Notice) -> usize {
+        self.pushes.send(name, &push_of(notice))
     }
 }
 

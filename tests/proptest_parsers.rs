@@ -741,6 +741,13 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                         Some(1) => vec!["CAP_SYS_TTY_CONFIG".into(), "CAP_NET_RAW".into()],
                         _ => vec![],
                     },
+                    // The turn loop needs a harness command; its timeout only with turns.
+                    turns: harness.as_ref().and(tasks_max).map(|t| t % 3 == 0),
+                    turn_timeout: harness
+                        .as_ref()
+                        .and(tasks_max)
+                        .filter(|t| t % 3 == 0)
+                        .map(|t| t % 86_400 + 1),
                     network,
                     harness,
                 }

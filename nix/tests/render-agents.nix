@@ -178,6 +178,8 @@ let
         autostart = false;
         private_users = false;
         capabilities = [ "CAP_NET_RAW" ];
+        turns = true;
+        turn_timeout = 300;
       };
       pinned.system = "/nix/store/00000000000000000000000000000000-nixos-system-pinned";
       # "Declare a NixOS agent" and "change its packages" (docs/operations.md).

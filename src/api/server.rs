@@ -212,6 +212,19 @@ impl Manager {
         Ok(self.hive.stop(&name).await?)
     }
 
+    /// `hivectl tell`: wakes the agent's turn with an admin's message.
+    async fn tell_agent(
+        &self,
+        name: &str,
+        message: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let name = parse_name(name)?;
+        let by = require_admin(conn, &header, &format!("tell agent {name}")).await?;
+        Ok(self.hive.tell(&name, message, &by).await?)
+    }
+
     async fn restart_agent(
         &self,
         name: &str,

@@ -63,6 +63,13 @@ pub struct CreateArgs {
     /// repeatable)
     #[arg(long = "capability", value_name = "CAP")]
     pub capabilities: Vec<String>,
+    /// Run the harness command once per turn, woken by decisions and `hivectl tell`
+    /// (docs/agent-side.md)
+    #[arg(long)]
+    pub turns: bool,
+    /// With --turns: seconds a turn may run before it is killed (default 600)
+    #[arg(long, value_name = "SECS")]
+    pub turn_timeout: Option<u64>,
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub harness: Option<Vec<String>>,
@@ -108,6 +115,8 @@ impl CreateArgs {
             autostart: self.autostart,
             private_users: self.private_users,
             capabilities: self.capabilities.clone(),
+            turns: self.turns.then_some(true),
+            turn_timeout: self.turn_timeout,
             ..Default::default()
         };
         flags.volatile = self

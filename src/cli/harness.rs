@@ -17,8 +17,10 @@ use crate::socket::SOCKET_IN_CONTAINER;
 (Type=notify, created by hive-c0re). It connects to the agent socket, reports READY=1 once \
 connected, feeds systemd's watchdog from its own loop (a daemon outage never kills it; it \
 reconnects with backoff and queues events meanwhile), runs the agent's command (after \
---) and records events in /state/hyperhive-events.sqlite. The request-approval subcommand lets \
-the agent ask an admin for a change of its own spec.",
+--) and records events in /state/hyperhive-events.sqlite, among them the decisions on the \
+agent's approvals that the daemon pushes. The request-approval subcommand lets the agent ask \
+an admin for a change of its own spec; the mcp subcommand serves the same and more as MCP \
+tools for the agent's AI.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Args {
@@ -28,6 +30,16 @@ pub struct Args {
     /// The agent's durable event log (SQLite)
     #[arg(long, default_value = "/state/hyperhive-events.sqlite")]
     pub events: PathBuf,
+    /// Run the agent's command once per turn: at start and on each wake (a decision on one
+    /// of its approvals, an admin's `hivectl tell`), with the wake on stdin (JSON) and in
+    /// HIVE_TURN, HIVE_WAKE_REASON, HIVE_WAKE_MESSAGE (the spec's `turns`); see
+    /// docs/agent-side.md
+    #[arg(long)]
+    pub turns: bool,
+    /// With --turns: seconds a turn may run before it is killed and the loop goes on
+    #[arg(long, value_name = "SECS", default_value_t = crate::spec::DEFAULT_TURN_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub turn_timeout: u64,
     #[command(subcommand)]
     pub request: Option<HarnessCommand>,
     /// The agent's command and its arguments (none: just stay connected)
@@ -45,6 +57,10 @@ pub enum HarnessCommand {
         /// The request as JSON; for spec_change, spec fields to lay over the agent's spec
         payload: String,
     },
+    /// Serve the agent's tools over MCP on stdin/stdout, for the agent's AI (e.g.
+    /// `claude mcp add hive -- hive-harness mcp`): request_approval, approval_status,
+    /// my_approvals, emit_event, whoami; each goes through the agent socket
+    Mcp,
 }
 
 pub async fn run(args: Args) -> Result<i32> {
@@ -53,9 +69,16 @@ pub async fn run(args: Args) -> Result<i32> {
             let opts = crate::harness::Options {
                 socket: args.socket,
                 events: args.events,
+                turns: args
+                    .turns
+                    .then(|| std::time::Duration::from_secs(args.turn_timeout)),
                 command: args.command,
             };
             crate::harness::run(opts).await
+        }
+        Some(HarnessCommand::Mcp) => {
+            crate::harness::mcp::serve(args.socket).await?;
+            Ok(0)
         }
         Some(HarnessCommand::RequestApproval { kind, payload }) => {
             let payload: serde_json::Value = serde_json::from_str(&payload)

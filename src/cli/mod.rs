@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod remote;
 pub mod render;
 pub mod status;
+pub mod tell;
 
 use std::path::PathBuf;
 
@@ -138,6 +139,8 @@ pub enum Command {
     Restart(lifecycle::NameArg),
     /// Recreate an agent's units from its current spec
     Rebuild(lifecycle::NameArg),
+    /// Tell an agent something: wakes its turn loop with the message (root, hive-admin)
+    Tell(tell::TellArgs),
     /// Stop an agent and remove its spec; state and credentials stay unless --purge
     Destroy(lifecycle::DestroyArgs),
     /// List agents with their unit states, read from systemd
@@ -169,6 +172,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Stop(a) => lifecycle::stop(t, a).await,
         Command::Restart(a) => lifecycle::restart(t, a).await,
         Command::Rebuild(a) => lifecycle::rebuild(t, a).await,
+        Command::Tell(a) => tell::run(t, a).await,
         Command::Destroy(a) => lifecycle::destroy(t, &args.roots, a).await,
         Command::List(a) => list::list(t, &args.roots, a).await,
         Command::Status(a) => status::status(t, &args.roots, a).await,
@@ -231,6 +235,9 @@ fn denied(detail: &str) -> String {
         ),
         "Approve" | "Deny" => format!(
             "access denied: deciding approvals needs root or membership in group hive-admin ({policy})"
+        ),
+        "TellAgent" => format!(
+            "access denied: telling an agent needs root or membership in group hive-admin ({policy})"
         ),
         "Plan" => format!(
             "access denied: plan needs root, though it changes nothing: it shows the agents' whole \

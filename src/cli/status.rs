@@ -56,6 +56,9 @@ pub struct AgentStatus {
     /// Ids of the agent's pending approvals; `null` when the daemon is down or the caller
     /// may not see approvals (root and hive-admin only).
     pub pending_approvals: Option<Vec<i64>>,
+    /// The agent's last turn in the turn loop, from the daemon's `agent_turn` journal
+    /// entries; `null` when none is recorded (or the journal cannot be read).
+    pub last_turn: Option<super::tell::LastTurn>,
 }
 
 /// One line of a uid_map: container uid 0 is `host_uid` on the host, for `count` ids.
@@ -120,7 +123,7 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 8] = [
+const REMOTE_LEAVES_OUT: [&str; 9] = [
     "spec",
     "last_crash",
     "harness_last_crash",
@@ -129,6 +132,7 @@ const REMOTE_LEAVES_OUT: [&str; 8] = [
     "runtime_dir",
     "harness",
     "recent_log",
+    "last_turn",
 ];
 
 pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()> {
@@ -170,6 +174,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             container: unit,
             last_crash: None,
             harness_last_crash: None,
+            last_turn: None,
             recent_log: Vec::new(),
             pending_approvals: pending_approvals(&conn, &name).await,
         };
@@ -220,6 +225,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         },
         container: unit,
         recent_log: super::logs::recent(&name, 10),
+        last_turn: super::tell::last_turn(&name),
         pending_approvals: pending_approvals(&conn, &name).await,
     };
     if args.json {
@@ -345,6 +351,9 @@ pub fn render_status(st: &AgentStatus) -> String {
         None => "unknown (daemon down, or not root/hive-admin)".to_string(),
     };
     out.push_str(&format!(" Approvals: {pending}\n"));
+    if let Some(turn) = &st.last_turn {
+        out.push_str(&format!(" Last turn: {}\n", turn.render()));
+    }
     if let Some(host) = &st.host {
         out.push_str(&format!(
             "       Log: hivectl -H {host} logs {} -n 20\n",

@@ -16,7 +16,9 @@ impl Hive {
     /// spec and rebuilding. The approval ends applied or failed, and says which.
     pub async fn approve(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
         let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
+        super::agent_side::tell_decided(self.doors.as_ref(), &decided);
         failpoint::hit("approve:decided");
+        super::agent_side::grace_before_restart(self.doors.as_ref(), &decided).await;
         let outcome = match self.apply(&decided).await {
             Ok(()) => {
                 failpoint::hit("approve:applied");
@@ -24,11 +26,15 @@ impl Hive {
             }
             Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
         };
-        self.approvals.finish(id, outcome)
+        let finished = self.approvals.finish(id, outcome)?;
+        super::agent_side::tell_decided(self.doors.as_ref(), &finished);
+        Ok(finished)
     }
 
     pub async fn deny(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
-        self.approvals.decide(id, Decision::Deny, by, note)
+        let denied = self.approvals.decide(id, Decision::Deny, by, note)?;
+        super::agent_side::tell_decided(self.doors.as_ref(), &denied);
+        Ok(denied)
     }
 
     async fn apply(&self, a: &Approval) -> Result<()> {

@@ -452,3 +452,14 @@ fn spec_change(
     let spec = super::request_checks::check(&req, &current, roots)?;
     Ok((current, spec))
 }
+
+impl Approvals {
+    /// Every approval of `agent`, oldest first (what it may see of the store).
+    pub(super) fn of_agent(&self, agent: &AgentName) -> Result<Vec<Approval>> {
+        self.with_store(|s| s.list(ListFilter::Agent(agent)))
+    }
+
+    pub(super) fn roots(&self) -> &Roots {
+        &self.roots
+    }
+}

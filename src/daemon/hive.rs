@@ -20,6 +20,9 @@ pub trait AgentDoors: Send + Sync {
     /// Opens (or reopens: idempotent) the agent's door in its runtime dir `dir`.
     fn open(&self, name: &AgentName, dir: &Path) -> anyhow::Result<()>;
     fn close(&self, name: &AgentName);
+    /// Tells the agent's listening harness connections `notice`, without waiting on them;
+    /// returns how many it reached (0: none listens).
+    fn tell(&self, name: &AgentName, notice: &super::agent_side::Notice) -> usize;
 }
 
 pub struct Hive {

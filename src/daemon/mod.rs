@@ -4,6 +4,7 @@
 //! hold a [`Hive`], call its verbs, and follow what it publishes ([`changes`]).
 //! `crate::serve` wires them together.
 
+pub mod agent_side;
 mod apply;
 mod approval_view;
 pub mod approvals;
@@ -24,6 +25,7 @@ pub mod status;
 mod units;
 pub mod watch;
 
+pub use agent_side::check_message;
 pub use approval_view::ApprovalView;
 pub use changes::Change;
 pub use error::Error;

@@ -21,7 +21,8 @@ impl EventLog {
                      at_usec INTEGER NOT NULL,
                      kind TEXT NOT NULL,
                      data TEXT NOT NULL
-                 );",
+                 );
+                 CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY);",
             )?;
             Ok(conn)
         })();
@@ -32,6 +33,29 @@ impl EventLog {
             Err(e) => {
                 log::warn!("event log {}: {e}; continuing without it", path.display());
                 Self { conn: None }
+            }
+        }
+    }
+
+    /// Records `kind` unless an event with `key` was recorded this way before (the daemon
+    /// sends an agent's recent decisions again on every subscribe). Returns whether it is
+    /// new; without a log, everything is.
+    pub fn record_once(&self, kind: &str, key: &str, data: &serde_json::Value) -> bool {
+        let Some(conn) = &self.conn else { return true };
+        let inserted = conn
+            .lock()
+            .expect("event log lock")
+            .execute("INSERT OR IGNORE INTO seen (key) VALUES (?1)", [key]);
+        match inserted {
+            Ok(0) => false,
+            Ok(_) => {
+                self.record(kind, data);
+                true
+            }
+            Err(e) => {
+                log::warn!("event log: {e}");
+                self.record(kind, data);
+                true
             }
         }
     }
@@ -49,5 +73,29 @@ impl EventLog {
         ) {
             log::warn!("event log: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_sent_again_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("events.sqlite"));
+        let d = serde_json::json!({"id": 3, "status": "applied"});
+        assert!(log.record_once("approval_decided", "approval 3 applied", &d));
+        assert!(!log.record_once("approval_decided", "approval 3 applied", &d));
+        assert!(log.record_once("approval_decided", "approval 3 approved", &d));
+        let conn = log.conn.as_ref().unwrap().lock().unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE kind = 'approval_decided'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 2);
     }
 }

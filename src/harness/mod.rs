@@ -10,7 +10,10 @@
 //! deliver in a bounded queue ([`Outbox`]), sent in order once the daemon is back.
 
 mod events;
+mod feed;
+pub mod mcp;
 mod outbox;
+pub mod turns;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,13 +39,27 @@ pub struct Options {
     pub socket: PathBuf,
     pub events: PathBuf,
     pub command: Vec<String>,
+    /// The turn loop's timeout per turn; `None`: the command runs once, as long as it likes.
+    pub turns: Option<Duration>,
 }
 
 /// One connection to the agent socket, request by request.
 pub struct Client {
-    read: BufReader<OwnedReadHalf>,
+    /// The read side, until the connection subscribes (then the reader task has it).
+    read: Option<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
+    /// Once subscribed: replies, from the reader task that hands pushes aside.
+    replies: Option<tokio::sync::mpsc::Receiver<Reply>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
     pub agent: String,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
+    }
 }
 
 impl Client {
@@ -57,8 +74,10 @@ impl Client {
             .with_context(|| format!("connecting to {}", socket.display()))?;
         let (read, write) = stream.into_split();
         let mut client = Client {
-            read: BufReader::new(read),
+            read: Some(BufReader::new(read)),
             write,
+            replies: None,
+            reader: None,
             agent: String::new(),
         };
         match client
@@ -76,8 +95,18 @@ impl Client {
     pub async fn ask(&mut self, req: &Request) -> Result<Reply> {
         let exchange = async {
             self.write.write_all(&protocol::encode(req)).await?;
+            if let Some(replies) = self.replies.as_mut() {
+                return replies
+                    .recv()
+                    .await
+                    .ok_or_else(|| anyhow!("the daemon closed the socket"));
+            }
+            let read = self
+                .read
+                .as_mut()
+                .expect("an unsubscribed client reads its replies");
             let mut line = String::new();
-            if self.read.read_line(&mut line).await? == 0 {
+            if read.read_line(&mut line).await? == 0 {
                 bail!("the daemon closed the socket");
             }
             serde_json::from_str::<Reply>(line.trim_end())
@@ -92,10 +121,13 @@ impl Client {
 /// Connects, retrying with a growing pause: at boot, or while the daemon restarts, the
 /// socket may not be there yet. systemd's start timeout bounds the wait (READY=1 comes
 /// only once connected).
-async fn connect_retrying(socket: &std::path::Path) -> Client {
+async fn connect_retrying(
+    socket: &std::path::Path,
+    pushes: &tokio::sync::mpsc::Sender<protocol::Push>,
+) -> Client {
     let mut backoff = Backoff::new();
     loop {
-        match Client::connect(socket).await {
+        match connect_subscribed(socket, pushes).await {
             Ok(c) => return c,
             Err(e) => {
                 let pause = backoff.next_pause();
@@ -104,6 +136,16 @@ async fn connect_retrying(socket: &std::path::Path) -> Client {
             }
         }
     }
+}
+
+/// Connects and subscribes to the daemon's pushes on the same connection.
+async fn connect_subscribed(
+    socket: &std::path::Path,
+    pushes: &tokio::sync::mpsc::Sender<protocol::Push>,
+) -> Result<Client> {
+    let mut client = Client::connect(socket).await?;
+    feed::subscribe(&mut client, pushes.clone()).await?;
+    Ok(client)
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
@@ -122,6 +164,8 @@ fn now_secs() -> u64 {
 /// The link to the daemon: connected, or cut off since some time and reconnecting.
 struct Link {
     socket: PathBuf,
+    /// Where the connection's reader hands the daemon's pushes.
+    pushes: tokio::sync::mpsc::Sender<protocol::Push>,
     agent: String,
     client: Option<Client>,
     outbox: Outbox,
@@ -224,7 +268,7 @@ impl Link {
 
     async fn reconnect(&mut self, log: &EventLog) {
         self.attempts += 1;
-        match Client::connect(&self.socket).await {
+        match connect_subscribed(&self.socket, &self.pushes).await {
             Ok(c) => {
                 let (since, at) = self.down_since.take().expect("down");
                 log::info!(
@@ -279,7 +323,8 @@ impl Link {
     }
 }
 
-/// Runs until the agent's command exits (its code is returned) or SIGTERM (0).
+/// Runs until the agent's command exits (its code is returned) or SIGTERM (0). In the
+/// turn loop, until SIGTERM.
 pub async fn run(opts: Options) -> Result<i32> {
     let log = EventLog::open(&opts.events);
     let mut usec = 0u64;
@@ -289,9 +334,13 @@ pub async fn run(opts: Options) -> Result<i32> {
         DEFAULT_PING
     };
 
-    let client = connect_retrying(&opts.socket).await;
+    // Pushes from the daemon (decisions, restarts ahead, admins' messages), handed aside
+    // by the link's reader.
+    let (pushes, mut feed) = tokio::sync::mpsc::channel(feed::CHANNEL);
+    let client = connect_retrying(&opts.socket, &pushes).await;
     let mut link = Link {
         socket: opts.socket.clone(),
+        pushes,
         agent: client.agent.clone(),
         client: Some(client),
         outbox: Outbox::new(OUTBOX_CAPACITY),
@@ -307,7 +356,24 @@ pub async fn run(opts: Options) -> Result<i32> {
         sd_notify::NotifyState::Status(&link.status_connected()),
     ]);
 
+    let mut feed_open = true;
+    let mut turn_loop = opts.turns.map(|timeout| turns::TurnLoop {
+        timeout,
+        wakes: turns::Wakes::default(),
+        next: 1,
+        running: None,
+    });
+    if let Some(tl) = turn_loop.as_mut() {
+        tl.wakes.push(turns::Wake {
+            reason: "start".into(),
+            message: String::new(),
+            data: serde_json::Value::Null,
+        });
+        tl.start_next(&opts.command, &log, &mut link).await;
+    }
+
     let mut child = match opts.command.split_first() {
+        _ if turn_loop.is_some() => None,
         Some((prog, args)) => {
             let child = tokio::process::Command::new(prog)
                 .args(args)
@@ -327,6 +393,11 @@ pub async fn run(opts: Options) -> Result<i32> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pings = 0u32;
     loop {
+        // When the running turn must end, if one runs.
+        let turn_deadline = turn_loop
+            .as_ref()
+            .and_then(|t| t.running.as_ref())
+            .map(|r| r.deadline);
         tokio::select! {
             // The watchdog tick first, whatever else is ready.
             biased;
@@ -341,8 +412,43 @@ pub async fn run(opts: Options) -> Result<i32> {
                     link.check(&log).await;
                 }
             }
+            // The daemon closed a subscribed connection (it restarts, or dropped a feed it
+            // could not deliver to): reconnect now rather than at the next ping.
+            _ = async { link.client.as_mut().and_then(|c| c.reader.as_mut()).expect("guarded").await },
+                if link.client.as_ref().is_some_and(|c| c.reader.is_some()) => {
+                link.went_down(&log, "the daemon closed the connection");
+            }
             _ = tokio::time::sleep_until(link.next_attempt), if link.client.is_none() => {
                 link.reconnect(&log).await;
+            }
+            push = feed.recv(), if feed_open => {
+                let Some(push) = push else {
+                    feed_open = false;
+                    continue;
+                };
+                if let Some(wake) = feed::received(&log, push) {
+                    if let Some(tl) = turn_loop.as_mut() {
+                        tl.wakes.push(wake);
+                        if tl.running.is_none() {
+                            tl.start_next(&opts.command, &log, &mut link).await;
+                        }
+                    }
+                }
+            }
+            status = async { turn_loop.as_mut().and_then(|t| t.running.as_mut()).expect("guarded").child.wait().await },
+                if turn_deadline.is_some() => {
+                let tl = turn_loop.as_mut().expect("guarded");
+                let code = status.map(|s| s.code().unwrap_or(128)).unwrap_or(1);
+                tl.done(code, false, &log, &mut link).await;
+                tl.start_next(&opts.command, &log, &mut link).await;
+            }
+            _ = tokio::time::sleep_until(turn_deadline.unwrap_or_else(tokio::time::Instant::now)), if turn_deadline.is_some() => {
+                let tl = turn_loop.as_mut().expect("guarded");
+                let running = tl.running.as_mut().expect("guarded");
+                log::warn!("turn {} ran past its timeout of {:?}; killing it", running.turn, tl.timeout);
+                turns::kill(running).await;
+                tl.done(137, true, &log, &mut link).await;
+                tl.start_next(&opts.command, &log, &mut link).await;
             }
             status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
                 let code = status.map(|s| s.code().unwrap_or(128)).unwrap_or(1);

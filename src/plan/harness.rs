@@ -21,6 +21,10 @@ pub const HARNESS_RESTART_USEC: u64 = 1_000_000;
 pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     let name = &spec.name;
     let mut argv = vec![HARNESS_IN_CONTAINER.to_string()];
+    if let Some(timeout) = spec.turns {
+        argv.push("--turns".into());
+        argv.push(format!("--turn-timeout={timeout}"));
+    }
     if !spec.harness.is_empty() {
         argv.push("--".into());
         argv.extend(spec.harness.iter().cloned());

@@ -2,8 +2,10 @@
 //! the host. The protocol is in [`protocol`]; [`server`] serves one listener per agent.
 
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod throttle;
+mod turn_entry;
 
 pub use server::Sockets;
 

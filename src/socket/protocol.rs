@@ -38,7 +38,23 @@ pub enum Request {
         kind: String,
         payload: serde_json::Value,
     },
+    /// Turns this connection into the agent's feed: answered with `Subscribed`, then the
+    /// daemon also writes [`Push`] lines on it (decisions on the agent's approvals,
+    /// restarts ahead, admins' messages). Only a harness that asks gets pushes, so one
+    /// that predates them never reads a line it does not know.
+    Subscribe {},
+    /// The agent's own approvals, newest last (at most [`MAX_LISTED`]); answered with `Data`.
+    MyApprovals {},
+    /// One of the agent's own approvals; answered with `Data`. Another agent's id is
+    /// answered as if it did not exist.
+    ApprovalStatus { id: i64 },
+    /// What the agent is (name, PATH, binds, limits, pending approvals); answered with `Data`.
+    Whoami {},
 }
+
+/// Approvals listed by `my_approvals` and replayed on `subscribe`, newest: enough for an
+/// agent to follow its own requests (it may have 32 pending), bounded whatever its history.
+pub const MAX_LISTED: usize = 64;
 
 /// Daemon → harness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +73,43 @@ pub enum Reply {
     Error {
         error: String,
     },
+    /// The connection is now the agent's feed (see `Request::Subscribe`).
+    Subscribed,
+    /// The answer to a query (`my_approvals`, `approval_status`, `whoami`).
+    Data {
+        data: serde_json::Value,
+    },
+}
+
+/// Daemon → harness, unasked, only on a connection that sent `subscribe`. Interleaved
+/// with the replies to what the harness sends on that connection, told apart by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Push {
+    /// An admin decided on one of the agent's approvals, or applying it ended. `status` is
+    /// approved, denied, applied or failed; `note` the admin's note or why it failed. Sent
+    /// again for the agent's recent decisions on every `subscribe` (a harness restarted by
+    /// the very change it asked for learns it was applied), so a harness keeps each
+    /// (id, status) once.
+    ApprovalDecided {
+        id: i64,
+        kind: String,
+        status: String,
+        #[serde(default)]
+        note: String,
+    },
+    /// An approved change is about to restart the agent's container in `grace_secs`.
+    RestartPending { id: i64, grace_secs: u64 },
+    /// An admin's `hivectl tell`: wakes a turn (in the turn loop) with `message`.
+    Wake { reason: String, message: String },
+}
+
+/// One line the daemon sends on a subscribed connection: a reply or a push.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Incoming {
+    Push(Push),
+    Reply(Reply),
 }
 
 /// Parses one line (without its newline). The error is a one-line reason to send back.
@@ -100,6 +153,10 @@ mod tests {
                 kind: "spec_change".into(),
                 payload: serde_json::json!({"path": ["/x"]}),
             },
+            Request::Subscribe {},
+            Request::MyApprovals {},
+            Request::ApprovalStatus { id: 3 },
+            Request::Whoami {},
         ] {
             let line = encode(&req);
             assert_eq!(*line.last().unwrap(), b'\n');
@@ -131,6 +188,24 @@ mod tests {
             let err = parse_request(bad).unwrap_err();
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn pushes_and_replies_are_told_apart_on_a_subscribed_connection() {
+        let push = Push::ApprovalDecided {
+            id: 4,
+            kind: "spec_change".into(),
+            status: "applied".into(),
+            note: String::new(),
+        };
+        let line = encode(&push);
+        let got: Incoming = serde_json::from_slice(&line[..line.len() - 1]).unwrap();
+        assert_eq!(got, Incoming::Push(push));
+        let got: Incoming = serde_json::from_slice(b"{\"type\":\"pong\"}").unwrap();
+        assert_eq!(got, Incoming::Reply(Reply::Pong));
+        // An old harness's Reply parser refuses a push, which is why only a harness that
+        // subscribes is sent any.
+        assert!(serde_json::from_slice::<Reply>(&line[..line.len() - 1]).is_err());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::protocol::{self, Reply, Request, MAX_LINE};
+use super::protocol::{self, Push, Reply, Request, MAX_LINE};
+use super::push::Pushes;
 use super::throttle::{self, Throttle};
 use super::SOCKET_NAME;
 use crate::journal::{self, Event};
@@ -24,6 +25,9 @@ use crate::spec::AgentName;
 const MAX_CONNECTIONS: usize = 16;
 /// Malformed messages tolerated on one connection before it is closed.
 const MAX_ERRORS: u32 = 16;
+/// How long writing one push to a subscribed connection may take: an agent that does not
+/// read its socket fills it, and then its connection is closed rather than waited on.
+const PUSH_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the socket server needs from the rest of the daemon.
 pub trait Handler: Send + Sync + 'static {
@@ -34,6 +38,18 @@ pub trait Handler: Send + Sync + 'static {
         kind: &str,
         payload: &serde_json::Value,
     ) -> Result<i64, String>;
+
+    /// The agent's own approvals (`my_approvals`), newest last.
+    fn my_approvals(&self, agent: &AgentName) -> Result<serde_json::Value, String>;
+
+    /// One of the agent's own approvals (`approval_status`).
+    fn approval_status(&self, agent: &AgentName, id: i64) -> Result<serde_json::Value, String>;
+
+    /// What the agent is (`whoami`).
+    fn whoami(&self, agent: &AgentName) -> Result<serde_json::Value, String>;
+
+    /// The agent's recent decisions, oldest first, sent on every `subscribe`.
+    fn recent_decisions(&self, agent: &AgentName) -> Vec<Push>;
 }
 
 struct Listener {
@@ -45,6 +61,8 @@ struct Listener {
 pub struct Sockets {
     listeners: Mutex<HashMap<AgentName, Listener>>,
     handler: Arc<dyn Handler>,
+    /// Subscribed connections, for the daemon to push to (decisions, restarts ahead).
+    pub pushes: Arc<Pushes>,
 }
 
 impl Sockets {
@@ -52,6 +70,7 @@ impl Sockets {
         Self {
             listeners: Mutex::new(HashMap::new()),
             handler,
+            pushes: Arc::new(Pushes::default()),
         }
     }
 
@@ -83,7 +102,7 @@ impl Sockets {
         let mut tasks = JoinSet::new();
         let agent = name.clone();
         let handler = self.handler.clone();
-        tasks.spawn(accept_loop(listener, agent, handler));
+        tasks.spawn(accept_loop(listener, agent, handler, self.pushes.clone()));
         listeners.insert(
             name.clone(),
             Listener {
@@ -96,6 +115,7 @@ impl Sockets {
 
     /// Stops serving `name` and removes its socket file.
     pub fn unregister(&self, name: &AgentName) {
+        self.pushes.forget(name);
         if let Some(mut old) = self.listeners.lock().expect("sockets lock").remove(name) {
             old.tasks.abort_all();
             if let Some(dir) = old.path.parent() {
@@ -119,7 +139,12 @@ impl Sockets {
     }
 }
 
-async fn accept_loop(listener: UnixListener, agent: AgentName, handler: Arc<dyn Handler>) {
+async fn accept_loop(
+    listener: UnixListener,
+    agent: AgentName,
+    handler: Arc<dyn Handler>,
+    pushes: Arc<Pushes>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Shared by the agent's connections: more connections buy no more throughput.
     let throttle = Arc::new(Throttle::default());
@@ -140,8 +165,10 @@ async fn accept_loop(listener: UnixListener, agent: AgentName, handler: Arc<dyn 
                 let agent = agent.clone();
                 let handler = handler.clone();
                 let throttle = throttle.clone();
+                let pushes = pushes.clone();
                 conns.spawn(async move {
-                    if let Err(e) = serve(stream, &agent, handler.as_ref(), &throttle).await {
+                    let served = serve(stream, &agent, handler.as_ref(), &throttle, &pushes);
+                    if let Err(e) = served.await {
                         log::debug!("agent {agent}: connection ended: {e}");
                     }
                     drop(permit);
@@ -164,19 +191,36 @@ async fn serve(
     agent: &AgentName,
     handler: &dyn Handler,
     throttle: &Throttle,
+    pushes: &Pushes,
 ) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(1024);
     let mut greeted = false;
     let mut errors = 0u32;
+    // Set once the connection subscribed: pushes for it arrive here.
+    let mut feed: Option<tokio::sync::mpsc::Receiver<Push>> = None;
     loop {
         line.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)
-            .await?;
-        if n == 0 {
+        // A line, or a push to write meanwhile. read_until keeps what it read in `line`
+        // when a push wins the race, so the line's limit counts what is already there.
+        let n = loop {
+            let read = async {
+                let room = (MAX_LINE - line.len().min(MAX_LINE)) as u64;
+                (&mut reader).take(room).read_until(b'\n', &mut line).await
+            };
+            tokio::select! {
+                n = read => break n?,
+                push = async { feed.as_mut().expect("guarded").recv().await }, if feed.is_some() => {
+                    let Some(push) = push else {
+                        // Dropped by the daemon (it did not keep up): close the connection.
+                        return Ok(());
+                    };
+                    write_push(&mut write, agent, &push).await?;
+                }
+            }
+        };
+        if n == 0 && line.is_empty() {
             return Ok(());
         }
         if line.last() != Some(&b'\n') {
@@ -227,6 +271,15 @@ async fn serve(
                             protocol::MAX_EVENT_DATA
                         ),
                     }
+                } else if let Some(turn) = super::turn_entry::of(&name, &data) {
+                    journal::emit(
+                        Event::AgentTurn,
+                        Some(agent),
+                        None,
+                        &turn.fields(&name, data),
+                        &turn.message(agent),
+                    );
+                    Reply::Ok
                 } else {
                     journal::emit(
                         Event::AgentEvent,
@@ -245,6 +298,39 @@ async fn serve(
                     Err(error) => Reply::Error { error },
                 }
             }
+            // Queries read the store and the spec: rate-limited like requests, so asking
+            // in a loop costs the agent, not the daemon.
+            Ok(Request::MyApprovals {}) => {
+                slow_down(agent, throttle, throttle::Kind::Request).await;
+                data_reply(handler.my_approvals(agent))
+            }
+            Ok(Request::ApprovalStatus { id }) => {
+                slow_down(agent, throttle, throttle::Kind::Request).await;
+                data_reply(handler.approval_status(agent, id))
+            }
+            Ok(Request::Whoami {}) => {
+                slow_down(agent, throttle, throttle::Kind::Request).await;
+                data_reply(handler.whoami(agent))
+            }
+            Ok(Request::Subscribe {}) if feed.is_some() => Reply::Subscribed,
+            Ok(Request::Subscribe {}) => {
+                slow_down(agent, throttle, throttle::Kind::Request).await;
+                // Subscribe before reading the replay, so no decision falls in between
+                // (one may then come twice; the harness keeps each once).
+                let mut rx = pushes.subscribe(agent);
+                write
+                    .write_all(&protocol::encode(&Reply::Subscribed))
+                    .await?;
+                for push in handler.recent_decisions(agent) {
+                    write_push(&mut write, agent, &push).await?;
+                }
+                // What came during the replay goes out next, in order.
+                while let Ok(push) = rx.try_recv() {
+                    write_push(&mut write, agent, &push).await?;
+                }
+                feed = Some(rx);
+                continue;
+            }
         };
         write.write_all(&protocol::encode(&reply)).await?;
         if errors >= MAX_ERRORS {
@@ -254,6 +340,28 @@ async fn serve(
                 .await?;
             return Ok(());
         }
+    }
+}
+
+/// Writes one push, giving up (and so closing the connection) if the agent does not take
+/// it within [`PUSH_WRITE_TIMEOUT`].
+async fn write_push(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    agent: &AgentName,
+    push: &Push,
+) -> Result<()> {
+    tokio::time::timeout(PUSH_WRITE_TIMEOUT, write.write_all(&protocol::encode(push)))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("agent {agent}: a push not read within {PUSH_WRITE_TIMEOUT:?}")
+        })??;
+    Ok(())
+}
+
+fn data_reply(r: Result<serde_json::Value, String>) -> Reply {
+    match r {
+        Ok(data) => Reply::Data { data },
+        Err(error) => Reply::Error { error },
     }
 }
 

@@ -161,6 +161,13 @@ pub struct SpecFile {
     /// ([`DROPPED_CAPABILITIES`]), e.g. `CAP_NET_RAW` for ping.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
+    /// Whether the harness runs its command once per turn (docs/agent-side.md). Default:
+    /// no. Not among what an agent may request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turns: Option<bool>,
+    /// With `turns`: seconds a turn may run before it is killed. Default 600.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_timeout: Option<u64>,
 }
 
 impl SpecFile {
@@ -214,6 +221,8 @@ impl SpecFile {
         self.harness = over.harness.or(self.harness);
         self.autostart = over.autostart.or(self.autostart);
         self.private_users = over.private_users.or(self.private_users);
+        self.turns = over.turns.or(self.turns);
+        self.turn_timeout = over.turn_timeout.or(self.turn_timeout);
         for c in over.capabilities {
             if !self.capabilities.contains(&c) {
                 self.capabilities.push(c);
@@ -275,7 +284,14 @@ pub struct AgentSpec {
     pub private_users: bool,
     /// Sorted, each one of [`DROPPED_CAPABILITIES`].
     pub capabilities: Vec<String>,
+    /// The turn loop's timeout per turn in seconds, if the harness runs in turns.
+    pub turns: Option<u64>,
 }
+
+/// Default of `turn_timeout`.
+pub const DEFAULT_TURN_TIMEOUT: u64 = 600;
+/// Longest `turn_timeout`: a day.
+pub const MAX_TURN_TIMEOUT: u64 = 86_400;
 
 impl AgentSpec {
     /// Validates a merged spec. The error is one line naming the agent and the field.
@@ -386,6 +402,22 @@ impl AgentSpec {
         }
         capabilities.sort();
 
+        let turns = match (file.turns.unwrap_or(false), file.turn_timeout) {
+            (false, None) => None,
+            (false, Some(_)) => return Err("turn_timeout is set but turns is not".into()),
+            (true, timeout) => {
+                let timeout = timeout.unwrap_or(DEFAULT_TURN_TIMEOUT);
+                if !(1..=MAX_TURN_TIMEOUT).contains(&timeout) {
+                    return Err(format!(
+                        "turn_timeout {timeout}: use 1 to {MAX_TURN_TIMEOUT} seconds"
+                    ));
+                }
+                if harness.is_empty() {
+                    return Err("turns needs a harness command to run in each turn".into());
+                }
+                Some(timeout)
+            }
+        };
         Ok(Self {
             name: name.clone(),
             root,
@@ -402,6 +434,7 @@ impl AgentSpec {
             autostart: file.autostart.unwrap_or(true),
             private_users: file.private_users.unwrap_or(true),
             capabilities,
+            turns,
         })
     }
 
@@ -436,6 +469,8 @@ impl AgentSpec {
             autostart: Some(self.autostart),
             private_users: Some(self.private_users),
             capabilities: self.capabilities.clone(),
+            turns: self.turns.map(|_| true),
+            turn_timeout: self.turns,
         }
     }
 }

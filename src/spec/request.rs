@@ -296,6 +296,8 @@ mod tests {
             json!({"autostart": false}),
             json!({"private_users": false}),
             json!({"capabilities": ["CAP_SYS_ADMIN"]}),
+            json!({"turns": false}),
+            json!({"turn_timeout": 86400}),
             json!({"path": ["/x"], "root": "/"}),
         ] {
             let err = AgentRequest::parse(&field).unwrap_err();

@@ -33,6 +33,8 @@ fn spec_keys() -> BTreeSet<String> {
         autostart: Some(false),
         private_users: Some(false),
         capabilities: vec!["CAP_NET_RAW".into()],
+        turns: Some(true),
+        turn_timeout: Some(60),
     };
     let table: toml::Table = toml::from_str(&full.to_toml()).expect("a spec's TOML parses");
     table.keys().cloned().collect()

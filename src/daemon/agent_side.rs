@@ -1,0 +1,249 @@
+//! What the daemon tells an agent and answers it about itself, through its socket: the
+//! queries of `hive-harness mcp` (its own approvals, whoami) and the pushes (a decision on
+//! one of its approvals, a restart ahead). See docs/agent-side.md.
+//!
+//! An agent only ever sees its own: every query is scoped to the agent the socket belongs
+//! to, and another agent's approval id is answered as if it did not exist.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::approvals::Approvals;
+use super::hive::AgentDoors;
+use super::Error;
+use crate::spec::AgentName;
+use crate::store::{Approval, Status};
+
+/// The most approvals an agent is shown or re-sent at once (its newest).
+pub const MAX_LISTED: usize = 64;
+
+/// What the core tells an agent through its door; the socket adapter turns each into its
+/// wire message (docs/socket-protocol.md). Telling never waits on the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// An admin decided on one of the agent's approvals, or applying it ended.
+    Decided {
+        id: i64,
+        kind: String,
+        /// approved, denied, applied or failed.
+        status: String,
+        note: String,
+    },
+    /// An approved change is about to restart the agent's container.
+    RestartPending { id: i64, grace: Duration },
+    /// Wakes a turn (in the turn loop) with an admin's message.
+    Wake { reason: String, message: String },
+}
+
+/// How long an agent is given between being told an approved change will restart its
+/// container and the restart, when its harness is listening. `HYPERHIVE_RESTART_GRACE`
+/// (whole seconds, at most [`MAX_GRACE`]) in hive-c0re's environment changes it.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
+/// The longest grace: an admin's `hivectl approve` waits through it.
+pub const MAX_GRACE: Duration = Duration::from_secs(60);
+
+pub fn restart_grace() -> Duration {
+    grace_from(std::env::var("HYPERHIVE_RESTART_GRACE").ok().as_deref())
+}
+
+fn grace_from(raw: Option<&str>) -> Duration {
+    match raw.map(|r| r.trim().parse::<u64>()) {
+        None => DEFAULT_GRACE,
+        Some(Ok(secs)) => Duration::from_secs(secs).min(MAX_GRACE),
+        Some(Err(_)) => {
+            log::warn!(
+                "HYPERHIVE_RESTART_GRACE is not a number of seconds; using {DEFAULT_GRACE:?}"
+            );
+            DEFAULT_GRACE
+        }
+    }
+}
+
+/// An approval as its agent sees it.
+fn view(a: &Approval) -> Value {
+    json!({
+        "id": a.id,
+        "kind": a.kind,
+        "status": a.status.as_str(),
+        "payload": serde_json::from_str::<Value>(&a.payload).unwrap_or(Value::Null),
+        "note": a.note.clone().unwrap_or_default(),
+        "decided_by": a.decided_by.clone().unwrap_or_default(),
+        "created_at": a.created_at,
+        "decided_at": a.decided_at.unwrap_or_default(),
+        "finished_at": a.finished_at.unwrap_or_default(),
+    })
+}
+
+fn decided(a: &Approval) -> Option<Notice> {
+    (a.status != Status::Pending).then(|| Notice::Decided {
+        id: a.id,
+        kind: a.kind.clone(),
+        status: a.status.as_str().to_owned(),
+        note: a.note.clone().unwrap_or_default(),
+    })
+}
+
+fn newest(all: Vec<Approval>) -> Vec<Approval> {
+    let skip = all.len().saturating_sub(MAX_LISTED);
+    all.into_iter().skip(skip).collect()
+}
+
+pub fn my_approvals(approvals: &Approvals, agent: &AgentName) -> Result<Value, String> {
+    let all = approvals
+        .of_agent(agent)
+        .map_err(|e| crate::spec::one_line(&format!("agent {agent}: {e:#}")))?;
+    Ok(Value::Array(newest(all).iter().map(view).collect()))
+}
+
+pub fn approval_status(approvals: &Approvals, agent: &AgentName, id: i64) -> Result<Value, String> {
+    match approvals.get(id) {
+        Ok(a) if &a.agent == agent => Ok(view(&a)),
+        // Someone else's, or none: the same answer, so ids tell an agent nothing.
+        Ok(_) | Err(Error::NoSuchApproval(_)) => {
+            Err(format!("agent {agent}: no approval {id} of yours"))
+        }
+        Err(e) => Err(crate::spec::one_line(&format!("agent {agent}: {e}"))),
+    }
+}
+
+pub fn whoami(approvals: &Approvals, agent: &AgentName) -> Result<Value, String> {
+    let spec = super::specs::load_spec(approvals.roots(), agent)
+        .map_err(|e| crate::spec::one_line(&e.to_string()))?;
+    let pending: Vec<i64> = approvals
+        .of_agent(agent)
+        .map(|all| {
+            all.iter()
+                .filter(|a| a.status == Status::Pending)
+                .map(|a| a.id)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json!({
+        "agent": agent.as_str(),
+        // The agent's own entries, first on its PATH.
+        "path": spec.path,
+        "env": spec.env,
+        "binds": spec.binds.iter().map(|b| json!({
+            "source": b.source,
+            "target": b.target,
+            "readonly": b.readonly,
+        })).collect::<Vec<_>>(),
+        "limits": {
+            "memory_max": spec.memory_max,
+            "tasks_max": spec.tasks_max,
+            "cpu_weight": spec.cpu_weight,
+        },
+        "pending_approvals": pending,
+    }))
+}
+
+pub fn recent_decisions(approvals: &Approvals, agent: &AgentName) -> Vec<Notice> {
+    match approvals.of_agent(agent) {
+        Ok(all) => newest(all).iter().filter_map(decided).collect(),
+        Err(e) => {
+            log::warn!("agent {agent}: reading its decisions to send: {e:#}");
+            Vec::new()
+        }
+    }
+}
+
+/// Tells the approval's agent what became of it, if its harness listens; never waits.
+pub fn tell_decided(doors: &dyn AgentDoors, a: &Approval) {
+    if let Some(notice) = decided(a) {
+        doors.tell(&a.agent, &notice);
+    }
+}
+
+/// Before an approved change restarts the agent's container: tells its harness, and gives
+/// it the grace period to finish its turn. An agent whose harness does not listen (an
+/// older harness, or none connected) has nothing to finish it could be told about, so it
+/// is not waited for.
+pub async fn grace_before_restart(doors: &dyn AgentDoors, a: &Approval) {
+    let grace = restart_grace();
+    let notice = Notice::RestartPending { id: a.id, grace };
+    if doors.tell(&a.agent, &notice) > 0 && !grace.is_zero() {
+        log::info!(
+            "approval {} of agent {}: its container restarts in {}s; the agent was told",
+            a.id,
+            a.agent,
+            grace.as_secs()
+        );
+        tokio::time::sleep(grace).await;
+    }
+}
+
+/// Longest message `hivectl tell` passes on: it reaches the agent's turn on stdin and in
+/// an environment variable, and waits in a bounded queue.
+pub const MAX_TELL: usize = 4 * 1024;
+
+/// What an admin may tell an agent: text of at most [`MAX_TELL`] bytes; newlines and tabs
+/// are fine, other control characters and invisible format characters are not (the
+/// agent's AI reads it as an instruction, and it must read what the admin saw).
+pub fn check_message(message: &str) -> Result<(), String> {
+    if message.trim().is_empty() {
+        return Err("the message is empty".into());
+    }
+    if message.len() > MAX_TELL {
+        return Err(format!(
+            "a message of {} bytes, at most {MAX_TELL}",
+            message.len()
+        ));
+    }
+    for line in message.split(['\n', '\t']) {
+        crate::spec::request::check_text(line)?;
+    }
+    Ok(())
+}
+
+impl super::Hive {
+    /// `hivectl tell NAME MESSAGE`: wakes the agent's turn loop with `message`. Refused,
+    /// changing nothing, when no harness of the agent listens.
+    pub async fn tell(&self, name: &AgentName, message: &str, by: &str) -> Result<(), Error> {
+        check_message(message).map_err(|e| Error::InvalidArgument(format!("agent {name}: {e}")))?;
+        self.require_known(name).await?;
+        let notice = Notice::Wake {
+            reason: "tell".into(),
+            message: message.to_owned(),
+        };
+        if self.doors.tell(name, &notice) == 0 {
+            return Err(Error::Failed(format!(
+                "agent {name}: its harness is not connected, nothing was told; is it running? (hivectl status {name})"
+            )));
+        }
+        crate::journal::emit(
+            crate::journal::Event::AgentTold,
+            Some(name),
+            None,
+            &[
+                ("HIVE_TOLD_BY", by.to_owned()),
+                ("HIVE_MESSAGE_TEXT", message.to_owned()),
+            ],
+            &format!("agent {name}: told by {by} ({} bytes)", message.len()),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_text_an_admin_can_read() {
+        assert!(check_message("please look at /srv/docs\n\tthanks").is_ok());
+        assert!(check_message("  ").is_err());
+        assert!(check_message(&"x".repeat(MAX_TELL + 1)).is_err());
+        assert!(check_message("hidden\u{202E}txt").is_err());
+        assert!(check_message("bell\u{7}").is_err());
+    }
+
+    #[test]
+    fn the_grace_is_bounded_and_a_bad_value_falls_back() {
+        assert_eq!(grace_from(None), DEFAULT_GRACE);
+        assert_eq!(grace_from(Some("0")), Duration::ZERO);
+        assert_eq!(grace_from(Some("7")), Duration::from_secs(7));
+        assert_eq!(grace_from(Some("99999")), MAX_GRACE);
+        assert_eq!(grace_from(Some("soon")), DEFAULT_GRACE);
+    }
+}
