@@ -191,9 +191,10 @@ pub fn load_spec(roots: &crate::paths::Roots, name: &AgentName) -> Result<AgentS
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     let origin = path.display().to_string();
-                    let file =
-                        SpecFile::from_toml(&text, &origin).map_err(Error::InvalidArgument)?;
-                    return AgentSpec::validate(name, &file).map_err(Error::InvalidArgument);
+                    let file = SpecFile::from_toml(&text, &origin)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                    return AgentSpec::validate(name, &file)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
@@ -225,8 +226,9 @@ impl Hive {
         replace: bool,
     ) -> Result<Created, Error> {
         let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))
-            .map_err(Error::InvalidArgument)?;
-        let spec = AgentSpec::validate(name, &file).map_err(Error::InvalidArgument)?;
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let spec =
+            AgentSpec::validate(name, &file).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
 
         let _guard = self.lock(name).await;
