@@ -159,6 +159,16 @@ impl SpecError {
         }
     }
 
+    /// A `--volatile` value that is none of nspawn's modes.
+    pub(super) fn volatile(s: &str) -> SpecError {
+        SpecError::Volatile(s.to_owned())
+    }
+
+    /// A `--network` value that is neither host nor private.
+    pub(super) fn network(s: &str) -> SpecError {
+        SpecError::Network(s.to_owned())
+    }
+
     /// This error, said about the value of `field`.
     pub fn in_field(self, field: &'static str) -> SpecError {
         SpecError::Field {

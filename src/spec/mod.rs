@@ -17,7 +17,6 @@ pub use name::AgentName;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +47,24 @@ pub const DROPPED_CAPABILITIES: [&str; 5] = [
 ];
 
 /// How nspawn treats the root: `--volatile=` verbatim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = SpecError,
+    parse_err_fn = SpecError::volatile
+)]
 pub enum Volatile {
     #[default]
     No,
@@ -60,32 +75,30 @@ pub enum Volatile {
 
 impl Volatile {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::No => "no",
-            Self::Yes => "yes",
-            Self::State => "state",
-            Self::Overlay => "overlay",
-        }
-    }
-}
-
-impl FromStr for Volatile {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "no" => Ok(Self::No),
-            "yes" => Ok(Self::Yes),
-            "state" => Ok(Self::State),
-            "overlay" => Ok(Self::Overlay),
-            _ => Err(SpecError::Volatile(s.to_owned())),
-        }
+        self.into()
     }
 }
 
 /// The container's network. Host networking is the default because the predecessor's
 /// silent switch to a private netns hid every agent's web UI (seed gotcha).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = SpecError,
+    parse_err_fn = SpecError::network
+)]
 pub enum Network {
     #[default]
     Host,
@@ -94,21 +107,7 @@ pub enum Network {
 
 impl Network {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Host => "host",
-            Self::Private => "private",
-        }
-    }
-}
-
-impl FromStr for Network {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "host" => Ok(Self::Host),
-            "private" => Ok(Self::Private),
-            _ => Err(SpecError::Network(s.to_owned())),
-        }
+        self.into()
     }
 }
 

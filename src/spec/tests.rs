@@ -305,3 +305,27 @@ fn a_type_error_names_the_field() {
         .to_string();
     assert!(e.starts_with("s.toml: line 3: env.A: "), "{e}");
 }
+
+#[test]
+fn volatile_and_network_names_round_trip_and_refuse_in_one_line() {
+    for v in [
+        Volatile::No,
+        Volatile::Yes,
+        Volatile::State,
+        Volatile::Overlay,
+    ] {
+        assert_eq!(v.as_str().parse::<Volatile>(), Ok(v));
+    }
+    for n in [Network::Host, Network::Private] {
+        assert_eq!(n.as_str().parse::<Network>(), Ok(n));
+    }
+    assert_eq!(Volatile::Overlay.as_str(), "overlay");
+    assert_eq!(
+        "Yes".parse::<Volatile>().unwrap_err().to_string(),
+        "invalid volatile mode \"Yes\": use no, yes, state or overlay"
+    );
+    assert_eq!(
+        "bridge\n".parse::<Network>().unwrap_err().to_string(),
+        "invalid network \"bridge\\n\": use host or private"
+    );
+}
