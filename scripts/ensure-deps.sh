@@ -12,7 +12,7 @@ command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 command -v machinectl >/dev/null 2>&1 || missing+=(systemd-container)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
-# tests/attacks.rs: a raw socket and a new link, tried from inside an agent.
+# tests/it/attacks.rs: a raw socket and a new link, tried from inside an agent.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)

@@ -318,15 +318,8 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 /// CPU time used so far by this process (all threads), at nanosecond resolution.
-#[allow(unsafe_code)]
 pub fn self_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec, which we own, and touches nothing else.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(r, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
@@ -345,15 +338,8 @@ pub fn proc_cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / clock_ticks())
 }
 
-#[allow(unsafe_code)]
 fn clock_ticks() -> u64 {
-    // SAFETY: sysconf takes an integer and returns one.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as u64
-    } else {
-        100
-    }
+    rustix::param::clock_ticks_per_second()
 }
 
 /// CPU time (user + system) of this process's waited-for children (clock ticks).

@@ -47,7 +47,7 @@ impl Agent {
 }
 
 fn parse_name(raw: &str) -> Result<AgentName, Error> {
-    AgentName::parse(raw).map_err(Error::InvalidArgument)
+    AgentName::parse(raw).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 fn object_path(name: &AgentName) -> OwnedObjectPath {

@@ -91,7 +91,7 @@ fn yes_no() -> impl clap::builder::TypedValueParser<Value = bool> {
 impl CreateArgs {
     /// The merged, validated spec; every error is bad input.
     pub fn spec(&self) -> Result<AgentSpec, BadInput> {
-        let name = AgentName::parse(&self.name).map_err(BadInput)?;
+        let name = AgentName::parse(&self.name).map_err(|e| BadInput(e.to_string()))?;
         let base = match &self.spec {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -101,7 +101,8 @@ impl CreateArgs {
                         crate::daemon::preflight::io_reason(&e)
                     ))
                 })?;
-                SpecFile::from_toml(&text, &path.display().to_string()).map_err(BadInput)?
+                SpecFile::from_toml(&text, &path.display().to_string())
+                    .map_err(|e| BadInput(e.to_string()))?
             }
             None => SpecFile::default(),
         };
@@ -124,13 +125,13 @@ impl CreateArgs {
             .as_deref()
             .map(str::parse)
             .transpose()
-            .map_err(BadInput)?;
+            .map_err(|e: crate::spec::SpecError| BadInput(e.to_string()))?;
         flags.network = self
             .network
             .as_deref()
             .map(str::parse)
             .transpose()
-            .map_err(BadInput)?;
+            .map_err(|e: crate::spec::SpecError| BadInput(e.to_string()))?;
         flags.memory_max = self.memory_max.clone().map(crate::spec::size::Size::Text);
         // Taken as raw bytes so that one not valid UTF-8 is a one-line refusal (exit 2).
         flags.bind = self
@@ -148,7 +149,7 @@ impl CreateArgs {
                 .ok_or_else(|| BadInput(format!("--env {kv:?}: use KEY=VALUE")))?;
             flags.env.insert(k.to_owned(), v.to_owned());
         }
-        AgentSpec::validate(&name, &base.overlay(flags)).map_err(BadInput)
+        AgentSpec::validate(&name, &base.overlay(flags)).map_err(|e| BadInput(e.to_string()))
     }
 }
 

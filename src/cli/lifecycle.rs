@@ -27,7 +27,7 @@ pub struct DestroyArgs {
 }
 
 fn name(raw: &str) -> Result<AgentName> {
-    Ok(AgentName::parse(raw).map_err(BadInput)?)
+    Ok(AgentName::parse(raw).map_err(|e| BadInput(e.to_string()))?)
 }
 
 fn say(quiet: bool, line: String) {

@@ -113,7 +113,7 @@ fn known_here(roots: &crate::paths::Roots, name: &AgentName) -> bool {
 /// Execs journalctl, here or (with -H) on the remote host as `ssh -xT HOST journalctl …`
 /// with the same arguments.
 pub fn run(t: &Target, roots: &super::RootArgs, a: LogsArgs) -> Result<()> {
-    let name = AgentName::parse(&a.name).map_err(BadInput)?;
+    let name = AgentName::parse(&a.name).map_err(|e| BadInput(e.to_string()))?;
     if t.remote().is_none() && !known_here(&roots.roots()?, &name) {
         return Err(BadInput(format!(
             "no agent {name}: no spec, no unit {}, no state dir and no journal entries",

@@ -60,7 +60,7 @@ pub async fn plan(t: &Target, a: PlanArgs) -> Result<()> {
         .iter()
         .map(|n| AgentName::parse(n).map(|n| n.to_string()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(BadInput)?;
+        .map_err(|e| BadInput(e.to_string()))?;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let manager = t.manager().await?;
     let json = manager.plan(&refs, a.prune).await?;

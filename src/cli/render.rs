@@ -33,34 +33,19 @@ pub fn table(header: Option<&[&str]>, rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`; `-` for 0 (never).
+/// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`; `-` for 0 (never). A value
+/// past what a calendar date can hold (year 9999) is shown as the raw number.
 pub fn format_usec(usec: u64) -> String {
     if usec == 0 {
         return "-".into();
     }
-    let secs = usec / 1_000_000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    match i64::try_from(usec)
+        .ok()
+        .and_then(|u| jiff::Timestamp::from_microsecond(u).ok())
+    {
+        Some(at) => at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => format!("{usec} µs after the epoch"),
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +61,10 @@ mod tests {
             "2026-11-18 11:06:40 UTC"
         );
         assert_eq!(format_usec(951_782_400_000_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(
+            format_usec(u64::MAX),
+            "18446744073709551615 µs after the epoch"
+        );
     }
 
     #[test]

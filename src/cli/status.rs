@@ -137,7 +137,7 @@ const REMOTE_LEAVES_OUT: [&str; 9] = [
 
 pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()> {
     let roots = roots.roots()?;
-    let name = AgentName::parse(&args.name).map_err(BadInput)?;
+    let name = AgentName::parse(&args.name).map_err(|e| BadInput(e.to_string()))?;
     let conn = t.connect().await?;
     let sd = Systemd::reader(&conn).await?;
     let unit = sd.status(&name.container_unit()).await?;

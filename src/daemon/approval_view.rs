@@ -49,7 +49,7 @@ impl Hive {
         let mut extra = Vec::new();
         if let Ok(req) = serde_json::from_str::<Value>(&a.payload)
             .map_err(|e| e.to_string())
-            .and_then(|p| AgentRequest::parse(&p))
+            .and_then(|p| AgentRequest::parse(&p).map_err(String::from))
         {
             for entry in &req.bind {
                 if let Ok(b) = entry.to_bind() {

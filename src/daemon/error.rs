@@ -27,3 +27,10 @@ impl Error {
         Self::Failed(format!("{err:#}"))
     }
 }
+
+/// A refused spec is bad input: the admin is shown its one line.
+impl From<crate::spec::SpecError> for Error {
+    fn from(e: crate::spec::SpecError) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}

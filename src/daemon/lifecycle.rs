@@ -36,9 +36,8 @@ impl Hive {
         spec_toml: &str,
         replace: bool,
     ) -> Result<Created, Error> {
-        let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))
-            .map_err(Error::InvalidArgument)?;
-        let spec = AgentSpec::validate(name, &file).map_err(Error::InvalidArgument)?;
+        let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))?;
+        let spec = AgentSpec::validate(name, &file)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
 
         let _guard = self.lock(name).await;

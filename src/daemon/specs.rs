@@ -59,9 +59,8 @@ pub fn load_spec(roots: &Roots, name: &AgentName) -> Result<AgentSpec, Error> {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     let origin = path.display().to_string();
-                    let file =
-                        SpecFile::from_toml(&text, &origin).map_err(Error::InvalidArgument)?;
-                    return AgentSpec::validate(name, &file).map_err(Error::InvalidArgument);
+                    let file = SpecFile::from_toml(&text, &origin)?;
+                    return Ok(AgentSpec::validate(name, &file)?);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {

@@ -208,7 +208,8 @@ fn an_admin_may_turn_the_user_namespace_off_and_keep_capabilities() {
         )
         .unwrap(),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("CAP_SYS_MODULE") && err.contains("keepable"),
         "{err}"

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::clean_abs_path;
+use super::{clean_abs_path, SpecError};
 
 /// A validated bind: absolute, clean paths on both sides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,7 +82,7 @@ impl From<&Bind> for BindEntry {
 }
 
 impl BindEntry {
-    pub fn to_bind(&self) -> Result<Bind, String> {
+    pub fn to_bind(&self) -> Result<Bind, SpecError> {
         let (source, target, readonly) = match self {
             Self::Short(s) => parse_short(s)?,
             Self::Full {
@@ -104,19 +104,14 @@ impl BindEntry {
 }
 
 /// Splits `SRC[:DST[:ro|rw]]` on colons that are not escaped with a backslash.
-fn parse_short(s: &str) -> Result<(PathBuf, PathBuf, bool), String> {
+fn parse_short(s: &str) -> Result<(PathBuf, PathBuf, bool), SpecError> {
     let mut parts = vec![String::new()];
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
                 Some(next @ (':' | '\\')) => parts.last_mut().unwrap().push(next),
-                _ => {
-                    return Err(format!(
-                        "bind {:?}: a backslash may only escape ':' or '\\'",
-                        s
-                    ))
-                }
+                _ => return Err(SpecError::BindEscape(s.to_owned())),
             },
             ':' => parts.push(String::new()),
             c => parts.last_mut().unwrap().push(c),
@@ -128,18 +123,13 @@ fn parse_short(s: &str) -> Result<(PathBuf, PathBuf, bool), String> {
             "ro" => true,
             "rw" => false,
             other => {
-                return Err(format!(
-                "bind {:?}: unknown option {:?} (use ro or rw; escape a colon in a path as \\:)",
-                s, other
-            ))
+                return Err(SpecError::BindOption {
+                    bind: s.to_owned(),
+                    option: other.to_owned(),
+                })
             }
         },
-        _ => {
-            return Err(format!(
-                "bind {:?}: too many ':' (use SRC:DST[:ro]; escape a colon in a path as \\:)",
-                s
-            ))
-        }
+        _ => return Err(SpecError::BindColons(s.to_owned())),
     };
     let source = PathBuf::from(&parts[0]);
     let target = match parts.get(1) {

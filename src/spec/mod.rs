@@ -5,6 +5,7 @@
 
 pub mod bind;
 mod diff;
+mod error;
 mod name;
 pub mod request;
 pub mod size;
@@ -13,11 +14,11 @@ pub use diff::differences;
 pub use system::{SYSTEM_IN_CONTAINER, SYSTEM_RESERVED_TARGETS};
 
 pub use bind::Bind;
+pub use error::SpecError;
 pub use name::AgentName;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +49,24 @@ pub const DROPPED_CAPABILITIES: [&str; 5] = [
 ];
 
 /// How nspawn treats the root: `--volatile=` verbatim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = SpecError,
+    parse_err_fn = SpecError::volatile
+)]
 pub enum Volatile {
     #[default]
     No,
@@ -60,35 +77,30 @@ pub enum Volatile {
 
 impl Volatile {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::No => "no",
-            Self::Yes => "yes",
-            Self::State => "state",
-            Self::Overlay => "overlay",
-        }
-    }
-}
-
-impl FromStr for Volatile {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "no" => Ok(Self::No),
-            "yes" => Ok(Self::Yes),
-            "state" => Ok(Self::State),
-            "overlay" => Ok(Self::Overlay),
-            _ => Err(format!(
-                "invalid volatile mode \"{}\": use no, yes, state or overlay",
-                s.escape_debug()
-            )),
-        }
+        self.into()
     }
 }
 
 /// The container's network. Host networking is the default because the predecessor's
 /// silent switch to a private netns hid every agent's web UI (seed gotcha).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(
+    serialize_all = "lowercase",
+    parse_err_ty = SpecError,
+    parse_err_fn = SpecError::network
+)]
 pub enum Network {
     #[default]
     Host,
@@ -97,24 +109,7 @@ pub enum Network {
 
 impl Network {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Host => "host",
-            Self::Private => "private",
-        }
-    }
-}
-
-impl FromStr for Network {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "host" => Ok(Self::Host),
-            "private" => Ok(Self::Private),
-            _ => Err(format!(
-                "invalid network \"{}\": use host or private",
-                s.escape_debug()
-            )),
-        }
+        self.into()
     }
 }
 
@@ -172,22 +167,23 @@ pub struct SpecFile {
 
 impl SpecFile {
     /// Parses a spec file's text; `origin` names it in the error.
-    pub fn from_toml(text: &str, origin: &str) -> Result<Self, String> {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, SpecError> {
         toml::from_str(text).map_err(|e| {
-            let msg = one_line(e.message().trim());
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    match field_at(text, span.start) {
-                        // serde's "invalid type: …, expected u64" does not say which
-                        // field; the text around the error does.
-                        Some(field) if !msg.contains(&format!("`{field}`")) => {
-                            format!("{origin}: line {line}: {field}: {msg}")
-                        }
-                        _ => format!("{origin}: line {line}: {msg}"),
-                    }
-                }
-                None => format!("{origin}: {msg}"),
+            let message = one_line(e.message().trim());
+            let line = e
+                .span()
+                .map(|span| text[..span.start].matches('\n').count() + 1);
+            // serde's "invalid type: …, expected u64" does not say which field; the text
+            // around the error does.
+            let field = e
+                .span()
+                .and_then(|span| field_at(text, span.start))
+                .filter(|field| !message.contains(&format!("`{field}`")));
+            SpecError::Toml {
+                origin: origin.to_owned(),
+                line,
+                field,
+                message,
             }
         })
     }
@@ -295,28 +291,22 @@ pub const MAX_TURN_TIMEOUT: u64 = 86_400;
 
 impl AgentSpec {
     /// Validates a merged spec. The error is one line naming the agent and the field.
-    pub fn validate(name: &AgentName, file: &SpecFile) -> Result<Self, String> {
-        Self::validate_inner(name, file).map_err(|e| format!("agent {name}: {e}"))
+    pub fn validate(name: &AgentName, file: &SpecFile) -> Result<Self, SpecError> {
+        Self::validate_inner(name, file).map_err(|e| e.for_agent(name))
     }
 
-    fn validate_inner(name: &AgentName, file: &SpecFile) -> Result<Self, String> {
+    fn validate_inner(name: &AgentName, file: &SpecFile) -> Result<Self, SpecError> {
         let (root, system) = system::root_or_system(file)?;
         let volatile = file.volatile.unwrap_or_default();
         if root.as_deref() == Some(Path::new("/")) && volatile == Volatile::No {
-            return Err(
-                "root / with volatile no would boot the host's own root writable: use --volatile yes, state or overlay"
-                    .into(),
-            );
+            return Err(SpecError::HostRootWritable);
         }
 
         let mut path = Vec::new();
         for dir in &file.path {
             let dir = clean_abs_path("path entry", dir)?;
             if dir.to_string_lossy().contains(':') {
-                return Err(format!(
-                    "path entry {}: contains ':', the PATH separator",
-                    dir.display()
-                ));
+                return Err(SpecError::PathEntryColon(dir));
             }
             if !path.contains(&dir) {
                 path.push(dir);
@@ -328,23 +318,20 @@ impl AgentSpec {
             let bind = entry.to_bind()?;
             for reserved in RESERVED_TARGETS {
                 if bind.target.starts_with(reserved) {
-                    return Err(format!(
-                        "bind target {}: {reserved} is bound by hyperhive itself",
-                        bind.target.display()
-                    ));
+                    return Err(SpecError::BindReserved {
+                        target: bind.target,
+                        reserved,
+                    });
                 }
             }
             if bind.target == Path::new("/") {
-                return Err("bind target /: cannot bind over the container's root".into());
+                return Err(SpecError::BindOverRoot);
             }
             if system.is_some() {
                 system::check_bind_target(&bind.target)?;
             }
             if binds.iter().any(|b| b.target == bind.target) {
-                return Err(format!(
-                    "bind target {}: bound twice",
-                    bind.target.display()
-                ));
+                return Err(SpecError::BoundTwice(bind.target));
             }
             binds.push(bind);
         }
@@ -354,47 +341,51 @@ impl AgentSpec {
         }
 
         let memory_max = match &file.memory_max {
-            Some(size) => Some(size.bytes().map_err(|e| format!("memory_max: {e}"))?),
+            Some(size) => Some(size.bytes().map_err(|e| e.in_field("memory_max"))?),
             None => None,
         };
         if memory_max == Some(0) {
-            return Err("memory_max: must be more than 0 bytes".into());
+            return Err(SpecError::MemoryZero);
         }
         // Specs are saved as TOML, whose integers are i64; systemd has no use for more.
         const LIMIT: u64 = i64::MAX as u64;
         if memory_max.is_some_and(|m| m > LIMIT) {
-            return Err(format!("memory_max: must be at most {LIMIT} bytes"));
+            return Err(SpecError::LimitTooLarge {
+                field: "memory_max",
+                max: LIMIT,
+                unit: " bytes",
+            });
         }
         if file.tasks_max.is_some_and(|t| t > LIMIT) {
-            return Err(format!("tasks_max: must be at most {LIMIT}"));
+            return Err(SpecError::LimitTooLarge {
+                field: "tasks_max",
+                max: LIMIT,
+                unit: "",
+            });
         }
         if let Some(w) = file.cpu_weight {
             if !(1..=10_000).contains(&w) {
-                return Err(format!("cpu_weight {w}: must be within 1..=10000"));
+                return Err(SpecError::CpuWeight(w));
             }
         }
         if file.tasks_max == Some(0) {
-            return Err("tasks_max: must be at least 1".into());
+            return Err(SpecError::TasksZero);
         }
 
         let harness = file.harness.clone().unwrap_or_default();
         if let Some(first) = harness.first() {
             if first.is_empty() {
-                return Err("harness: the command is empty".into());
+                return Err(SpecError::HarnessEmpty);
             }
         }
         if let Some(arg) = harness.iter().find(|a| a.contains('\0')) {
-            return Err(format!("harness: argument {:?} contains a NUL byte", arg));
+            return Err(SpecError::HarnessNul(arg.clone()));
         }
 
         let mut capabilities = Vec::new();
         for cap in &file.capabilities {
             if !DROPPED_CAPABILITIES.contains(&cap.as_str()) {
-                return Err(format!(
-                    "capabilities: {:?} is not one hyperhive drops; keepable: {}",
-                    cap,
-                    DROPPED_CAPABILITIES.join(", ")
-                ));
+                return Err(SpecError::Capability(cap.clone()));
             }
             if !capabilities.contains(cap) {
                 capabilities.push(cap.clone());
@@ -404,16 +395,14 @@ impl AgentSpec {
 
         let turns = match (file.turns.unwrap_or(false), file.turn_timeout) {
             (false, None) => None,
-            (false, Some(_)) => return Err("turn_timeout is set but turns is not".into()),
+            (false, Some(_)) => return Err(SpecError::TurnTimeoutWithoutTurns),
             (true, timeout) => {
                 let timeout = timeout.unwrap_or(DEFAULT_TURN_TIMEOUT);
                 if !(1..=MAX_TURN_TIMEOUT).contains(&timeout) {
-                    return Err(format!(
-                        "turn_timeout {timeout}: use 1 to {MAX_TURN_TIMEOUT} seconds"
-                    ));
+                    return Err(SpecError::TurnTimeout(timeout));
                 }
                 if harness.is_empty() {
-                    return Err("turns needs a harness command to run in each turn".into());
+                    return Err(SpecError::TurnsWithoutHarness);
                 }
                 Some(timeout)
             }
@@ -440,16 +429,16 @@ impl AgentSpec {
 
     /// The spec with a requested change laid over it (a spec layer, e.g. from an approval
     /// request: `{"path": ["/opt/x/bin"]}`), validated as any spec is.
-    pub fn with_change(&self, change: &SpecFile) -> Result<AgentSpec, String> {
+    pub fn with_change(&self, change: &SpecFile) -> Result<AgentSpec, SpecError> {
         AgentSpec::validate(&self.name, &self.to_file().overlay(change.clone()))
     }
 
     /// Parses a change requested as JSON: the same fields as a spec file.
-    pub fn change_from_json(value: &serde_json::Value) -> Result<SpecFile, String> {
+    pub fn change_from_json(value: &serde_json::Value) -> Result<SpecFile, SpecError> {
         if !value.is_object() {
-            return Err("a spec change must be a JSON object of spec fields".into());
+            return Err(SpecError::ChangeNotObject);
         }
-        serde_json::from_value(value.clone()).map_err(|e| format!("invalid spec change: {e}"))
+        serde_json::from_value(value.clone()).map_err(|e| SpecError::ChangeInvalid(e.to_string()))
     }
 
     /// The normalized spec as a file layer, for saving beside the agent's state.
@@ -484,59 +473,52 @@ pub fn one_line(s: &str) -> String {
 }
 
 /// An absolute path with no `..`, no control characters, and `.`/trailing `/` removed.
-pub(crate) fn clean_abs_path(what: &str, path: &Path) -> Result<PathBuf, String> {
+pub(crate) fn clean_abs_path(what: &'static str, path: &Path) -> Result<PathBuf, SpecError> {
     let shown = path.display().to_string();
     if path.to_str().is_none() {
-        return Err(format!("{what} {path:?}: not valid UTF-8"));
+        return Err(SpecError::PathNotUtf8 {
+            what,
+            path: path.to_owned(),
+        });
     }
     if shown.is_empty() {
-        return Err(format!("{what}: empty path"));
+        return Err(SpecError::PathEmpty { what });
     }
     if shown.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "{what} {}: contains a control character",
-            shown.escape_debug()
-        ));
+        return Err(SpecError::PathControl { what, path: shown });
     }
     if !path.is_absolute() {
-        return Err(format!("{what} {shown}: must be an absolute path"));
+        return Err(SpecError::PathRelative { what, path: shown });
     }
     let mut clean = PathBuf::from("/");
     for comp in path.components() {
         match comp {
             Component::RootDir | Component::CurDir => {}
-            Component::ParentDir => return Err(format!("{what} {shown}: must not contain ..")),
+            Component::ParentDir => return Err(SpecError::PathParent { what, path: shown }),
             Component::Normal(part) => clean.push(part),
-            Component::Prefix(_) => return Err(format!("{what} {shown}: not a Unix path")),
+            Component::Prefix(_) => return Err(SpecError::PathPrefix { what, path: shown }),
         }
     }
     Ok(clean)
 }
 
-fn check_env(key: &str, value: &str) -> Result<(), String> {
+fn check_env(key: &str, value: &str) -> Result<(), SpecError> {
     let valid_key = key
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid_key {
-        return Err(format!(
-            "env {:?}: not a valid variable name (letters, digits, _; not starting with a digit)",
-            key
-        ));
+        return Err(SpecError::EnvName(key.to_owned()));
     }
     if key == "PATH" {
-        return Err(
-            "env PATH: set PATH entries with --path (the PATH is built by hyperhive)".into(),
-        );
+        return Err(SpecError::EnvPath);
     }
     if key.starts_with("HIVE_") {
-        return Err(format!(
-            "env {key}: the HIVE_ prefix is reserved for hyperhive"
-        ));
+        return Err(SpecError::EnvReserved(key.to_owned()));
     }
     if value.chars().any(|c| c.is_control()) {
-        return Err(format!("env {key}: value contains a control character"));
+        return Err(SpecError::EnvControl(key.to_owned()));
     }
     Ok(())
 }

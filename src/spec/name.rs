@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::SpecError;
+
 /// The longest name accepted; `h-<name>` and `hive-agent-<name>.service` stay well inside
 /// machined's and systemd's limits.
 pub const MAX_LEN: usize = 31;
@@ -18,7 +20,7 @@ pub struct AgentName(String);
 impl TryFrom<String> for AgentName {
     type Error = String;
     fn try_from(raw: String) -> Result<Self, String> {
-        AgentName::parse(&raw)
+        AgentName::parse(&raw).map_err(|e| e.to_string())
     }
 }
 
@@ -30,30 +32,23 @@ impl From<AgentName> for String {
 
 impl AgentName {
     /// Validates `raw`; the error is a one-line reason fit for an admin.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let shown = raw.escape_debug();
+    pub fn parse(raw: &str) -> Result<Self, SpecError> {
         let mut chars = raw.chars();
         match chars.next() {
-            None => return Err("agent name is empty".into()),
-            Some(c) if !c.is_ascii_lowercase() => {
-                return Err(format!(
-                    "invalid agent name \"{shown}\": must start with a lowercase letter a-z"
-                ))
-            }
+            None => return Err(SpecError::NameEmpty),
+            Some(c) if !c.is_ascii_lowercase() => return Err(SpecError::NameStart(raw.to_owned())),
             Some(_) => {}
         }
         if raw.len() > MAX_LEN {
-            return Err(format!(
-                "invalid agent name \"{shown}\": longer than {MAX_LEN} characters"
-            ));
+            return Err(SpecError::NameTooLong(raw.to_owned()));
         }
         if let Some(bad) =
             chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
         {
-            return Err(format!(
-                "invalid agent name \"{shown}\": character {:?} not allowed (use a-z, 0-9 and -)",
-                bad
-            ));
+            return Err(SpecError::NameChar {
+                name: raw.to_owned(),
+                bad,
+            });
         }
         Ok(Self(raw.to_owned()))
     }
@@ -117,7 +112,7 @@ mod tests {
             &long,
             "alice/../../etc",
         ] {
-            let err = AgentName::parse(bad).unwrap_err();
+            let err = AgentName::parse(bad).unwrap_err().to_string();
             assert!(!err.contains('\n'), "one line: {err}");
         }
     }

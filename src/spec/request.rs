@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::bind::BindEntry;
 use super::size::Size;
-use super::{AgentSpec, SpecFile, RESERVED_TARGETS};
+use super::{AgentSpec, SpecError, SpecFile, RESERVED_TARGETS};
 
 /// The fields an agent may ask for. None widens what the agent can reach beyond what an
 /// admin sees in the request: PATH entries and environment act inside the container; a
@@ -56,25 +56,21 @@ pub struct AgentRequest {
 
 impl AgentRequest {
     /// Parses a `spec_change` payload. The error is one line, safe to send back and log.
-    pub fn parse(payload: &serde_json::Value) -> Result<AgentRequest, String> {
+    pub fn parse(payload: &serde_json::Value) -> Result<AgentRequest, SpecError> {
         let Some(fields) = payload.as_object() else {
-            return Err("a spec change must be a JSON object of spec fields".into());
+            return Err(SpecError::ChangeNotObject);
         };
         if let Some(key) = fields
             .keys()
             .find(|k| !ALLOWED_FIELDS.contains(&k.as_str()))
         {
-            return Err(format!(
-                "field {} may not be requested by an agent (allowed: {})",
-                shown(key),
-                ALLOWED_FIELDS.join(", ")
-            ));
+            return Err(SpecError::FieldNotAllowed { field: shown(key) });
         }
         shown_text(payload)?;
         let req: AgentRequest = serde_json::from_value(payload.clone())
-            .map_err(|e| super::one_line(&format!("invalid spec change: {e}")))?;
+            .map_err(|e| SpecError::ChangeInvalid(super::one_line(&e.to_string())))?;
         if req == AgentRequest::default() {
-            return Err("a spec change must ask for something".into());
+            return Err(SpecError::ChangeEmpty);
         }
         Ok(req)
     }
@@ -99,41 +95,34 @@ impl AgentRequest {
         &self,
         current: &AgentSpec,
         protected: &[PathBuf],
-    ) -> Result<AgentSpec, String> {
+    ) -> Result<AgentSpec, SpecError> {
         for entry in &self.bind {
             let b = entry.to_bind()?;
             if let Some(p) = protected_source(&b.source, protected) {
-                return Err(format!(
-                    "bind source {}: an agent may not bind {}",
-                    b.source.display(),
-                    if p == Path::new("/") || p == b.source {
-                        p.display().to_string()
-                    } else if b.source.starts_with(p) {
-                        format!("anything under {}", p.display())
-                    } else {
-                        format!("a directory holding {}", p.display())
-                    }
-                ));
+                return Err(SpecError::ProtectedSource {
+                    protected: p.to_owned(),
+                    path: b.source,
+                });
             }
             if let Some(r) = RESERVED_TARGETS
                 .iter()
                 .find(|r| Path::new(r).starts_with(&b.target))
             {
-                return Err(format!(
-                    "bind target {}: it would hide {r}, which hyperhive binds",
-                    b.target.display()
-                ));
+                return Err(SpecError::HidesReserved {
+                    target: b.target,
+                    reserved: r,
+                });
             }
         }
         let spec = current.with_change(&self.to_change())?;
         let name = &current.name;
         if self.memory_max.is_some() {
             lowers("memory_max", current.memory_max, spec.memory_max, None)
-                .map_err(|e| format!("agent {name}: {e}"))?;
+                .map_err(|e| e.for_agent(name))?;
         }
         if self.tasks_max.is_some() {
             lowers("tasks_max", current.tasks_max, spec.tasks_max, None)
-                .map_err(|e| format!("agent {name}: {e}"))?;
+                .map_err(|e| e.for_agent(name))?;
         }
         if self.cpu_weight.is_some() {
             lowers(
@@ -142,7 +131,7 @@ impl AgentRequest {
                 spec.cpu_weight,
                 Some(DEFAULT_CPU_WEIGHT),
             )
-            .map_err(|e| format!("agent {name}: {e}"))?;
+            .map_err(|e| e.for_agent(name))?;
         }
         Ok(spec)
     }
@@ -151,16 +140,16 @@ impl AgentRequest {
 /// A limit an agent asks for must not exceed the one it has (`unset` is what no value
 /// means; `None` there: unlimited).
 fn lowers(
-    what: &str,
+    field: &'static str,
     now: Option<u64>,
     asked: Option<u64>,
     unset: Option<u64>,
-) -> Result<(), String> {
+) -> Result<(), SpecError> {
     let now = now.or(unset);
     match (now, asked) {
-        (Some(now), Some(asked)) if asked > now => Err(format!(
-            "{what} {asked}: an agent may only lower its limits (now {now})"
-        )),
+        (Some(now), Some(asked)) if asked > now => {
+            Err(SpecError::RaisesLimit { field, asked, now })
+        }
         _ => Ok(()),
     }
 }
@@ -203,7 +192,7 @@ pub fn protected_source<'a>(source: &Path, protected: &'a [PathBuf]) -> Option<&
 /// characters, and Unicode format characters (category Cf: bidi overrides and isolates,
 /// zero-width joiners and spaces, invisible operators, tags), which can make a request
 /// display as something it is not. Checks every key and string in `value`.
-pub fn shown_text(value: &serde_json::Value) -> Result<(), String> {
+pub fn shown_text(value: &serde_json::Value) -> Result<(), SpecError> {
     match value {
         serde_json::Value::String(s) => check_text(s),
         serde_json::Value::Array(items) => items.iter().try_for_each(shown_text),
@@ -216,13 +205,12 @@ pub fn shown_text(value: &serde_json::Value) -> Result<(), String> {
 }
 
 /// One string: see [`shown_text`].
-pub fn check_text(s: &str) -> Result<(), String> {
+pub fn check_text(s: &str) -> Result<(), SpecError> {
     match s.chars().find(|&c| c.is_control() || is_format(c)) {
-        Some(c) => Err(format!(
-            "text {} contains U+{:04X}, an invisible or control character",
-            shown(s),
-            c as u32
-        )),
+        Some(bad) => Err(SpecError::InvisibleText {
+            text: shown(s),
+            bad,
+        }),
         None => Ok(()),
     }
 }
@@ -282,7 +270,7 @@ mod tests {
         )
     }
 
-    fn ask(v: serde_json::Value) -> Result<AgentSpec, String> {
+    fn ask(v: serde_json::Value) -> Result<AgentSpec, SpecError> {
         AgentRequest::parse(&v)?.apply_to(&spec("memory_max = 1073741824\n"), &protected())
     }
 
@@ -300,7 +288,7 @@ mod tests {
             json!({"turn_timeout": 86400}),
             json!({"path": ["/x"], "root": "/"}),
         ] {
-            let err = AgentRequest::parse(&field).unwrap_err();
+            let err = AgentRequest::parse(&field).unwrap_err().to_string();
             assert!(err.contains("may not be requested by an agent"), "{err}");
             assert!(!err.contains('\n'));
         }
@@ -314,7 +302,7 @@ mod tests {
         let err = AgentRequest::parse(
             &json!({"bind": [{"source": "/srv/docs", "target": "/mnt/docs", "why": "docs mirror"}]}),
         )
-        .unwrap_err();
+        .unwrap_err().to_string();
         assert!(err.contains("unknown field `why`"), "{err}");
     }
 
@@ -334,12 +322,15 @@ mod tests {
             "/var",
             "/etc",
         ] {
-            let err = ask(json!({"bind": [format!("{src}:/mnt/x")]})).unwrap_err();
+            let err = ask(json!({"bind": [format!("{src}:/mnt/x")]}))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("an agent may not bind"), "{src}: {err}");
         }
         assert!(ask(json!({"bind": ["/srv/docs:/mnt/docs:ro"]})).is_ok());
         assert!(ask(json!({"bind": ["/srv/../proc:/mnt/x"]}))
             .unwrap_err()
+            .to_string()
             .contains(".."));
         assert!(ask(json!({"bind": ["srv:/mnt/x"]})).is_err(), "relative");
     }
@@ -354,7 +345,9 @@ mod tests {
             "/root",
             "/state/x",
         ] {
-            let err = ask(json!({"bind": [format!("/srv/docs:{target}")]})).unwrap_err();
+            let err = ask(json!({"bind": [format!("/srv/docs:{target}")]}))
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("hyperhive binds") || err.contains("bound by hyperhive"),
                 "{target}: {err}"
@@ -365,7 +358,7 @@ mod tests {
     #[test]
     fn limits_only_go_down() {
         assert!(ask(json!({"memory_max": "512M"})).is_ok());
-        let err = ask(json!({"memory_max": "2G"})).unwrap_err();
+        let err = ask(json!({"memory_max": "2G"})).unwrap_err().to_string();
         assert!(err.contains("may only lower"), "{err}");
         assert!(ask(json!({"tasks_max": 100})).is_ok(), "from unlimited");
         assert!(ask(json!({"cpu_weight": 50})).is_ok());
@@ -384,7 +377,7 @@ mod tests {
             json!({"env": {"A": "\u{1b}[2J"}}),
             json!({"env": {"A": "tag\u{E0041}"}}),
         ] {
-            let err = AgentRequest::parse(&bad).unwrap_err();
+            let err = AgentRequest::parse(&bad).unwrap_err().to_string();
             assert!(err.contains("invisible or control character"), "{err}");
             assert!(!err.contains('\n') && !err.contains('\u{202E}'), "{err}");
         }

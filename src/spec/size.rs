@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::SpecError;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Size {
@@ -10,7 +12,7 @@ pub enum Size {
 }
 
 impl Size {
-    pub fn bytes(&self) -> Result<u64, String> {
+    pub fn bytes(&self) -> Result<u64, SpecError> {
         match self {
             Self::Bytes(b) => Ok(*b),
             Self::Text(t) => parse_bytes(t),
@@ -18,7 +20,7 @@ impl Size {
     }
 }
 
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, SpecError> {
     let t = text.trim();
     let (digits, shift) = match t.char_indices().last() {
         Some((i, 'K')) => (&t[..i], 10),
@@ -28,12 +30,9 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         Some((i, 'B')) => (&t[..i], 0),
         _ => (t, 0),
     };
-    let n: u64 = digits.parse().map_err(|_| {
-        format!(
-            "invalid size {:?}: use bytes or a number with K, M, G or T",
-            text
-        )
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| SpecError::Size(text.to_owned()))?;
     n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("invalid size {:?}: too large", text))
+        .ok_or_else(|| SpecError::SizeTooLarge(text.to_owned()))
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{clean_abs_path, SpecFile, Volatile};
+use super::{clean_abs_path, SpecError, SpecFile, Volatile};
 
 /// Where the running system is bound inside the container (read-only, from the agent's GC
 /// root on the host), so the unit's command line does not name a store path: a switch in
@@ -19,27 +19,18 @@ pub const SYSTEM_RESERVED_TARGETS: [&str; 3] = ["/nix/store", "/nix/var/nix", "/
 /// The spec's root directory or its system, exactly one of them.
 pub(super) fn root_or_system(
     file: &SpecFile,
-) -> Result<(Option<PathBuf>, Option<PathBuf>), String> {
+) -> Result<(Option<PathBuf>, Option<PathBuf>), SpecError> {
     match (&file.root, &file.system) {
-        (Some(_), Some(_)) => Err(
-            "root and system are both set: a system agent's root is prepared by hyperhive; set one"
-                .into(),
-        ),
-        (None, None) => Err(
-            "no root directory and no system: pass --root DIR, or set root or system in the spec"
-                .into(),
-        ),
+        (Some(_), Some(_)) => Err(SpecError::RootAndSystem),
+        (None, None) => Err(SpecError::NoRoot),
         (Some(root), None) => Ok((Some(clean_abs_path("root", root)?), None)),
         (None, Some(system)) => {
             let system = clean_abs_path("system", system)?;
             if system == Path::new("/") {
-                return Err("system /: must be a NixOS system's directory".into());
+                return Err(SpecError::SystemIsHostRoot);
             }
             if file.volatile.is_some_and(|v| v != Volatile::No) {
-                return Err(
-                    "volatile: a system agent boots its own root from the store; volatile must be no"
-                        .into(),
-                );
+                return Err(SpecError::SystemVolatile);
             }
             Ok((None, Some(system)))
         }
@@ -47,13 +38,13 @@ pub(super) fn root_or_system(
 }
 
 /// Refuses a bind of a system agent onto the store or the Nix state it is given.
-pub(super) fn check_bind_target(target: &Path) -> Result<(), String> {
+pub(super) fn check_bind_target(target: &Path) -> Result<(), SpecError> {
     for reserved in SYSTEM_RESERVED_TARGETS {
         if target.starts_with(reserved) || Path::new(reserved).starts_with(target) {
-            return Err(format!(
-                "bind target {}: {reserved} is bound by hyperhive for a system agent",
-                target.display()
-            ));
+            return Err(SpecError::SystemBindReserved {
+                target: target.to_owned(),
+                reserved,
+            });
         }
     }
     Ok(())
@@ -65,7 +56,10 @@ mod tests {
 
     fn validate(toml: &str) -> Result<AgentSpec, String> {
         let file = SpecFile::from_toml(toml, "t")?;
-        AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file)
+        Ok(AgentSpec::validate(
+            &AgentName::parse("alice").unwrap(),
+            &file,
+        )?)
     }
 
     #[test]

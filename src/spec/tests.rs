@@ -183,7 +183,9 @@ fn every_bad_value_is_one_line_naming_the_agent() {
     for (what, mutate) in cases {
         let mut f = minimal();
         mutate(&mut f);
-        let err = AgentSpec::validate(&name("alice"), &f).expect_err(what);
+        let err = AgentSpec::validate(&name("alice"), &f)
+            .expect_err(what)
+            .to_string();
         assert!(err.starts_with("agent alice: "), "{what}: {err}");
         assert!(!err.contains('\n'), "{what}: {err}");
     }
@@ -191,10 +193,14 @@ fn every_bad_value_is_one_line_naming_the_agent() {
 
 #[test]
 fn bad_toml_says_where() {
-    let err = SpecFile::from_toml("root = \"/\"\nvolatile = \"maybe\"\n", "a.toml").unwrap_err();
+    let err = SpecFile::from_toml("root = \"/\"\nvolatile = \"maybe\"\n", "a.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("a.toml: line 2:"), "{err}");
     assert!(!err.contains('\n'));
-    let err = SpecFile::from_toml("rooot = \"/\"\n", "a.toml").unwrap_err();
+    let err = SpecFile::from_toml("rooot = \"/\"\n", "a.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rooot"), "{err}");
 }
 
@@ -226,7 +232,7 @@ fn a_requested_change_is_laid_over_and_validated() {
         assert!(AgentSpec::change_from_json(&bad).is_err(), "{bad}");
     }
     let relative = AgentSpec::change_from_json(&serde_json::json!({"path": ["bin"]})).unwrap();
-    let err = spec.with_change(&relative).unwrap_err();
+    let err = spec.with_change(&relative).unwrap_err().to_string();
     assert!(err.starts_with("agent alice: path entry bin"), "{err}");
 }
 
@@ -236,7 +242,7 @@ fn a_bind_table_with_an_unknown_key_is_refused_in_spec_files() {
         "root = \"/\"\nbind = [{ source = \"/\", target = \"/mnt/docs\", why = \"docs mirror\" }]\n",
         "alice.toml",
     )
-    .unwrap_err();
+    .unwrap_err().to_string();
     assert!(err.contains("unknown field `why`"), "{err}");
     assert!(err.starts_with("alice.toml: line 2:"), "{err}");
     let ok = SpecFile::from_toml(
@@ -258,7 +264,9 @@ fn hyperhives_bus_and_harness_dirs_are_reserved_targets() {
     ] {
         let mut f = SpecFile::from_toml("root = \"/\"\nvolatile = \"yes\"\n", "t").unwrap();
         f.bind = vec![bind::BindEntry::Short(format!("/srv:{target}"))];
-        let err = AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f).unwrap_err();
+        let err = AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bound by hyperhive itself"), "{target}: {err}");
     }
 }
@@ -269,23 +277,55 @@ fn paths_that_are_not_utf8_are_refused_in_one_line() {
     let bad = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/a\xff"));
     let mut f = SpecFile::from_toml("volatile = \"yes\"\n", "t").unwrap();
     f.root = Some(bad.clone());
-    let err = AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f).unwrap_err();
+    let err = AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f)
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "agent alice: root \"/a\\xFF\": not valid UTF-8");
     f.root = Some("/".into());
     f.path = vec![bad];
     assert!(AgentSpec::validate(&AgentName::parse("alice").unwrap(), &f)
         .unwrap_err()
+        .to_string()
         .contains("not valid UTF-8"));
 }
 
 #[test]
 fn a_type_error_names_the_field() {
-    let e = SpecFile::from_toml("root = \"/\"\ncpu_weight = \"x\"\n", "s.toml").unwrap_err();
+    let e = SpecFile::from_toml("root = \"/\"\ncpu_weight = \"x\"\n", "s.toml")
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("s.toml: line 2: cpu_weight: "), "{e}");
     let e = SpecFile::from_toml("root = \"/\"\nbind = [\n  \"/a:/b\",\n  7,\n]\n", "s.toml")
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     // The bad element's own line (bind entries are parsed one by one).
     assert!(e.starts_with("s.toml: line 4: bind: "), "{e}");
-    let e = SpecFile::from_toml("root = \"/\"\n[env]\nA = 1\n", "s.toml").unwrap_err();
+    let e = SpecFile::from_toml("root = \"/\"\n[env]\nA = 1\n", "s.toml")
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("s.toml: line 3: env.A: "), "{e}");
+}
+
+#[test]
+fn volatile_and_network_names_round_trip_and_refuse_in_one_line() {
+    for v in [
+        Volatile::No,
+        Volatile::Yes,
+        Volatile::State,
+        Volatile::Overlay,
+    ] {
+        assert_eq!(v.as_str().parse::<Volatile>(), Ok(v));
+    }
+    for n in [Network::Host, Network::Private] {
+        assert_eq!(n.as_str().parse::<Network>(), Ok(n));
+    }
+    assert_eq!(Volatile::Overlay.as_str(), "overlay");
+    assert_eq!(
+        "Yes".parse::<Volatile>().unwrap_err().to_string(),
+        "invalid volatile mode \"Yes\": use no, yes, state or overlay"
+    );
+    assert_eq!(
+        "bridge\n".parse::<Network>().unwrap_err().to_string(),
+        "invalid network \"bridge\\n\": use host or private"
+    );
 }

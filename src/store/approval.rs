@@ -1,8 +1,6 @@
 //! An approval's data and lifecycle, with no I/O: the store asks these types which
 //! transitions are legal and never compares status strings itself.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::spec::AgentName;
@@ -15,8 +13,20 @@ use crate::spec::AgentName;
 ///    ├──deny───▶ denied
 ///    └──orphan─▶ failed      (the agent's state dir is gone)
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     Pending,
     Approved,
@@ -38,18 +48,12 @@ impl Status {
     /// The text stored in the `status` column and shown by `hivectl approvals`; it never
     /// changes once released because old rows keep it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Approved => "approved",
-            Status::Denied => "denied",
-            Status::Applied => "applied",
-            Status::Failed => "failed",
-        }
+        self.into()
     }
 
     /// The inverse of [`Status::as_str`].
     pub fn parse(raw: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == raw)
+        raw.parse().ok()
     }
 
     /// Applies `t`, refusing it unless it starts from this status.
@@ -67,12 +71,6 @@ impl Status {
     /// Nothing can happen to an approval in this status any more.
     pub fn is_final(self) -> bool {
         Transition::ALL.iter().all(|t| t.from() != self)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1,7 +1,6 @@
 //! Shared fixtures for integration tests: a test host with hive-c0re running as its real
 //! unit, and helpers that drive hivectl inside it. The oracle is always systemd's own
 //! tools (systemctl, machinectl, journalctl) run inside the test host.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -10,7 +9,6 @@ use std::time::Duration;
 pub use testhost::{Options, TestHost};
 
 pub const HIVECTL: &str = env!("CARGO_BIN_EXE_hivectl");
-pub const HIVE_C0RE: &str = env!("CARGO_BIN_EXE_hive-c0re");
 
 pub fn bin_dir() -> PathBuf {
     Path::new(HIVECTL).parent().unwrap().to_path_buf()

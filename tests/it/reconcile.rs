@@ -4,12 +4,10 @@
 //! the diff before and none after, and refuses what cannot work in one line. The oracle is
 //! `systemctl show`, `journalctl -o json` and machinectl inside the test host.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// systemd's "Started unit" entry (JOB_TYPE=start, JOB_RESULT=done).

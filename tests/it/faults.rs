@@ -9,8 +9,6 @@
 //! The last section holds the bugs found here, each with its reproduction; they are fixed
 //! and their tests run with the rest.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -19,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A stand-in for the agent's command: the harness connects and the command just waits.
 const STAND_IN: &[&str] = &["--harness", "sleep", "infinity"];

@@ -5,12 +5,10 @@
 //! leaves a marker in `/state`, so a switch in place is observable. A real NixOS toplevel
 //! is booted the same way (its `init` is PID 1); that part is the flake's VM test.
 
-mod common;
-
 use std::process::Output;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 
 /// The dynamic loader runs the scripts: the root has no `/bin` or `/lib64` until the
 /// stand-in's init makes them.

@@ -1,12 +1,10 @@
 //! Agent lifecycle against a real systemd: every claim is checked with systemctl,
 //! machinectl, stat or journalctl inside a throwaway test host.
 
-mod common;
-
 use std::process::Output;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn create_starts_a_container_unit_with_every_contract_property() {
@@ -561,7 +559,7 @@ fn only_root_may_change_agents() {
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        common::HIVECTL,
+        crate::common::HIVECTL,
         "stop",
         "alice",
     ]);
@@ -578,7 +576,7 @@ fn only_root_may_change_agents() {
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        common::HIVECTL,
+        crate::common::HIVECTL,
         "list",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -688,7 +686,7 @@ fn the_daemon_checks_who_approves_and_denies_even_if_the_bus_policy_lets_them_th
     h.create("alice", &["--harness", "sh", "-c", ask]);
     let mut id = String::new();
     h.wait_for("the request", Duration::from_secs(15), || {
-        id = common::state_file(&h, "alice", "requested");
+        id = crate::common::state_file(&h, "alice", "requested");
         !id.is_empty()
     });
     let admin_gid = h

@@ -4,12 +4,10 @@
 //! `systemd-stdio-bridge` (or a command line, through the shell) on the other machine — here
 //! by entering the test host's namespaces. systemctl inside the test host is the oracle.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Writes the stand-in ssh for `h` into a directory of its own and returns that directory.

@@ -8,14 +8,12 @@
 //! Every fault is announced on stderr as `fault injected: ...`, and each test ends with a
 //! `figures:` line (`--nocapture` shows them).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A stand-in for the agent's command: the harness connects and the command just waits.

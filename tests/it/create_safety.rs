@@ -3,11 +3,9 @@
 //! file are left as they were, `--replace` replaces. Nothing an approval applied is
 //! dropped unless the admin asks for exactly that. Oracle: systemctl show, the spec file.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SPEC: &str = "/var/lib/hyperhive/agents/bob/spec.toml";
 

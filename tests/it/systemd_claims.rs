@@ -3,11 +3,9 @@
 //! so nobody else subscribes) and probes one behaviour with systemd's own tools and a raw
 //! D-Bus connection.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use hyperhive::systemd::{error_name, ALREADY_SUBSCRIBED};
 use zbus::MatchRule;

@@ -1,13 +1,11 @@
 //! Approvals end to end on a real systemd: agents ask through their socket, admins decide
 //! with hivectl, the daemon applies by rebuilding; journald and systemd are the oracle.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A stand-in for claude that asks for /opt/approved/bin on its PATH until it has it.

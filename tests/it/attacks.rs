@@ -2,11 +2,9 @@
 //! and runs whatever it likes; each test here is one thing it tries, and asserts what
 //! systemd, machinectl and the filesystem say afterwards — not what hyperhive says.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Runs a shell script inside the agent's container, as its root.
 fn agent_sh(h: &TestHost, agent: &str, script: &str) -> std::process::Output {

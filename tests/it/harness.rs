@@ -2,13 +2,11 @@
 //! oracle is systemctl -M (the container's own systemd), ss and the files the agent's
 //! command writes.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A stand-in for claude: records the PATH it sees in /state, then waits.
 const STAND_IN: &[&str] = &[

@@ -153,7 +153,7 @@ fn agent_names_are_exactly_the_contract() {
                 );
                 prop_assert_eq!(decode_agent_path(&path), raw);
             }
-            Err(e) => one_line("agent name", &e, Lines::Strict)?,
+            Err(e) => one_line("agent name", &e.to_string(), Lines::Strict)?,
         }
         Ok(())
     });
@@ -287,7 +287,7 @@ fn any_bind_string_is_parsed_or_refused_in_one_line() {
                 prop_assert!(b.source.is_absolute() && b.target.is_absolute(), "{s:?}");
                 prop_assert!(!b.source.to_string_lossy().contains("/../"));
             }
-            Err(e) => one_line("bind", &e, Lines::Strict)?,
+            Err(e) => one_line("bind", &e.to_string(), Lines::Strict)?,
         }
         Ok(())
     });
@@ -562,6 +562,7 @@ fn parse_validate_round_trip(text: &str, lines: Lines) -> Result<(), TestCaseErr
     let file = match SpecFile::from_toml(text, origin) {
         Ok(f) => f,
         Err(e) => {
+            let e = e.to_string();
             prop_assert!(e.starts_with(&format!("{origin}: ")), "{e:?}");
             return one_line("spec file", &e, lines);
         }
@@ -570,6 +571,7 @@ fn parse_validate_round_trip(text: &str, lines: Lines) -> Result<(), TestCaseErr
     match AgentSpec::validate(&name, &file) {
         Ok(spec) => round_trip(&spec)?,
         Err(e) => {
+            let e = e.to_string();
             prop_assert!(e.starts_with("agent alice: "), "{e:?}");
             one_line("spec", &e, lines)?;
         }
@@ -849,7 +851,7 @@ fn bug_limits_above_i64_max_validate_but_cannot_be_saved() {
         },
     ] {
         match AgentSpec::validate(&name, &file) {
-            Err(e) => assert!(!e.contains('\n'), "{e}"),
+            Err(e) => assert!(!e.to_string().contains('\n'), "{e}"),
             Ok(spec) => {
                 let saved = std::panic::catch_unwind(|| spec.to_file().to_toml());
                 assert!(saved.is_ok(), "validated, but saving panicked: {file:?}");
@@ -1073,7 +1075,7 @@ fn bug_spec_errors_echo_carriage_returns() {
         "network = \"x\\r\\ny\"",
         "\"a\\rb\" = 1\n\"a\\rb\" = 2",
     ] {
-        let err = SpecFile::from_toml(text, "s.toml").unwrap_err();
+        let err = SpecFile::from_toml(text, "s.toml").unwrap_err().to_string();
         assert!(!err.contains(['\n', '\r']), "{text:?} → {err:?}");
     }
     check(

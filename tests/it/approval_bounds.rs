@@ -2,8 +2,6 @@
 //! 13). Every refusal is made from inside a real agent, through its real socket; systemd,
 //! journald and hivectl's exit codes are the oracle.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Output;
@@ -11,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// `hive-harness request-approval spec_change PAYLOAD`, run inside the agent.

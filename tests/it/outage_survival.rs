@@ -4,11 +4,9 @@
 //! the container's own systemd (systemctl -M), the harness's event log in /state, and the
 //! PID the agent's command wrote.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A stand-in for claude that records its PID (in the container's PID namespace) and
 /// keeps running, as an AI turn would.

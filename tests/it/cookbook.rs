@@ -3,13 +3,11 @@
 //! `-- No entries --` is nothing), so the
 //! admin's cookbook cannot drift from the code or from systemd.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
-const DOC: &str = include_str!("../docs/operations.md");
+const DOC: &str = include_str!("../../docs/operations.md");
 
 /// A stand-in for claude: asks for /opt/approved/bin until it has it, then once for
 /// /opt/more/bin (which stays pending).

@@ -3,11 +3,9 @@
 //! agent, no orphan socket, no lost or doubled approval, and the interrupted operation is
 //! either done or cleanly not done, and can be retried.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// One case per step of `failpoint::STEPS`, in its order. Each is a `#[test]` below; a
 /// step added to the daemon without a case here fails `every_failpoint_step_has_a_case`.

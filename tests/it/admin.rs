@@ -2,11 +2,9 @@
 //! `hivectl list` that shows every agent to a non-root user, and errors that say what to do.
 //! Oracle: systemctl show, the spec files, exit codes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn as_nobody(h: &TestHost, args: &[&str]) -> std::process::Output {
     let mut argv = vec![

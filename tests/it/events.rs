@@ -1,14 +1,12 @@
 //! Events in journald and crashes seen from systemd's own signals, on a real systemd:
 //! the oracle is `journalctl -o json` and `systemctl show` inside the test host.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
-const CATALOG: &str = include_str!("../units/catalog/hyperhive.catalog");
+const CATALOG: &str = include_str!("../../units/catalog/hyperhive.catalog");
 
 /// The catalog entry whose Subject says what `event` means: the test reads the catalog an
 /// admin reads, rather than trusting the code's own table.

@@ -5,13 +5,11 @@
 //! timeout; journald and the agent's events db are the record. The MCP assertions drive
 //! `hive-harness mcp` inside the container with rmcp's own client, as an AI would.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::ServiceError;
 use rmcp::transport::TokioChildProcess;

@@ -1,0 +1,25 @@
+//! hyperhive's integration tests, one binary so the crate links once: a module per area,
+//! all sharing `common` (a test host with hive-c0re as its real unit). One area:
+//! `cargo test --test it attacks::`; one test: `cargo test --test it attacks::NAME`.
+
+mod common;
+
+mod admin;
+mod agent_side;
+mod agents;
+mod approval_bounds;
+mod approvals;
+mod attacks;
+mod cookbook;
+mod create_safety;
+mod events;
+mod failpoints;
+mod faults;
+mod harness;
+mod nixos_system;
+mod outage_survival;
+mod outages;
+mod proptest_parsers;
+mod reconcile;
+mod remote;
+mod systemd_claims;
