@@ -105,6 +105,8 @@ impl Hive {
         if watched {
             return Ok(Outcome::Adopted);
         }
+        crate::failpoint::fails_once("heal:try")
+            .with_context(|| format!("agent {name}: re-creating its harness"))?;
         let outcome = self.ensure_harness(&spec, Mode::Start, None).await?;
         if outcome != Outcome::Adopted {
             log::info!("agent {name}: harness re-created in its restarted container");

@@ -52,7 +52,8 @@ fn every_failpoint_step_has_a_case() {
 /// Arms `step` and restarts the daemon with it (a runtime drop-in, gone on reboot).
 fn arm(h: &TestHost, step: &str) {
     assert!(
-        hyperhive::failpoint::STEPS.contains(&step),
+        hyperhive::failpoint::STEPS.contains(&step)
+            || hyperhive::failpoint::ERROR_STEPS.contains(&step),
         "{step} is not a failpoint step"
     );
     h.run_ok(&[
@@ -428,4 +429,45 @@ fn approve_cut_after_applying_is_not_applied_twice() {
     assert_eq!(interrupted(&h, &["approve", &id]), (0, 0, 1, 0, 0));
     consistent(&h, "alice");
     applied_once(&h, &id);
+}
+
+/// A crashed container that systemd restarted gets its harness back even when the first
+/// try fails (as when its bus stays silent past the bound on a loaded host): the daemon
+/// tries again instead of leaving the agent without a harness until the next reload.
+#[test]
+fn a_failed_harness_heal_is_tried_again() {
+    let h = hive();
+    // Armed before the agent exists: create brings the harness up without a heal, so the
+    // one failing try is the heal after the crash.
+    arm(&h, "heal:try");
+    h.hivectl_ok(CREATE);
+    running_with_harness(&h, "alice");
+    let invocation = h.invocation("alice");
+    let pid = h.unit_show("alice", "MainPID");
+    h.run_ok(&["kill", "-9", &pid]);
+    h.wait_for(
+        "alice restarted by systemd",
+        Duration::from_secs(30),
+        || {
+            let now = h.invocation("alice");
+            !now.is_empty() && now != invocation
+        },
+    );
+    running_with_harness(&h, "alice");
+    let log = h.run_ok(&[
+        "journalctl",
+        "-u",
+        "hive-c0re.service",
+        "-o",
+        "cat",
+        "--no-pager",
+    ]);
+    assert!(
+        log.contains("re-creating its harness (try 1 of 4") && log.contains("failpoint heal:try"),
+        "the first try failed and said so: {log}"
+    );
+    assert!(
+        log.contains("harness re-created in its restarted container"),
+        "the second try brought it back: {log}"
+    );
 }
