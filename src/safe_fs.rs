@@ -209,6 +209,16 @@ fn reason(e: Errno) -> String {
     }
 }
 
+/// "No such file or directory" without Rust's "(os error 2)" suffix: how an I/O error reads
+/// in a one-line refusal, from the daemon or from hivectl.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

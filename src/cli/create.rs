@@ -98,7 +98,7 @@ impl CreateArgs {
                     BadInput(format!(
                         "spec file {}: {}",
                         path.display(),
-                        crate::daemon::preflight::io_reason(&e)
+                        crate::safe_fs::io_reason(&e)
                     ))
                 })?;
                 SpecFile::from_toml(&text, &path.display().to_string())

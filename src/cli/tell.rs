@@ -20,7 +20,8 @@ pub struct TellArgs {
 pub async fn run(t: &Target, a: TellArgs) -> Result<()> {
     let n = AgentName::parse(&a.name).map_err(|e| BadInput(e.to_string()))?;
     // Checked here too, so a bad message is refused before the bus is touched.
-    crate::daemon::check_message(&a.message).map_err(|e| BadInput(format!("agent {n}: {e}")))?;
+    crate::spec::message::check_message(&a.message)
+        .map_err(|e| BadInput(format!("agent {n}: {e}")))?;
     t.manager()
         .await?
         .tell_agent(n.as_str(), &a.message)

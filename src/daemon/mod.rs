@@ -25,7 +25,6 @@ pub mod status;
 mod units;
 pub mod watch;
 
-pub use agent_side::check_message;
 pub use approval_view::ApprovalView;
 pub use changes::Change;
 pub use error::Error;

@@ -151,14 +151,7 @@ pub fn executable(path: &Path) -> Result<(), String> {
     }
 }
 
-/// "No such file or directory" without Rust's "(os error 2)" suffix.
-pub fn io_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
-}
+pub use crate::safe_fs::io_reason;
 
 #[cfg(test)]
 mod tests {

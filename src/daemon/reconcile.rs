@@ -25,23 +25,21 @@ use futures_util::{stream, StreamExt};
 pub const PARALLEL: usize = 8;
 
 /// What asked for a reconcile; it is in every event the reconcile writes (`HIVE_TRIGGER=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Trigger {
     /// hive-c0re started (after a reboot: every agent).
     Startup,
     /// `hivectl reload` (the D-Bus Reload method).
     Reload,
     /// SIGHUP, e.g. from `systemctl reload hive-c0re` or `kill -HUP`.
+    #[strum(serialize = "sighup")]
     Signal,
 }
 
 impl Trigger {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Reload => "reload",
-            Trigger::Signal => "sighup",
-        }
+        self.into()
     }
 }
 

@@ -21,8 +21,9 @@ const SETTLE_ATTEMPTS: u32 = 100;
 const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 
 /// What `ensure_running` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Outcome {
     /// A new unit was created.
     Created,
@@ -37,12 +38,7 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Created => "created",
-            Outcome::Adopted => "adopted",
-            Outcome::Replaced => "replaced",
-            Outcome::Switched => "switched",
-        }
+        self.into()
     }
 }
 
