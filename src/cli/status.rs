@@ -56,9 +56,29 @@ pub struct AgentStatus {
     /// Ids of the agent's pending approvals; `null` when the daemon is down or the caller
     /// may not see approvals (root and hive-admin only).
     pub pending_approvals: Option<Vec<i64>>,
+    /// The NixOS system a system agent runs, as its GC root names it (the daemon moves the
+    /// root on each boot and switch); `null` for an agent that boots a root directory.
+    pub system: Option<RunningSystem>,
     /// The agent's last turn in the turn loop, from the daemon's `agent_turn` journal
     /// entries; `null` when none is recorded (or the journal cannot be read).
     pub last_turn: Option<super::tell::LastTurn>,
+}
+
+/// A system agent's running system and the GC root that keeps it from the collector.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunningSystem {
+    pub running: PathBuf,
+    pub gc_root: PathBuf,
+}
+
+impl RunningSystem {
+    /// Read from the agent's GC root: a host path only root writes, never inside the
+    /// agent's trees.
+    fn of(name: &AgentName) -> Option<Self> {
+        let gc_root = crate::plan::system::gc_root(name);
+        let running = std::fs::read_link(&gc_root).ok()?;
+        Some(Self { running, gc_root })
+    }
 }
 
 /// One line of a uid_map: container uid 0 is `host_uid` on the host, for `count` ids.
@@ -123,7 +143,7 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 9] = [
+const REMOTE_LEAVES_OUT: [&str; 10] = [
     "spec",
     "last_crash",
     "harness_last_crash",
@@ -133,6 +153,7 @@ const REMOTE_LEAVES_OUT: [&str; 9] = [
     "harness",
     "recent_log",
     "last_turn",
+    "system",
 ];
 
 pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()> {
@@ -175,6 +196,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             last_crash: None,
             harness_last_crash: None,
             last_turn: None,
+            system: None,
             recent_log: Vec::new(),
             pending_approvals: pending_approvals(&conn, &name).await,
         };
@@ -226,6 +248,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         container: unit,
         recent_log: super::logs::recent(&name, 10),
         last_turn: super::tell::last_turn(&name),
+        system: RunningSystem::of(&name),
         pending_approvals: pending_approvals(&conn, &name).await,
     };
     if args.json {
@@ -303,6 +326,13 @@ pub fn render_status(st: &AgentStatus) -> String {
             r.host_uid, r.count
         )),
         None => {}
+    }
+    if let Some(system) = &st.system {
+        out.push_str(&format!(
+            "    System: {} (GC root {})\n",
+            system.running.display(),
+            system.gc_root.display()
+        ));
     }
     match (&st.host, &st.harness) {
         (Some(host), _) => out.push_str(&format!(

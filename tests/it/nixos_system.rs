@@ -114,6 +114,13 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
         one,
         "the GC root names the running system"
     );
+    let status = h.hivectl_ok(&["status", "nix"]);
+    assert!(
+        status.contains(&format!(
+            "System: {one} (GC root /nix/var/nix/gcroots/hyperhive/nix)"
+        )),
+        "{status}"
+    );
     let exec = h.unit_show("nix", "ExecStart");
     assert!(exec.contains("/nix/var/hyperhive/system/init"), "{exec}");
     assert!(!exec.contains("--boot"), "{exec}");
@@ -146,6 +153,9 @@ fn a_system_agent_boots_from_the_store_and_switches_in_place() {
     assert_eq!(h.invocation("nix"), before, "a switch keeps the container");
     assert_eq!(state_file(&h, "nix", "switched-to"), "two");
     assert_eq!(gc_root(&h, "nix"), two);
+    let status: serde_json::Value =
+        serde_json::from_str(&h.hivectl_ok(&["status", "nix", "--json"])).unwrap();
+    assert_eq!(status["system"]["running"], two.as_str(), "{status}");
     assert_eq!(harness_show(&h, "nix", "ActiveState"), "active");
     assert_eq!(harness_invocation(&h, "nix"), harness_before);
     wait_entry(
