@@ -162,6 +162,14 @@ let
       default = null;
       description = "With turns: seconds a turn may run before it is killed (null means 600).";
     };
+    restart_grace = mkOption {
+      type = types.nullOr (types.ints.between 0 60);
+      default = null;
+      description = ''
+        Seconds a listening agent is given to finish its turn before an approved change
+        restarts its container (null means hive-c0re's default, 3). See docs/agent-side.md.
+      '';
+    };
     private_users = mkOption {
       type = types.nullOr types.bool;
       default = null;

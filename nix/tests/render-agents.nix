@@ -180,6 +180,7 @@ let
         capabilities = [ "CAP_NET_RAW" ];
         turns = true;
         turn_timeout = 300;
+        restart_grace = 10;
       };
       pinned.system = "/nix/store/00000000000000000000000000000000-nixos-system-pinned";
       # "Declare a NixOS agent" and "change its packages" (docs/operations.md).

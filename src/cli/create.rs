@@ -70,6 +70,10 @@ pub struct CreateArgs {
     /// With --turns: seconds a turn may run before it is killed (default 600)
     #[arg(long, value_name = "SECS")]
     pub turn_timeout: Option<u64>,
+    /// Seconds a listening agent is given to finish its turn before an approved change
+    /// restarts its container (0 to 60; default 3)
+    #[arg(long, value_name = "SECS")]
+    pub restart_grace: Option<u64>,
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub harness: Option<Vec<String>>,
@@ -118,6 +122,7 @@ impl CreateArgs {
             capabilities: self.capabilities.clone(),
             turns: self.turns.then_some(true),
             turn_timeout: self.turn_timeout,
+            restart_grace: self.restart_grace,
             ..Default::default()
         };
         flags.volatile = self

@@ -37,14 +37,19 @@ pub enum Notice {
 }
 
 /// How long an agent is given between being told an approved change will restart its
-/// container and the restart, when its harness is listening. `HYPERHIVE_RESTART_GRACE`
-/// (whole seconds, at most [`MAX_GRACE`]) in hive-c0re's environment changes it.
+/// container and the restart, when its harness is listening: its spec's `restart_grace`,
+/// else `HYPERHIVE_RESTART_GRACE` (whole seconds, at most [`MAX_GRACE`]) in hive-c0re's
+/// environment, else this.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
 /// The longest grace: an admin's `hivectl approve` waits through it.
-pub const MAX_GRACE: Duration = Duration::from_secs(60);
+pub const MAX_GRACE: Duration = Duration::from_secs(crate::spec::MAX_RESTART_GRACE);
 
-pub fn restart_grace() -> Duration {
-    grace_from(std::env::var("HYPERHIVE_RESTART_GRACE").ok().as_deref())
+/// The agent's grace: its spec's, or the daemon's default.
+pub fn restart_grace(spec_grace: Option<u64>) -> Duration {
+    match spec_grace {
+        Some(secs) => Duration::from_secs(secs).min(MAX_GRACE),
+        None => grace_from(std::env::var("HYPERHIVE_RESTART_GRACE").ok().as_deref()),
+    }
 }
 
 fn grace_from(raw: Option<&str>) -> Duration {
@@ -159,8 +164,8 @@ pub fn tell_decided(doors: &dyn AgentDoors, a: &Approval) {
 /// it the grace period to finish its turn. An agent whose harness does not listen (an
 /// older harness, or none connected) has nothing to finish it could be told about, so it
 /// is not waited for.
-pub async fn grace_before_restart(doors: &dyn AgentDoors, a: &Approval) {
-    let grace = restart_grace();
+pub async fn grace_before_restart(doors: &dyn AgentDoors, a: &Approval, spec_grace: Option<u64>) {
+    let grace = restart_grace(spec_grace);
     let notice = Notice::RestartPending { id: a.id, grace };
     if doors.tell(&a.agent, &notice) > 0 && !grace.is_zero() {
         log::info!(
@@ -206,6 +211,13 @@ impl super::Hive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_specs_grace_comes_first_and_is_bounded() {
+        assert_eq!(restart_grace(Some(7)), Duration::from_secs(7));
+        assert_eq!(restart_grace(Some(0)), Duration::ZERO);
+        assert_eq!(restart_grace(Some(999)), MAX_GRACE);
+    }
 
     #[test]
     fn the_grace_is_bounded_and_a_bad_value_falls_back() {

@@ -18,7 +18,12 @@ impl Hive {
         let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
         super::agent_side::tell_decided(self.doors.as_ref(), &decided);
         failpoint::hit("approve:decided");
-        super::agent_side::grace_before_restart(self.doors.as_ref(), &decided).await;
+        // The grace the agent's spec gives it now, before the change is laid over it.
+        let grace = self
+            .load_spec(&decided.agent)
+            .ok()
+            .and_then(|s| s.restart_grace);
+        super::agent_side::grace_before_restart(self.doors.as_ref(), &decided, grace).await;
         let outcome = match self.apply(&decided).await {
             Ok(()) => {
                 failpoint::hit("approve:applied");

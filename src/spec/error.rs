@@ -138,6 +138,8 @@ pub enum SpecError {
     TurnTimeout(u64),
     #[error("turns needs a harness command to run in each turn")]
     TurnsWithoutHarness,
+    #[error("restart_grace {0}: use 0 to {max} seconds", max = super::MAX_RESTART_GRACE)]
+    RestartGrace(u64),
     #[error("capabilities: {:?} is not one hyperhive drops; keepable: {}", .0, DROPPED_CAPABILITIES.join(", "))]
     Capability(String),
 

@@ -58,6 +58,10 @@ pub struct SpecFile {
     /// With `turns`: seconds a turn may run before it is killed. Default 600.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turn_timeout: Option<u64>,
+    /// Seconds a listening agent is given between being told an approved change restarts
+    /// its container and the restart (docs/agent-side.md). Default: the daemon's (3 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_grace: Option<u64>,
 }
 
 impl SpecFile {
@@ -114,6 +118,7 @@ impl SpecFile {
         self.private_users = over.private_users.or(self.private_users);
         self.turns = over.turns.or(self.turns);
         self.turn_timeout = over.turn_timeout.or(self.turn_timeout);
+        self.restart_grace = over.restart_grace.or(self.restart_grace);
         for c in over.capabilities {
             if !self.capabilities.contains(&c) {
                 self.capabilities.push(c);

@@ -141,12 +141,17 @@ pub struct AgentSpec {
     pub capabilities: Vec<String>,
     /// The turn loop's timeout per turn in seconds, if the harness runs in turns.
     pub turns: Option<u64>,
+    /// Seconds of grace before an approved change restarts the container; `None`: the
+    /// daemon's default.
+    pub restart_grace: Option<u64>,
 }
 
 /// Default of `turn_timeout`.
 pub const DEFAULT_TURN_TIMEOUT: u64 = 600;
 /// Longest `turn_timeout`: a day.
 pub const MAX_TURN_TIMEOUT: u64 = 86_400;
+/// Longest `restart_grace`: an admin's `hivectl approve` waits through it.
+pub const MAX_RESTART_GRACE: u64 = 60;
 
 impl AgentSpec {
     /// Validates a merged spec. The error is one line naming the agent and the field.
@@ -266,6 +271,11 @@ impl AgentSpec {
                 Some(timeout)
             }
         };
+        if let Some(grace) = file.restart_grace {
+            if grace > MAX_RESTART_GRACE {
+                return Err(SpecError::RestartGrace(grace));
+            }
+        }
         Ok(Self {
             name: name.clone(),
             root,
@@ -283,6 +293,7 @@ impl AgentSpec {
             private_users: file.private_users.unwrap_or(true),
             capabilities,
             turns,
+            restart_grace: file.restart_grace,
         })
     }
 
@@ -319,6 +330,7 @@ impl AgentSpec {
             capabilities: self.capabilities.clone(),
             turns: self.turns.map(|_| true),
             turn_timeout: self.turns,
+            restart_grace: self.restart_grace,
         }
     }
 }

@@ -329,3 +329,24 @@ fn volatile_and_network_names_round_trip_and_refuse_in_one_line() {
         "invalid network \"bridge\\n\": use host or private"
     );
 }
+
+#[test]
+fn the_restart_grace_is_bounded_and_saved() {
+    let mut file = minimal();
+    file.restart_grace = Some(61);
+    let e = AgentSpec::validate(&name("alice"), &file).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "agent alice: restart_grace 61: use 0 to 60 seconds"
+    );
+    file.restart_grace = Some(0);
+    let spec = AgentSpec::validate(&name("alice"), &file).unwrap();
+    assert_eq!(spec.restart_grace, Some(0));
+    assert_eq!(spec.to_file().restart_grace, Some(0));
+    assert_eq!(
+        AgentSpec::validate(&name("alice"), &minimal())
+            .unwrap()
+            .restart_grace,
+        None
+    );
+}

@@ -104,6 +104,9 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
             "--turns",
             "--turn-timeout",
             "6",
+            // Not the default 3 s: the spec's grace is the one given.
+            "--restart-grace",
+            "4",
             "--harness",
             "sh",
             "-c",
@@ -247,7 +250,7 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
     let approve_took = t0.elapsed();
     assert!(out.contains("applied"), "{out}");
     assert!(
-        t0.elapsed() >= Duration::from_secs(3),
+        t0.elapsed() >= Duration::from_secs(4),
         "the grace was given"
     );
     let kinds = events_db(
@@ -261,7 +264,7 @@ fn an_agent_asks_over_mcp_is_told_before_the_restart_and_turns_follow_wakes() {
             .position(|l| l.contains(what))
             .unwrap_or_else(|| panic!("{what} not in the events db:\n{kinds}"))
     };
-    let told = pos(&format!("restart_pending {{\"grace_secs\":3,\"id\":{id}}}"));
+    let told = pos(&format!("restart_pending {{\"grace_secs\":4,\"id\":{id}}}"));
     assert!(pos(&format!("approval_decided {{\"id\":{id},\"kind\":\"spec_change\",\"note\":\"\",\"status\":\"approved\"}}")) < told);
     assert!(
         told < pos("stopping"),

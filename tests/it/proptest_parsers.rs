@@ -750,6 +750,7 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                         .and(tasks_max)
                         .filter(|t| t % 3 == 0)
                         .map(|t| t % 86_400 + 1),
+                    restart_grace: cpu_weight.map(|w| w % 61),
                     network,
                     harness,
                 }

@@ -35,6 +35,7 @@ fn spec_keys() -> BTreeSet<String> {
         capabilities: vec!["CAP_NET_RAW".into()],
         turns: Some(true),
         turn_timeout: Some(60),
+        restart_grace: Some(10),
     };
     let table: toml::Table = toml::from_str(&full.to_toml()).expect("a spec's TOML parses");
     table.keys().cloned().collect()
