@@ -50,7 +50,8 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         ("RestartUSec".into(), Prop::U64(HARNESS_RESTART_USEC)),
         ("Environment".into(), Prop::Strv(env)),
         // Lines of the harness and the agent's command carry the agent's name into the
-        // container's journal, which nspawn links to the host (--link-journal=try-host):
+        // container's journal, which the host reads (a bound /var/log/journal/<id>, or
+        // --link-journal=try-host without a persistent host journal):
         // `journalctl -m HIVE_AGENT=<name>` tells the agent's whole story.
         (
             "LogExtraFields".into(),
