@@ -483,3 +483,71 @@ fn an_admins_tools_still_reach_an_agent_in_its_user_namespace() {
     h.run_ok(&["test", "-d", &format!("/var/log/journal/{machine_id}")]);
     assert_ne!(machine_id, h.run_ok(&["cat", "/etc/machine-id"]));
 }
+
+/// nspawn 256+ exports a container's sockets through a tmpfs it mounts on the host at
+/// /run/systemd/nspawn/unix-export/h-<name> (the container's /run/host/unix-export), and
+/// leaves it behind when it is killed; the agent unit's ExecStopPost (`hive-c0re
+/// unregister-machine`) detaches and removes it, as root on the host. The agent writes in
+/// that tmpfs: links it plants there must lead nowhere when the host cleans up.
+#[test]
+fn links_planted_in_the_unix_export_dir_are_not_followed_when_it_is_removed() {
+    let h = hive();
+    h.create("alice", &[]);
+    let version: u32 = h
+        .run_ok(&["systemctl", "--version"])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("systemd's version");
+    let export = "/run/systemd/nspawn/unix-export/h-alice";
+    if version < 256 {
+        // Stated reason, not a skip of the attack: before 256 nspawn has no such directory,
+        // so there is nothing the agent could plant and nothing the host removes.
+        assert!(!h.run(&["test", "-e", export]).status.success());
+        return;
+    }
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /srv/canary && echo keep > /srv/canary/file && echo keep > /srv/canary-file",
+    ]);
+    let planted = agent_sh(
+        &h,
+        "alice",
+        "cd /run/host/unix-export && ln -s /srv/canary dir-link && ln -s /srv/canary-file file-link \
+         && mkdir -p deep/er && ln -s /srv/canary deep/er/link && ln -s / root-link && touch plain",
+    );
+    let invocation = h.invocation("alice");
+    let pid = h.unit_show("alice", "MainPID");
+    h.run_ok(&["kill", "-9", &pid]);
+    h.wait_for(
+        "alice restarted by systemd",
+        Duration::from_secs(30),
+        || {
+            let now = h.invocation("alice");
+            !now.is_empty() && now != invocation && h.unit_show("alice", "SubState") == "running"
+        },
+    );
+    // Whatever the agent managed to plant, the cleanup removed the links, not their targets.
+    assert_eq!(h.run_ok(&["cat", "/srv/canary/file"]), "keep");
+    assert_eq!(h.run_ok(&["cat", "/srv/canary-file"]), "keep");
+    assert!(h.run(&["test", "-d", "/etc"]).status.success());
+    // The restarted container has a fresh export dir: nothing the agent planted survived.
+    let left = h.run_ok(&["ls", "-A", export]);
+    assert!(
+        !left.contains("link") && !left.contains("plain"),
+        "planted ({}): {left}",
+        String::from_utf8_lossy(&planted.stderr)
+    );
+    h.wait_for("alice's harness back", Duration::from_secs(30), || {
+        connections(&h, "alice") == 1
+    });
+    eprintln!(
+        "observed: planting in /run/host/unix-export {} inside the agent",
+        if planted.status.success() {
+            "succeeded"
+        } else {
+            "was refused"
+        }
+    );
+}
