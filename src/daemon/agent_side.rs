@@ -15,7 +15,8 @@ use super::Error;
 use crate::spec::AgentName;
 use crate::store::{Approval, Status};
 
-/// The most approvals an agent is shown or re-sent at once (its newest).
+/// Approvals listed by `my_approvals` and replayed on `subscribe`, newest: enough for an
+/// agent to follow its own requests (it may have 32 pending), bounded whatever its history.
 pub const MAX_LISTED: usize = 64;
 
 /// What the core tells an agent through its door; the socket adapter turns each into its

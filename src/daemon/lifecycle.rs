@@ -50,24 +50,14 @@ impl Hive {
             Some(Ok(old)) if old == spec => {
                 // Nothing to change: keep whatever runs (same InvocationID), start it if
                 // it is down.
-                self.prepare_dirs(&spec).map_err(Error::failed)?;
-                let plan = self.container_plan(&spec);
                 let outcome = self
-                    .bring_up(&spec, &plan, Mode::Start, None)
-                    .await
-                    .with_context(|| format!("agent {name}"))
-                    .map_err(Error::failed)?;
-                if outcome == Outcome::Adopted {
-                    return Ok(Created::Unchanged);
-                }
-                journal::emit(
-                    Event::AgentStarted,
-                    Some(name),
-                    Some(&plan.unit),
-                    &[],
-                    &format!("agent {name}: started {} (create, spec unchanged)", plan.unit),
-                );
-                return Ok(Created::Done(outcome));
+                    .start_locked(&spec, " (create, spec unchanged)")
+                    .await?;
+                return Ok(if outcome == Outcome::Adopted {
+                    Created::Unchanged
+                } else {
+                    Created::Done(outcome)
+                });
             }
             Some(Ok(old)) if !replace => {
                 return Err(Error::InvalidArgument(format!(
@@ -127,10 +117,17 @@ impl Hive {
         let spec = self.load_spec(name)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
         let _guard = self.lock(name).await;
-        self.prepare_dirs(&spec).map_err(Error::failed)?;
-        let plan = self.container_plan(&spec);
+        self.start_locked(&spec, "").await
+    }
+
+    /// Brings the agent up from `spec` keeping whatever already runs it, with its lock
+    /// held; journals `agent_started` (with `why` after the unit) unless it was running.
+    async fn start_locked(&self, spec: &AgentSpec, why: &str) -> Result<Outcome, Error> {
+        let name = &spec.name;
+        self.prepare_dirs(spec).map_err(Error::failed)?;
+        let plan = self.container_plan(spec);
         let outcome = self
-            .bring_up(&spec, &plan, Mode::Start, None)
+            .bring_up(spec, &plan, Mode::Start, None)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -140,7 +137,7 @@ impl Hive {
                 Some(name),
                 Some(&plan.unit),
                 &[],
-                &format!("agent {name}: started {}", plan.unit),
+                &format!("agent {name}: started {}{why}", plan.unit),
             );
         }
         Ok(outcome)

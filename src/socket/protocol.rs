@@ -52,9 +52,8 @@ pub enum Request {
     Whoami {},
 }
 
-/// Approvals listed by `my_approvals` and replayed on `subscribe`, newest: enough for an
-/// agent to follow its own requests (it may have 32 pending), bounded whatever its history.
-pub const MAX_LISTED: usize = 64;
+/// The core's bound on what `my_approvals` lists and `subscribe` replays.
+pub const MAX_LISTED: usize = crate::daemon::agent_side::MAX_LISTED;
 
 /// Daemon → harness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

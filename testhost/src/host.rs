@@ -432,6 +432,16 @@ impl TestHost {
             .unwrap_or_else(|e| failed_output(format!("cannot run unshare: {e}")))
     }
 
+    /// The major version of the systemd inside (`systemctl --version`), for tests whose
+    /// oracle differs between versions.
+    pub fn systemd_version(&self) -> u32 {
+        self.run_ok(&["systemctl", "--version"])
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("systemd's version")
+    }
+
     /// A unit property as seen inside (`systemctl show -P <prop> <unit>`), trimmed.
     pub fn show(&self, unit: &str, prop: &str) -> String {
         self.run_ok(&["systemctl", "show", "-P", prop, unit])

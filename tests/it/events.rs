@@ -294,14 +294,7 @@ fn a_daemon_that_stops_answering_is_restarted_by_its_watchdog() {
         },
     );
     assert_ne!(h.show("hive-c0re.service", "MainPID"), pid);
-    let log = h.run_ok(&[
-        "journalctl",
-        "-u",
-        "hive-c0re.service",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let log = daemon_log(&h);
     assert!(log.to_lowercase().contains("watchdog"), "{log}");
     assert_eq!(h.invocation("alice"), agent, "the agent kept running");
 }

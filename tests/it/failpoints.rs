@@ -107,14 +107,7 @@ fn interrupted(h: &TestHost, args: &[&str]) -> Totals {
         restarts + 1,
         "killed once, at the failpoint"
     );
-    let log = h.run_ok(&[
-        "journalctl",
-        "-u",
-        "hive-c0re.service",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let log = daemon_log(h);
     assert!(
         log.contains("failpoint"),
         "the daemon died at the failpoint: {log}"
@@ -442,26 +435,9 @@ fn a_failed_harness_heal_is_tried_again() {
     arm(&h, "heal:try");
     h.hivectl_ok(CREATE);
     running_with_harness(&h, "alice");
-    let invocation = h.invocation("alice");
-    let pid = h.unit_show("alice", "MainPID");
-    h.run_ok(&["kill", "-9", &pid]);
-    h.wait_for(
-        "alice restarted by systemd",
-        Duration::from_secs(30),
-        || {
-            let now = h.invocation("alice");
-            !now.is_empty() && now != invocation
-        },
-    );
+    kill_container_and_await_restart(&h, "alice");
     running_with_harness(&h, "alice");
-    let log = h.run_ok(&[
-        "journalctl",
-        "-u",
-        "hive-c0re.service",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let log = daemon_log(&h);
     assert!(
         log.contains("re-creating its harness (try 1 of 4") && log.contains("failpoint heal:try"),
         "the first try failed and said so: {log}"

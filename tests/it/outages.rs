@@ -265,14 +265,7 @@ fn daemon_reexec_keeps_the_daemon_up_and_listening() {
         "hive-c0re stayed up: same PID, no restart"
     );
     // It noticed, and checked that systemd still has its subscription.
-    let log = h.run_ok(&[
-        "journalctl",
-        "-u",
-        "hive-c0re.service",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let log = daemon_log(&h);
     assert!(
         log.contains("kept hive-c0re's subscription"),
         "the daemon checked its subscription: {log}"
@@ -369,12 +362,7 @@ fn systemd_forgetting_its_subscribers_restarts_the_daemon_not_deafens_it() {
     let accepted = flood_pending_jobs(&h, 700, 10);
     let systemd_now = systemd_bus_name(&h);
     eprintln!("observed: {accepted} jobs accepted, systemd {systemd_was} -> {systemd_now}");
-    let version: u32 = h
-        .run_ok(&["systemctl", "--version"])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("systemd's version");
+    let version = h.systemd_version();
     if version > 252 {
         // systemd 257 keeps its bus connection through the same flood (measured on the
         // Debian 13 test host): there are no subscribers to forget. What the fault is

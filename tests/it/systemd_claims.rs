@@ -263,12 +263,7 @@ fn a_killed_container_restarts_only_once_its_machine_is_unregistered() {
 
     // From systemd 256 on, unregistering alone is not enough: the first restart refuses
     // the unix-export directory the killed nspawn left.
-    let version: u32 = h
-        .run_ok(&["systemctl", "--version"])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("systemd's version");
+    let version = h.systemd_version();
     if version >= 256 {
         run("half", Some(&unregister("half")));
         let outcome = kill_and_settle("half");

@@ -243,6 +243,36 @@ pub fn harness_invocation(h: &TestHost, agent: &str) -> String {
 
 /// Sends `signal` to the main process of the agent's harness, through the container's own
 /// systemd, as an admin would.
+/// hive-c0re's whole journal in the test host, message text only.
+pub fn daemon_log(h: &TestHost) -> String {
+    h.run_ok(&[
+        "journalctl",
+        "-u",
+        "hive-c0re.service",
+        "-o",
+        "cat",
+        "--no-pager",
+    ])
+}
+
+/// SIGKILLs the agent's container process (nspawn) and waits until systemd has restarted
+/// it (Restart=on-failure: a new InvocationID, running); returns the new InvocationID.
+pub fn kill_container_and_await_restart(h: &TestHost, agent: &str) -> String {
+    let invocation = h.invocation(agent);
+    let pid = h.unit_show(agent, "MainPID");
+    h.run_ok(&["kill", "-9", &pid]);
+    let mut now = String::new();
+    h.wait_for(
+        &format!("{agent} restarted by systemd"),
+        Duration::from_secs(30),
+        || {
+            now = h.invocation(agent);
+            !now.is_empty() && now != invocation && h.unit_show(agent, "SubState") == "running"
+        },
+    );
+    now
+}
+
 pub fn kill_harness(h: &TestHost, agent: &str, signal: &str) {
     let machine = format!("h-{agent}");
     h.run_ok(&[
