@@ -170,6 +170,59 @@ let
         restarts its container (null means hive-c0re's default, 3). See docs/agent-side.md.
       '';
     };
+    claude = mkOption {
+      type = types.nullOr (
+        types.submodule {
+          options = {
+            model = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              description = "The model for every turn (null: claude's own default).";
+            };
+            allowed_tools = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+              example = [ "Bash(git log:*)" "Read" ];
+              description = "Tools claude may use without asking, one tool or rule each.";
+            };
+            permission = mkOption {
+              type = types.nullOr (types.enum [ "approvals" "deny" ]);
+              default = null;
+              description = ''
+                Who answers claude's permission questions: approvals (an admin, as a
+                tool_use approval; null means this) or deny.
+              '';
+            };
+            budget_usd_per_day = mkOption {
+              type = types.nullOr (types.either types.int types.float);
+              default = null;
+              description = "Dollars a day (UTC); past it the agent's wakes wait.";
+            };
+            prompt = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              description = "Text appended to the system prompt after hyperhive's own.";
+            };
+            api_key_file = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "/run/keys/alice-anthropic";
+              description = ''
+                A host file holding an Anthropic API key, handed to claude as a systemd
+                credential (never on a command line or in the unit's environment).
+              '';
+            };
+          };
+        }
+      );
+      default = null;
+      description = ''
+        A Claude Code agent: the harness runs `claude` from the agent's PATH each turn,
+        with the hive's MCP tools, the wake as a prompt and its session kept (implies
+        turns; exclusive with harness). The claude-code package is unfree: allow it by
+        name. See docs/agent-side.md.
+      '';
+    };
     private_users = mkOption {
       type = types.nullOr types.bool;
       default = null;
@@ -230,6 +283,17 @@ let
       fields = lib.genAttrs (builtins.attrNames specOptions) (key: agent.${key}) // {
         bind = map bindEntry agent.bind;
         system = if agent.config != null then "${agentSystem name agent}" else agent.system;
+        claude =
+          if agent.claude == null then
+            null
+          else
+            lib.filterAttrs (
+              _: v:
+              !builtins.elem v [
+                null
+                [ ]
+              ]
+            ) agent.claude;
       };
     in
     lib.filterAttrs (

@@ -49,10 +49,12 @@ pub enum Event {
     AgentTurn,
     /// An admin's `hivectl tell` reached the agent's harness (`HIVE_TOLD_BY=`, `HIVE_MESSAGE_TEXT=`).
     AgentTold,
+    /// A Claude Code agent spent its daily budget; its wakes wait (`HIVE_DATA=`).
+    AgentOverBudget,
 }
 
 impl Event {
-    pub const ALL: [Event; 24] = [
+    pub const ALL: [Event; 25] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -77,6 +79,7 @@ impl Event {
         Event::StoreUnavailable,
         Event::AgentTurn,
         Event::AgentTold,
+        Event::AgentOverBudget,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -106,6 +109,7 @@ impl Event {
             Event::StoreUnavailable => "store_unavailable",
             Event::AgentTurn => "agent_turn",
             Event::AgentTold => "agent_told",
+            Event::AgentOverBudget => "agent_over_budget",
         }
     }
 
@@ -135,6 +139,7 @@ impl Event {
             Event::StoreUnavailable => "5fda441d0693453e89eea15aa2bb6a5e",
             Event::AgentTurn => "8f3c2e5d1a7b4c69b0d4e2f61a9c7b35",
             Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
+            Event::AgentOverBudget => "5b1e0c7d2f8a4e3b9c6d1a0f7e2b4c58",
         }
     }
 
@@ -146,7 +151,8 @@ impl Event {
             | Event::ApprovalFailed
             | Event::ApprovalRefused
             | Event::AgentThrottled
-            | Event::ReconcileFailed => Level::Warn,
+            | Event::ReconcileFailed
+            | Event::AgentOverBudget => Level::Warn,
             _ => Level::Info,
         }
     }

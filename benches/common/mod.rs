@@ -18,7 +18,7 @@ use zbus::zvariant::{OwnedObjectPath, Value};
 pub const MAX_IN_FLIGHT: usize = 128;
 
 /// The plan's properties in the shapes systemd expects, written out here the way a client
-/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`.
+/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`, `a(ss)`.
 pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
     plan.properties
         .iter()
@@ -42,6 +42,12 @@ pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
                 ),
                 Prop::Bytes(v) => Value::from(v.iter().map(Vec::as_slice).collect::<Vec<_>>()),
                 Prop::ExitStatus(codes) => Value::from((codes.clone(), Vec::<i32>::new())),
+                Prop::Pairs(pairs) => Value::from(
+                    pairs
+                        .iter()
+                        .map(|(a, b)| (a.as_str(), b.as_str()))
+                        .collect::<Vec<_>>(),
+                ),
             };
             (k.as_str(), value)
         })

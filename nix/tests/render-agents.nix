@@ -182,6 +182,19 @@ let
         turn_timeout = 300;
         restart_grace = 10;
       };
+      claude-agent = {
+        root = "/";
+        volatile = "yes";
+        path = [ "/opt/claude/bin" ];
+        claude = {
+          model = "claude-sonnet-4-5";
+          allowed_tools = [ "Bash(git log:*)" "Read" ];
+          permission = "approvals";
+          budget_usd_per_day = 2.5;
+          prompt = "Keep the docs in /state/docs.";
+          api_key_file = "/run/keys/claude-agent";
+        };
+      };
       pinned.system = "/nix/store/00000000000000000000000000000000-nixos-system-pinned";
       # "Declare a NixOS agent" and "change its packages" (docs/operations.md).
       nixos = {

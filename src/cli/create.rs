@@ -74,6 +74,8 @@ pub struct CreateArgs {
     /// restarts its container (0 to 60; default 3)
     #[arg(long, value_name = "SECS")]
     pub restart_grace: Option<u64>,
+    #[command(flatten)]
+    pub claude: super::create_claude::ClaudeArgs,
     /// The harness command and its arguments; must come last
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
     pub harness: Option<Vec<String>>,
@@ -123,6 +125,7 @@ impl CreateArgs {
             turns: self.turns.then_some(true),
             turn_timeout: self.turn_timeout,
             restart_grace: self.restart_grace,
+            claude: self.claude.layer(),
             ..Default::default()
         };
         flags.volatile = self

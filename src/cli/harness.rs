@@ -40,6 +40,34 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = crate::spec::DEFAULT_TURN_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub turn_timeout: u64,
+    /// With --turns: run the Claude Code CLI (`claude`, from PATH) each turn, with the
+    /// hive's MCP server registered, the wake as a prompt, the session resumed (the spec's
+    /// `[claude]`); see docs/agent-side.md
+    #[arg(long, requires = "turns", conflicts_with = "command")]
+    pub claude: bool,
+    /// With --claude: the model
+    #[arg(long, value_name = "MODEL", requires = "claude")]
+    pub claude_model: Option<String>,
+    /// With --claude: a tool claude may use unasked (repeatable)
+    #[arg(long, value_name = "TOOL", requires = "claude")]
+    pub claude_allowed_tool: Vec<String>,
+    /// With --claude: who answers claude's permission questions
+    #[arg(
+        long,
+        value_name = "WHO",
+        default_value = "approvals",
+        requires = "claude"
+    )]
+    pub claude_permission: crate::spec::claude::Permission,
+    /// With --claude: dollars a day (UTC); past it, wakes wait
+    #[arg(long, value_name = "USD", requires = "claude")]
+    pub claude_budget_usd: Option<f64>,
+    /// With --claude: text appended to the system prompt
+    #[arg(long, value_name = "TEXT", requires = "claude")]
+    pub claude_prompt: Option<String>,
+    /// With --claude: the systemd credential holding an API key
+    #[arg(long, value_name = "NAME", requires = "claude")]
+    pub claude_api_key_credential: Option<String>,
     #[command(subcommand)]
     pub request: Option<HarnessCommand>,
     /// The agent's command and its arguments (none: just stay connected)
@@ -73,6 +101,16 @@ pub async fn run(args: Args) -> Result<i32> {
                     .turns
                     .then(|| std::time::Duration::from_secs(args.turn_timeout)),
                 command: args.command,
+                claude: args.claude.then(|| crate::harness::claude::Options {
+                    model: args.claude_model,
+                    allowed_tools: args.claude_allowed_tool,
+                    permission: args.claude_permission,
+                    budget_usd: args.claude_budget_usd,
+                    prompt: args.claude_prompt,
+                    api_key_credential: args.claude_api_key_credential,
+                    session_file: crate::harness::claude::SESSION_FILE.into(),
+                    spend_file: crate::harness::claude::SPEND_FILE.into(),
+                }),
             };
             crate::harness::run(opts).await
         }

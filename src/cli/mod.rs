@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod crash;
 pub mod create;
+pub mod create_claude;
 pub mod daemon;
 pub mod harness;
 pub mod lifecycle;

@@ -75,6 +75,19 @@ pub fn checks(spec: &AgentSpec, host: &Host) -> Vec<Check> {
     if let Some(c) = harness_command(spec, host) {
         out.push(c);
     }
+    if let Some(key) = spec.claude.as_ref().and_then(|c| c.api_key_file.as_ref()) {
+        // Read by nspawn as the host's root at each start: a file, not an agent's tree.
+        let file = match std::fs::metadata(key) {
+            Ok(m) if m.is_file() => Ok(format!(
+                "{} (credential {})",
+                key.display(),
+                plan::API_KEY_CREDENTIAL
+            )),
+            Ok(_) => Err(format!("{}: not a regular file", key.display())),
+            Err(e) => Err(format!("{}: {}", key.display(), io_reason(&e))),
+        };
+        out.push(Check::of("claude API key file", file));
+    }
     out.push(Check::of(
         "network",
         Ok(match spec.network {
@@ -89,7 +102,12 @@ pub fn checks(spec: &AgentSpec, host: &Host) -> Vec<Check> {
 /// the host: in the spec's binds, else under the container's root. Only a warning, since a
 /// root may hold symlinks that resolve only inside the container (a NixOS profile).
 fn harness_command(spec: &AgentSpec, host: &Host) -> Option<Check> {
-    let cmd = spec.harness.first()?;
+    // A Claude Code agent's harness runs `claude` from the agent's PATH each turn.
+    let claude = "claude".to_string();
+    let cmd = match &spec.claude {
+        Some(_) => &claude,
+        None => spec.harness.first()?,
+    };
     let what = "harness command";
     let candidates: Vec<PathBuf> = if cmd.contains('/') {
         vec![PathBuf::from(cmd)]

@@ -9,6 +9,7 @@
 //! backoff, says so in STATUS= and in its event log, and keeps the events it could not
 //! deliver in a bounded queue ([`Outbox`]), sent in order once the daemon is back.
 
+pub mod claude;
 mod events;
 mod feed;
 pub mod mcp;
@@ -41,6 +42,8 @@ pub struct Options {
     pub command: Vec<String>,
     /// The turn loop's timeout per turn; `None`: the command runs once, as long as it likes.
     pub turns: Option<Duration>,
+    /// In the turn loop, run `claude` each turn instead of `command`.
+    pub claude: Option<claude::Options>,
 }
 
 /// One connection to the agent socket, request by request.
@@ -362,6 +365,11 @@ pub async fn run(opts: Options) -> Result<i32> {
         wakes: turns::Wakes::default(),
         next: 1,
         running: None,
+        claude: opts.claude.clone().map(|c| turns::ClaudeTurns {
+            spend: claude::Spend::load(&c.spend_file, &claude::today()),
+            opts: c,
+            agent: link.agent.clone(),
+        }),
     });
     if let Some(tl) = turn_loop.as_mut() {
         tl.wakes.push(turns::Wake {
@@ -410,6 +418,10 @@ pub async fn run(opts: Options) -> Result<i32> {
                 // reconnect (the backoff decides whether it is taken).
                 if link.client.is_none() || pings.is_multiple_of(2) {
                     link.check(&log).await;
+                }
+                // Wakes held back by a claude budget go at the new day.
+                if let Some(tl) = turn_loop.as_mut() {
+                    tl.start_next(&opts.command, &log, &mut link).await;
                 }
             }
             // The daemon closed a subscribed connection (it restarts, or dropped a feed it

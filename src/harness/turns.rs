@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{EventLog, Link};
+use super::{claude, EventLog, Link};
 
 /// Wakes waiting for the next turn. Past this the oldest are dropped and counted (the
 /// next turn's input says how many): a flood of wakes costs one turn, not one each.
@@ -44,6 +44,19 @@ impl Wakes {
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Puts a turn's wakes back in front, to run again (a claude session that could not
+    /// be resumed runs them in a new one).
+    pub fn requeue(&mut self, input: TurnInput) {
+        for wake in input.wakes.into_iter().rev() {
+            self.queue.push_front(wake);
+        }
+        while self.queue.len() > MAX_WAKES {
+            self.queue.pop_back();
+            self.dropped += 1;
+        }
+        self.dropped += input.dropped;
     }
 
     /// Everything waiting, as the input of one turn; empties the queue.
@@ -122,6 +135,15 @@ pub struct Running {
     pub started: tokio::time::Instant,
     pub deadline: tokio::time::Instant,
     pub reasons: String,
+    /// For a claude turn: what it was given, whether it resumed a session, and the task
+    /// reading its output.
+    pub claude: Option<ClaudeRun>,
+}
+
+pub struct ClaudeRun {
+    pub input: TurnInput,
+    pub resumed: bool,
+    pub output: tokio::task::JoinHandle<claude::Outcome>,
 }
 
 /// Starts one turn of `command` with `input`, in a process group of its own so that a
@@ -153,7 +175,130 @@ pub fn spawn(command: &[String], input: &TurnInput, timeout: Duration) -> std::i
         started: now,
         deadline: now + timeout,
         reasons: input.reasons(),
+        claude: None,
     })
+}
+
+/// Starts one claude turn: the prompt on stdin, its stream-json output read aside.
+pub fn spawn_claude(
+    c: &ClaudeTurns,
+    input: &TurnInput,
+    timeout: Duration,
+) -> std::io::Result<Running> {
+    let resume = claude::saved_session(&c.opts.session_file);
+    let argv = claude::argv(&c.opts, &c.agent, resume.as_deref());
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(input.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if std::path::Path::new("/state").is_dir() {
+        // One working directory for every turn: claude files its sessions by it.
+        cmd.current_dir("/state");
+    }
+    if let Some(key) = c.api_key() {
+        cmd.env("ANTHROPIC_API_KEY", key);
+    }
+    let mut child = cmd.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let data = claude::prompt(input).into_bytes();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&data).await;
+        });
+    }
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let turn = input.turn;
+    let output = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut out = tokio::io::BufReader::new(stdout).lines();
+        let mut err = tokio::io::BufReader::new(stderr).lines();
+        let mut outcome = claude::Outcome::default();
+        let (mut out_open, mut err_open) = (true, true);
+        while out_open || err_open {
+            tokio::select! {
+                line = out.next_line(), if out_open => match line {
+                    Ok(Some(line)) => {
+                        if let Some(said) = outcome.read_line(&line) {
+                            log::info!("turn {turn}: {said}");
+                        }
+                    }
+                    _ => out_open = false,
+                },
+                line = err.next_line(), if err_open => match line {
+                    Ok(Some(line)) => {
+                        outcome.read_err_line(&line);
+                        log::warn!("turn {turn}: claude: {}", crate::spec::one_line(&line));
+                    }
+                    _ => err_open = false,
+                },
+            }
+        }
+        outcome
+    });
+    let now = tokio::time::Instant::now();
+    Ok(Running {
+        child,
+        turn: input.turn,
+        started: now,
+        deadline: now + timeout,
+        reasons: input.reasons(),
+        claude: Some(ClaudeRun {
+            input: input.clone(),
+            resumed: resume.is_some(),
+            output,
+        }),
+    })
+}
+
+/// A Claude Code agent's side of the turn loop: its options and what it spent today.
+pub struct ClaudeTurns {
+    pub opts: claude::Options,
+    pub agent: String,
+    pub spend: claude::Spend,
+}
+
+impl ClaudeTurns {
+    fn api_key(&self) -> Option<String> {
+        let name = self.opts.api_key_credential.as_ref()?;
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+        match std::fs::read_to_string(std::path::Path::new(&dir).join(name)) {
+            Ok(key) => Some(key.trim().to_owned()),
+            Err(e) => {
+                log::warn!("reading the API key credential {name}: {e}");
+                None
+            }
+        }
+    }
+
+    /// A new day (UTC) starts with nothing spent.
+    fn roll_day(&mut self) {
+        let today = claude::today();
+        if self.spend.day != today {
+            self.spend = claude::Spend {
+                day: today,
+                ..Default::default()
+            };
+        }
+    }
+
+    /// Whether today's spend has reached the budget.
+    fn over_budget(&mut self) -> bool {
+        self.roll_day();
+        self.opts
+            .budget_usd
+            .is_some_and(|budget| self.spend.usd >= budget)
+    }
+
+    fn add_spend(&mut self, usd: f64) {
+        self.roll_day();
+        self.spend.usd += usd;
+        self.spend.save(&self.opts.spend_file);
+    }
 }
 
 /// Ends a turn past its timeout: SIGKILL to its whole process group, then reaps it.
@@ -174,6 +319,7 @@ pub(super) struct TurnLoop {
     pub wakes: Wakes,
     pub next: u64,
     pub running: Option<Running>,
+    pub claude: Option<ClaudeTurns>,
 }
 
 impl TurnLoop {
@@ -181,6 +327,30 @@ impl TurnLoop {
     pub(super) async fn start_next(&mut self, command: &[String], log: &EventLog, link: &mut Link) {
         if self.running.is_some() || self.wakes.is_empty() {
             return;
+        }
+        if let Some(c) = self.claude.as_mut() {
+            if c.over_budget() {
+                // The wakes wait, not lost: for the next day, or a raised budget (a spec
+                // change, which restarts the harness with it).
+                if !c.spend.announced {
+                    c.spend.announced = true;
+                    c.spend.save(&c.opts.spend_file);
+                    let data = serde_json::json!({
+                        "day": c.spend.day,
+                        "spent_usd": c.spend.usd,
+                        "budget_usd": c.opts.budget_usd,
+                        "waiting_wakes": self.wakes.queue.len(),
+                    });
+                    log::warn!(
+                        "over budget: spent ${:.4} of ${:.4} today; wakes wait for tomorrow (UTC) or a raised budget",
+                        c.spend.usd,
+                        c.opts.budget_usd.unwrap_or(0.0)
+                    );
+                    log.record("over_budget", &data);
+                    link.send_event(log, "over_budget", data).await;
+                }
+                return;
+            }
         }
         let input = self.wakes.take(self.next);
         self.next += 1;
@@ -190,7 +360,11 @@ impl TurnLoop {
             "wakes": input.wakes.len(),
             "dropped": input.dropped,
         });
-        match spawn(command, &input, self.timeout) {
+        let started = match &self.claude {
+            Some(c) => spawn_claude(c, &input, self.timeout),
+            None => spawn(command, &input, self.timeout),
+        };
+        match started {
             Ok(running) => {
                 log.record("turn_started", &data);
                 link.send_event(log, "turn_started", data).await;
@@ -225,13 +399,43 @@ impl TurnLoop {
             return;
         };
         let secs = running.started.elapsed().as_secs_f64();
-        let data = serde_json::json!({
+        let mut data = serde_json::json!({
             "turn": running.turn,
             "reason": running.reasons,
             "code": code,
             "secs": (secs * 1000.0).round() / 1000.0,
             "timed_out": timed_out,
         });
+        if let Some(run) = running.claude {
+            // The reader ends at claude's end of output; bounded in case something it
+            // started holds the pipe.
+            let outcome = match tokio::time::timeout(Duration::from_secs(2), run.output).await {
+                Ok(Ok(outcome)) => outcome,
+                _ => claude::Outcome::default(),
+            };
+            let c = self
+                .claude
+                .as_mut()
+                .expect("a claude turn runs in a claude loop");
+            if let (Some(extra), Some(obj)) = (outcome.fields().as_object(), data.as_object_mut()) {
+                obj.extend(extra.clone());
+            }
+            if let Some(cost) = outcome.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
+                c.add_spend(cost);
+            }
+            if run.resumed && outcome.no_such_session {
+                // Its wakes run again at once, in a new session: nothing is lost.
+                claude::forget_session(&c.opts.session_file);
+                data["session_reset"] = serde_json::Value::Bool(true);
+                log::warn!(
+                    "turn {}: the claude session could not be resumed; its wakes run again in a new session",
+                    running.turn
+                );
+                self.wakes.requeue(run.input);
+            } else if let Some(id) = &outcome.session_id {
+                claude::save_session(&c.opts.session_file, id);
+            }
+        }
         log.record("turn_done", &data);
         link.send_event(log, "turn_done", data).await;
     }

@@ -25,6 +25,9 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         argv.push("--turns".into());
         argv.push(format!("--turn-timeout={timeout}"));
     }
+    if let Some(c) = &spec.claude {
+        argv.extend(super::claude::harness_args(c));
+    }
     if !spec.harness.is_empty() {
         argv.push("--".into());
         argv.extend(spec.harness.iter().cloned());
@@ -37,7 +40,7 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         format!("HIVE_SOCKET={SOCKET_IN_CONTAINER}"),
     ];
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
-    let properties = vec![
+    let mut properties = vec![
         (
             "Description".into(),
             Prop::Str(format!("hyperhive harness of agent {name}")),
@@ -66,5 +69,8 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             }]),
         ),
     ];
+    if let Some(c) = &spec.claude {
+        properties.extend(super::claude::harness_properties(c));
+    }
     stamp(HARNESS_UNIT.into(), None, properties, None)
 }

@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::paths::Roots;
 use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
+mod claude;
+pub use claude::API_KEY_CREDENTIAL;
 mod harness;
 pub mod system;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
@@ -95,6 +97,8 @@ pub enum Prop {
     Bytes(Vec<Vec<u8>>),
     /// `(aiai)`: exit statuses (and no signals), e.g. SuccessExitStatus.
     ExitStatus(Vec<i32>),
+    /// `a(ss)`, e.g. LoadCredential.
+    Pairs(Vec<(String, String)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -201,6 +205,9 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         .collect();
     if !dropped.is_empty() {
         argv.push(format!("--drop-capability={}", dropped.join(",")));
+    }
+    if let Some(c) = &spec.claude {
+        argv.extend(claude::nspawn_args(c));
     }
     // The spec's env is not passed here: a command line is world-readable (ExecStart on
     // the bus, /proc/*/cmdline). The harness unit carries it, inside the container.

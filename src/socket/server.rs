@@ -280,6 +280,21 @@ async fn serve(
                         &turn.message(agent),
                     );
                     Reply::Ok
+                } else if name == "over_budget" {
+                    let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                    let usd = |k: &str| v[k].as_f64().filter(|x| x.is_finite()).unwrap_or(0.0);
+                    journal::emit(
+                        Event::AgentOverBudget,
+                        Some(agent),
+                        None,
+                        &[("HIVE_DATA", data.clone())],
+                        &format!(
+                            "agent {agent}: spent ${:.4} of its ${:.4} daily budget; its wakes wait for the next day (UTC) or a raised budget",
+                            usd("spent_usd"),
+                            usd("budget_usd")
+                        ),
+                    );
+                    Reply::Ok
                 } else {
                     journal::emit(
                         Event::AgentEvent,

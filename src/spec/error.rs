@@ -138,6 +138,18 @@ pub enum SpecError {
     TurnTimeout(u64),
     #[error("turns needs a harness command to run in each turn")]
     TurnsWithoutHarness,
+    #[error("claude and harness are exclusive: a Claude Code agent's harness runs claude itself")]
+    ClaudeWithHarness,
+    #[error("claude needs turns: claude runs once per turn")]
+    ClaudeWithoutTurns,
+    #[error("claude.model {0:?}: use letters, digits and ._:-[] (at most 100)")]
+    ClaudeModel(String),
+    #[error("claude.allowed_tools: {0}")]
+    ClaudeTools(String),
+    #[error("claude.budget_usd_per_day {0}: use more than 0 and at most {max}", max = super::claude::MAX_BUDGET_USD)]
+    ClaudeBudget(String),
+    #[error("claude.prompt: at most {max} bytes, no NUL", max = super::claude::MAX_PROMPT_LEN)]
+    ClaudePrompt,
     #[error("restart_grace {0}: use 0 to {max} seconds", max = super::MAX_RESTART_GRACE)]
     RestartGrace(u64),
     #[error("capabilities: {:?} is not one hyperhive drops; keepable: {}", .0, DROPPED_CAPABILITIES.join(", "))]

@@ -62,6 +62,9 @@ pub struct SpecFile {
     /// its container and the restart (docs/agent-side.md). Default: the daemon's (3 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_grace: Option<u64>,
+    /// A Claude Code agent (spec/claude.rs). Kept last: TOML writes tables after values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claude: Option<ClaudeFile>,
 }
 
 impl SpecFile {
@@ -119,6 +122,10 @@ impl SpecFile {
         self.turns = over.turns.or(self.turns);
         self.turn_timeout = over.turn_timeout.or(self.turn_timeout);
         self.restart_grace = over.restart_grace.or(self.restart_grace);
+        self.claude = match (self.claude, over.claude) {
+            (Some(mine), Some(theirs)) => Some(mine.overlay(theirs)),
+            (mine, theirs) => theirs.or(mine),
+        };
         for c in over.capabilities {
             if !self.capabilities.contains(&c) {
                 self.capabilities.push(c);

@@ -4,6 +4,7 @@
 //! `daemon::preflight`.
 
 pub mod bind;
+pub mod claude;
 mod diff;
 mod error;
 mod file;
@@ -16,6 +17,7 @@ pub use diff::differences;
 pub use system::{SYSTEM_IN_CONTAINER, SYSTEM_RESERVED_TARGETS};
 
 pub use bind::Bind;
+pub use claude::{ClaudeFile, ClaudeSpec};
 pub use error::SpecError;
 pub use file::SpecFile;
 pub use name::AgentName;
@@ -144,6 +146,8 @@ pub struct AgentSpec {
     /// Seconds of grace before an approved change restarts the container; `None`: the
     /// daemon's default.
     pub restart_grace: Option<u64>,
+    /// A Claude Code agent: the harness runs `claude` each turn (spec/claude.rs).
+    pub claude: Option<ClaudeSpec>,
 }
 
 /// Default of `turn_timeout`.
@@ -257,7 +261,20 @@ impl AgentSpec {
         }
         capabilities.sort();
 
-        let turns = match (file.turns.unwrap_or(false), file.turn_timeout) {
+        let claude = match &file.claude {
+            Some(c) => Some(ClaudeSpec::validate(c)?),
+            None => None,
+        };
+        if claude.is_some() {
+            if !harness.is_empty() {
+                return Err(SpecError::ClaudeWithHarness);
+            }
+            if file.turns == Some(false) {
+                return Err(SpecError::ClaudeWithoutTurns);
+            }
+        }
+        // A Claude Code agent runs in turns: claude is started once per wake.
+        let turns = match (file.turns.unwrap_or(claude.is_some()), file.turn_timeout) {
             (false, None) => None,
             (false, Some(_)) => return Err(SpecError::TurnTimeoutWithoutTurns),
             (true, timeout) => {
@@ -265,7 +282,7 @@ impl AgentSpec {
                 if !(1..=MAX_TURN_TIMEOUT).contains(&timeout) {
                     return Err(SpecError::TurnTimeout(timeout));
                 }
-                if harness.is_empty() {
+                if harness.is_empty() && claude.is_none() {
                     return Err(SpecError::TurnsWithoutHarness);
                 }
                 Some(timeout)
@@ -294,6 +311,7 @@ impl AgentSpec {
             capabilities,
             turns,
             restart_grace: file.restart_grace,
+            claude,
         })
     }
 
@@ -331,6 +349,7 @@ impl AgentSpec {
             turns: self.turns.map(|_| true),
             turn_timeout: self.turns,
             restart_grace: self.restart_grace,
+            claude: self.claude.as_ref().map(ClaudeSpec::to_file),
         }
     }
 }

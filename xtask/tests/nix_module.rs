@@ -36,6 +36,7 @@ fn spec_keys() -> BTreeSet<String> {
         turns: Some(true),
         turn_timeout: Some(60),
         restart_grace: Some(10),
+        claude: Some(hyperhive::spec::ClaudeFile::default()),
     };
     let table: toml::Table = toml::from_str(&full.to_toml()).expect("a spec's TOML parses");
     table.keys().cloned().collect()
@@ -120,6 +121,7 @@ fn rendered_agent_specs_parse_and_validate() {
     assert_eq!(
         files.keys().collect::<Vec<_>>(),
         [
+            "hyperhive/agents/claude-agent.toml",
             "hyperhive/agents/full.toml",
             "hyperhive/agents/minimal.toml",
             "hyperhive/agents/nixos-more.toml",
@@ -157,9 +159,35 @@ fn rendered_agent_specs_parse_and_validate() {
         .collect();
     let mut but_system = spec_keys();
     but_system.remove("system");
+    // A Claude Code agent's harness is claude itself: the two exclude each other.
+    but_system.remove("claude");
     assert_eq!(
         keys, but_system,
-        "the full agent sets every option but system"
+        "the full agent sets every option but system and claude"
+    );
+    let claude = specs["claude-agent"]
+        .claude
+        .as_ref()
+        .expect("the claude agent renders its [claude] table");
+    let claude_keys: BTreeSet<String> =
+        toml::from_str::<toml::Table>(&toml::to_string(claude).unwrap())
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+    let every: BTreeSet<String> = [
+        "allowed_tools",
+        "api_key_file",
+        "budget_usd_per_day",
+        "model",
+        "permission",
+        "prompt",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(
+        claude_keys, every,
+        "the claude agent sets every [claude] option"
     );
     assert_eq!(
         full.bind,
