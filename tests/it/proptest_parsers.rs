@@ -751,6 +751,15 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                         .filter(|t| t % 3 == 0)
                         .map(|t| t % 86_400 + 1),
                     restart_grace: cpu_weight.map(|w| w % 61),
+                    // A Claude Code agent's harness is claude itself: only without one.
+                    claude: harness.is_none().then(|| hyperhive::spec::ClaudeFile {
+                        model: cpu_weight.map(|w| format!("model-{w}")),
+                        allowed_tools: tasks_max
+                            .map(|t| vec![format!("Bash(echo {t}:*)")])
+                            .unwrap_or_default(),
+                        budget_usd_per_day: tasks_max.map(|t| (t % 100 + 1) as f64 / 4.0),
+                        ..Default::default()
+                    }),
                     network,
                     harness,
                 }
