@@ -193,6 +193,11 @@ let
                 tool_use approval; null means this) or deny.
               '';
             };
+            permission_timeout = mkOption {
+              type = types.nullOr (types.ints.between 1 3600);
+              default = null;
+              description = "Seconds a permission question waits for an admin (null means 300).";
+            };
             budget_usd_per_day = mkOption {
               type = types.nullOr (types.either types.int types.float);
               default = null;

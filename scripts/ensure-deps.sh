@@ -26,6 +26,8 @@ command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # xtask/tests/gen.rs renders every man page with man (man-db pulls in groff-base).
 command -v man >/dev/null 2>&1 || missing+=(man-db)
+# tests/it/claude.rs runs the real Claude Code CLI, installed from the npm registry below.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt-get update -qq
@@ -34,3 +36,17 @@ fi
 for tool in cargo rustfmt cargo-clippy; do
   command -v "$tool" >/dev/null 2>&1 || rustup component add "${tool#cargo-}"
 done
+
+# The real Claude Code CLI for tests/it/claude.rs, pinned, from the npm registry: its
+# platform package carries the native binary (no Node.js needed to run it). Kept beside the
+# Debian 13 test host tree, bound into test hosts; never on the machine's own PATH.
+CLAUDE_CODE_VERSION=2.1.328
+CLAUDE_CODE_DIR=/var/cache/hyperhive-testhost/claude-code-$CLAUDE_CODE_VERSION
+if [ ! -x "$CLAUDE_CODE_DIR/node_modules/@anthropic-ai/claude-code-linux-x64/claude" ]; then
+  echo "==> installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION from npm into $CLAUDE_CODE_DIR"
+  mkdir -p "$CLAUDE_CODE_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$CLAUDE_CODE_DIR" \
+    "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null 2>&1 \
+    || npm install --no-audit --no-fund --prefix "$CLAUDE_CODE_DIR" "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
+fi
+export HYPERHIVE_CLAUDE_CODE="$CLAUDE_CODE_DIR/node_modules/@anthropic-ai/claude-code-linux-x64"

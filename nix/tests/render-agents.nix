@@ -190,6 +190,7 @@ let
           model = "claude-sonnet-4-5";
           allowed_tools = [ "Bash(git log:*)" "Read" ];
           permission = "approvals";
+          permission_timeout = 120;
           budget_usd_per_day = 2.5;
           prompt = "Keep the docs in /state/docs.";
           api_key_file = "/run/keys/claude-agent";

@@ -47,7 +47,7 @@ impl From<&ApprovalView> for ApprovalShown {
             serde_json::from_str(&r.payload).unwrap_or_else(|_| Value::String(r.payload.clone()));
         let (refused, spec_diff, plan) = match &view.outlook {
             Err(why) => (Some(why.clone()), None, None),
-            Ok(o) => (None, Some(o.spec_diff.clone()), Some(o.plan.clone())),
+            Ok(o) => (None, Some(o.spec_diff.clone()), o.plan.clone()),
         };
         ApprovalShown {
             approval: ShownRecord {

@@ -185,6 +185,32 @@ async fn show(manager: &crate::api::client::ManagerProxy<'_>, id: i64, json: boo
     Ok(())
 }
 
+/// A `tool_use` approval: what claude would run, exactly. A shell command is shown as the
+/// command itself; any other tool's input as indented JSON.
+fn render_tool_use(payload: &serde_json::Value) -> String {
+    let tool = payload["tool"].as_str().unwrap_or("?");
+    let input = &payload["input"];
+    let mut out = format!("claude asks to use {tool}:\n");
+    match input["command"].as_str() {
+        Some(cmd) if tool == "Bash" => {
+            for line in cmd.lines() {
+                out.push_str(&format!("  $ {line}\n"));
+            }
+        }
+        _ => {
+            let pretty = serde_json::to_string_pretty(input).unwrap_or_default();
+            for line in pretty.lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    out.push_str(
+        "if approved: claude makes this one call; the spec does not change, nothing restarts\n",
+    );
+    out.push_str("if denied: claude is told no, with the note\n");
+    out
+}
+
 /// The per-approval view as text: the record, the spec diff, then what `hivectl plan`
 /// shows for the rebuild the approval would make (its renderer, unchanged).
 pub fn render_view(v: &ApprovalShown) -> String {
@@ -211,6 +237,10 @@ pub fn render_view(v: &ApprovalShown) -> String {
     }
     if let Some(refused) = &v.refused {
         out.push_str(&format!("  would be refused now: {refused}\n"));
+        return out;
+    }
+    if a.kind == "tool_use" {
+        out.push_str(&render_tool_use(&a.payload));
         return out;
     }
     out.push_str("spec diff:\n");

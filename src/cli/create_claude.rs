@@ -23,6 +23,10 @@ pub struct ClaudeArgs {
     /// through `hivectl approve`; default) or deny (refused at once)
     #[arg(long, value_name = "WHO")]
     pub claude_permission: Option<Permission>,
+    /// With --claude: seconds a permission question waits for an admin before it is
+    /// refused (default 300; below --turn-timeout)
+    #[arg(long, value_name = "SECS")]
+    pub claude_permission_timeout: Option<u64>,
     /// With --claude: dollars the agent may spend a day (UTC); past it, wakes wait
     #[arg(long, value_name = "USD")]
     pub claude_budget_usd: Option<f64>,
@@ -42,6 +46,7 @@ impl ClaudeArgs {
             || self.claude_model.is_some()
             || !self.claude_allowed_tool.is_empty()
             || self.claude_permission.is_some()
+            || self.claude_permission_timeout.is_some()
             || self.claude_budget_usd.is_some()
             || self.claude_api_key_file.is_some()
             || self.claude_prompt.is_some();
@@ -49,6 +54,7 @@ impl ClaudeArgs {
             model: self.claude_model.clone(),
             allowed_tools: self.claude_allowed_tool.clone(),
             permission: self.claude_permission,
+            permission_timeout: self.claude_permission_timeout,
             budget_usd_per_day: self.claude_budget_usd,
             prompt: self.claude_prompt.clone(),
             api_key_file: self.claude_api_key_file.clone(),

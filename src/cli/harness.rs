@@ -59,6 +59,9 @@ pub struct Args {
         requires = "claude"
     )]
     pub claude_permission: crate::spec::claude::Permission,
+    /// With --claude: seconds a permission question waits for an admin
+    #[arg(long, value_name = "SECS", default_value_t = crate::spec::claude::DEFAULT_PERMISSION_TIMEOUT, requires = "claude")]
+    pub claude_permission_timeout: u64,
     /// With --claude: dollars a day (UTC); past it, wakes wait
     #[arg(long, value_name = "USD", requires = "claude")]
     pub claude_budget_usd: Option<f64>,
@@ -105,6 +108,7 @@ pub async fn run(args: Args) -> Result<i32> {
                     model: args.claude_model,
                     allowed_tools: args.claude_allowed_tool,
                     permission: args.claude_permission,
+                    permission_timeout: args.claude_permission_timeout,
                     budget_usd: args.claude_budget_usd,
                     prompt: args.claude_prompt,
                     api_key_credential: args.claude_api_key_credential,

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use super::approvals::requested_spec;
 use super::changes::Change;
 use super::files::write_atomic;
+use super::tool_use::TOOL_USE;
 use super::{preflight, Error, Hive};
 use crate::failpoint;
 use crate::store::{Approval, Decision, Outcome as ApprovalOutcome};
@@ -17,6 +18,12 @@ impl Hive {
     pub async fn approve(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
         let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
         super::agent_side::tell_decided(self.doors.as_ref(), &decided);
+        if decided.kind == TOOL_USE {
+            // Nothing to apply on the host: the agent's claude runs the call it asked for.
+            let finished = self.approvals.finish(id, ApprovalOutcome::Applied)?;
+            super::agent_side::tell_decided(self.doors.as_ref(), &finished);
+            return Ok(finished);
+        }
         failpoint::hit("approve:decided");
         // The grace the agent's spec gives it now, before the change is laid over it.
         let grace = self
@@ -72,7 +79,9 @@ impl Hive {
             .iter()
             .filter(|a| a.status == crate::store::Status::Approved)
         {
-            let outcome = if self.rebuilt_for(a).await {
+            let outcome = if a.kind == TOOL_USE {
+                ApprovalOutcome::Applied
+            } else if self.rebuilt_for(a).await {
                 log::warn!("approval {} of agent {}: applied but not recorded when hive-c0re stopped; recording it", a.id, a.agent);
                 ApprovalOutcome::Applied
             } else {

@@ -26,8 +26,9 @@ pub struct ApprovalView {
 pub struct Outlook {
     /// The spec file now against the one approving would write, as [`line_diff`] shows it.
     pub spec_diff: Vec<String>,
-    /// What `hivectl plan` would show for the rebuild.
-    pub plan: AgentPlan,
+    /// What `hivectl plan` would show for the rebuild; none for a `tool_use`, which
+    /// changes no spec and rebuilds nothing.
+    pub plan: Option<AgentPlan>,
 }
 
 impl Hive {
@@ -36,6 +37,15 @@ impl Hive {
     /// of a plan.
     pub async fn show_approval(&self, id: i64) -> Result<ApprovalView, Error> {
         let a = self.approvals.get(id)?;
+        if a.kind == super::tool_use::TOOL_USE {
+            return Ok(ApprovalView {
+                approval: a,
+                outlook: Ok(Outlook {
+                    spec_diff: Vec::new(),
+                    plan: None,
+                }),
+            });
+        }
         let (current, spec) = match requested_spec(&self.host.roots, &a) {
             Ok(pair) => pair,
             Err(why) => {
@@ -74,7 +84,10 @@ impl Hive {
         let plan = self.plan_spec(&spec, extra).await?;
         Ok(ApprovalView {
             approval: a,
-            outlook: Ok(Outlook { spec_diff, plan }),
+            outlook: Ok(Outlook {
+                spec_diff,
+                plan: Some(plan),
+            }),
         })
     }
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::changes::{Change, Changes};
 use super::files::write_synced;
 use super::specs::load_spec;
+use super::tool_use::TOOL_USE;
 use super::Error;
 use crate::journal::{self, Event};
 use crate::paths::Roots;
@@ -355,9 +356,9 @@ impl Approvals {
     }
 
     fn request_inner(&self, agent: &AgentName, kind: &str, payload: &Value) -> Result<i64> {
-        if kind != SPEC_CHANGE {
+        if kind != SPEC_CHANGE && kind != TOOL_USE {
             anyhow::bail!(
-                "unknown request kind {} (known: {SPEC_CHANGE})",
+                "unknown request kind {} (known: {SPEC_CHANGE}, {TOOL_USE})",
                 shown_kind(kind)
             );
         }
@@ -370,7 +371,11 @@ impl Approvals {
         }
         // Refuse what an agent may not ask for, or what could never be applied now, rather
         // than leave it for an admin.
-        spec_change(&self.roots, agent, payload).map_err(anyhow::Error::msg)?;
+        if kind == TOOL_USE {
+            super::tool_use::check(&self.roots, agent, payload).map_err(anyhow::Error::msg)?;
+        } else {
+            spec_change(&self.roots, agent, payload).map_err(anyhow::Error::msg)?;
+        }
         let (a, new) = self
             .with_store(|s| s.request_bounded(agent, kind, &text, MAX_PENDING))
             .with_context(|| format!("agent {agent}: recording the request"))?;

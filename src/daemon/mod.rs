@@ -22,6 +22,7 @@ pub mod request_checks;
 mod specs;
 mod startup;
 pub mod status;
+pub mod tool_use;
 mod units;
 pub mod watch;
 

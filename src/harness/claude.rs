@@ -25,6 +25,7 @@ pub struct Options {
     pub model: Option<String>,
     pub allowed_tools: Vec<String>,
     pub permission: Permission,
+    pub permission_timeout: u64,
     pub budget_usd: Option<f64>,
     pub prompt: Option<String>,
     /// The name of the systemd credential holding an API key, if one was given.

@@ -47,6 +47,21 @@ fn spec_change() -> String {
     crate::daemon::approvals::SPEC_CHANGE.to_owned()
 }
 
+/// What claude sends its `--permission-prompt-tool` (it may add fields: not denied).
+#[derive(Deserialize)]
+struct PermissionArgs {
+    tool_name: String,
+    #[serde(default)]
+    input: Value,
+}
+
+/// How long `permission_prompt` waits for an admin, unless `HIVE_PERMISSION_TIMEOUT`
+/// (seconds; the harness sets it from the spec) says otherwise.
+pub const DEFAULT_PERMISSION_TIMEOUT: u64 = 300;
+/// How often it asks the daemon whether the admin decided (each ask counts against the
+/// agent's request rate, like any query).
+const PERMISSION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdArgs {
@@ -130,6 +145,22 @@ pub fn tools() -> Vec<Tool> {
                 },
                 "required": ["name"],
                 "additionalProperties": false
+            })),
+        ),
+        Tool::new(
+            "permission_prompt",
+            "For Claude Code's --permission-prompt-tool: puts claude's wish to use a tool to an \
+             admin as a tool_use approval and waits for the decision (bounded; no decision in \
+             time is a refusal). Answers {\"behavior\": \"allow\", \"updatedInput\"} or \
+             {\"behavior\": \"deny\", \"message\"}.",
+            schema(json!({
+                "type": "object",
+                "properties": {
+                    "tool_name": {"type": "string"},
+                    "input": {"type": "object"},
+                    "tool_use_id": {"type": "string"}
+                },
+                "required": ["tool_name", "input"]
             })),
         ),
         Tool::new(
@@ -259,6 +290,10 @@ impl HiveTools {
                     ))),
                 }
             }
+            "permission_prompt" => {
+                let a: PermissionArgs = args(tool, raw)?;
+                Ok(self.permission(a).await)
+            }
             other => {
                 let names: Vec<String> = tools().iter().map(|t| t.name.to_string()).collect();
                 Err(invalid(format!(
@@ -267,6 +302,56 @@ impl HiveTools {
                     names.join(", ")
                 )))
             }
+        }
+    }
+}
+
+impl HiveTools {
+    /// claude's permission question, put to an admin. Every way it can end is an answer
+    /// claude understands: a refusal says why (refused at the door, the daemon away, no
+    /// decision in time, the admin's note).
+    async fn permission(&self, a: PermissionArgs) -> Value {
+        let deny = |message: String| json!({ "behavior": "deny", "message": message });
+        let payload = json!({ "tool": a.tool_name, "input": a.input });
+        let id = match self
+            .ask(Request::RequestApproval {
+                kind: crate::daemon::tool_use::TOOL_USE.into(),
+                payload,
+            })
+            .await
+        {
+            Ok(Reply::ApprovalPending { id }) => id,
+            Ok(other) => return deny(format!("unexpected answer from hive-c0re: {other:?}")),
+            Err(e) => return deny(format!("not put to an admin: {}", e.message)),
+        };
+        let timeout = std::env::var("HIVE_PERMISSION_TIMEOUT")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(DEFAULT_PERMISSION_TIMEOUT);
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        loop {
+            if let Ok(status) = self.data(Request::ApprovalStatus { id }).await {
+                let note = status["note"].as_str().unwrap_or("").to_owned();
+                match status["status"].as_str() {
+                    Some("approved") | Some("applied") => {
+                        return json!({ "behavior": "allow", "updatedInput": a.input })
+                    }
+                    Some("denied") | Some("failed") => {
+                        return deny(if note.is_empty() {
+                            format!("an admin denied it (approval {id})")
+                        } else {
+                            format!("an admin denied it (approval {id}): {note}")
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return deny(format!(
+                    "no admin decided within {timeout} s (approval {id}); refused, ask again later"
+                ));
+            }
+            tokio::time::sleep(PERMISSION_POLL).await;
         }
     }
 }
@@ -294,6 +379,13 @@ impl ServerHandler for HiveTools {
     ) -> Result<CallToolResponse, ErrorData> {
         let raw = Value::Object(request.arguments.unwrap_or_default());
         let out = self.call(&request.name, raw).await?;
+        if request.name == "permission_prompt" {
+            // Claude Code reads its permission tool's answer from exactly one text block.
+            return Ok(
+                CallToolResult::success(vec![rmcp::model::ContentBlock::text(out.to_string())])
+                    .into(),
+            );
+        }
         Ok(CallToolResult::structured(out).into())
     }
 }

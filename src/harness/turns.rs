@@ -199,6 +199,21 @@ pub fn spawn_claude(
         // One working directory for every turn: claude files its sessions by it.
         cmd.current_dir("/state");
     }
+    // claude keeps its login, settings and sessions under its config dir: the agent's
+    // own credentials dir (/root/.claude, never shared), unless the spec says otherwise.
+    // A system service has no HOME of its own.
+    if std::env::var_os("HOME").is_none() {
+        cmd.env("HOME", "/root");
+    }
+    if std::env::var_os("CLAUDE_CONFIG_DIR").is_none() {
+        cmd.env("CLAUDE_CONFIG_DIR", "/root/.claude");
+    }
+    // Read by the hive's MCP server that claude starts: how long a permission question
+    // waits for an admin.
+    cmd.env(
+        "HIVE_PERMISSION_TIMEOUT",
+        c.opts.permission_timeout.to_string(),
+    );
     if let Some(key) = c.api_key() {
         cmd.env("ANTHROPIC_API_KEY", key);
     }

@@ -14,6 +14,7 @@ pub fn harness_args(claude: &ClaudeSpec) -> Vec<String> {
     let mut argv = vec![
         "--claude".to_string(),
         format!("--claude-permission={}", claude.permission.as_str()),
+        format!("--claude-permission-timeout={}", claude.permission_timeout),
     ];
     if let Some(model) = &claude.model {
         argv.push(format!("--claude-model={model}"));

@@ -31,6 +31,9 @@ pub struct ClaudeFile {
     /// hive's approvals; the default) or `deny` (nobody: refused at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permission: Option<Permission>,
+    /// Seconds claude's permission question waits for an admin before it is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_timeout: Option<u64>,
     /// Dollars the agent may spend a day (UTC); once reached, wakes wait.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_usd_per_day: Option<f64>,
@@ -75,10 +78,16 @@ pub struct ClaudeSpec {
     pub model: Option<String>,
     pub allowed_tools: Vec<String>,
     pub permission: Permission,
+    pub permission_timeout: u64,
     pub budget_usd_per_day: Option<f64>,
     pub prompt: Option<String>,
     pub api_key_file: Option<PathBuf>,
 }
+
+/// Default of `permission_timeout`: a few minutes for an admin to look.
+pub const DEFAULT_PERMISSION_TIMEOUT: u64 = 300;
+/// Longest `permission_timeout`: an hour (a turn waits through it).
+pub const MAX_PERMISSION_TIMEOUT: u64 = 3600;
 
 impl ClaudeSpec {
     pub fn validate(file: &ClaudeFile) -> Result<ClaudeSpec, SpecError> {
@@ -124,6 +133,12 @@ impl ClaudeSpec {
                 return Err(SpecError::ClaudePrompt);
             }
         }
+        let permission_timeout = file
+            .permission_timeout
+            .unwrap_or(DEFAULT_PERMISSION_TIMEOUT);
+        if !(1..=MAX_PERMISSION_TIMEOUT).contains(&permission_timeout) {
+            return Err(SpecError::ClaudePermissionTimeout(permission_timeout));
+        }
         let api_key_file = match &file.api_key_file {
             Some(p) => Some(clean_abs_path("api_key_file", p)?),
             None => None,
@@ -132,6 +147,7 @@ impl ClaudeSpec {
             model: file.model.clone(),
             allowed_tools,
             permission: file.permission.unwrap_or_default(),
+            permission_timeout,
             budget_usd_per_day: file.budget_usd_per_day,
             prompt: file.prompt.clone(),
             api_key_file,
@@ -143,6 +159,7 @@ impl ClaudeSpec {
             model: self.model.clone(),
             allowed_tools: self.allowed_tools.clone(),
             permission: Some(self.permission),
+            permission_timeout: Some(self.permission_timeout),
             budget_usd_per_day: self.budget_usd_per_day,
             prompt: self.prompt.clone(),
             api_key_file: self.api_key_file.clone(),
@@ -160,6 +177,7 @@ impl ClaudeFile {
             }
         }
         self.permission = over.permission.or(self.permission);
+        self.permission_timeout = over.permission_timeout.or(self.permission_timeout);
         self.budget_usd_per_day = over.budget_usd_per_day.or(self.budget_usd_per_day);
         self.prompt = over.prompt.or(self.prompt);
         self.api_key_file = over.api_key_file.or(self.api_key_file);

@@ -148,6 +148,10 @@ pub enum SpecError {
     ClaudeTools(String),
     #[error("claude.budget_usd_per_day {0}: use more than 0 and at most {max}", max = super::claude::MAX_BUDGET_USD)]
     ClaudeBudget(String),
+    #[error("claude.permission_timeout {0}: use 1 to {max} seconds", max = super::claude::MAX_PERMISSION_TIMEOUT)]
+    ClaudePermissionTimeout(u64),
+    #[error("claude.permission_timeout {wait} is not below turn_timeout {turn}: the turn would be killed while claude waits for an admin")]
+    ClaudePermissionPastTurn { wait: u64, turn: u64 },
     #[error("claude.prompt: at most {max} bytes, no NUL", max = super::claude::MAX_PROMPT_LEN)]
     ClaudePrompt,
     #[error("restart_grace {0}: use 0 to {max} seconds", max = super::MAX_RESTART_GRACE)]

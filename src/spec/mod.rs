@@ -288,6 +288,14 @@ impl AgentSpec {
                 Some(timeout)
             }
         };
+        if let (Some(c), Some(turn)) = (&claude, turns) {
+            if c.permission == claude::Permission::Approvals && c.permission_timeout >= turn {
+                return Err(SpecError::ClaudePermissionPastTurn {
+                    wait: c.permission_timeout,
+                    turn,
+                });
+            }
+        }
         if let Some(grace) = file.restart_grace {
             if grace > MAX_RESTART_GRACE {
                 return Err(SpecError::RestartGrace(grace));

@@ -181,6 +181,7 @@ fn rendered_agent_specs_parse_and_validate() {
         "budget_usd_per_day",
         "model",
         "permission",
+        "permission_timeout",
         "prompt",
     ]
     .map(String::from)

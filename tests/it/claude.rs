@@ -1,0 +1,421 @@
+//! A Claude Code agent on a real systemd, with the **real Claude Code CLI** (from the npm
+//! registry; scripts/ensure-deps.sh installs it) inside the agent, against a scripted
+//! stand-in for the Messages API (tests/claude/messages_api.py) that the test serves on
+//! the test host's loopback. Everything is judged from what that server received, the
+//! journal and systemd's own view.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const CLAUDE_CODE_VERSION: &str = "2.1.328";
+/// The key the agent is given as a file; it must reach the API and nothing else.
+const KEY: &str = "sk-ant-hive-test-7f3a9c";
+
+/// The directory holding the platform package's `claude` binary.
+fn claude_code() -> PathBuf {
+    let dir = std::env::var_os("HYPERHIVE_CLAUDE_CODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "/var/cache/hyperhive-testhost/claude-code-{CLAUDE_CODE_VERSION}/node_modules/@anthropic-ai/claude-code-linux-x64"
+            ))
+        });
+    assert!(
+        dir.join("claude").is_file(),
+        "the Claude Code CLI is not installed at {} (scripts/ensure-deps.sh installs it from npm)",
+        dir.display()
+    );
+    dir
+}
+
+struct Standin {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Standin {
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The request that used step `n`, once it came.
+    fn wait_step(&self, h: &TestHost, n: u64) -> Value {
+        let mut found = None;
+        h.wait_for(
+            &format!("the stand-in API's step {n}"),
+            Duration::from_secs(90),
+            || {
+                found = self.requests().into_iter().find(|r| r["step"] == n);
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
+}
+
+/// The last user-role message of a request, as JSON text.
+fn last_user(req: &Value) -> String {
+    req["body"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .to_string()
+}
+
+/// A test host with the CLI and a directory for the stand-in bound in, and the stand-in
+/// API running in it as a transient unit.
+fn host_with_standin(script: Value) -> (TestHost, Standin) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
+    std::fs::write(dir.path().join("key"), format!("{KEY}\n")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/claude/messages_api.py"),
+        dir.path().join("messages_api.py"),
+    )
+    .unwrap();
+    let h = TestHost::boot(Options {
+        bin_dir: Some(bin_dir()),
+        units_dir: Some(units_dir()),
+        start_daemon: true,
+        extra_binds: vec![
+            (dir.path().to_owned(), "/srv/standin".into()),
+            (claude_code(), "/srv/claude-code".into()),
+        ],
+        ..Default::default()
+    })
+    .expect("booting the test host");
+    h.run_ok(&[
+        "systemd-run",
+        "--unit=messages-api",
+        "--quiet",
+        "python3",
+        "/srv/standin/messages_api.py",
+        "--script",
+        "/srv/standin/script.json",
+        "--log",
+        "/srv/standin/requests.jsonl",
+        "--port-file",
+        "/srv/standin/port",
+    ]);
+    let port_file = dir.path().join("port");
+    h.wait_for("the stand-in API's port", Duration::from_secs(30), || {
+        port_file.exists()
+    });
+    let port = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (h, Standin { dir, port })
+}
+
+/// `hivectl create NAME --claude …` with the CLI on its PATH and the stand-in as its API.
+fn create_claude(h: &TestHost, s: &Standin, name: &str, extra: &[&str]) {
+    let base = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", s.port);
+    let mut args = vec![
+        "--network",
+        "host",
+        "--claude",
+        "--claude-api-key-file",
+        "/srv/standin/key",
+        "--bind",
+        "/srv/claude-code:/opt/claude-code:ro",
+        "--path",
+        "/opt/claude-code",
+        "--env",
+        &base,
+        // Nothing may leave the machine: no telemetry, no update checks.
+        "--env",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+        "--env",
+        "DISABLE_AUTOUPDATER=1",
+    ];
+    args.extend_from_slice(extra);
+    h.create(name, &args);
+}
+
+fn turn_done(h: &TestHost, agent: &str) -> Vec<Value> {
+    entries(
+        h,
+        &[
+            "HIVE_EVENT=agent_turn",
+            "HIVE_TURN_PHASE=done",
+            &format!("HIVE_AGENT={agent}"),
+        ],
+    )
+}
+
+#[test]
+fn a_claude_agent_uses_its_hive_tools_remembers_its_session_and_reports_its_cost() {
+    let where_alice = "You are agent alice";
+    let script = json!([
+        // Turn 1 (its start): find the hive's tools, then call whoami.
+        {"match": "hyperhive turn 1.", "where": where_alice,
+         "reply": [{"type": "tool_use", "name": "ToolSearch",
+                    "input": {"query": "select:mcp__hive__whoami", "max_results": 5}}]},
+        {"match": "toolu_s0_", "reply": [{"type": "tool_use", "name": "mcp__hive__whoami", "input": {}}]},
+        {"match": "toolu_s1_", "reply": [{"type": "text", "text": "I am alice; noted in my notes."}]},
+        // Turn 2 (an admin's tell): an allowed command.
+        {"match": "please say hello", "where": where_alice,
+         "reply": [{"type": "tool_use", "name": "Bash",
+                    "input": {"command": "echo hello", "description": "say hello"}}]},
+        {"match": "toolu_s3_", "reply": [{"type": "text", "text": "said hello"}]},
+        // Turn 3: a command outside allowed_tools, put to an admin, who approves.
+        {"match": "please mark the day", "where": where_alice,
+         "reply": [{"type": "tool_use", "name": "Bash",
+                    "input": {"command": "touch /state/marked-by-claude", "description": "mark"}}]},
+        {"match": "toolu_s5_", "reply": [{"type": "text", "text": "marked"}]},
+        // Turn 4: another, which the admin denies.
+        {"match": "please clean up", "where": where_alice,
+         "reply": [{"type": "tool_use", "name": "Bash",
+                    "input": {"command": "rm -rf /state/notes", "description": "clean"}}]},
+        {"match": "toolu_s7_", "reply": [{"type": "text", "text": "not cleaned"}]},
+    ]);
+    let (h, s) = host_with_standin(script);
+    create_claude(
+        &h,
+        &s,
+        "alice",
+        &["--claude-allowed-tool", "Bash(echo hello:*)"],
+    );
+
+    // The hive's tools were offered: whoami by name, found through ToolSearch, and called.
+    let first = s.wait_step(&h, 0);
+    assert!(
+        first["body"].to_string().contains("mcp__hive__whoami"),
+        "the hive's MCP tools are offered to the model"
+    );
+    assert!(
+        last_user(&first).contains("Your harness started"),
+        "the start wake is words, not JSON: {}",
+        last_user(&first)
+    );
+    let system = first["body"]["system"].to_string();
+    assert!(system.contains("You are agent alice") && system.contains("/state"));
+    let after_whoami = s.wait_step(&h, 2);
+    let result = last_user(&after_whoami);
+    assert!(
+        result.contains("alice") && result.contains("PATH"),
+        "whoami answered through the hive socket: {result}"
+    );
+    let turn1 = {
+        let mut t = Vec::new();
+        h.wait_for("turn 1 done", Duration::from_secs(60), || {
+            t = turn_done(&h, "alice");
+            !t.is_empty()
+        });
+        t.remove(0)
+    };
+    let session = turn1["HIVE_SESSION_ID"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let cost: f64 = turn1["HIVE_COST_USD"].as_str().unwrap().parse().unwrap();
+    assert!(cost > 0.0, "the turn's cost is journaled: {turn1}");
+    assert_eq!(
+        turn1["HIVE_TOKENS_IN"], "300",
+        "three model calls of 100 input tokens"
+    );
+    assert_eq!(turn1["HIVE_TOKENS_OUT"], "60");
+    assert_eq!(
+        turn1["HIVE_MODEL_TURNS"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1,
+        true
+    );
+
+    // Turn 2, woken by an admin: the message as text, in the same conversation.
+    h.hivectl_ok(&["tell", "alice", "please say hello"]);
+    let second = s.wait_step(&h, 3);
+    let told = last_user(&second);
+    assert!(
+        told.contains("An admin says:") && told.contains("please say hello"),
+        "{told}"
+    );
+    assert!(
+        second["body"]["messages"]
+            .to_string()
+            .contains("I am alice; noted in my notes."),
+        "turn 2 continues turn 1's conversation"
+    );
+    let echoed = s.wait_step(&h, 4);
+    assert!(
+        last_user(&echoed).contains("hello"),
+        "the allowed command ran"
+    );
+    h.wait_for("turn 2 done", Duration::from_secs(60), || {
+        turn_done(&h, "alice").len() == 2
+    });
+    let turn2 = turn_done(&h, "alice").pop().unwrap();
+    assert_eq!(
+        turn2["HIVE_SESSION_ID"],
+        session.as_str(),
+        "one session across turns"
+    );
+
+    // Turn 3: claude's permission question becomes a tool_use approval showing the exact
+    // command; approved, the command runs inside the agent.
+    h.hivectl_ok(&["tell", "alice", "please mark the day"]);
+    let id = wait_tool_use(&h, "touch /state/marked-by-claude");
+    let shown = h.hivectl_ok(&["approvals", "--show", &id.to_string()]);
+    assert!(
+        shown.contains("claude asks to use Bash:")
+            && shown.contains("  $ touch /state/marked-by-claude")
+            && shown.contains("the spec does not change"),
+        "{shown}"
+    );
+    let container = h.invocation("alice");
+    h.hivectl_ok(&["approve", &id.to_string()]);
+    let ran = s.wait_step(&h, 6);
+    assert!(
+        !last_user(&ran).contains("is_error\":true"),
+        "{}",
+        last_user(&ran)
+    );
+    assert_eq!(
+        h.run(&[
+            "test",
+            "-e",
+            "/var/lib/hyperhive/agents/alice/state/marked-by-claude"
+        ])
+        .status
+        .code(),
+        Some(0),
+        "the approved command ran inside the agent"
+    );
+    assert_eq!(
+        h.invocation("alice"),
+        container,
+        "a tool_use approval restarts nothing"
+    );
+    let all: Value =
+        serde_json::from_str(&h.hivectl_ok(&["approvals", "--all", "--json"])).unwrap();
+    let approved = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(approved["status"], "applied");
+
+    // Turn 4: denied; claude is told no, with the admin's note, and nothing ran.
+    h.run_ok(&["mkdir", "-p", "/var/lib/hyperhive/agents/alice/state/notes"]);
+    h.hivectl_ok(&["tell", "alice", "please clean up"]);
+    let id = wait_tool_use(&h, "rm -rf /state/notes");
+    h.hivectl_ok(&["deny", &id.to_string(), "--note", "keep your notes"]);
+    let refused = s.wait_step(&h, 8);
+    assert!(
+        last_user(&refused).contains("keep your notes"),
+        "{}",
+        last_user(&refused)
+    );
+    assert_eq!(
+        h.run(&["test", "-d", "/var/lib/hyperhive/agents/alice/state/notes"])
+            .status
+            .code(),
+        Some(0),
+        "the denied command did not run"
+    );
+
+    // The key reached the API in every request, and no systemctl show prints it.
+    for r in s.requests() {
+        assert_eq!(r["headers"]["x-api-key"], KEY, "{}", r["path"]);
+    }
+    let shown = [
+        h.run_ok(&["systemctl", "show", "hive-agent-alice.service"]),
+        h.run_ok(&["systemctl", "-M", "h-alice", "show", "hive-harness.service"]),
+    ];
+    for out in &shown {
+        assert!(!out.contains(KEY), "the key is in systemctl show");
+    }
+    // systemctl prints this property as "[unprintable]"; busctl shows it.
+    let cred = h.run_ok(&[
+        "busctl",
+        "-M",
+        "h-alice",
+        "get-property",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1/unit/hive_2dharness_2eservice",
+        "org.freedesktop.systemd1.Service",
+        "LoadCredential",
+    ]);
+    assert_eq!(
+        cred, r#"a(ss) 1 "anthropic-api-key" "anthropic-api-key""#,
+        "the harness imports the container's credential"
+    );
+}
+
+/// The id of the pending tool_use approval whose input holds `command`, once it is there.
+fn wait_tool_use(h: &TestHost, command: &str) -> i64 {
+    let mut id = 0;
+    h.wait_for("a tool_use approval", Duration::from_secs(90), || {
+        let pending: Value = serde_json::from_str(&h.hivectl_ok(&["approvals", "--json"])).unwrap();
+        if let Some(a) = pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "tool_use" && a["payload"]["input"]["command"] == command)
+        {
+            id = a["id"].as_i64().unwrap();
+        }
+        id > 0
+    });
+    id
+}
+
+#[test]
+fn over_its_budget_a_claude_agents_wakes_wait_and_it_is_said_once() {
+    let (h, s) = host_with_standin(json!([]));
+    // The first turn (one model call, 100 in / 20 out) costs more than this.
+    create_claude(&h, &s, "bob", &["--claude-budget-usd", "0.00001"]);
+    h.wait_for("turn 1 done", Duration::from_secs(90), || {
+        !turn_done(&h, "bob").is_empty()
+    });
+    h.hivectl_ok(&["tell", "bob", "are you there"]);
+    let over = wait_entry(
+        &h,
+        "agent_over_budget",
+        &["HIVE_EVENT=agent_over_budget", "HIVE_AGENT=bob"],
+    );
+    assert!(
+        over["MESSAGE"].as_str().unwrap().contains("wakes wait"),
+        "{over}"
+    );
+    // The tell is kept, not run: no second turn, and the wake is in the events db.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(turn_done(&h, "bob").len(), 1, "no turn past the budget");
+    assert!(
+        !s.requests()
+            .iter()
+            .any(|r| last_user(r).contains("are you there")),
+        "the waiting tell never reached the API"
+    );
+    let wakes = h.run_ok(&[
+        "sqlite3",
+        "/var/lib/hyperhive/agents/bob/state/hyperhive-events.sqlite",
+        "SELECT count(*) FROM events WHERE kind = 'wake'",
+    ]);
+    assert_eq!(wakes, "1");
+    h.hivectl_ok(&["tell", "bob", "still there?"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        entries(&h, &["HIVE_EVENT=agent_over_budget", "HIVE_AGENT=bob"]).len(),
+        1,
+        "said once a day"
+    );
+}
