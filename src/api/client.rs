@@ -18,6 +18,7 @@ pub trait Manager {
     fn stop_agent(&self, name: &str) -> zbus::Result<()>;
     fn restart_agent(&self, name: &str) -> zbus::Result<()>;
     fn tell_agent(&self, name: &str, message: &str) -> zbus::Result<()>;
+    fn tell_agent_new_session(&self, name: &str, message: &str) -> zbus::Result<()>;
     fn rebuild_agent(&self, name: &str) -> zbus::Result<String>;
     fn destroy_agent(&self, name: &str, purge: bool) -> zbus::Result<()>;
     fn list_approvals(&self, all: bool) -> zbus::Result<Vec<super::ApprovalRecord>>;

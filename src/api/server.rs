@@ -222,7 +222,21 @@ impl Manager {
     ) -> Result<(), Error> {
         let name = parse_name(name)?;
         let by = require_admin(conn, &header, &format!("tell agent {name}")).await?;
-        Ok(self.hive.tell(&name, message, &by).await?)
+        Ok(self.hive.tell(&name, message, &by, false).await?)
+    }
+
+    /// `hivectl tell --new-session`: the same, and a Claude Code agent starts a new
+    /// conversation with it instead of resuming its session.
+    async fn tell_agent_new_session(
+        &self,
+        name: &str,
+        message: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let name = parse_name(name)?;
+        let by = require_admin(conn, &header, &format!("tell agent {name}")).await?;
+        Ok(self.hive.tell(&name, message, &by, true).await?)
     }
 
     async fn restart_agent(

@@ -62,6 +62,9 @@ pub struct AgentStatus {
     /// The agent's last turn in the turn loop, from the daemon's `agent_turn` journal
     /// entries; `null` when none is recorded (or the journal cannot be read).
     pub last_turn: Option<super::tell::LastTurn>,
+    /// What a Claude Code agent's turns cost today (UTC), from the same entries; `null`
+    /// when none recorded a cost today.
+    pub spent_today: Option<super::tell::SpentToday>,
 }
 
 /// A system agent's running system and the GC root that keeps it from the collector.
@@ -143,7 +146,7 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 10] = [
+const REMOTE_LEAVES_OUT: [&str; 11] = [
     "spec",
     "last_crash",
     "harness_last_crash",
@@ -153,6 +156,7 @@ const REMOTE_LEAVES_OUT: [&str; 10] = [
     "harness",
     "recent_log",
     "last_turn",
+    "spent_today",
     "system",
 ];
 
@@ -196,6 +200,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             last_crash: None,
             harness_last_crash: None,
             last_turn: None,
+            spent_today: None,
             system: None,
             recent_log: Vec::new(),
             pending_approvals: pending_approvals(&conn, &name).await,
@@ -248,6 +253,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         container: unit,
         recent_log: super::logs::recent(&name, 10),
         last_turn: super::tell::last_turn(&name),
+        spent_today: super::tell::spent_today(&name),
         system: RunningSystem::of(&name),
         pending_approvals: pending_approvals(&conn, &name).await,
     };
@@ -383,6 +389,12 @@ pub fn render_status(st: &AgentStatus) -> String {
     out.push_str(&format!(" Approvals: {pending}\n"));
     if let Some(turn) = &st.last_turn {
         out.push_str(&format!(" Last turn: {}\n", turn.render()));
+    }
+    if let Some(spent) = &st.spent_today {
+        out.push_str(&format!(
+            "     Spent: ${:.4} today ({}, UTC) in {} turns\n",
+            spent.usd, spent.day, spent.turns
+        ));
     }
     if let Some(host) = &st.host {
         out.push_str(&format!(

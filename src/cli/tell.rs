@@ -12,6 +12,10 @@ pub struct TellArgs {
     /// What to tell it (at most 4 KiB of text); its next turn gets it on stdin and in
     /// HIVE_WAKE_MESSAGE
     pub message: String,
+    /// A Claude Code agent starts a new conversation for this message instead of resuming
+    /// its session (docs/agent-side.md)
+    #[arg(long)]
+    pub new_session: bool,
     /// Print nothing on success
     #[arg(long, short)]
     pub quiet: bool,
@@ -22,10 +26,14 @@ pub async fn run(t: &Target, a: TellArgs) -> Result<()> {
     // Checked here too, so a bad message is refused before the bus is touched.
     crate::spec::message::check_message(&a.message)
         .map_err(|e| BadInput(format!("agent {n}: {e}")))?;
-    t.manager()
-        .await?
-        .tell_agent(n.as_str(), &a.message)
-        .await?;
+    let manager = t.manager().await?;
+    if a.new_session {
+        manager
+            .tell_agent_new_session(n.as_str(), &a.message)
+            .await?;
+    } else {
+        manager.tell_agent(n.as_str(), &a.message).await?;
+    }
     if !a.quiet {
         println!("agent {n}: told");
     }
@@ -46,12 +54,19 @@ pub struct LastTurn {
     pub timed_out: bool,
     /// When the entry was written, unix microseconds.
     pub at_usec: u64,
+    /// A Claude Code agent's turn: what it cost and its tokens, as claude reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_out: Option<u64>,
 }
 
 pub fn last_turn(name: &AgentName) -> Option<LastTurn> {
     let out = std::process::Command::new("journalctl")
         .args(["-o", "json", "--no-pager", "-n", "1", "--output-fields"])
-        .arg("HIVE_TURN,HIVE_TURN_PHASE,HIVE_DATA,__REALTIME_TIMESTAMP")
+        .arg("HIVE_TURN,HIVE_TURN_PHASE,HIVE_DATA,__REALTIME_TIMESTAMP,HIVE_COST_USD,HIVE_TOKENS_IN,HIVE_TOKENS_OUT")
         .arg("HIVE_EVENT=agent_turn")
         .arg(format!("HIVE_AGENT={name}"))
         .arg("SYSLOG_IDENTIFIER=hive-c0re")
@@ -75,7 +90,63 @@ fn parse_entry(line: &str) -> Option<LastTurn> {
         secs: data["secs"].as_f64(),
         timed_out: data["timed_out"].as_bool().unwrap_or(false),
         at_usec: e["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?,
+        cost_usd: e["HIVE_COST_USD"].as_str().and_then(|c| c.parse().ok()),
+        tokens_in: e["HIVE_TOKENS_IN"].as_str().and_then(|c| c.parse().ok()),
+        tokens_out: e["HIVE_TOKENS_OUT"].as_str().and_then(|c| c.parse().ok()),
     })
+}
+
+/// What a Claude Code agent spent today (UTC), summed over its turns' `agent_turn`
+/// entries; `None` when it recorded no cost today (or the journal cannot be read).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SpentToday {
+    pub day: String,
+    pub usd: f64,
+    pub turns: u64,
+}
+
+pub fn spent_today(name: &AgentName) -> Option<SpentToday> {
+    let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let out = std::process::Command::new("journalctl")
+        .args([
+            "-o",
+            "json",
+            "--no-pager",
+            "--output-fields",
+            "HIVE_COST_USD",
+        ])
+        .arg(format!("--since={day} 00:00:00 UTC"))
+        .arg("HIVE_EVENT=agent_turn")
+        .arg("HIVE_TURN_PHASE=done")
+        .arg(format!("HIVE_AGENT={name}"))
+        .arg("SYSLOG_IDENTIFIER=hive-c0re")
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    sum_costs(&day, &String::from_utf8_lossy(&out.stdout))
+}
+
+fn sum_costs(day: &str, lines: &str) -> Option<SpentToday> {
+    let mut spent = SpentToday {
+        day: day.to_owned(),
+        usd: 0.0,
+        turns: 0,
+    };
+    for line in lines.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(c) = e["HIVE_COST_USD"]
+            .as_str()
+            .and_then(|c| c.parse::<f64>().ok())
+        {
+            spent.usd += c;
+            spent.turns += 1;
+        }
+    }
+    (spent.turns > 0).then_some(spent)
 }
 
 impl LastTurn {
@@ -90,6 +161,13 @@ impl LastTurn {
             if self.timed_out {
                 s.push_str(", killed at its timeout");
             }
+        }
+        if let Some(cost) = self.cost_usd {
+            s.push_str(&format!(
+                ", ${cost:.4} ({} in / {} out tokens)",
+                self.tokens_in.unwrap_or(0),
+                self.tokens_out.unwrap_or(0)
+            ));
         }
         let reason: String = self
             .reason
@@ -122,5 +200,22 @@ mod tests {
             t.render()
         );
         assert!(parse_entry(r#"{"HIVE_TURN":"x"}"#).is_none());
+    }
+
+    #[test]
+    fn a_claude_turn_shows_its_cost_and_the_day_sums_them() {
+        let line = r#"{"HIVE_TURN":"2","HIVE_TURN_PHASE":"done","__REALTIME_TIMESTAMP":"1000000","HIVE_COST_USD":"0.012500","HIVE_TOKENS_IN":"300","HIVE_TOKENS_OUT":"60","HIVE_DATA":"{\"turn\":2,\"reason\":\"tell\",\"code\":0,\"secs\":2.0}"}"#;
+        let t = parse_entry(line).unwrap();
+        assert!(
+            t.render().starts_with(
+                "#2 done: exit 0 after 2.0s, $0.0125 (300 in / 60 out tokens) (woken by tell)"
+            ),
+            "{}",
+            t.render()
+        );
+        let lines = "{\"HIVE_COST_USD\":\"0.5\"}\n{\"HIVE_COST_USD\":\"0.25\"}\n{}\nnot json\n";
+        let s = sum_costs("2026-12-03", lines).unwrap();
+        assert_eq!((s.usd, s.turns), (0.75, 2));
+        assert!(sum_costs("2026-12-03", "{}\n").is_none());
     }
 }

@@ -179,15 +179,31 @@ pub async fn grace_before_restart(doors: &dyn AgentDoors, a: &Approval, spec_gra
     }
 }
 
+/// The wake reason of `hivectl tell --new-session` (harness/claude.rs starts a new
+/// conversation for it).
+pub const TELL_NEW_SESSION: &str = "tell_new_session";
+
 impl super::Hive {
     /// `hivectl tell NAME MESSAGE`: wakes the agent's turn loop with `message`. Refused,
     /// changing nothing, when no harness of the agent listens.
-    pub async fn tell(&self, name: &AgentName, message: &str, by: &str) -> Result<(), Error> {
+    /// With `new_session`, a Claude Code agent starts a new conversation for it.
+    pub async fn tell(
+        &self,
+        name: &AgentName,
+        message: &str,
+        by: &str,
+        new_session: bool,
+    ) -> Result<(), Error> {
         crate::spec::message::check_message(message)
             .map_err(|e| Error::InvalidArgument(format!("agent {name}: {e}")))?;
         self.require_known(name).await?;
         let notice = Notice::Wake {
-            reason: "tell".into(),
+            reason: if new_session {
+                TELL_NEW_SESSION
+            } else {
+                "tell"
+            }
+            .into(),
             message: message.to_owned(),
         };
         if self.doors.tell(name, &notice) == 0 {
@@ -202,6 +218,10 @@ impl super::Hive {
             &[
                 ("HIVE_TOLD_BY", by.to_owned()),
                 ("HIVE_MESSAGE_TEXT", message.to_owned()),
+                (
+                    "HIVE_NEW_SESSION",
+                    if new_session { "yes" } else { "no" }.into(),
+                ),
             ],
             &format!("agent {name}: told by {by} ({} bytes)", message.len()),
         );

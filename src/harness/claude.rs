@@ -80,6 +80,11 @@ fn wake_text(wake: &Wake) -> String {
                     notes in /state and carry on with your work."
             .to_owned(),
         "tell" => format!("An admin says:\n{}", wake.message),
+        crate::daemon::agent_side::TELL_NEW_SESSION => format!(
+            "An admin starts a new conversation with you (your earlier ones are in your notes, \
+             not in this context) and says:\n{}",
+            wake.message
+        ),
         "approval_decided" => {
             let d = &wake.data;
             let id = d["id"]
@@ -153,6 +158,14 @@ pub fn argv(opts: &Options, agent: &str, resume: Option<&str>) -> Vec<String> {
         a.push(id.to_owned());
     }
     a
+}
+
+/// Whether the turn starts a new conversation (`hivectl tell --new-session`).
+pub fn wants_new_session(input: &TurnInput) -> bool {
+    input
+        .wakes
+        .iter()
+        .any(|w| w.reason == crate::daemon::agent_side::TELL_NEW_SESSION)
 }
 
 /// The session to resume: the id kept in `file`, if it looks like one of claude's.

@@ -185,6 +185,9 @@ pub fn spawn_claude(
     input: &TurnInput,
     timeout: Duration,
 ) -> std::io::Result<Running> {
+    if claude::wants_new_session(input) {
+        claude::forget_session(&c.opts.session_file);
+    }
     let resume = claude::saved_session(&c.opts.session_file);
     let argv = claude::argv(&c.opts, &c.agent, resume.as_deref());
     let mut cmd = tokio::process::Command::new(&argv[0]);

@@ -181,6 +181,9 @@ fn a_claude_agent_uses_its_hive_tools_remembers_its_session_and_reports_its_cost
          "reply": [{"type": "tool_use", "name": "Bash",
                     "input": {"command": "rm -rf /state/notes", "description": "clean"}}]},
         {"match": "toolu_s7_", "reply": [{"type": "text", "text": "not cleaned"}]},
+        // `tell --new-session`, then a session that can no longer be resumed.
+        {"match": "start afresh", "where": where_alice, "reply": [{"type": "text", "text": "fresh"}]},
+        {"match": "after the loss", "where": where_alice, "reply": [{"type": "text", "text": "recovered"}]},
     ]);
     let (h, s) = host_with_standin(script);
     create_claude(
@@ -324,6 +327,73 @@ fn a_claude_agent_uses_its_hive_tools_remembers_its_session_and_reports_its_cost
         Some(0),
         "the denied command did not run"
     );
+
+    // A new conversation when an admin asks for one.
+    h.hivectl_ok(&["tell", "alice", "--new-session", "start afresh"]);
+    let fresh = s.wait_step(&h, 9);
+    assert!(
+        last_user(&fresh).contains("starts a new conversation"),
+        "{}",
+        last_user(&fresh)
+    );
+    assert!(
+        !fresh["body"]["messages"]
+            .to_string()
+            .contains("I am alice; noted"),
+        "the new session does not carry the old conversation"
+    );
+    let fresh_turn = || {
+        turn_done(&h, "alice").into_iter().find(|e| {
+            e["HIVE_DATA"]
+                .as_str()
+                .unwrap_or("")
+                .contains("tell_new_session")
+        })
+    };
+    h.wait_for("the fresh turn done", Duration::from_secs(60), || {
+        fresh_turn().is_some()
+    });
+    let fresh_session = fresh_turn().unwrap()["HIVE_SESSION_ID"].clone();
+    assert_ne!(fresh_session, session.as_str(), "a new session id");
+
+    // A session claude no longer has: the turn says so and its wake runs again, anew.
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "echo 11111111-2222-3333-4444-555555555555 > /var/lib/hyperhive/agents/alice/state/hyperhive-claude-session",
+    ]);
+    h.hivectl_ok(&["tell", "alice", "after the loss"]);
+    let recovered = s.wait_step(&h, 10);
+    assert!(last_user(&recovered).contains("after the loss"));
+    let reset = entries(
+        &h,
+        &[
+            "HIVE_EVENT=agent_turn",
+            "HIVE_AGENT=alice",
+            "HIVE_TURN_PHASE=done",
+        ],
+    )
+    .into_iter()
+    .find(|e| {
+        e["HIVE_DATA"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"session_reset\":true")
+    });
+    assert!(
+        reset.is_some(),
+        "the lost session is said in the turn's record"
+    );
+
+    // hivectl status: the last turn's cost and today's spend.
+    // (once the turn under way, the recovered one, is done)
+    let mut status = String::new();
+    h.wait_for("the last turn done", Duration::from_secs(60), || {
+        status = h.hivectl_ok(&["status", "alice"]);
+        status.contains(" out tokens)")
+    });
+    assert!(status.contains(" Last turn: #"), "{status}");
+    assert!(status.contains("     Spent: $"), "{status}");
 
     // The key reached the API in every request, and no systemctl show prints it.
     for r in s.requests() {
