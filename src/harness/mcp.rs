@@ -421,6 +421,7 @@ mod tests {
                 "approval_status",
                 "my_approvals",
                 "emit_event",
+                "permission_prompt",
                 "whoami"
             ]
         );

@@ -482,3 +482,90 @@ fn over_its_budget_a_claude_agents_wakes_wait_and_it_is_said_once() {
         "said once a day"
     );
 }
+
+/// Attacks from inside agents on the tool_use kind: it is a Claude Code agent's only,
+/// bounded like every request, and approving one changes no spec and restarts nothing.
+#[test]
+fn tool_use_requests_are_bounded_and_change_nothing() {
+    let (h, s) = host_with_standin(json!([]));
+    create_claude(&h, &s, "bob", &[]);
+    h.create("carol", &["--harness", "sleep", "infinity"]);
+    let ask = |agent: &str, payload: &str| {
+        h.in_agent(
+            agent,
+            &[
+                "/opt/hyperhive/bin/hive-harness",
+                "request-approval",
+                "tool_use",
+                payload,
+            ],
+        )
+    };
+    let big = format!(
+        r#"{{"tool":"Bash","input":{{"command":"{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    for (agent, payload, why) in [
+        (
+            "carol",
+            r#"{"tool":"Bash","input":{"command":"id"}}"#,
+            "tool_use approvals are for Claude Code agents",
+        ),
+        (
+            "bob",
+            r#"{"tool":"Ba\nsh","input":{}}"#,
+            "no spaces or control characters",
+        ),
+        (
+            "bob",
+            r#"{"tool":"Bash","input":{},"bind":["/:/host"]}"#,
+            "unknown field",
+        ),
+        (
+            "bob",
+            r#"{"tool":"Bash","input":"id"}"#,
+            "must be the tool's input",
+        ),
+        ("bob", big.as_str(), "at most 4096 bytes"),
+    ] {
+        let out = ask(agent, payload);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{agent}: {err}");
+        assert!(err.contains(why), "{agent}: {err}");
+    }
+    let all: Value =
+        serde_json::from_str(&h.hivectl_ok(&["approvals", "--all", "--json"])).unwrap();
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        0,
+        "nothing refused was stored"
+    );
+    assert_eq!(
+        entries(
+            &h,
+            &[
+                "HIVE_EVENT=approval_refused",
+                "HIVE_APPROVAL_KIND=\"tool_use\""
+            ]
+        )
+        .len(),
+        5,
+        "each refusal is journaled"
+    );
+
+    // A valid one, approved: recorded applied; the spec and the units are as they were.
+    let spec = h.run_ok(&["cat", "/var/lib/hyperhive/agents/bob/spec.toml"]);
+    let (container, harness) = (h.invocation("bob"), harness_invocation(&h, "bob"));
+    let out = ask("bob", r#"{"tool":"Bash","input":{"command":"id"}}"#);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    h.hivectl_ok(&["approve", &id]);
+    assert_eq!(
+        h.run_ok(&["cat", "/var/lib/hyperhive/agents/bob/spec.toml"]),
+        spec
+    );
+    assert_eq!(h.invocation("bob"), container);
+    assert_eq!(harness_invocation(&h, "bob"), harness);
+    let second = h.hivectl(&["approve", &id]);
+    assert_bad_input(&second, "a second approve");
+}
