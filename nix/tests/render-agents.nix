@@ -48,6 +48,14 @@ let
         type = types.listOf types.package;
         default = [ ];
       };
+      environment.pathsToLink = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      services.cockpit.enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
       environment.etc = mkOption {
         type = types.attrsOf (types.submodule { options.source = mkOption { type = types.path; }; });
         default = { };

@@ -1,0 +1,206 @@
+/* The agent list: names from hive-c0re (ListAgents) and from the hive-agent-* units
+   systemd holds, as `hivectl list` finds them; each row is kept live from D-Bus signals
+   (the unit's PropertiesChanged, AgentNew/AgentRemoved, systemd's UnitNew) and the crash
+   column from PID 1's own journal entries, followed — nothing polls. */
+"use strict";
+
+(function () {
+    const hh = window.hh;
+    const PROCESS_EXIT = "98e322203f7a4ed290d09fe03c09fe15";
+    const FAILURE_RESULT = "d9b373ed55a64feb8242e02dbe79a49c";
+    const SIGNALS = { 1: "HUP", 2: "INT", 3: "QUIT", 4: "ILL", 5: "TRAP", 6: "ABRT", 7: "BUS", 8: "FPE", 9: "KILL", 10: "USR1", 11: "SEGV", 12: "USR2", 13: "PIPE", 14: "ALRM", 15: "TERM" };
+
+    /* name → {name, unit, machine, path, unitProxy, svcProxy, crash, exits, harness, row} */
+    const agents = new Map();
+    hh.agents = agents;
+
+    function unitOf(name) { return "hive-agent-" + name + ".service" }
+    function nameOf(unit) {
+        const m = /^hive-agent-(.*)\.service$/.exec(unit);
+        return m && hh.NAME_RE.test(m[1]) ? m[1] : null;
+    }
+
+    /* "killed by signal 9/KILL", as hivectl status says it (src/cli/crash.rs). */
+    hh.crashHow = function (c) {
+        const sig = s => SIGNALS[s] ? s + "/" + SIGNALS[s] : s;
+        switch (c.exit_code) {
+        case "killed": return "killed by signal " + sig(c.exit_status);
+        case "dumped": return "dumped core on signal " + sig(c.exit_status);
+        case "exited": return "exited with status " + c.exit_status;
+        case "": return "main process end not recorded";
+        default: return c.exit_code + ", status " + c.exit_status;
+        }
+    };
+
+    hh.crashText = function (c) {
+        return c ? hh.crashHow(c) + " (result " + c.result + ") at " + hh.fmtUsec(c.at) : "none recorded";
+    };
+
+    function stateClass(s) { return "hh-state-" + (s || "inactive") }
+
+    function bounds(svc) {
+        if (!svc || !svc.valid) return "-";
+        const parts = [];
+        if (hh.u64(svc.MemoryMax) !== "infinity") parts.push("memory " + cockpit.format_bytes(Number(svc.MemoryMax), 1024));
+        if (hh.u64(svc.TasksMax) !== "infinity") parts.push("tasks " + svc.TasksMax);
+        if (hh.u64(svc.CPUWeight) !== "infinity") parts.push("cpu weight " + svc.CPUWeight);
+        return parts.length ? parts.join(", ") : "none";
+    }
+
+    function act(name, verb, label) {
+        return hh.el("button", {
+            class: "hh-btn", type: "button", "data-verb": verb,
+            onclick: function (ev) {
+                ev.preventDefault();
+                hh.alert("");
+                hh.call(verb + "Agent", [name]).catch(e =>
+                    hh.alert(hh.plainError(e, label.toLowerCase() + " agent " + name)));
+            }
+        }, label);
+    }
+
+    hh.actionButtons = function (name) {
+        return [act(name, "Start", "Start"), act(name, "Stop", "Stop"),
+            act(name, "Restart", "Restart"), act(name, "Rebuild", "Rebuild")];
+    };
+
+    function render(a) {
+        const u = a.unitProxy && a.unitProxy.valid ? a.unitProxy : null;
+        const s = a.svcProxy && a.svcProxy.valid ? a.svcProxy : null;
+        const active = u ? u.ActiveState : "inactive";
+        const state = u ? u.ActiveState + " (" + u.SubState + ")" : "inactive (no unit loaded)";
+        const row = a.row || hh.el("tr", { "data-agent": a.name });
+        a.row = row;
+        hh.replace(row,
+            hh.el("td", {}, hh.el("a", { href: "#/agent/" + a.name, class: "hh-name" }, a.name)),
+            hh.el("td", { class: "hh-state " + stateClass(active), "data-active": active, "data-sub": u ? u.SubState : "" }, state),
+            hh.el("td", {}, a.machine),
+            hh.el("td", { class: "hh-restarts" }, s ? String(s.NRestarts) : "-"),
+            hh.el("td", { class: "hh-crash" }, hh.crashText(a.crash)),
+            hh.el("td", { class: "hh-harness" }, a.harness || "-"),
+            hh.el("td", { class: "hh-bounds" }, bounds(s)),
+            hh.el("td", {}, ...hh.actionButtons(a.name)));
+        place(row, a.name);
+        hh.emit("agent", a);
+    }
+
+    /* Keeps rows sorted by name without rebuilding the table. */
+    function place(row, name) {
+        const body = document.getElementById("agents-body");
+        if (row.parentNode === body) return;
+        let before = null;
+        for (const other of body.children) {
+            if (other.getAttribute("data-agent") > name) { before = other; break }
+        }
+        body.insertBefore(row, before);
+        document.getElementById("agents-empty").hidden = true;
+    }
+
+    /* The harness's state from the container's own systemd (`systemctl -M`, root only),
+       read when the container's state changes; "-" when it cannot be read. */
+    function readHarness(a) {
+        const u = a.unitProxy;
+        if (!u || !u.valid || u.ActiveState !== "active") {
+            a.harness = "-";
+            return;
+        }
+        cockpit.spawn(["systemctl", "-M", a.machine, "show", "-P", "ActiveState", "-P", "SubState", "-P", "NRestarts", "hive-harness.service"],
+            { superuser: "try", err: "ignore" })
+                .then(out => {
+                    const [st, sub, n] = out.trim().split("\n");
+                    a.harness = st ? st + " (" + sub + "), " + n + " restarts" : "-";
+                    render(a);
+                })
+                .catch(() => { a.harness = "-"; render(a) });
+    }
+
+    function watchUnit(a, path) {
+        for (const p of [a.unitProxy, a.svcProxy]) if (p) p.removeEventListener("changed", p.hhChanged);
+        a.path = path;
+        a.unitProxy = hh.systemd.proxy("org.freedesktop.systemd1.Unit", path);
+        a.svcProxy = hh.systemd.proxy("org.freedesktop.systemd1.Service", path);
+        let lastState = null;
+        for (const p of [a.unitProxy, a.svcProxy]) {
+            p.hhChanged = function () {
+                render(a);
+                const now = a.unitProxy.ActiveState + "/" + a.unitProxy.SubState;
+                if (now !== lastState) { lastState = now; readHarness(a) }
+            };
+            p.addEventListener("changed", p.hhChanged);
+        }
+        return Promise.all([a.unitProxy.wait(), a.svcProxy.wait()]).then(() => {
+            lastState = a.unitProxy.ActiveState + "/" + a.unitProxy.SubState;
+            render(a);
+            readHarness(a);
+        });
+    }
+
+    function add(name, path) {
+        let a = agents.get(name);
+        if (!a) {
+            a = { name: name, unit: unitOf(name), machine: "h-" + name, crash: null, exits: {} };
+            agents.set(name, a);
+        }
+        if (path && path === a.path) return Promise.resolve();
+        const found = path ? Promise.resolve([path])
+            : hh.systemd.call(hh.SYSTEMD_PATH, hh.SYSTEMD_IFACE, "LoadUnit", [a.unit]);
+        return found.then(r => watchUnit(a, r[0])).catch(() => render(a));
+    }
+
+    function remove(name) {
+        const a = agents.get(name);
+        if (!a) return;
+        if (a.row) a.row.remove();
+        agents.delete(name);
+        document.getElementById("agents-empty").hidden = agents.size > 0;
+    }
+
+    /* PID 1's "Main process exited" and "Failed with result" entries for agent units, the
+       newest failure per unit with its own invocation's exit, like src/cli/crash.rs. */
+    function followCrashes() {
+        hh.journal(["--follow", "--lines=1000", "_PID=1", "MESSAGE_ID=" + PROCESS_EXIT, "MESSAGE_ID=" + FAILURE_RESULT], function (e) {
+            const name = nameOf(hh.field(e, "UNIT"));
+            if (!name) return;
+            const a = agents.get(name);
+            if (!a) return;
+            const inv = hh.field(e, "INVOCATION_ID");
+            if (hh.field(e, "MESSAGE_ID") === PROCESS_EXIT) {
+                const cmd = hh.field(e, "COMMAND");
+                if (!cmd || cmd === "ExecStart") a.exits[inv] = { code: hh.field(e, "EXIT_CODE"), status: hh.field(e, "EXIT_STATUS") };
+                return;
+            }
+            const exit = a.exits[inv] || { code: "", status: "" };
+            a.crash = {
+                at: Number(hh.field(e, "__REALTIME_TIMESTAMP")), result: hh.field(e, "UNIT_RESULT"),
+                exit_code: exit.code, exit_status: exit.status, invocation: inv
+            };
+            render(a);
+        });
+    }
+
+    hh.loadAgents = function () {
+        hh.systemd.call(hh.SYSTEMD_PATH, hh.SYSTEMD_IFACE, "Subscribe", []).catch(() => {});
+        hh.hive.subscribe({ interface: hh.MANAGER_IFACE, member: "AgentNew" }, (path, iface, sig, args) => add(args[0]));
+        hh.hive.subscribe({ interface: hh.MANAGER_IFACE, member: "AgentRemoved" }, (path, iface, sig, args) => {
+            // The agent's unit may outlive its spec for a moment; the row goes with the spec.
+            remove(args[0]);
+        });
+        // A unit loaded again after it was collected (start after stop) gets a fresh watch.
+        hh.systemd.subscribe({ interface: hh.SYSTEMD_IFACE, member: "UnitNew" }, (path, iface, sig, args) => {
+            const name = nameOf(args[0]);
+            if (name && agents.has(name)) agents.get(name).path = null, add(name, args[1]);
+            else if (name) add(name, args[1]);
+        });
+        const listed = hh.call("ListAgents", []).then(r => r[0].map(x => x[0])).catch(() => []);
+        const units = hh.systemd.call(hh.SYSTEMD_PATH, hh.SYSTEMD_IFACE, "ListUnitsByPatterns", [[], ["hive-agent-*.service"]])
+                .then(r => r[0]).catch(() => []);
+        return Promise.all([listed, units]).then(([names, rows]) => {
+            const paths = {};
+            for (const r of rows) { const n = nameOf(r[0]); if (n) paths[n] = r[6] }
+            const all = new Set(names.filter(n => hh.NAME_RE.test(n)).concat(Object.keys(paths)));
+            document.getElementById("agents-empty").hidden = all.size > 0;
+            followCrashes();
+            return Promise.all(Array.from(all).sort().map(n => add(n, paths[n])));
+        });
+    };
+})();
