@@ -104,11 +104,15 @@
             a.harness = "-";
             return;
         }
-        cockpit.spawn(["systemctl", "-M", a.machine, "show", "-P", "ActiveState", "-P", "SubState", "-P", "NRestarts", "hive-harness.service"],
+        cockpit.spawn(["systemctl", "-M", a.machine, "show", "-p", "ActiveState,SubState,NRestarts", "hive-harness.service"],
             { superuser: "try", err: "ignore" })
                 .then(out => {
-                    const [st, sub, n] = out.trim().split("\n");
-                    a.harness = st ? st + " (" + sub + "), " + n + " restarts" : "-";
+                    const p = {};
+                    for (const line of out.split("\n")) {
+                        const i = line.indexOf("=");
+                        if (i > 0) p[line.slice(0, i)] = line.slice(i + 1);
+                    }
+                    a.harness = p.ActiveState ? p.ActiveState + " (" + p.SubState + "), " + p.NRestarts + " restarts" : "-";
                     render(a);
                 })
                 .catch(() => { a.harness = "-"; render(a) });
@@ -158,23 +162,46 @@
     /* PID 1's "Main process exited" and "Failed with result" entries for agent units, the
        newest failure per unit with its own invocation's exit, like src/cli/crash.rs. */
     function followCrashes() {
-        hh.journal(["--follow", "--lines=1000", "_PID=1", "MESSAGE_ID=" + PROCESS_EXIT, "MESSAGE_ID=" + FAILURE_RESULT], function (e) {
-            const name = nameOf(hh.field(e, "UNIT"));
-            if (!name) return;
-            const a = agents.get(name);
-            if (!a) return;
-            const inv = hh.field(e, "INVOCATION_ID");
-            if (hh.field(e, "MESSAGE_ID") === PROCESS_EXIT) {
-                const cmd = hh.field(e, "COMMAND");
-                if (!cmd || cmd === "ExecStart") a.exits[inv] = { code: hh.field(e, "EXIT_CODE"), status: hh.field(e, "EXIT_STATUS") };
-                return;
+        hh.journal(["--follow", "--lines=1000", "_PID=1", "MESSAGE_ID=" + PROCESS_EXIT, "MESSAGE_ID=" + FAILURE_RESULT], crashEntry);
+    }
+
+    function crashEntry(e) {
+        const name = nameOf(hh.field(e, "UNIT"));
+        if (!name) return;
+        const a = agents.get(name);
+        if (!a) return;
+        const inv = hh.field(e, "INVOCATION_ID");
+        if (hh.field(e, "MESSAGE_ID") === PROCESS_EXIT) {
+            const cmd = hh.field(e, "COMMAND");
+            if (cmd && cmd !== "ExecStart") return;
+            a.exits[inv] = { code: hh.field(e, "EXIT_CODE"), status: hh.field(e, "EXIT_STATUS") };
+            // The two entries may reach a follower in either order.
+            if (a.crash && a.crash.invocation === inv) {
+                a.crash.exit_code = a.exits[inv].code;
+                a.crash.exit_status = a.exits[inv].status;
+                render(a);
             }
-            const exit = a.exits[inv] || { code: "", status: "" };
-            a.crash = {
-                at: Number(hh.field(e, "__REALTIME_TIMESTAMP")), result: hh.field(e, "UNIT_RESULT"),
-                exit_code: exit.code, exit_status: exit.status, invocation: inv
-            };
-            render(a);
+            return;
+        }
+        const exit = a.exits[inv] || { code: "", status: "" };
+        a.crash = {
+            at: Number(hh.field(e, "__REALTIME_TIMESTAMP")), result: hh.field(e, "UNIT_RESULT"),
+            exit_code: exit.code, exit_status: exit.status, invocation: inv
+        };
+        render(a);
+        // A follower does not always see the exit entry written just before (journalctl
+        // --follow on a freshly booted host has skipped it): ask for it by invocation.
+        if (!a.exits[inv] && inv) {
+            hh.journal(["_PID=1", "MESSAGE_ID=" + PROCESS_EXIT, "INVOCATION_ID=" + inv, "UNIT=" + a.unit], crashEntry);
+        }
+    }
+
+    /* The daemon's events about an agent (its harness re-created after a container
+       restart, crashed, connected…) are when the harness's state is worth reading again. */
+    function followDaemon() {
+        hh.journal(["--follow", "--lines=0", "SYSLOG_IDENTIFIER=hive-c0re"], function (e) {
+            const a = agents.get(hh.field(e, "HIVE_AGENT"));
+            if (a) readHarness(a);
         });
     }
 
@@ -200,6 +227,7 @@
             const all = new Set(names.filter(n => hh.NAME_RE.test(n)).concat(Object.keys(paths)));
             document.getElementById("agents-empty").hidden = all.size > 0;
             followCrashes();
+            followDaemon();
             return Promise.all(Array.from(all).sort().map(n => add(n, paths[n])));
         });
     };

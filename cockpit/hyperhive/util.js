@@ -89,7 +89,8 @@
        carries rounded), the value otherwise. */
     hh.u64 = function (v) {
         if (v === undefined || v === null) return "-";
-        return Number(v) >= 2 ** 63 ? "infinity" : String(v);
+        // Cockpit hands UINT64_MAX over as -1 or as 2^64 rounded, depending on the path.
+        return Number(v) >= 2 ** 63 || Number(v) < 0 ? "infinity" : String(v);
     };
 
     /* journalctl's JSON lines as they come (Cockpit's own journal view spawns journalctl

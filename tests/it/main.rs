@@ -10,6 +10,8 @@ mod agents;
 mod approval_bounds;
 mod approvals;
 mod attacks;
+mod browser;
+mod cockpit;
 mod cookbook;
 mod create_safety;
 mod events;
