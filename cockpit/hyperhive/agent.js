@@ -82,9 +82,8 @@
     // The status is read again whenever systemd says the container's state changed.
     hh.on("agent", function (a) {
         if (!current || current.name !== a.name) return;
-        const u = a.unitProxy && a.unitProxy.valid ? a.unitProxy : {};
-        const s = a.svcProxy && a.svcProxy.valid ? a.svcProxy : {};
-        const key = [u.ActiveState, u.SubState, s.NRestarts, s.MainPID, a.crash && a.crash.invocation, a.harness].join("/");
+        const p = a.props;
+        const key = [p.ActiveState, p.SubState, p.NRestarts, a.crash && a.crash.invocation, a.harness].join("/");
         if (key === current.lastKey) return;
         current.lastKey = key;
         readStatus(a.name);

@@ -10,7 +10,7 @@
     const FAILURE_RESULT = "d9b373ed55a64feb8242e02dbe79a49c";
     const SIGNALS = { 1: "HUP", 2: "INT", 3: "QUIT", 4: "ILL", 5: "TRAP", 6: "ABRT", 7: "BUS", 8: "FPE", 9: "KILL", 10: "USR1", 11: "SEGV", 12: "USR2", 13: "PIPE", 14: "ALRM", 15: "TERM" };
 
-    /* name → {name, unit, machine, path, unitProxy, svcProxy, crash, exits, harness, row} */
+    /* name → {name, unit, machine, path, props (the unit's, as shown), crash, exits, harness, row} */
     const agents = new Map();
     hh.agents = agents;
 
@@ -39,7 +39,7 @@
     function stateClass(s) { return "hh-state-" + (s || "inactive") }
 
     function bounds(svc) {
-        if (!svc || !svc.valid) return "-";
+        if (svc.MemoryMax === undefined) return "-";
         const parts = [];
         if (hh.u64(svc.MemoryMax) !== "infinity") parts.push("memory " + cockpit.format_bytes(Number(svc.MemoryMax), 1024));
         if (hh.u64(svc.TasksMax) !== "infinity") parts.push("tasks " + svc.TasksMax);
@@ -65,20 +65,20 @@
     };
 
     function render(a) {
-        const u = a.unitProxy && a.unitProxy.valid ? a.unitProxy : null;
-        const s = a.svcProxy && a.svcProxy.valid ? a.svcProxy : null;
-        const active = u ? u.ActiveState : "inactive";
-        const state = u ? u.ActiveState + " (" + u.SubState + ")" : "inactive (no unit loaded)";
+        const p = a.props;
+        const known = p.ActiveState !== undefined;
+        const active = known ? p.ActiveState : "inactive";
+        const state = known ? p.ActiveState + " (" + p.SubState + ")" : "inactive (no unit loaded)";
         const row = a.row || hh.el("tr", { "data-agent": a.name });
         a.row = row;
         hh.replace(row,
             hh.el("td", {}, hh.el("a", { href: "#/agent/" + a.name, class: "hh-name" }, a.name)),
-            hh.el("td", { class: "hh-state " + stateClass(active), "data-active": active, "data-sub": u ? u.SubState : "" }, state),
+            hh.el("td", { class: "hh-state " + stateClass(active), "data-active": active, "data-sub": known ? p.SubState : "" }, state),
             hh.el("td", {}, a.machine),
-            hh.el("td", { class: "hh-restarts" }, s ? String(s.NRestarts) : "-"),
+            hh.el("td", { class: "hh-restarts" }, p.NRestarts !== undefined ? String(p.NRestarts) : "-"),
             hh.el("td", { class: "hh-crash" }, hh.crashText(a.crash)),
             hh.el("td", { class: "hh-harness" }, a.harness || "-"),
-            hh.el("td", { class: "hh-bounds" }, bounds(s)),
+            hh.el("td", { class: "hh-bounds" }, bounds(p)),
             hh.el("td", {}, ...hh.actionButtons(a.name)));
         place(row, a.name);
         hh.emit("agent", a);
@@ -97,14 +97,30 @@
     }
 
     /* The harness's state from the container's own systemd (`systemctl -M`, root only),
-       read when the container's state changes; "-" when it cannot be read. */
-    function readHarness(a) {
-        const u = a.unitProxy;
-        if (!u || !u.valid || u.ActiveState !== "active") {
-            a.harness = "-";
-            return;
+       read when the container's state changes; "-" when it cannot be read. A process per
+       read, so they wait until the list is shown and run two at a time. */
+    const harnessQueue = [];
+    let harnessRunning = 0;
+    let listShown = false;
+
+    function harnessSoon(a) {
+        if (harnessQueue.indexOf(a) < 0) harnessQueue.push(a);
+        pumpHarness();
+    }
+
+    function pumpHarness() {
+        while (listShown && harnessRunning < 2 && harnessQueue.length) {
+            harnessRunning++;
+            readHarness(harnessQueue.shift()).finally(() => { harnessRunning--; pumpHarness() });
         }
-        cockpit.spawn(["systemctl", "-M", a.machine, "show", "-p", "ActiveState,SubState,NRestarts", "hive-harness.service"],
+    }
+
+    function readHarness(a) {
+        if (a.props.ActiveState !== "active" || !agents.has(a.name)) {
+            a.harness = "-";
+            return Promise.resolve();
+        }
+        return cockpit.spawn(["systemctl", "-M", a.machine, "show", "-p", "ActiveState,SubState,NRestarts", "hive-harness.service"],
             { superuser: "try", err: "ignore" })
                 .then(out => {
                     const p = {};
@@ -118,37 +134,64 @@
                 .catch(() => { a.harness = "-"; render(a) });
     }
 
-    function watchUnit(a, path) {
-        for (const p of [a.unitProxy, a.svcProxy]) if (p) p.removeEventListener("changed", p.hhChanged);
-        a.path = path;
-        a.unitProxy = hh.systemd.proxy("org.freedesktop.systemd1.Unit", path);
-        a.svcProxy = hh.systemd.proxy("org.freedesktop.systemd1.Service", path);
-        let lastState = null;
-        for (const p of [a.unitProxy, a.svcProxy]) {
-            p.hhChanged = function () {
-                render(a);
-                const now = a.unitProxy.ActiveState + "/" + a.unitProxy.SubState;
-                if (now !== lastState) { lastState = now; readHarness(a) }
-            };
-            p.addEventListener("changed", p.hhChanged);
+    /* What the page shows of a unit; everything else systemd holds is never fetched (a
+       proxy per unit would read all of its ~300 properties, seconds for 50 agents). */
+    const UNIT_PROPS = ["ActiveState", "SubState"];
+    const SERVICE_PROPS = ["NRestarts", "MemoryMax", "TasksMax", "CPUWeight"];
+    const byPath = new Map();
+
+    function changed(a) {
+        render(a);
+        const now = a.props.ActiveState + "/" + a.props.SubState;
+        if (now !== a.lastState) { a.lastState = now; harnessSoon(a) }
+    }
+
+    /* One match for every unit's PropertiesChanged (systemd sends them once some client
+       has called Subscribe, as hive-c0re and this page do); those of agent units update
+       their rows. */
+    function onPropertiesChanged(path, iface, signal, args) {
+        const a = byPath.get(path);
+        if (!a) return;
+        let any = false;
+        for (const [k, v] of Object.entries(args[1] || {})) {
+            if (UNIT_PROPS.indexOf(k) < 0 && SERVICE_PROPS.indexOf(k) < 0) continue;
+            a.props[k] = v && v.v !== undefined ? v.v : v;
+            a.changedSince[k] = true; // newer than a read still on its way
+            any = true;
         }
-        return Promise.all([a.unitProxy.wait(), a.svcProxy.wait()]).then(() => {
-            lastState = a.unitProxy.ActiveState + "/" + a.unitProxy.SubState;
-            render(a);
-            readHarness(a);
+        if (any) changed(a);
+    }
+
+    function getProps(path, iface, names) {
+        return Promise.all(names.map(n =>
+            hh.systemd.call(path, "org.freedesktop.DBus.Properties", "Get", [iface, n])
+                    .then(r => [n, r[0].v], () => [n, undefined])));
+    }
+
+    function watchUnit(a, path, states) {
+        if (a.path) byPath.delete(a.path);
+        a.path = path;
+        byPath.set(path, a);
+        const unit = states ? Promise.resolve([["ActiveState", states[0]], ["SubState", states[1]]])
+            : getProps(path, "org.freedesktop.systemd1.Unit", UNIT_PROPS);
+        return Promise.all([unit, getProps(path, "org.freedesktop.systemd1.Service", SERVICE_PROPS)]).then(lists => {
+            for (const [k, v] of lists[0].concat(lists[1]))
+                if (v !== undefined && !(k in a.changedSince)) a.props[k] = v;
+            a.changedSince = {};
+            changed(a);
         });
     }
 
-    function add(name, path) {
+    function add(name, path, states) {
         let a = agents.get(name);
         if (!a) {
-            a = { name: name, unit: unitOf(name), machine: "h-" + name, crash: null, exits: {} };
+            a = { name: name, unit: unitOf(name), machine: "h-" + name, crash: null, exits: {}, props: {}, changedSince: {} };
             agents.set(name, a);
         }
         if (path && path === a.path) return Promise.resolve();
         const found = path ? Promise.resolve([path])
             : hh.systemd.call(hh.SYSTEMD_PATH, hh.SYSTEMD_IFACE, "LoadUnit", [a.unit]);
-        return found.then(r => watchUnit(a, r[0])).catch(() => render(a));
+        return found.then(r => watchUnit(a, r[0], states)).catch(() => render(a));
     }
 
     function remove(name) {
@@ -218,17 +261,20 @@
             if (name && agents.has(name)) agents.get(name).path = null, add(name, args[1]);
             else if (name) add(name, args[1]);
         });
+        hh.systemd.subscribe({ interface: "org.freedesktop.DBus.Properties", member: "PropertiesChanged",
+            path_namespace: "/org/freedesktop/systemd1/unit" }, onPropertiesChanged);
         const listed = hh.call("ListAgents", []).then(r => r[0].map(x => x[0])).catch(() => []);
         const units = hh.systemd.call(hh.SYSTEMD_PATH, hh.SYSTEMD_IFACE, "ListUnitsByPatterns", [[], ["hive-agent-*.service"]])
                 .then(r => r[0]).catch(() => []);
         return Promise.all([listed, units]).then(([names, rows]) => {
             const paths = {};
-            for (const r of rows) { const n = nameOf(r[0]); if (n) paths[n] = r[6] }
+            const states = {};
+            for (const r of rows) { const n = nameOf(r[0]); if (n) { paths[n] = r[6]; states[n] = [r[3], r[4]] } }
             const all = new Set(names.filter(n => hh.NAME_RE.test(n)).concat(Object.keys(paths)));
             document.getElementById("agents-empty").hidden = all.size > 0;
             followCrashes();
             followDaemon();
-            return Promise.all(Array.from(all).sort().map(n => add(n, paths[n])));
-        });
+            return Promise.all(Array.from(all).sort().map(n => add(n, paths[n], states[n])));
+        }).finally(() => { listShown = true; pumpHarness() });
     };
 })();

@@ -28,7 +28,8 @@
         });
         cockpit.addEventListener("locationchanged", route);
         route();
-        Promise.all([hh.loadAgents(), hh.loadApprovals()]).finally(function () {
+        const mark = what => () => document.body.setAttribute("data-" + what + "-ms", String(Math.round(performance.now())));
+        Promise.all([hh.loadAgents().finally(mark("agents")), hh.loadApprovals().finally(mark("approvals"))]).finally(function () {
             document.body.setAttribute("data-loaded-ms", String(Math.round(performance.now())));
         });
     });
