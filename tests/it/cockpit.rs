@@ -171,8 +171,25 @@ fn browser_and_cockpit(h: &TestHost) -> PathBuf {
     chromium().expect("chromium is missing: apt-get install chromium (scripts/ensure-deps.sh)")
 }
 
+/// The Debian 13 tree the 257 side boots is built from a fixed package list
+/// (testhost/src/os.rs) that has no Cockpit: there this test says so and does nothing.
+fn cockpit_in_debian13_tree() -> bool {
+    match testhost::HostOs::from_env() {
+        Ok(testhost::HostOs::Debian13) => Path::new(testhost::os::DEBIAN13_TREE)
+            .join(COCKPIT_WS.trim_start_matches('/'))
+            .exists(),
+        _ => true,
+    }
+}
+
 #[test]
 fn the_page_shows_agents_live_and_decides_approvals_as_the_bus_allows() {
+    if !cockpit_in_debian13_tree() {
+        eprintln!(
+            "cockpit: SKIPPED on debian13: its test tree has no cockpit-ws (not in testhost/src/os.rs PACKAGES)"
+        );
+        return;
+    }
     let h = hive();
     let chromium = browser_and_cockpit(&h);
     h.create("alice", &["--harness", "sh", "-c", ALICE]);
