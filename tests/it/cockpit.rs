@@ -244,6 +244,16 @@ fn the_page_shows_agents_live_and_decides_approvals_as_the_bus_allows() {
             && document.getElementById('agent-spec').textContent.includes('harness')",
     );
     screenshot(&mut b, "cockpit-agent.png");
+    // The command box runs in bob's container (its hostname is the machine name).
+    b.eval(
+        "document.getElementById('agent-run-cmd').value = 'hostname';
+         document.querySelector('#agent-run button').click(), true",
+    );
+    b.wait(
+        "hostname run in bob's container",
+        Duration::from_secs(20),
+        "document.getElementById('agent-run-out').textContent.includes('h-bob')",
+    );
 
     // Approvals: alice's request with its diff, bob's markup shown as text, never run.
     go(&mut b, "/approvals");
