@@ -47,9 +47,19 @@
         return parts.length ? parts.join(", ") : "none";
     }
 
+    /* Cockpit's view of the user (root, or administrative access): hive-c0re lets only
+       root start, stop, restart and rebuild, so the buttons are off for anyone else. The
+       bus still decides; this only spares a click that would be refused. */
+    const admin = cockpit.permission({ admin: true });
+    admin.addEventListener("changed", () => {
+        for (const a of agents.values()) render(a);
+    });
+
     function act(name, verb, label) {
+        const denied = admin.allowed === false;
         return hh.el("button", {
-            class: "hh-btn", type: "button", "data-verb": verb,
+            class: "hh-btn", type: "button", "data-verb": verb, disabled: denied,
+            title: denied ? "Only root (or administrative access in Cockpit) may " + label.toLowerCase() + " agents" : null,
             onclick: function (ev) {
                 ev.preventDefault();
                 hh.alert("");
