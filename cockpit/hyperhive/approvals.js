@@ -1,6 +1,6 @@
 /* Approvals: the pending ones first, each with what `hivectl approvals --show` shows (who
    asked and when, the request, the spec diff, the host checks, the unit property diff)
-   and approve/deny with a note; then the decided ones, a page at a time
+   and approve/deny with a note; then the decided ones, newest first, a page at a time
    (ListApprovalsPage). Kept live by ApprovalNew/ApprovalChanged. The bus decides who may
    see and decide (root and hive-admin); anyone else reads its refusal in plain words. */
 "use strict";
@@ -8,8 +8,11 @@
 (function () {
     const hh = window.hh;
     const PAGE = 100;
-    // Decided pages: the `after` cursor of each page seen, so Previous can go back.
-    const decided = { cursors: [0], next: 0 };
+    /* Decided pages are windows of ids, newest first: ids are handed out in order and an
+       approval is never deleted, so (top - PAGE, top] holds exactly PAGE approvals and
+       ListApprovalsPage(all, top - PAGE, PAGE) reads them; LastApprovalId is the newest.
+       `top` follows the newest id unless the admin paged to older ones. */
+    const decided = { top: 0, newest: 0, following: true };
 
     function record(r) {
         return {
@@ -104,19 +107,23 @@
     }
 
     function loadDecided() {
-        const after = decided.cursors[decided.cursors.length - 1];
-        return hh.call("ListApprovalsPage", [true, after, PAGE]).then(r => {
-            const rows = r[0].map(record).filter(a => a.status !== "pending");
-            decided.next = r[1];
-            hh.replace(document.getElementById("decided-body"), ...rows.map(a =>
-                hh.el("tr", { "data-approval": a.id, "data-status": a.status },
-                    hh.el("td", {}, String(a.id)), hh.el("td", {}, a.agent), hh.el("td", {}, a.kind),
-                    hh.el("td", { class: "hh-status" }, a.status), hh.el("td", {}, hh.fmtUsec(a.created_at)),
-                    hh.el("td", {}, a.decided_by || "-"), hh.el("td", {}, a.note))));
-            document.getElementById("decided-page").textContent = "page " + decided.cursors.length +
-                " (ids after " + after + ", oldest first)";
-            document.getElementById("decided-prev").disabled = decided.cursors.length <= 1;
-            document.getElementById("decided-next").disabled = !(decided.next > after);
+        return hh.call("LastApprovalId", []).then(r => {
+            const newest = r[0];
+            decided.newest = newest;
+            if (decided.following || decided.top > newest) decided.top = newest;
+            const after = Math.max(decided.top - PAGE, 0);
+            return hh.call("ListApprovalsPage", [true, after, PAGE]).then(r => {
+                const rows = r[0].map(record).filter(a => a.status !== "pending" && a.id <= decided.top).reverse();
+                hh.replace(document.getElementById("decided-body"), ...rows.map(a =>
+                    hh.el("tr", { "data-approval": a.id, "data-status": a.status },
+                        hh.el("td", {}, String(a.id)), hh.el("td", {}, a.agent), hh.el("td", {}, a.kind),
+                        hh.el("td", { class: "hh-status" }, a.status), hh.el("td", {}, hh.fmtUsec(a.created_at)),
+                        hh.el("td", {}, a.decided_by || "-"), hh.el("td", {}, a.note))));
+                document.getElementById("decided-page").textContent = decided.top
+                    ? "ids " + (after + 1) + "–" + decided.top + " of " + newest + ", newest first" : "none yet";
+                document.getElementById("decided-prev").disabled = decided.top >= newest;
+                document.getElementById("decided-next").disabled = after <= 0;
+            });
         }).catch(e => {
             hh.replace(document.getElementById("decided-body"));
             if (hh.isDenied(e)) refused(e);
@@ -126,12 +133,15 @@
     hh.loadApprovals = function () {
         hh.hive.subscribe({ interface: hh.MANAGER_IFACE, member: "ApprovalNew" }, () => loadPending());
         hh.hive.subscribe({ interface: hh.MANAGER_IFACE, member: "ApprovalChanged" }, () => { loadPending(); loadDecided() });
+        // "Newer" and "Older": a window of PAGE ids up or down.
         document.getElementById("decided-next").addEventListener("click", () => {
-            decided.cursors.push(decided.next);
+            decided.top = Math.max(decided.top - PAGE, 1);
+            decided.following = false;
             loadDecided();
         });
         document.getElementById("decided-prev").addEventListener("click", () => {
-            if (decided.cursors.length > 1) decided.cursors.pop();
+            decided.top = Math.min(decided.top + PAGE, decided.newest);
+            decided.following = decided.top >= decided.newest;
             loadDecided();
         });
         return Promise.all([loadPending(), loadDecided()]);
