@@ -432,6 +432,44 @@ fn load_time_with_many_agents_and_approvals(h: &TestHost, b: &mut Browser, port:
         ])
         .parse()
         .unwrap();
+    // LastApprovalId, which the page starts from, is hive-admin's as the listings are.
+    h.run_ok(&[
+        "sh",
+        "-c",
+        "echo 'hiveadm:x:1001:1001::/:/usr/sbin/nologin' >> /etc/passwd && \
+         echo 'hiveadm:x:1001:' >> /etc/group && \
+         sed -i 's/^hive-admin:x:\\([0-9]*\\):$/hive-admin:x:\\1:hiveadm/' /etc/group && \
+         busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
+    ]);
+    let last_id_as = |user: &str| {
+        h.run(&[
+            "setpriv",
+            "--reuid",
+            user,
+            "--regid",
+            user,
+            "--init-groups",
+            "busctl",
+            "call",
+            "org.hyperhive.Hive1",
+            "/org/hyperhive/hive1",
+            "org.hyperhive.Hive1.Manager",
+            "LastApprovalId",
+        ])
+    };
+    let out = last_id_as("hiveadm");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("x {newest}"),
+        "{}",
+        stderr(&out)
+    );
+    let out = last_id_as("viewer");
+    assert!(
+        !out.status.success() && stderr(&out).contains("denied"),
+        "{}",
+        stderr(&out)
+    );
     let first = "document.querySelector('#decided-body tr').getAttribute('data-approval')";
     assert_eq!(b.eval(first), newest.to_string());
     b.eval("document.getElementById('decided-next').click(), true");
