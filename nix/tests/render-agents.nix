@@ -28,6 +28,8 @@ let
     ripgrep = fakePackage "ripgrep";
     jq = fakePackage "jq";
     claude-code = fakePackage "claude-code";
+    # nix/cockpit.nix builds the page with it; the stand-in keeps the build script.
+    runCommand = name: _: script: fakePackage name // { inherit script; };
     # The real one writes a TOML file in the store; this keeps the value for the test.
     formats.toml = _: {
       generate = name: value: {
@@ -201,6 +203,8 @@ let
         memory_max = "2G";
       };
     };
+    # services.cockpit on: nix/cockpit.nix adds the page (the result is what it installs).
+    cockpit.minimal.root = "/srv/agents/minimal";
     bad-name."Bad_Name".root = "/srv/a";
     config-and-root = {
       both = {
@@ -224,6 +228,7 @@ let
       hostStubs
       {
         _module.args.pkgs = pkgs;
+        services.cockpit.enable = case == "cockpit";
         services.hyperhive = {
           enable = true;
           agents = cases.${case};
@@ -237,5 +242,11 @@ let
 in
 if failed != [ ] then
   throw "\nFailed assertions:\n${lib.concatMapStrings (m: "- ${m}\n") failed}"
+else if case == "cockpit" then
+  {
+    inherit (eval.config.environment) pathsToLink;
+    packages = map (p: p.name) eval.config.environment.systemPackages;
+    scripts = map (p: p.script or "") eval.config.environment.systemPackages;
+  }
 else
   builtins.mapAttrs (_: entry: entry.source.value) etc
