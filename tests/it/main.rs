@@ -12,6 +12,7 @@ mod approvals;
 mod attacks;
 mod browser;
 mod cockpit;
+mod cockpit_ws;
 mod cookbook;
 mod create_safety;
 mod events;
