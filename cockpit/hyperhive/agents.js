@@ -64,7 +64,7 @@
                 ev.preventDefault();
                 hh.alert("");
                 hh.call(verb + "Agent", [name]).catch(e =>
-                    hh.alert(hh.plainError(e, label.toLowerCase() + " agent " + name)));
+                    hh.alert(hh.plainError(e, label.toLowerCase() + " agent " + name, "root")));
             }
         }, label);
     }

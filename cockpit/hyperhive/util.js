@@ -64,11 +64,11 @@
 
     /* The bus's answer in plain words: a refusal says who may do it, anything else is the
        daemon's own one-line message (it names the agent, unit or path). */
-    hh.plainError = function (err, what) {
+    hh.plainError = function (err, what, who) {
         const name = (err && (err.name || err.problem)) || "";
         const message = (err && err.message) || String(err);
         if (DENIED.indexOf(name) >= 0)
-            return "Not allowed: only root and members of the hive-admin group may " + what +
+            return "Not allowed: only " + (who || "root and members of the hive-admin group") + " may " + what +
                 ". The system bus refused: " + message;
         if (name === "org.freedesktop.DBus.Error.ServiceUnknown" || name === "org.freedesktop.DBus.Error.NameHasNoOwner")
             return "hive-c0re is not running on this host, so nobody can " + what + " now (" + message + ")";
