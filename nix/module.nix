@@ -318,6 +318,9 @@ let
   ) cfg.agents;
 in
 {
+  # The Cockpit page, when services.cockpit is on.
+  imports = [ ./cockpit.nix ];
+
   options.services.hyperhive = {
     enable = lib.mkEnableOption "hyperhive, AI agents in systemd-nspawn containers run as transient systemd units";
 

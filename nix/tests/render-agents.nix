@@ -28,6 +28,8 @@ let
     ripgrep = fakePackage "ripgrep";
     jq = fakePackage "jq";
     claude-code = fakePackage "claude-code";
+    # nix/cockpit.nix builds the page with it; the stand-in keeps the build script.
+    runCommand = name: _: script: fakePackage name // { inherit script; };
     # The real one writes a TOML file in the store; this keeps the value for the test.
     formats.toml = _: {
       generate = name: value: {
@@ -47,6 +49,14 @@ let
       environment.systemPackages = mkOption {
         type = types.listOf types.package;
         default = [ ];
+      };
+      environment.pathsToLink = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      services.cockpit.enable = mkOption {
+        type = types.bool;
+        default = false;
       };
       environment.etc = mkOption {
         type = types.attrsOf (types.submodule { options.source = mkOption { type = types.path; }; });
@@ -207,6 +217,8 @@ let
         memory_max = "2G";
       };
     };
+    # services.cockpit on: nix/cockpit.nix adds the page (the result is what it installs).
+    cockpit.minimal.root = "/srv/agents/minimal";
     bad-name."Bad_Name".root = "/srv/a";
     config-and-root = {
       both = {
@@ -230,6 +242,7 @@ let
       hostStubs
       {
         _module.args.pkgs = pkgs;
+        services.cockpit.enable = case == "cockpit";
         services.hyperhive = {
           enable = true;
           agents = cases.${case};
@@ -243,5 +256,11 @@ let
 in
 if failed != [ ] then
   throw "\nFailed assertions:\n${lib.concatMapStrings (m: "- ${m}\n") failed}"
+else if case == "cockpit" then
+  {
+    inherit (eval.config.environment) pathsToLink;
+    packages = map (p: p.name) eval.config.environment.systemPackages;
+    scripts = map (p: p.script or "") eval.config.environment.systemPackages;
+  }
 else
   builtins.mapAttrs (_: entry: entry.source.value) etc

@@ -28,6 +28,7 @@ pub trait Manager {
         after: i64,
         limit: u32,
     ) -> zbus::Result<(Vec<super::ApprovalRecord>, i64)>;
+    fn last_approval_id(&self) -> zbus::Result<i64>;
     fn show_approval(&self, id: i64) -> zbus::Result<String>;
     fn get_approval(&self, id: i64) -> zbus::Result<super::ApprovalRecord>;
     fn approve(&self, id: i64, note: &str) -> zbus::Result<super::ApprovalRecord>;

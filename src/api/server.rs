@@ -317,6 +317,17 @@ impl Manager {
         Ok(bound_page(rows, limit as usize))
     }
 
+    /// The newest approval's id, 0 when there is none: ids are dense and never reused, so
+    /// `ListApprovalsPage(true, LastApprovalId - n, n)` reads the newest `n`.
+    async fn last_approval_id(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<i64, Error> {
+        require_admin(conn, &header, "list approvals").await?;
+        Ok(self.hive.approvals.last_id()?)
+    }
+
     async fn get_approval(
         &self,
         id: i64,

@@ -231,7 +231,8 @@ fn denied(detail: &str) -> String {
         .unwrap_or_default();
     let policy = "D-Bus policy org.hyperhive.Hive1.conf";
     match member {
-        "ListApprovals" | "ListApprovalsPage" | "GetApproval" | "ShowApproval" => format!(
+        "ListApprovals" | "ListApprovalsPage" | "LastApprovalId" | "GetApproval"
+        | "ShowApproval" => format!(
             "access denied: reading approvals needs root or membership in group hive-admin ({policy})"
         ),
         "Approve" | "Deny" => format!(
@@ -316,7 +317,12 @@ mod usage_tests {
                  member=\"{m}\" error name=\"(unset)\""
             ))
         };
-        for m in ["ListApprovals", "ListApprovalsPage", "ShowApproval"] {
+        for m in [
+            "ListApprovals",
+            "ListApprovalsPage",
+            "LastApprovalId",
+            "ShowApproval",
+        ] {
             assert!(
                 msg(m).contains("reading approvals needs root or membership in group hive-admin")
             );

@@ -196,6 +196,11 @@ impl Approvals {
             .map_err(Error::failed)
     }
 
+    /// The newest approval's id (0: none yet), for reading the newest pages.
+    pub fn last_id(&self) -> Result<i64, Error> {
+        self.with_store(|s| s.last_id()).map_err(Error::failed)
+    }
+
     pub fn get(&self, id: i64) -> Result<Approval, Error> {
         self.with_store(|s| s.get(id))
             .map_err(Error::failed)?

@@ -164,6 +164,15 @@ impl Store {
             .with_context(|| format!("reading approval {id} from {}", self.path.display()))
     }
 
+    /// The newest approval's id, 0 when there is none. Ids are handed out in order and
+    /// rows are never deleted, so the newest n approvals are the ids above this minus n.
+    pub fn last_id(&self) -> Result<i64> {
+        self.conn
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM approvals")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+            .with_context(|| format!("reading the newest approval id in {}", self.path.display()))
+    }
+
     /// How many approvals are pending, without reading them (STATUS= asks on every unit
     /// state change).
     pub fn count_pending(&self) -> Result<usize> {

@@ -864,3 +864,18 @@ fn the_approved_filter_finds_only_what_a_restart_must_resume() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn last_id_is_the_newest_and_ids_are_dense() {
+    let dir = TempDir::new("last-id");
+    let mut store = Store::open(dir.db()).unwrap();
+    assert_eq!(store.last_id().unwrap(), 0);
+    for i in 0..5 {
+        store.request(&name("alice"), "k", &format!("{i}")).unwrap();
+    }
+    store.decide(2, Decision::Deny, "uid 0", None).unwrap();
+    assert_eq!(store.last_id().unwrap(), 5);
+    // The newest two are the ids above last - 2, as the Cockpit page reads them.
+    let page = store.list_page(ListFilter::All, 3, 2).unwrap();
+    assert_eq!(page.iter().map(|a| a.id).collect::<Vec<_>>(), [4, 5]);
+}

@@ -433,3 +433,28 @@ fn option_names(src: &str, binding: &str) -> Vec<String> {
     }
     panic!("{binding}: the attrset is not closed");
 }
+
+/// With services.cockpit on, nix/cockpit.nix (imported by the module) puts the Cockpit page
+/// in the system path: share/cockpit/hyperhive from cockpit/hyperhive/, with share/cockpit
+/// linked into the system profile where Cockpit looks. Without Cockpit ("good") it adds
+/// nothing but the package.
+#[test]
+fn the_cockpit_page_is_installed_when_cockpit_is_on() {
+    let Some(out) = render("cockpit") else { return };
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
+    let strings = |k: &str| -> Vec<String> {
+        out[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(strings("pathsToLink"), ["/share/cockpit"]);
+    assert!(strings("packages").contains(&"hyperhive-cockpit".to_owned()));
+    let script = strings("scripts").concat();
+    assert!(
+        script.contains("-hyperhive $out/share/cockpit/hyperhive"),
+        "{script}"
+    );
+}
