@@ -26,10 +26,8 @@ command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # xtask/tests/gen.rs renders every man page with man (man-db pulls in groff-base).
 command -v man >/dev/null 2>&1 || missing+=(man-db)
-<<<<<<< HEAD
 # tests/it/claude.rs runs the real Claude Code CLI, installed from the npm registry below.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
-=======
 # tests/it/cockpit.rs: Cockpit's web service and bridge, its system pages (without them a
 # browser gets only the login page), and headless Chromium driven over the DevTools protocol.
 # Without their Recommends (PackageKit, udisks, fonts…), which the test needs none of.
@@ -43,7 +41,6 @@ if [ ${#lean[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
 fi
->>>>>>> h-cockpit
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt-get update -qq
