@@ -88,6 +88,10 @@ let
                 type = types.listOf (types.oneOf [ types.str types.path types.package types.attrs ]);
                 default = [ ];
               };
+              restartTriggers = mkOption {
+                type = types.listOf (types.oneOf [ types.str types.path types.package types.attrs ]);
+                default = [ ];
+              };
             };
           }
         );
@@ -170,6 +174,7 @@ let
         memory_max = "2G";
         cpu_weight = 100;
         tasks_max = 512;
+        disk_max = "20G";
         network = "private";
         harness = [
           "claude"
@@ -219,6 +224,12 @@ let
         services.hyperhive = {
           enable = true;
           agents = cases.${case};
+          # The daemon-wide defaults (hive.toml): some set, the rest left to hyperhive.
+          defaults = lib.optionalAttrs (case == "good") {
+            memory_max = "25%";
+            tasks_max = 1024;
+            disk_max = "20G";
+          };
           inherit evalAgentSystem;
         };
       }

@@ -8,6 +8,7 @@ pub mod agent_side;
 mod apply;
 mod approval_view;
 pub mod approvals;
+pub mod bounds;
 pub mod changes;
 mod crash;
 mod error;

@@ -10,6 +10,7 @@ mod agents;
 mod approval_bounds;
 mod approvals;
 mod attacks;
+mod bounds;
 mod cookbook;
 mod create_safety;
 mod events;
