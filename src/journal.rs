@@ -49,10 +49,13 @@ pub enum Event {
     AgentTurn,
     /// An admin's `hivectl tell` reached the agent's harness (`HIVE_TOLD_BY=`, `HIVE_MESSAGE_TEXT=`).
     AgentTold,
+    /// The kernel killed a process of an agent for memory, inside the agent's own cgroup
+    /// (its `MemoryMax=`); `HIVE_OOM_KILLS=` counts them since the container started.
+    AgentOom,
 }
 
 impl Event {
-    pub const ALL: [Event; 24] = [
+    pub const ALL: [Event; 25] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -77,6 +80,7 @@ impl Event {
         Event::StoreUnavailable,
         Event::AgentTurn,
         Event::AgentTold,
+        Event::AgentOom,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -106,6 +110,7 @@ impl Event {
             Event::StoreUnavailable => "store_unavailable",
             Event::AgentTurn => "agent_turn",
             Event::AgentTold => "agent_told",
+            Event::AgentOom => "agent_oom",
         }
     }
 
@@ -135,6 +140,7 @@ impl Event {
             Event::StoreUnavailable => "5fda441d0693453e89eea15aa2bb6a5e",
             Event::AgentTurn => "8f3c2e5d1a7b4c69b0d4e2f61a9c7b35",
             Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
+            Event::AgentOom => "6cd6b45bb7994e5daae9a064df0424c3",
         }
     }
 
@@ -146,6 +152,7 @@ impl Event {
             | Event::ApprovalFailed
             | Event::ApprovalRefused
             | Event::AgentThrottled
+            | Event::AgentOom
             | Event::ReconcileFailed => Level::Warn,
             _ => Level::Info,
         }

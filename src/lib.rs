@@ -2,6 +2,7 @@
 //! container is a transient systemd unit created over D-Bus; see docs/architecture.md.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub(crate) mod daemon;
 pub mod failpoint;

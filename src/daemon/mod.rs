@@ -17,6 +17,7 @@ mod harness;
 mod hive;
 mod lifecycle;
 mod nixos_system;
+pub mod oom;
 pub mod preflight;
 mod reconcile;
 pub mod request_checks;

@@ -149,7 +149,9 @@ impl TestHost {
             // starts in the root cgroup, so parallel hosts would share one tree. Their
             // systemds would then see each other's processes in a same-named unit's
             // cgroup: units would not be collected, and a stop could kill the neighbour's.
-            let cgroups = create_host_cgroups(&name, opts.v1_controllers)?;
+            // v1 controllers only for a host that boots hybrid (not one nspawn boots unified).
+            let v1_controllers = opts.v1_controllers && os.nspawn_env().is_empty();
+            let cgroups = create_host_cgroups(&name, v1_controllers)?;
             let mut cmd = Command::new("sh");
             cmd.arg("-c")
                 .arg(r#"IFS=:; for cg in $HH_CGROUPS; do echo $$ > "$cg/cgroup.procs" || exit 125; done; exec "$@""#)
@@ -249,7 +251,8 @@ impl TestHost {
                  && rm -rf /run/hh-catalog",
             ]);
         }
-        if opts.v1_controllers && crate::cgroups::has_v1_controllers() {
+        if opts.v1_controllers && crate::cgroups::has_v1_controllers() && os.nspawn_env().is_empty()
+        {
             host.writable_v1_controllers()?;
         }
         if opts.start_daemon {

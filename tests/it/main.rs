@@ -11,6 +11,7 @@ mod approval_bounds;
 mod approvals;
 mod attacks;
 mod bounds;
+mod bounds_enforced;
 mod cookbook;
 mod create_safety;
 mod events;
