@@ -12,6 +12,7 @@ mod approvals;
 mod attacks;
 mod bounds;
 mod bounds_enforced;
+mod bounds_journal;
 mod cookbook;
 mod create_safety;
 mod events;
