@@ -5,6 +5,7 @@ pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub(crate) mod daemon;
+pub mod disk;
 pub mod failpoint;
 pub(crate) mod harness;
 pub(crate) mod inventory;

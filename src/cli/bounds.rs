@@ -68,7 +68,7 @@ impl UnitBounds {
         }
     }
 
-    /// The bounds it is near: `memory`, `tasks` (and `disk`, from [`DiskUse`]).
+    /// The bounds it is near: `memory`, `tasks`.
     pub fn near(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.memory.near() {
@@ -116,10 +116,51 @@ pub fn render(b: &UnitBounds) -> String {
     if let Some(w) = b.cpu_weight {
         out.push_str(&format!(" CPUWeight: {w}\n"));
     }
-    if let Some(k) = b.oom_kills {
-        out.push_str(&format!(" OOM kills: {k} since it started\n"));
+    match b.oom_kills {
+        Some(k) => out.push_str(&format!(" OOM kills: {k} since it started\n")),
+        None => out.push_str(" OOM kills: not counted here (no memory controller for it)\n"),
     }
     out
+}
+
+/// The agent's disk use against its bound: its spec's `disk_max`, or hive.toml's default.
+/// Counted on this host's disk; `None` when its spec cannot be read.
+pub fn disk_use(
+    roots: &crate::paths::Roots,
+    name: &crate::spec::AgentName,
+) -> Option<crate::disk::DiskUse> {
+    let spec = crate::daemon::specs::load_spec(roots, name).ok()?;
+    let max = match spec.disk_max {
+        Some(m) => m,
+        None => {
+            crate::daemon::bounds::read_defaults(&roots.config)
+                .ok()?
+                .disk_max
+        }
+    };
+    let mut dirs = vec![roots.state_dir(name), roots.claude_dir(name)];
+    let journal =
+        std::path::Path::new("/var/log/journal").join(crate::plan::agent_machine_id(name));
+    if journal.is_dir() {
+        dirs.push(journal);
+    }
+    Some(crate::disk::usage(&dirs, max))
+}
+
+/// The status line of the disk bound.
+pub fn render_disk(d: &crate::disk::DiskUse) -> String {
+    let at_least = if d.complete { "" } else { "at least " };
+    let near = if d.near() { "  NEAR ITS BOUND" } else { "" };
+    let enforced = if d.enforced {
+        ""
+    } else {
+        "  NOT ENFORCED (docs/persistence.md)"
+    };
+    format!(
+        "      Disk: {at_least}{} in use (state, credentials, journal), max {}{near}{enforced}\n",
+        bytes(d.used),
+        bytes(d.max)
+    )
 }
 
 #[cfg(test)]

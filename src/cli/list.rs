@@ -38,8 +38,8 @@ pub struct AgentRow {
     pub sub_state: SubState,
     /// The spec file the agent is started from, if it has one.
     pub spec: Option<PathBuf>,
-    /// The bounds a running agent uses 90 % or more of (`memory`, `tasks`, `disk`):
-    /// `hivectl status NAME` shows each with its use.
+    /// The bounds a running agent uses 90 % or more of (`memory`, `tasks`), from its
+    /// unit's properties: `hivectl status NAME` shows each with its use, and its disk.
     pub near_bounds: Vec<String>,
 }
 

@@ -63,6 +63,9 @@ pub struct AgentStatus {
     /// Memory, tasks and CPU: each bound and its use, from the unit's properties (and the
     /// kernel's OOM count, on this host); `null` when systemd holds no unit.
     pub bounds: Option<super::bounds::UnitBounds>,
+    /// What the agent has written on this host (state, credentials, journal) against its
+    /// `disk_max`, and whether that bound is enforced; `null` over `-H` or without a spec.
+    pub disk: Option<crate::disk::DiskUse>,
     /// The agent's last turn in the turn loop, from the daemon's `agent_turn` journal
     /// entries; `null` when none is recorded (or the journal cannot be read).
     pub last_turn: Option<super::tell::LastTurn>,
@@ -157,8 +160,9 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 10] = [
+const REMOTE_LEAVES_OUT: [&str; 11] = [
     "spec",
+    "disk",
     "last_crash",
     "harness_last_crash",
     "state_dir",
@@ -207,6 +211,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             // The remote host's /proc is not ours to read.
             user_namespace: None,
             bounds: unit_bounds(&sd, &name, false).await,
+            disk: None,
             container: unit,
             last_crash: None,
             harness_last_crash: None,
@@ -261,6 +266,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             None
         },
         bounds: unit_bounds(&sd, &name, true).await,
+        disk: super::bounds::disk_use(&roots, &name),
         container: unit,
         recent_log: super::logs::recent(&name, 10),
         last_turn: super::tell::last_turn(&name),
@@ -312,6 +318,9 @@ pub fn render_status(st: &AgentStatus) -> String {
     }
     if let Some(b) = &st.bounds {
         out.push_str(&super::bounds::render(b));
+    }
+    if let Some(d) = &st.disk {
+        out.push_str(&super::bounds::render_disk(d));
     }
     if st.host.is_none() {
         let line = |what: &str, c: &super::crash::Crash| {

@@ -21,7 +21,7 @@ pub mod oom;
 pub mod preflight;
 mod reconcile;
 pub mod request_checks;
-mod specs;
+pub(crate) mod specs;
 mod startup;
 pub mod status;
 mod units;

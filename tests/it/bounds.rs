@@ -146,3 +146,56 @@ fn a_bad_defaults_file_stops_the_daemon_in_one_line() {
         "{log}"
     );
 }
+
+#[test]
+fn the_disk_bound_is_shown_and_never_silently_unenforced() {
+    let h = hive();
+    // Said at the daemon's start, every start.
+    let log = daemon_log(&h);
+    assert!(
+        log.contains("disk bounds (disk_max) are not enforced on this host"),
+        "{log}"
+    );
+    assert_bad_input(
+        &h.hivectl(&[
+            "create",
+            "x",
+            "--root",
+            "/",
+            "--volatile",
+            "yes",
+            "--disk-max",
+            "1M",
+        ]),
+        "disk_max",
+    );
+    h.create("alice", &["--disk-max", "100M"]);
+    let wrote = h.in_agent(
+        "alice",
+        &[
+            "sh",
+            "-c",
+            "head -c 5242880 /dev/urandom > /state/blob && sync && echo done",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&wrote.stdout).contains("done"));
+    let status = h.hivectl_ok(&["status", "alice"]);
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("Disk:"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        line.contains("in use (state, credentials, journal), max 100.0M  NOT ENFORCED"),
+        "{line}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&h.hivectl_ok(&["status", "alice", "--json"])).unwrap();
+    let used = json["disk"]["used"].as_u64().unwrap();
+    assert!(used >= 5 << 20, "{used}");
+    assert_eq!(json["disk"]["max"], 100u64 << 20);
+    assert_eq!(json["disk"]["enforced"], false);
+    // An agent without a disk_max gets the default bound, shown the same way.
+    h.create("bob", &[]);
+    let status = h.hivectl_ok(&["status", "bob"]);
+    assert!(status.contains("max 10.0G  NOT ENFORCED"), "{status}");
+}
