@@ -66,7 +66,21 @@ fn daemon_host(bin: &Path) -> Host {
         // The test host keeps a persistent journal, so hive-c0re there plans each agent's
         // idmapped journal directory.
         journal: Some("/var/log/journal".into()),
+        // As hive-c0re there reckons them: no hive.toml, the host's (shared) memory.
+        defaults: hyperhive::spec::bounds::Defaults::shipped(mem_total()),
     }
+}
+
+/// MemTotal in bytes, as hive-c0re reads it (the test host shares this kernel).
+fn mem_total() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    kib * 1024
 }
 
 /// What `hivectl create NAME --root / --volatile yes` has the daemon plan.

@@ -48,6 +48,7 @@ fn host() -> Host {
         hive_harness: "/usr/bin/true".into(),
         base_path: vec!["/usr/bin".into()],
         journal: None,
+        defaults: hyperhive::spec::bounds::Defaults::shipped(8 << 30),
     }
 }
 

@@ -120,6 +120,12 @@ let
       default = null;
       description = "`TasksMax=` of the agent's container unit.";
     };
+    disk_max = mkOption {
+      type = types.nullOr (types.either types.ints.positive types.str);
+      default = null;
+      example = "20G";
+      description = "One bound over the agent's state, credentials and journal on the host (docs/persistence.md): bytes, or a number with K, M, G or T; at least 64M. Default: `services.hyperhive.defaults.disk_max`.";
+    };
     network = mkOption {
       type = types.nullOr (
         types.enum [
@@ -310,6 +316,11 @@ let
       ]
     ) fields;
 
+  # /etc/hyperhive/hive.toml: the bounds every agent gets where its spec sets none.
+  hiveToml = settingsFormat.generate "hyperhive-hive.toml" {
+    agents = lib.filterAttrs (_: v: v != null) cfg.defaults;
+  };
+
   validName = name: builtins.match "[a-z][a-z0-9-]{0,30}" name != null;
 
   # Each declared agent's spec file, by name.
@@ -383,6 +394,31 @@ in
       description = "How an agent's modules become a NixOS system; the module tests replace it.";
     };
 
+    defaults = {
+      memory_max = mkOption {
+        type = types.nullOr (types.either types.ints.positive types.str);
+        default = null;
+        example = "25%";
+        description = "`MemoryMax=` of every agent whose spec sets none: bytes, a number with K, M, G or T, or a share of the host's memory (`25%`). null: hyperhive's shipped default, a quarter of the host's memory (at least 512M). `MemoryHigh=` is 90 % of it.";
+      };
+      tasks_max = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "`TasksMax=` of every agent whose spec sets none. null: 4096.";
+      };
+      cpu_weight = mkOption {
+        type = types.nullOr (types.ints.between 1 10000);
+        default = null;
+        description = "`CPUWeight=` of every agent whose spec sets none. null: 100.";
+      };
+      disk_max = mkOption {
+        type = types.nullOr (types.either types.ints.positive types.str);
+        default = null;
+        example = "20G";
+        description = "Disk bound of every agent whose spec sets none (docs/persistence.md). null: 10G.";
+      };
+    };
+
     adminUsers = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -432,6 +468,9 @@ in
       # nixos-rebuild switch reloads (not restarts) the daemon when a declared agent
       # changes: its reconcile rebuilds that agent and creates new ones, and leaves the rest.
       reloadTriggers = builtins.attrValues specSources;
+      # The defaults are read at the daemon's start; a restart never stops an agent, and its
+      # startup reconcile rebuilds the agents whose bounds they change.
+      restartTriggers = [ hiveToml ];
     };
 
     services.dbus.packages = [ cfg.package ];
@@ -441,8 +480,12 @@ in
     # NixOS declares users and groups itself.
     users.groups.hive-admin.members = cfg.adminUsers;
 
-    environment.etc = lib.mapAttrs' (
-      name: source: lib.nameValuePair "hyperhive/agents/${name}.toml" { inherit source; }
-    ) specSources;
+    environment.etc =
+      lib.mapAttrs' (
+        name: source: lib.nameValuePair "hyperhive/agents/${name}.toml" { inherit source; }
+      ) specSources
+      // {
+        "hyperhive/hive.toml".source = hiveToml;
+      };
   };
 }

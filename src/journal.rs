@@ -51,10 +51,13 @@ pub enum Event {
     AgentTold,
     /// A Claude Code agent spent its daily budget; its wakes wait (`HIVE_DATA=`).
     AgentOverBudget,
+    /// The kernel killed a process of an agent for memory, inside the agent's own cgroup
+    /// (its `MemoryMax=`); `HIVE_OOM_KILLS=` counts them since the container started.
+    AgentOom,
 }
 
 impl Event {
-    pub const ALL: [Event; 25] = [
+    pub const ALL: [Event; 26] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -80,6 +83,7 @@ impl Event {
         Event::AgentTurn,
         Event::AgentTold,
         Event::AgentOverBudget,
+        Event::AgentOom,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -110,6 +114,7 @@ impl Event {
             Event::AgentTurn => "agent_turn",
             Event::AgentTold => "agent_told",
             Event::AgentOverBudget => "agent_over_budget",
+            Event::AgentOom => "agent_oom",
         }
     }
 
@@ -140,6 +145,7 @@ impl Event {
             Event::AgentTurn => "8f3c2e5d1a7b4c69b0d4e2f61a9c7b35",
             Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
             Event::AgentOverBudget => "5b1e0c7d2f8a4e3b9c6d1a0f7e2b4c58",
+            Event::AgentOom => "6cd6b45bb7994e5daae9a064df0424c3",
         }
     }
 
@@ -152,7 +158,8 @@ impl Event {
             | Event::ApprovalRefused
             | Event::AgentThrottled
             | Event::ReconcileFailed
-            | Event::AgentOverBudget => Level::Warn,
+            | Event::AgentOverBudget
+            | Event::AgentOom => Level::Warn,
             _ => Level::Info,
         }
     }

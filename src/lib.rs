@@ -2,8 +2,10 @@
 //! container is a transient systemd unit created over D-Bus; see docs/architecture.md.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub(crate) mod daemon;
+pub mod disk;
 pub mod failpoint;
 pub(crate) mod harness;
 pub(crate) mod inventory;

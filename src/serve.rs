@@ -144,6 +144,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     hive.refresh_status().await;
     spawn_status_on_approvals(hive.clone());
     spawn_watchdog(conn.clone());
+    crate::daemon::oom::spawn();
     log::info!(
         "hive-c0re ready on {}: {running} agents running",
         api::BUS_NAME

@@ -98,6 +98,10 @@ let
                 type = types.listOf (types.oneOf [ types.str types.path types.package types.attrs ]);
                 default = [ ];
               };
+              restartTriggers = mkOption {
+                type = types.listOf (types.oneOf [ types.str types.path types.package types.attrs ]);
+                default = [ ];
+              };
             };
           }
         );
@@ -180,6 +184,7 @@ let
         memory_max = "2G";
         cpu_weight = 100;
         tasks_max = 512;
+        disk_max = "20G";
         network = "private";
         harness = [
           "claude"
@@ -246,6 +251,12 @@ let
         services.hyperhive = {
           enable = true;
           agents = cases.${case};
+          # The daemon-wide defaults (hive.toml): some set, the rest left to hyperhive.
+          defaults = lib.optionalAttrs (case == "good") {
+            memory_max = "25%";
+            tasks_max = 1024;
+            disk_max = "20G";
+          };
           inherit evalAgentSystem;
         };
       }

@@ -43,6 +43,10 @@ pub struct CreateArgs {
     /// Task limit (TasksMax=)
     #[arg(long, value_name = "N")]
     pub tasks_max: Option<u64>,
+    /// Disk bound over the agent's state, credentials and journal: bytes, or a number
+    /// with K, M, G or T; at least 64M (default: hive.toml's, docs/persistence.md)
+    #[arg(long, value_name = "SIZE")]
+    pub disk_max: Option<String>,
     /// Network: the host's (default) or a private namespace
     #[arg(long, value_parser = ["host", "private"])]
     pub network: Option<String>,
@@ -141,6 +145,7 @@ impl CreateArgs {
             .transpose()
             .map_err(|e: crate::spec::SpecError| BadInput(e.to_string()))?;
         flags.memory_max = self.memory_max.clone().map(crate::spec::size::Size::Text);
+        flags.disk_max = self.disk_max.clone().map(crate::spec::size::Size::Text);
         // Taken as raw bytes so that one not valid UTF-8 is a one-line refusal (exit 2).
         flags.bind = self
             .bind

@@ -104,6 +104,7 @@ impl DaemonOpts {
         if let Some(bad) = base_path.iter().find(|p| !p.is_absolute()) {
             anyhow::bail!("base PATH entry {}: must be absolute", bad.display());
         }
+        let defaults = crate::daemon::bounds::load_defaults(&roots.config)?;
         Ok(Host {
             roots,
             nspawn,
@@ -111,6 +112,7 @@ impl DaemonOpts {
             hive_harness,
             base_path,
             journal: crate::plan::persistent_journal(),
+            defaults,
         })
     }
 }

@@ -38,6 +38,9 @@ pub struct AgentRow {
     pub sub_state: SubState,
     /// The spec file the agent is started from, if it has one.
     pub spec: Option<PathBuf>,
+    /// The bounds a running agent uses 90 % or more of (`memory`, `tasks`), from its
+    /// unit's properties: `hivectl status NAME` shows each with its use, and its disk.
+    pub near_bounds: Vec<String>,
 }
 
 pub(super) fn spec_path(roots: &Roots, name: &AgentName) -> Option<PathBuf> {
@@ -127,9 +130,19 @@ fn assemble(
                 load_state: load,
                 active_state: active,
                 sub_state: sub,
+                near_bounds: Vec::new(),
             }
         })
         .collect()
+}
+
+/// Fills in the bounds each running agent is near, from its unit's properties.
+async fn flag_near_bounds(sd: &Systemd, rows: &mut [AgentRow]) {
+    for r in rows.iter_mut().filter(|r| r.active_state.is_up()) {
+        if let Ok(Some(props)) = sd.properties(&r.unit).await {
+            r.near_bounds = super::bounds::UnitBounds::from_properties(&props).near();
+        }
+    }
 }
 
 /// JSON without the fields only the local disk can fill in.
@@ -188,10 +201,11 @@ pub async fn list(t: &Target, roots: &RootArgs, args: ListArgs) -> Result<()> {
     let roots = roots.roots()?;
     let conn = t.connect().await?;
     let sd = Systemd::reader(&conn).await?;
-    let rows = match t {
+    let mut rows = match t {
         Target::Local => local_rows(&conn, &roots, &sd).await?,
         Target::Remote(_) => remote_rows(&conn, &sd).await?,
     };
+    flag_near_bounds(&sd, &mut rows).await;
     if args.json {
         let mut v = serde_json::to_value(&rows)?;
         if t.remote().is_some() {
@@ -210,10 +224,17 @@ pub async fn list(t: &Target, roots: &RootArgs, args: ListArgs) -> Result<()> {
                 r.active_state.to_string(),
                 r.sub_state.to_string(),
                 r.machine.clone(),
+                if r.near_bounds.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("near {}", r.near_bounds.join(","))
+                },
             ]
         })
         .collect();
-    let header = ["AGENT", "UNIT", "LOAD", "ACTIVE", "SUB", "MACHINE"];
+    let header = [
+        "AGENT", "UNIT", "LOAD", "ACTIVE", "SUB", "MACHINE", "BOUNDS",
+    ];
     print!(
         "{}",
         table(if args.no_legend { None } else { Some(&header) }, &body)

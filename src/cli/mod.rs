@@ -2,6 +2,7 @@
 //! definitions generate the man pages and shell completions.
 
 pub mod approvals;
+pub mod bounds;
 pub mod crash;
 pub mod create;
 pub mod create_claude;

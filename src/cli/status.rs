@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::bounds::UnitBounds;
 use super::list::{daemon_agents, spec_path, without};
 use super::render::format_usec;
 use super::{BadInput, RootArgs, Target};
@@ -59,6 +60,12 @@ pub struct AgentStatus {
     /// The NixOS system a system agent runs, as its GC root names it (the daemon moves the
     /// root on each boot and switch); `null` for an agent that boots a root directory.
     pub system: Option<RunningSystem>,
+    /// Memory, tasks and CPU: each bound and its use, from the unit's properties (and the
+    /// kernel's OOM count, on this host); `null` when systemd holds no unit.
+    pub bounds: Option<super::bounds::UnitBounds>,
+    /// What the agent has written on this host (state, credentials, journal) against its
+    /// `disk_max`, and whether that bound is enforced; `null` over `-H` or without a spec.
+    pub disk: Option<crate::disk::DiskUse>,
     /// The agent's last turn in the turn loop, from the daemon's `agent_turn` journal
     /// entries; `null` when none is recorded (or the journal cannot be read).
     pub last_turn: Option<super::tell::LastTurn>,
@@ -131,6 +138,16 @@ async fn pending_approvals(conn: &zbus::Connection, name: &AgentName) -> Option<
 
 /// The harness unit's state, from the systemd inside the container, reached from inside
 /// its namespaces as `systemctl -M` does (root only; `None` otherwise or on no answer).
+/// The container unit's bounds and use; the OOM count is read from this host's cgroups.
+async fn unit_bounds(sd: &Systemd, name: &AgentName, local: bool) -> Option<UnitBounds> {
+    let props = sd.properties(&name.container_unit()).await.ok()??;
+    let mut b = UnitBounds::from_properties(&props);
+    if local {
+        b.oom_kills = crate::cgroup::oom_kills(&name.container_unit());
+    }
+    Some(b)
+}
+
 async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatus> {
     let timeout = std::time::Duration::from_secs(2);
     let read = async {
@@ -146,8 +163,9 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 11] = [
+const REMOTE_LEAVES_OUT: [&str; 12] = [
     "spec",
+    "disk",
     "last_crash",
     "harness_last_crash",
     "state_dir",
@@ -196,6 +214,8 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             harness: None,
             // The remote host's /proc is not ours to read.
             user_namespace: None,
+            bounds: unit_bounds(&sd, &name, false).await,
+            disk: None,
             container: unit,
             last_crash: None,
             harness_last_crash: None,
@@ -250,6 +270,8 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         } else {
             None
         },
+        bounds: unit_bounds(&sd, &name, true).await,
+        disk: super::bounds::disk_use(&roots, &name),
         container: unit,
         recent_log: super::logs::recent(&name, 10),
         last_turn: super::tell::last_turn(&name),
@@ -299,6 +321,12 @@ pub fn render_status(st: &AgentStatus) -> String {
             u.n_restarts
         ));
         out.push_str(&format!("Invocation: {}\n", u.invocation_id));
+    }
+    if let Some(b) = &st.bounds {
+        out.push_str(&super::bounds::render(b));
+    }
+    if let Some(d) = &st.disk {
+        out.push_str(&super::bounds::render_disk(d));
     }
     if st.host.is_none() {
         let line = |what: &str, c: &super::crash::Crash| {

@@ -185,6 +185,7 @@ mod tests {
             hive_harness: dir.join("no-harness"),
             base_path: vec!["/usr/bin".into()],
             journal: None,
+            defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
         }
     }
 

@@ -18,7 +18,10 @@ pub fn protected(roots: &Roots) -> Vec<PathBuf> {
 /// and its bind sources pass [`bind_source`]. Run when the agent asks, when an admin
 /// looks, and again when applying: the host may have changed in between.
 pub fn check(req: &AgentRequest, current: &AgentSpec, roots: &Roots) -> Result<AgentSpec, String> {
-    let spec = req.apply_to(current, &protected(roots))?;
+    // Read now, as the bind sources are: the bound an agent may not exceed is the one its
+    // spec would get, hive.toml's where the spec sets none.
+    let defaults = super::bounds::read_defaults(&roots.config).map_err(|e| format!("{e:#}"))?;
+    let spec = req.apply_to(current, &defaults, &protected(roots))?;
     for entry in &req.bind {
         bind_source(&entry_source(entry)?)?;
     }

@@ -13,6 +13,7 @@ use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
 mod claude;
 pub use claude::API_KEY_CREDENTIAL;
+pub mod bounds;
 mod harness;
 pub mod system;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
@@ -51,6 +52,8 @@ pub struct Host {
     /// The host's persistent journal (`/var/log/journal`), if it keeps one: an agent in
     /// its own user namespace gets an idmapped directory there (see [`agent_journal_dir`]).
     pub journal: Option<PathBuf>,
+    /// The bounds an agent gets where its spec sets none (`<config>/hive.toml`).
+    pub defaults: crate::spec::bounds::Defaults,
 }
 
 /// `/var/log/journal` if the host keeps a persistent journal (nspawn's `try-host`).
@@ -289,15 +292,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             ));
         }
     }
-    if let Some(m) = spec.memory_max {
-        properties.push(("MemoryMax".into(), Prop::U64(m)));
-    }
-    if let Some(w) = spec.cpu_weight {
-        properties.push(("CPUWeight".into(), Prop::U64(w)));
-    }
-    if let Some(t) = spec.tasks_max {
-        properties.push(("TasksMax".into(), Prop::U64(t)));
-    }
+    properties.extend(bounds::properties(&host.defaults.for_agent(spec)));
 
     // The container's hash also covers the harness unit it will carry, so a change to the
     // harness command alone is drift too, and reconcile can judge an agent from the host

@@ -123,6 +123,7 @@ mod tests {
             hive_harness: "/usr/bin/hive-harness".into(),
             base_path: vec!["/usr/bin".into()],
             journal: None,
+            defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
         }
     }
 

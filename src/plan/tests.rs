@@ -13,6 +13,7 @@ fn host() -> Host {
             "/usr/bin".into(),
         ],
         journal: Some("/var/log/journal".into()),
+        defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
     }
 }
 
@@ -76,8 +77,40 @@ fn every_required_property_is_explicit() {
     assert_eq!(strv(&plan, "RuntimeDirectory"), vec!["hyperhive/alice"]);
     assert_eq!(plan.get("RuntimeDirectoryMode"), Some(&Prop::U32(0o700)));
     assert_eq!(plan.get("Restart"), Some(&Prop::Str("on-failure".into())));
-    // No limits unless the spec asks.
-    assert!(plan.get("MemoryMax").is_none() && plan.get("CPUWeight").is_none());
+    // No spec limits: the daemon's defaults, never systemd's (unbounded) ones.
+    let d = host().defaults;
+    assert_eq!(plan.get("MemoryMax"), Some(&Prop::U64(d.memory_max)));
+    assert_eq!(
+        plan.get("MemoryHigh"),
+        Some(&Prop::U64(crate::spec::bounds::memory_high(d.memory_max)))
+    );
+    assert_eq!(plan.get("TasksMax"), Some(&Prop::U64(d.tasks_max)));
+    assert_eq!(plan.get("CPUWeight"), Some(&Prop::U64(d.cpu_weight)));
+    assert_eq!(plan.get("OOMPolicy"), Some(&Prop::Str("continue".into())));
+}
+
+#[test]
+fn other_defaults_are_another_plan_and_explicit_limits_ignore_them() {
+    let mut other = host();
+    other.defaults.tasks_max = 99;
+    // An agent on the defaults drifts when they change (reconcile rebuilds it)...
+    assert_ne!(
+        container_unit(&base(), &host()).hash,
+        container_unit(&base(), &other).hash
+    );
+    // ...one whose spec sets every bound keeps its plan.
+    let s = spec(
+        "root = \"/\"\nvolatile = \"yes\"\nmemory_max = \"1G\"\ntasks_max = 10\ncpu_weight = 7\n",
+    );
+    let plan = container_unit(&s, &other);
+    assert_eq!(plan.hash, container_unit(&s, &host()).hash);
+    assert_eq!(plan.get("MemoryMax"), Some(&Prop::U64(1 << 30)));
+    assert_eq!(
+        plan.get("MemoryHigh"),
+        Some(&Prop::U64(crate::spec::bounds::memory_high(1 << 30)))
+    );
+    assert_eq!(plan.get("TasksMax"), Some(&Prop::U64(10)));
+    assert_eq!(plan.get("CPUWeight"), Some(&Prop::U64(7)));
 }
 
 #[test]

@@ -30,6 +30,17 @@ pub const EVENTS: Rate = Rate {
     burst: 200.0,
 };
 
+/// Events of all agents together: the hive's budget in the journal. 200 a second, bursts of
+/// 400, so agents' events add up to at most 6,000 per 30 s whatever their number — well
+/// within what hive-c0re.service may log (its `LogRateLimitBurst=`, units/), which leaves
+/// the daemon's own lifecycle, crash and approval records room beside them. An agent's
+/// event waits for a token of its own and one of the hive's: a flood slows the flooders,
+/// it never silences the daemon.
+pub const HIVE_EVENTS: Rate = Rate {
+    per_sec: 200.0,
+    burst: 400.0,
+};
+
 /// Approval requests: each is checked against the host and synced to the store. 10 a
 /// second, bursts of 32 (an agent's whole pending allowance at once).
 pub const REQUESTS: Rate = Rate {
@@ -72,17 +83,27 @@ impl Bucket {
     }
 }
 
+/// The hive-wide bucket of agents' events: one per daemon process, shared by every
+/// agent's connections (see [`HIVE_EVENTS`]).
+static HIVE: std::sync::LazyLock<Mutex<Bucket>> =
+    std::sync::LazyLock::new(|| Mutex::new(Bucket::new(HIVE_EVENTS, Instant::now())));
+
 /// One agent's buckets.
 #[derive(Debug)]
 pub struct Throttle {
     events: Mutex<Bucket>,
     requests: Mutex<Bucket>,
     announced: Mutex<Option<Instant>>,
+    /// The hive's events bucket, shared with every other agent.
+    hive: Option<&'static Mutex<Bucket>>,
 }
 
 impl Default for Throttle {
     fn default() -> Self {
-        Self::new(EVENTS, REQUESTS, Instant::now())
+        Throttle {
+            hive: Some(&HIVE),
+            ..Self::new(EVENTS, REQUESTS, Instant::now())
+        }
     }
 }
 
@@ -92,6 +113,7 @@ impl Throttle {
             events: Mutex::new(Bucket::new(events, now)),
             requests: Mutex::new(Bucket::new(requests, now)),
             announced: Mutex::new(None),
+            hive: None,
         }
     }
 
@@ -102,7 +124,10 @@ impl Throttle {
             Kind::Event => &self.events,
             Kind::Request => &self.requests,
         };
-        let wait = bucket.lock().expect("throttle lock").take(now);
+        let mut wait = bucket.lock().expect("throttle lock").take(now);
+        if let (Kind::Event, Some(hive)) = (kind, self.hive) {
+            wait = wait.max(hive.lock().expect("throttle lock").take(now));
+        }
         if wait.is_zero() {
             return (wait, false);
         }
@@ -158,6 +183,19 @@ mod tests {
             t.take(Kind::Event, t2);
         }
         assert!(t.take(Kind::Event, t2).1, "announced again after a minute");
+    }
+
+    #[test]
+    fn the_hive_wide_budget_holds_whatever_the_number_of_agents() {
+        let mut hive = Bucket::new(HIVE_EVENTS, Instant::now());
+        let t0 = Instant::now();
+        // 20 agents within their own 100/s send 2,000 events at once: the hive's bucket
+        // spreads them over (2000 - burst) / 200 s.
+        let mut last = Duration::ZERO;
+        for _ in 0..2000 {
+            last = hive.take(t0);
+        }
+        assert!((last.as_secs_f64() - 8.0).abs() < 1e-6, "{last:?}");
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub enum SpecError {
     CpuWeight(u64),
     #[error("tasks_max: must be at least 1")]
     TasksZero,
+    #[error("disk_max: {0}")]
+    DiskMax(String),
 
     #[error("harness: the command is empty")]
     HarnessEmpty,

@@ -34,6 +34,10 @@ pub struct SpecFile {
     pub cpu_weight: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks_max: Option<u64>,
+    /// One bound over everything the agent writes on the host: state, credentials and
+    /// journal (docs/persistence.md). Default: hive.toml's `[agents] disk_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_max: Option<size::Size>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +119,7 @@ impl SpecFile {
         self.memory_max = over.memory_max.or(self.memory_max);
         self.cpu_weight = over.cpu_weight.or(self.cpu_weight);
         self.tasks_max = over.tasks_max.or(self.tasks_max);
+        self.disk_max = over.disk_max.or(self.disk_max);
         self.network = over.network.or(self.network);
         self.harness = over.harness.or(self.harness);
         self.autostart = over.autostart.or(self.autostart);

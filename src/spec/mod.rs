@@ -4,6 +4,7 @@
 //! `daemon::preflight`.
 
 pub mod bind;
+pub mod bounds;
 pub mod claude;
 mod diff;
 mod error;
@@ -134,6 +135,8 @@ pub struct AgentSpec {
     pub memory_max: Option<u64>,
     pub cpu_weight: Option<u64>,
     pub tasks_max: Option<u64>,
+    /// Bytes; `None`: the daemon's default (spec/bounds.rs).
+    pub disk_max: Option<u64>,
     pub network: Network,
     pub harness: Vec<String>,
     /// Not part of any unit: it decides whether reconcile creates the units at all.
@@ -239,6 +242,14 @@ impl AgentSpec {
         if file.tasks_max == Some(0) {
             return Err(SpecError::TasksZero);
         }
+        let disk_max = match &file.disk_max {
+            Some(size) => {
+                let bytes = size.bytes().map_err(|e| e.in_field("disk_max"))?;
+                bounds::check_disk_max(bytes).map_err(SpecError::DiskMax)?;
+                Some(bytes)
+            }
+            None => None,
+        };
 
         let harness = file.harness.clone().unwrap_or_default();
         if let Some(first) = harness.first() {
@@ -312,6 +323,7 @@ impl AgentSpec {
             memory_max,
             cpu_weight: file.cpu_weight,
             tasks_max: file.tasks_max,
+            disk_max,
             network: file.network.unwrap_or_default(),
             harness,
             autostart: file.autostart.unwrap_or(true),
@@ -349,6 +361,7 @@ impl AgentSpec {
             memory_max: self.memory_max.map(size::Size::Bytes),
             cpu_weight: self.cpu_weight,
             tasks_max: self.tasks_max,
+            disk_max: self.disk_max.map(size::Size::Bytes),
             network: Some(self.network),
             harness: (!self.harness.is_empty()).then(|| self.harness.clone()),
             autostart: Some(self.autostart),

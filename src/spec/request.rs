@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::bind::BindEntry;
+use super::bounds::Defaults;
 use super::size::Size;
 use super::{AgentSpec, SpecError, SpecFile, RESERVED_TARGETS};
 
@@ -31,9 +32,6 @@ pub const ALLOWED_FIELDS: [&str; 6] = [
 /// or binds) is well under 1 KiB; 4 KiB leaves room for that and keeps what one agent can
 /// park in the store and the journal small: 32 pending requests × 4 KiB = 128 KiB.
 pub const MAX_PAYLOAD: usize = 4 * 1024;
-
-/// systemd's CPUWeight= when a unit sets none.
-const DEFAULT_CPU_WEIGHT: u64 = 100;
 
 /// A request as an agent may make it: only allowlisted fields, unknown keys refused at
 /// every level (bind tables included).
@@ -89,11 +87,13 @@ impl AgentRequest {
     }
 
     /// The agent's spec with this request laid over it, if the request stays within what
-    /// an agent may ask for: limits only go down, bind sources avoid `protected` host paths
-    /// (and their ancestors), bind targets leave hyperhive's own binds visible.
+    /// an agent may ask for: limits only go down (below the `defaults` where its spec sets
+    /// none), bind sources avoid `protected` host paths (and their ancestors), bind targets
+    /// leave hyperhive's own binds visible.
     pub fn apply_to(
         &self,
         current: &AgentSpec,
+        defaults: &Defaults,
         protected: &[PathBuf],
     ) -> Result<AgentSpec, SpecError> {
         for entry in &self.bind {
@@ -117,19 +117,29 @@ impl AgentRequest {
         let spec = current.with_change(&self.to_change())?;
         let name = &current.name;
         if self.memory_max.is_some() {
-            lowers("memory_max", current.memory_max, spec.memory_max, None)
-                .map_err(|e| e.for_agent(name))?;
+            lowers(
+                "memory_max",
+                current.memory_max,
+                spec.memory_max,
+                Some(defaults.memory_max),
+            )
+            .map_err(|e| e.for_agent(name))?;
         }
         if self.tasks_max.is_some() {
-            lowers("tasks_max", current.tasks_max, spec.tasks_max, None)
-                .map_err(|e| e.for_agent(name))?;
+            lowers(
+                "tasks_max",
+                current.tasks_max,
+                spec.tasks_max,
+                Some(defaults.tasks_max),
+            )
+            .map_err(|e| e.for_agent(name))?;
         }
         if self.cpu_weight.is_some() {
             lowers(
                 "cpu_weight",
                 current.cpu_weight,
                 spec.cpu_weight,
-                Some(DEFAULT_CPU_WEIGHT),
+                Some(defaults.cpu_weight),
             )
             .map_err(|e| e.for_agent(name))?;
         }
@@ -137,8 +147,8 @@ impl AgentRequest {
     }
 }
 
-/// A limit an agent asks for must not exceed the one it has (`unset` is what no value
-/// means; `None` there: unlimited).
+/// A limit an agent asks for must not exceed the one it has (`unset`, the daemon's
+/// default, is what no value means).
 fn lowers(
     field: &'static str,
     now: Option<u64>,
@@ -271,7 +281,11 @@ mod tests {
     }
 
     fn ask(v: serde_json::Value) -> Result<AgentSpec, SpecError> {
-        AgentRequest::parse(&v)?.apply_to(&spec("memory_max = 1073741824\n"), &protected())
+        AgentRequest::parse(&v)?.apply_to(
+            &spec("memory_max = 1073741824\n"),
+            &Defaults::shipped(8 << 30),
+            &protected(),
+        )
     }
 
     #[test]

@@ -23,15 +23,46 @@ pub(crate) fn cgroup_hierarchies() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The v1 controllers this machine binds resource control to (docs/testing.md), which a
+/// test host may be given writable (`Options::v1_controllers`) so that its systemd enforces
+/// `MemoryMax=`, `TasksMax=` and `CPUWeight=` for real. Absent on a pure cgroup2 host.
+pub(crate) const V1_CONTROLLERS: [&str; 3] = ["pids", "memory", "cpu"];
+
+fn v1_controller_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.procs").exists() {
+        return Vec::new();
+    }
+    V1_CONTROLLERS
+        .iter()
+        .map(|c| root.join(c))
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect()
+}
+
+/// Every cgroup a host of this name may have: teardown removes whichever exist.
 pub(crate) fn host_cgroups(name: &str) -> Vec<PathBuf> {
     cgroup_hierarchies()
         .into_iter()
+        .chain(v1_controller_hierarchies())
         .map(|h| h.join("hyperhive-testhost").join(name))
         .collect()
 }
 
-pub(crate) fn create_host_cgroups(name: &str) -> Result<Vec<PathBuf>> {
-    let dirs = host_cgroups(name);
+/// Whether this machine has v1 controllers a test host can be given.
+pub fn has_v1_controllers() -> bool {
+    !v1_controller_hierarchies().is_empty()
+}
+
+pub(crate) fn create_host_cgroups(name: &str, v1_controllers: bool) -> Result<Vec<PathBuf>> {
+    let mut hierarchies = cgroup_hierarchies();
+    if v1_controllers {
+        hierarchies.extend(v1_controller_hierarchies());
+    }
+    let dirs: Vec<PathBuf> = hierarchies
+        .into_iter()
+        .map(|h| h.join("hyperhive-testhost").join(name))
+        .collect();
     for d in &dirs {
         fs::create_dir_all(d).with_context(|| format!("creating cgroup {}", d.display()))?;
     }

@@ -149,7 +149,9 @@ impl TestHost {
             // starts in the root cgroup, so parallel hosts would share one tree. Their
             // systemds would then see each other's processes in a same-named unit's
             // cgroup: units would not be collected, and a stop could kill the neighbour's.
-            let cgroups = create_host_cgroups(&name)?;
+            // v1 controllers only for a host that boots hybrid (not one nspawn boots unified).
+            let v1_controllers = opts.v1_controllers && os.nspawn_env().is_empty();
+            let cgroups = create_host_cgroups(&name, v1_controllers)?;
             let mut cmd = Command::new("sh");
             cmd.arg("-c")
                 .arg(r#"IFS=:; for cg in $HH_CGROUPS; do echo $$ > "$cg/cgroup.procs" || exit 125; done; exec "$@""#)
@@ -249,10 +251,37 @@ impl TestHost {
                  && rm -rf /run/hh-catalog",
             ]);
         }
+        if opts.v1_controllers && crate::cgroups::has_v1_controllers() && os.nspawn_env().is_empty()
+        {
+            host.writable_v1_controllers()?;
+        }
         if opts.start_daemon {
             host.check_daemon()?;
         }
         Ok(host)
+    }
+
+    /// See [`Options::v1_controllers`]. The cgroup mounts nspawn made read-only are
+    /// remounted writable in the container's mount namespace; systemd, re-executed, then
+    /// realizes units in them (units started before keep their cgroups until restarted).
+    fn writable_v1_controllers(&self) -> Result<()> {
+        for c in crate::cgroups::V1_CONTROLLERS {
+            let target = format!("/sys/fs/cgroup/{c}");
+            let out = Command::new("nsenter")
+                .args(["-t", &self.leader.to_string(), "-m", "--"])
+                .args(["mount", "-o", "remount,rw,bind", &target])
+                .output()
+                .context("running nsenter mount")?;
+            if !out.status.success() {
+                bail!(
+                    "remounting {target} writable in test host {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        self.run_ok(&["systemctl", "daemon-reexec"]);
+        Ok(())
     }
 
     /// READY=1 only says the boot transaction is done; a daemon that failed to start does not

@@ -16,6 +16,7 @@
 //! ```
 
 mod cgroups;
+pub use cgroups::has_v1_controllers;
 mod console;
 mod exec;
 mod host;
@@ -76,4 +77,12 @@ pub struct Options {
     pub extra_binds: Vec<(PathBuf, PathBuf)>,
     /// The OS tree to boot; `None` reads [`os::ENV`] (default: this machine's own).
     pub os: Option<HostOs>,
+    /// On a hybrid host (this machine), give the test host its own writable v1 `pids`,
+    /// `memory` and `cpu` hierarchies, so its systemd enforces `TasksMax=`, `MemoryMax=`
+    /// and `CPUWeight=`. nspawn mounts v1 controllers read-only into a container; the
+    /// host's cgroups are made for it before nspawn starts (so its cgroup namespace is
+    /// rooted there), remounted writable once it has booted, and systemd is re-executed to
+    /// take them up. No effect on a pure cgroup2 host (Debian 13's side), which has no
+    /// controllers to give (docs/testing.md).
+    pub v1_controllers: bool,
 }

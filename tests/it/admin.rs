@@ -314,7 +314,9 @@ fn plan_shows_reasons_once_in_the_admins_words() {
         "{err}"
     );
 
-    // A limit the live unit never set is "not set", not 2^64-1.
+    // A limit the spec leaves out is the daemon's default on the live unit (issue 24: no
+    // agent unit is left unbounded), shown as its value; never as 2^64-1. (A property the
+    // live unit lacks reads "(not set)": cli::reconcile's unit tests.)
     h.run_ok(&[
         "rm",
         "/etc/hyperhive/agents/dan.toml",
@@ -327,10 +329,7 @@ fn plan_shows_reasons_once_in_the_admins_words() {
         "echo 'cpu_weight = 50' >> /var/lib/hyperhive/agents/fay/spec.toml",
     ]);
     let plan = h.hivectl_ok(&["plan", "fay"]);
-    assert!(
-        plan.contains("~ CPUWeight\n    - (not set)\n    + 50"),
-        "{plan}"
-    );
+    assert!(plan.contains("~ CPUWeight\n    - 100\n    + 50"), "{plan}");
     assert!(!plan.contains("18446744073709551615"), "{plan}");
 }
 

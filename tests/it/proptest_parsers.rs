@@ -735,6 +735,8 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                     memory_max,
                     cpu_weight,
                     tasks_max,
+                    // Varied by the tasks bound: none, or a round size past the minimum.
+                    disk_max: tasks_max.map(|t| Size::Bytes((64 + t % 4096) << 20)),
                     // Varied without widening the strategy tuple past proptest's arity.
                     autostart: cpu_weight.map(|w| w % 2 == 0),
                     private_users: tasks_max.map(|t| t % 2 == 0),
@@ -836,6 +838,7 @@ fn test_host() -> Host {
         hive_harness: "/usr/bin/hive-harness".into(),
         base_path: vec!["/usr/bin".into()],
         journal: None,
+        defaults: hyperhive::spec::bounds::Defaults::shipped(8 << 30),
     }
 }
 

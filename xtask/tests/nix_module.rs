@@ -28,6 +28,7 @@ fn spec_keys() -> BTreeSet<String> {
         memory_max: Some(Size::Text("2G".into())),
         cpu_weight: Some(100),
         tasks_max: Some(512),
+        disk_max: Some(Size::Text("20G".into())),
         network: Some(Network::Private),
         harness: Some(vec!["claude".into(), "--print".into()]),
         autostart: Some(false),
@@ -117,7 +118,27 @@ fn render(case: &str) -> Option<Result<BTreeMap<String, toml::Value>, String>> {
 #[test]
 fn rendered_agent_specs_parse_and_validate() {
     let Some(files) = render("good") else { return };
-    let files = files.unwrap_or_else(|e| panic!("{e}"));
+    let mut files = files.unwrap_or_else(|e| panic!("{e}"));
+    // The daemon-wide defaults, as the daemon reads them; unset options left out.
+    let hive = files
+        .remove("hyperhive/hive.toml")
+        .expect("hive.toml rendered");
+    let hive = toml::to_string(&hive).unwrap();
+    assert_eq!(
+        hive,
+        "[agents]\ndisk_max = \"20G\"\nmemory_max = \"25%\"\ntasks_max = 1024\n"
+    );
+    let defaults = hyperhive::spec::bounds::Defaults::from_toml(&hive, "hive.toml", 8 << 30)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (
+            defaults.memory_max,
+            defaults.tasks_max,
+            defaults.cpu_weight,
+            defaults.disk_max
+        ),
+        (2 << 30, 1024, 100, 20 << 30)
+    );
     assert_eq!(
         files.keys().collect::<Vec<_>>(),
         [
