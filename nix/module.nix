@@ -128,7 +128,7 @@ let
         ]
       );
       default = null;
-      description = "The container's network: the host's (when null) or a private namespace.";
+      description = "The container's network: a private namespace with only lo (when null or \"private\"), or the host's (\"host\": the agent shares the host's loopback services, abstract sockets, addresses and DNS).";
     };
     harness = mkOption {
       type = types.nullOr (types.listOf types.str);

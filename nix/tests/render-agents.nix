@@ -113,6 +113,7 @@ let
       networking.useNetworkd = mkOption { type = types.bool; default = false; };
       networking.firewall.enable = mkOption { type = types.bool; default = true; };
       networking.useHostResolvConf = mkOption { type = types.bool; default = false; };
+      systemd.network.wait-online.enable = mkOption { type = types.bool; default = true; };
       networking.hostName = mkOption { type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$"; default = "nixos"; };
       environment.systemPackages = mkOption {
         type = types.listOf types.package;

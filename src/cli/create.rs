@@ -43,7 +43,8 @@ pub struct CreateArgs {
     /// Task limit (TasksMax=)
     #[arg(long, value_name = "N")]
     pub tasks_max: Option<u64>,
-    /// Network: the host's (default) or a private namespace
+    /// Network: a private namespace with only lo (default) or the host's (shares its
+    /// loopback services, abstract sockets, addresses and DNS)
     #[arg(long, value_parser = ["host", "private"])]
     pub network: Option<String>,
     /// Whether hive-c0re brings the agent back by itself at its start, after a reboot and

@@ -62,6 +62,8 @@ pub struct AgentStatus {
     /// The agent's last turn in the turn loop, from the daemon's `agent_turn` journal
     /// entries; `null` when none is recorded (or the journal cannot be read).
     pub last_turn: Option<super::tell::LastTurn>,
+    /// The agent's network as its spec says; `null` when the spec cannot be read.
+    pub network: Option<super::network_status::NetworkStatus>,
 }
 
 /// A system agent's running system and the GC root that keeps it from the collector.
@@ -143,7 +145,8 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 10] = [
+const REMOTE_LEAVES_OUT: [&str; 11] = [
+    "network",
     "spec",
     "last_crash",
     "harness_last_crash",
@@ -196,6 +199,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             last_crash: None,
             harness_last_crash: None,
             last_turn: None,
+            network: None,
             system: None,
             recent_log: Vec::new(),
             pending_approvals: pending_approvals(&conn, &name).await,
@@ -248,6 +252,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         container: unit,
         recent_log: super::logs::recent(&name, 10),
         last_turn: super::tell::last_turn(&name),
+        network: super::network_status::read(&roots, &name),
         system: RunningSystem::of(&name),
         pending_approvals: pending_approvals(&conn, &name).await,
     };
@@ -333,6 +338,9 @@ pub fn render_status(st: &AgentStatus) -> String {
             system.running.display(),
             system.gc_root.display()
         ));
+    }
+    if let Some(n) = &st.network {
+        out.push_str(&super::network_status::render(n));
     }
     match (&st.host, &st.harness) {
         (Some(host), _) => out.push_str(&format!(

@@ -30,3 +30,4 @@ pub use changes::Change;
 pub use error::Error;
 pub use hive::{AgentDoors, Hive};
 pub use reconcile::Trigger;
+pub use specs::load_spec;

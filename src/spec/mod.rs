@@ -84,8 +84,10 @@ impl Volatile {
     }
 }
 
-/// The container's network. Host networking is the default because the predecessor's
-/// silent switch to a private netns hid every agent's web UI (seed gotcha).
+/// The container's network. A private namespace with only `lo` is the default: an agent
+/// on the host's network reaches the host's loopback services, its abstract unix sockets,
+/// cloud metadata and every internal address (issue 23). `host` stays an admin's explicit
+/// choice, never something an agent may request (spec/request.rs).
 #[derive(
     Debug,
     Clone,
@@ -105,8 +107,8 @@ impl Volatile {
     parse_err_fn = SpecError::network
 )]
 pub enum Network {
-    #[default]
     Host,
+    #[default]
     Private,
 }
 

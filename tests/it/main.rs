@@ -16,6 +16,7 @@ mod events;
 mod failpoints;
 mod faults;
 mod harness;
+mod network;
 mod nixos_system;
 mod outage_survival;
 mod outages;

@@ -179,10 +179,35 @@ pub fn listeners(h: &TestHost, agent: &str) -> usize {
         .count()
 }
 
-/// Established connections to the agent's socket, daemon side, in this host.
+/// Established connections to the agent's socket, daemon side, in this host. The
+/// daemon's end of an accepted unix connection belongs to the network namespace of the
+/// connecting harness, so `ss` looks in the agent's namespace (the host's for a
+/// `network = "host"` agent); none while the container is down.
 pub fn connections(h: &TestHost, agent: &str) -> usize {
     let path = format!("/run/hyperhive/{agent}/hive.sock ");
-    h.run_ok(&["ss", "-xpH", "state", "connected"])
+    let leader = h.run(&[
+        "machinectl",
+        "show",
+        &format!("h-{agent}"),
+        "-p",
+        "Leader",
+        "--value",
+    ]);
+    let leader = String::from_utf8_lossy(&leader.stdout).trim().to_owned();
+    if leader.is_empty() {
+        return 0;
+    }
+    let out = h.run(&[
+        "nsenter",
+        "-t",
+        &leader,
+        "-n",
+        "ss",
+        "-xpH",
+        "state",
+        "connected",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
         .count()
