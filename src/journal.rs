@@ -49,10 +49,20 @@ pub enum Event {
     AgentTurn,
     /// An admin's `hivectl tell` reached the agent's harness (`HIVE_TOLD_BY=`, `HIVE_MESSAGE_TEXT=`).
     AgentTold,
+    /// An agent's egress proxy let a connection through; written when it closed, with
+    /// `HIVE_DEST_HOST=`, `HIVE_DEST_PORT=`, `HIVE_BYTES_OUT=`, `HIVE_BYTES_IN=`,
+    /// `HIVE_DURATION_MS=` (src/egress).
+    EgressAllowed,
+    /// ... or refused one (`HIVE_REASON=` says why: not on the allowlist, a name that
+    /// resolves to loopback or link-local, no answer).
+    EgressRefused,
+    /// Past its rate the proxy journals a count per interval instead of each connection
+    /// (`HIVE_ALLOWED=`, `HIVE_REFUSED=`).
+    EgressSummary,
 }
 
 impl Event {
-    pub const ALL: [Event; 24] = [
+    pub const ALL: [Event; 27] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -77,6 +87,9 @@ impl Event {
         Event::StoreUnavailable,
         Event::AgentTurn,
         Event::AgentTold,
+        Event::EgressAllowed,
+        Event::EgressRefused,
+        Event::EgressSummary,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -106,6 +119,9 @@ impl Event {
             Event::StoreUnavailable => "store_unavailable",
             Event::AgentTurn => "agent_turn",
             Event::AgentTold => "agent_told",
+            Event::EgressAllowed => "egress_allowed",
+            Event::EgressRefused => "egress_refused",
+            Event::EgressSummary => "egress_summary",
         }
     }
 
@@ -135,6 +151,9 @@ impl Event {
             Event::StoreUnavailable => "5fda441d0693453e89eea15aa2bb6a5e",
             Event::AgentTurn => "8f3c2e5d1a7b4c69b0d4e2f61a9c7b35",
             Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
+            Event::EgressAllowed => "5b1f0c2e8a9d4e37b6c1d2e3f4a5b607",
+            Event::EgressRefused => "9e2d4c6b8a0f4e1d93c5b7a9e1f3d5c7",
+            Event::EgressSummary => "3c7a9e1b5d2f4086a4c8e0b2d6f8a1c3",
         }
     }
 
@@ -146,6 +165,7 @@ impl Event {
             | Event::ApprovalFailed
             | Event::ApprovalRefused
             | Event::AgentThrottled
+            | Event::EgressRefused
             | Event::ReconcileFailed => Level::Warn,
             _ => Level::Info,
         }

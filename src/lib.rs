@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub(crate) mod daemon;
+pub mod egress;
 pub mod failpoint;
 pub(crate) mod harness;
 pub(crate) mod inventory;

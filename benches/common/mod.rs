@@ -18,7 +18,7 @@ use zbus::zvariant::{OwnedObjectPath, Value};
 pub const MAX_IN_FLIGHT: usize = 128;
 
 /// The plan's properties in the shapes systemd expects, written out here the way a client
-/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`.
+/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`, `(bas)`.
 pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
     plan.properties
         .iter()
@@ -42,6 +42,7 @@ pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
                 ),
                 Prop::Bytes(v) => Value::from(v.iter().map(Vec::as_slice).collect::<Vec<_>>()),
                 Prop::ExitStatus(codes) => Value::from((codes.clone(), Vec::<i32>::new())),
+                Prop::AddressFamilies(f) => Value::from((true, f.clone())),
             };
             (k.as_str(), value)
         })

@@ -172,6 +172,10 @@ let
         cpu_weight = 100;
         tasks_max = 512;
         network = "private";
+        egress = [
+          "api.example.com"
+          "*.example.org:8443"
+        ];
         harness = [
           "claude"
           "--print"

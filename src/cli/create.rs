@@ -47,6 +47,10 @@ pub struct CreateArgs {
     /// loopback services, abstract sockets, addresses and DNS)
     #[arg(long, value_parser = ["host", "private"])]
     pub network: Option<String>,
+    /// A destination the agent may reach through its egress proxy (repeatable):
+    /// HOST[:PORT] (port 443 when none), *.DOMAIN[:PORT], IP[:PORT] or CIDR[:PORT]
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub egress: Vec<String>,
     /// Whether hive-c0re brings the agent back by itself at its start, after a reboot and
     /// on reload (default yes)
     #[arg(
@@ -121,6 +125,7 @@ impl CreateArgs {
             autostart: self.autostart,
             private_users: self.private_users,
             capabilities: self.capabilities.clone(),
+            egress: self.egress.clone(),
             turns: self.turns.then_some(true),
             turn_timeout: self.turn_timeout,
             restart_grace: self.restart_grace,

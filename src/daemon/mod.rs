@@ -10,6 +10,7 @@ mod approval_view;
 pub mod approvals;
 pub mod changes;
 mod crash;
+mod egress;
 mod error;
 mod files;
 mod harness;

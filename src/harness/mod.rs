@@ -9,6 +9,7 @@
 //! backoff, says so in STATUS= and in its event log, and keeps the events it could not
 //! deliver in a bounded queue ([`Outbox`]), sent in order once the daemon is back.
 
+pub mod egress_forward;
 mod events;
 mod feed;
 pub mod mcp;

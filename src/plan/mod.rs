@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::paths::Roots;
 use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
+pub mod egress;
 mod harness;
 pub mod network;
 pub mod system;
@@ -99,6 +100,8 @@ pub enum Prop {
     Bytes(Vec<Vec<u8>>),
     /// `(aiai)`: exit statuses (and no signals), e.g. SuccessExitStatus.
     ExitStatus(Vec<i32>),
+    /// `(bas)`: an allow-list of address families, e.g. RestrictAddressFamilies.
+    AddressFamilies(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -195,6 +198,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     if spec.system.is_some() {
         argv.extend(system::binds(spec));
     }
+    argv.extend(egress::container_args(spec, host));
     for b in &spec.binds {
         argv.push(bind_arg(&b.source, &b.target, b.readonly, idmap));
     }

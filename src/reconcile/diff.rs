@@ -83,6 +83,7 @@ pub fn render_planned(p: &Prop) -> String {
         Prop::Exec(cmds) => cmds.iter().map(exec_text).collect::<Vec<_>>().join("; "),
         Prop::Bytes(v) => join(v.iter().map(|b| String::from_utf8_lossy(b).into_owned())),
         Prop::ExitStatus(codes) => join(codes.iter().map(i32::to_string)),
+        Prop::AddressFamilies(f) => join(f.iter().map(String::as_str)),
     }
 }
 

@@ -357,6 +357,7 @@ fn to_value(p: &Prop) -> Value<'static> {
         ),
         Prop::Bytes(v) => Value::from(v.clone()),
         Prop::ExitStatus(codes) => Value::from((codes.clone(), Vec::<i32>::new())),
+        Prop::AddressFamilies(families) => Value::from((true, families.clone())),
     }
 }
 

@@ -751,6 +751,12 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                         .filter(|t| t % 3 == 0)
                         .map(|t| t % 86_400 + 1),
                     restart_grace: cpu_weight.map(|w| w % 61),
+                    // Egress only where it applies: a private network.
+                    egress: match (network, tasks_max.map(|t| t % 3)) {
+                        (Some(Network::Host), _) | (_, None) | (_, Some(0)) => vec![],
+                        (_, Some(1)) => vec!["api.example.com".into(), "*.example.org:8443".into()],
+                        _ => vec!["10.0.0.0/8:80".into(), "[fd00::1]".into()],
+                    },
                     network,
                     harness,
                 }

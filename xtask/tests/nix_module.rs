@@ -29,6 +29,7 @@ fn spec_keys() -> BTreeSet<String> {
         cpu_weight: Some(100),
         tasks_max: Some(512),
         network: Some(Network::Private),
+        egress: vec!["api.example.com".into()],
         harness: Some(vec!["claude".into(), "--print".into()]),
         autostart: Some(false),
         private_users: Some(false),
