@@ -48,6 +48,40 @@ impl Hive {
         Ok(())
     }
 
+    /// An approved change that only adds to the egress allowlist of a running agent is
+    /// applied in place: the proxy re-reads its file at the next connection; the
+    /// container, its harness and the proxy keep running (same InvocationIDs). Whether
+    /// it was (`false`: the change needs a rebuild).
+    pub(super) async fn egress_in_place(&self, spec: &AgentSpec, approval: i64) -> Result<bool> {
+        let name = &spec.name;
+        let unit = name.container_unit();
+        let Some(st) = self.sd.status(&unit).await? else {
+            return Ok(false);
+        };
+        // The unit runs exactly the plan of the new spec: nothing but egress changed.
+        if !plan::has_egress(spec)
+            || !st.is_up()
+            || st.plan_hash() != Some(self.container_plan(spec).hash.as_str())
+        {
+            return Ok(false);
+        }
+        self.write_egress_files(spec)?;
+        crate::journal::emit(
+            crate::journal::Event::RebuildFinished,
+            Some(name),
+            Some(&unit),
+            &[
+                ("HIVE_APPROVAL_ID", approval.to_string()),
+                ("HIVE_OUTCOME", "in_place".into()),
+            ],
+            &format!(
+                "agent {name}: approval {approval}: egress allowlist updated in place, container not restarted (InvocationID {})",
+                st.invocation_id
+            ),
+        );
+        Ok(true)
+    }
+
     pub(super) async fn stop_egress(&self, name: &AgentName) -> Result<()> {
         let unit = plan::proxy_unit_name(name);
         self.sd.stop(&unit).await?;

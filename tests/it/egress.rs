@@ -288,3 +288,101 @@ time.sleep(3)
     assert_eq!(h.show("hive-egress-alice.service", "ActiveState"), "active");
     up.stop(&h);
 }
+
+#[test]
+fn an_approved_egress_request_applies_without_a_restart_and_a_removal_at_once() {
+    let h = hive();
+    let up = Upstream::start(&h, "first.test");
+    h.run_ok(&[
+        "sh",
+        "-c",
+        &format!("echo '{} second.test' >> /etc/hosts", up.ip),
+    ]);
+    h.create("alice", &["--egress", "first.test:8080"]);
+    let id = h.invocation("alice");
+    let harness = harness_invocation(&h, "alice");
+    let proxy = h.show("hive-egress-alice.service", "InvocationID");
+    let fetch = |url: &str| {
+        out(&h.in_agent(
+            "alice",
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "10",
+                "-x",
+                "http://127.0.0.1:3128",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+        ))
+    };
+    assert_eq!(fetch("http://second.test:8080/"), "403");
+
+    // What an agent may not ask for, each refused when asked (nothing stored).
+    for bad in [
+        r#"{"egress":["*"]}"#,
+        r#"{"egress":["*.test:8080"]}"#,
+        r#"{"egress":["10.0.0.0/8:8080"]}"#,
+        r#"{"egress":["192.0.2.1:8080"]}"#,
+        r#"{"egress":["a.test","b.test","c.test","d.test","e.test","f.test","g.test","h.test","i.test"]}"#,
+        r#"{"network":"host"}"#,
+    ] {
+        let o = h.in_agent(
+            "alice",
+            &[
+                "/opt/hyperhive/bin/hive-harness",
+                "request-approval",
+                "spec_change",
+                bad,
+            ],
+        );
+        assert!(!o.status.success(), "{bad} was accepted: {}", out(&o));
+    }
+    assert_eq!(h.hivectl_ok(&["approvals", "--json"]), "[]");
+
+    // The agent asks for a second name, as its MCP tool does (the same socket request).
+    let o = h.in_agent(
+        "alice",
+        &[
+            "/opt/hyperhive/bin/hive-harness",
+            "request-approval",
+            "spec_change",
+            r#"{"egress":["second.test:8080"]}"#,
+        ],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let approval = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let shown = h.hivectl_ok(&["approvals", "--show", &approval]);
+    assert!(shown.contains("second.test:8080"), "{shown}");
+    let approved = h.hivectl_ok(&["approve", &approval]);
+    assert!(approved.contains("applied"), "{approved}");
+    // Applied in place: the same container, harness and proxy; the next try works.
+    assert_eq!(h.invocation("alice"), id, "the container was restarted");
+    assert_eq!(harness_invocation(&h, "alice"), harness);
+    assert_eq!(h.show("hive-egress-alice.service", "InvocationID"), proxy);
+    assert_eq!(fetch("http://second.test:8080/"), "200");
+    let done = wait_entry(
+        &h,
+        "the in-place rebuild_finished",
+        &[
+            "HIVE_EVENT=rebuild_finished",
+            &format!("HIVE_APPROVAL_ID={approval}"),
+        ],
+    );
+    assert_eq!(done["HIVE_OUTCOME"], "in_place");
+
+    // An admin takes it away again: the next connection is refused, nothing restarted.
+    let out_replace = h.create("alice", &["--egress", "first.test:8080", "--replace"]);
+    assert!(out_replace.contains("alice"), "{out_replace}");
+    assert_eq!(fetch("http://second.test:8080/"), "403");
+    assert_eq!(fetch("http://first.test:8080/"), "200");
+    assert_eq!(h.invocation("alice"), id);
+    let status = h.hivectl_ok(&["status", "alice"]);
+    assert!(status.contains("Egress: first.test:8080"), "{status}");
+    assert!(status.contains("Refused: second.test:8080"), "{status}");
+    up.stop(&h);
+}
