@@ -40,6 +40,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many entries a refusal names before `…`.
 const SHOWN_ENTRIES: usize = 5;
+/// Buffer each way of a tunnel.
+const COPY_BUF: usize = 64 << 10;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -207,7 +209,14 @@ async fn handle(
             if let Ok(up) = hyper::upgrade::on(req).await {
                 let mut up = TokioIo::new(up);
                 let mut upstream = upstream;
-                let _ = tokio::io::copy_bidirectional(&mut up, &mut upstream).await;
+                // Larger buffers than the 8 KiB default: bulk transfers are what agents fetch.
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut up,
+                    &mut upstream,
+                    COPY_BUF,
+                    COPY_BUF,
+                )
+                .await;
             }
             state.events.record(Outcome {
                 host: &host,

@@ -26,7 +26,13 @@ pub async fn run(listen: String, to: PathBuf) -> Result<()> {
             let _ = tcp.set_nodelay(true);
             match UnixStream::connect(&to).await {
                 Ok(mut proxy) => {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut proxy).await;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut tcp,
+                        &mut proxy,
+                        64 << 10,
+                        64 << 10,
+                    )
+                    .await;
                 }
                 Err(e) => log::warn!("egress proxy at {} unreachable: {e}", to.display()),
             }

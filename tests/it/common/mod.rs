@@ -181,10 +181,18 @@ pub fn listeners(h: &TestHost, agent: &str) -> usize {
 
 /// Established connections to the agent's socket, daemon side, in this host. The
 /// daemon's end of an accepted unix connection belongs to the network namespace of the
-/// connecting harness, so `ss` looks in the agent's namespace (the host's for a
-/// `network = "host"` agent); none while the container is down.
+/// client: the harness's is in the agent's namespace (unless `network = "host"`), a test's
+/// own in the test host's, so both are counted (once when they are the same).
 pub fn connections(h: &TestHost, agent: &str) -> usize {
     let path = format!("/run/hyperhive/{agent}/hive.sock ");
+    let count = |argv: &[&str]| {
+        let out = h.run(argv);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
+            .count()
+    };
+    let mut n = count(&["ss", "-xpH", "state", "connected"]);
     let leader = h.run(&[
         "machinectl",
         "show",
@@ -194,23 +202,26 @@ pub fn connections(h: &TestHost, agent: &str) -> usize {
         "--value",
     ]);
     let leader = String::from_utf8_lossy(&leader.stdout).trim().to_owned();
-    if leader.is_empty() {
-        return 0;
+    if !leader.is_empty() {
+        let ns = |pid: &str| {
+            String::from_utf8_lossy(&h.run(&["readlink", &format!("/proc/{pid}/ns/net")]).stdout)
+                .trim()
+                .to_owned()
+        };
+        if ns(&leader) != ns("1") {
+            n += count(&[
+                "nsenter",
+                "-t",
+                &leader,
+                "-n",
+                "ss",
+                "-xpH",
+                "state",
+                "connected",
+            ]);
+        }
     }
-    let out = h.run(&[
-        "nsenter",
-        "-t",
-        &leader,
-        "-n",
-        "ss",
-        "-xpH",
-        "state",
-        "connected",
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
-        .count()
+    n
 }
 
 /// The agent's socket as seen from the machine running the tests.
