@@ -290,6 +290,36 @@ mod tests {
         AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
     }
 
+    #[test]
+    fn an_agent_may_ask_for_egress_names_but_never_addresses_or_everything() {
+        let current = spec("");
+        let ask = |v: serde_json::Value| {
+            AgentRequest::parse(&json!({ "egress": v }))
+                .and_then(|r| r.apply_to(&current, &protected()))
+        };
+        let granted = ask(json!(["api.example.com", "*.pypi.org:8443"])).unwrap();
+        assert_eq!(granted.egress.len(), 2);
+        for bad in [
+            json!(["*"]),
+            json!(["*.com"]),
+            json!(["10.0.0.0/8"]),
+            json!(["192.0.2.1:443"]),
+            json!(["[::1]"]),
+            json!((0..9)
+                .map(|i| format!("h{i}.example.com"))
+                .collect::<Vec<_>>()),
+        ] {
+            let err = ask(bad.clone()).unwrap_err().to_string();
+            assert!(err.starts_with("agent alice: egress"), "{bad}: {err}");
+        }
+        // Not on a host-network agent: it reaches everything already.
+        let host = spec("network = \"host\"\n");
+        assert!(AgentRequest::parse(&json!({"egress": ["a.example.com"]}))
+            .unwrap()
+            .apply_to(&host, &protected())
+            .is_err());
+    }
+
     fn protected() -> Vec<PathBuf> {
         protected_paths(
             Path::new("/var/lib/hyperhive"),
