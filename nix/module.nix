@@ -134,7 +134,13 @@ let
         ]
       );
       default = null;
-      description = "The container's network: the host's (when null) or a private namespace.";
+      description = "The container's network: a private namespace with only lo (when null or \"private\"), or the host's (\"host\": the agent shares the host's loopback services, abstract sockets, addresses and DNS).";
+    };
+    egress = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "api.anthropic.com" "*.pypi.org" "files.example.com:8443" ];
+      description = "Destinations the agent may reach through its egress proxy (private network only): HOST[:PORT] (port 443 when none), *.DOMAIN[:PORT], or an address or CIDR.";
     };
     harness = mkOption {
       type = types.nullOr (types.listOf types.str);

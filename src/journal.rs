@@ -54,10 +54,20 @@ pub enum Event {
     /// The kernel killed a process of an agent for memory, inside the agent's own cgroup
     /// (its `MemoryMax=`); `HIVE_OOM_KILLS=` counts them since the container started.
     AgentOom,
+    /// An agent's egress proxy let a connection through; written when it closed, with
+    /// `HIVE_DEST_HOST=`, `HIVE_DEST_PORT=`, `HIVE_BYTES_OUT=`, `HIVE_BYTES_IN=`,
+    /// `HIVE_DURATION_MS=` (src/egress).
+    EgressAllowed,
+    /// ... or refused one (`HIVE_REASON=` says why: not on the allowlist, a name that
+    /// resolves to loopback or link-local, no answer).
+    EgressRefused,
+    /// Past its rate the proxy journals a count per interval instead of each connection
+    /// (`HIVE_ALLOWED=`, `HIVE_REFUSED=`).
+    EgressSummary,
 }
 
 impl Event {
-    pub const ALL: [Event; 26] = [
+    pub const ALL: [Event; 29] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -84,6 +94,9 @@ impl Event {
         Event::AgentTold,
         Event::AgentOverBudget,
         Event::AgentOom,
+        Event::EgressAllowed,
+        Event::EgressRefused,
+        Event::EgressSummary,
     ];
 
     /// The `HIVE_EVENT=` value.
@@ -115,6 +128,9 @@ impl Event {
             Event::AgentTold => "agent_told",
             Event::AgentOverBudget => "agent_over_budget",
             Event::AgentOom => "agent_oom",
+            Event::EgressAllowed => "egress_allowed",
+            Event::EgressRefused => "egress_refused",
+            Event::EgressSummary => "egress_summary",
         }
     }
 
@@ -146,6 +162,9 @@ impl Event {
             Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
             Event::AgentOverBudget => "5b1e0c7d2f8a4e3b9c6d1a0f7e2b4c58",
             Event::AgentOom => "6cd6b45bb7994e5daae9a064df0424c3",
+            Event::EgressAllowed => "5b1f0c2e8a9d4e37b6c1d2e3f4a5b607",
+            Event::EgressRefused => "9e2d4c6b8a0f4e1d93c5b7a9e1f3d5c7",
+            Event::EgressSummary => "3c7a9e1b5d2f4086a4c8e0b2d6f8a1c3",
         }
     }
 
@@ -159,7 +178,8 @@ impl Event {
             | Event::AgentThrottled
             | Event::ReconcileFailed
             | Event::AgentOverBudget
-            | Event::AgentOom => Level::Warn,
+            | Event::AgentOom
+            | Event::EgressRefused => Level::Warn,
             _ => Level::Info,
         }
     }

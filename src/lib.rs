@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod cli;
 pub(crate) mod daemon;
 pub mod disk;
+pub mod egress;
 pub mod failpoint;
 pub(crate) mod harness;
 pub(crate) mod inventory;

@@ -18,7 +18,7 @@ use zbus::zvariant::{OwnedObjectPath, Value};
 pub const MAX_IN_FLIGHT: usize = 128;
 
 /// The plan's properties in the shapes systemd expects, written out here the way a client
-/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`, `a(ss)`.
+/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`, `a(ss)`, `(bas)`.
 pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
     plan.properties
         .iter()
@@ -48,6 +48,7 @@ pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
                         .map(|(a, b)| (a.as_str(), b.as_str()))
                         .collect::<Vec<_>>(),
                 ),
+                Prop::AddressFamilies(f) => Value::from((true, f.clone())),
             };
             (k.as_str(), value)
         })

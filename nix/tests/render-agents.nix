@@ -127,6 +127,7 @@ let
       networking.useNetworkd = mkOption { type = types.bool; default = false; };
       networking.firewall.enable = mkOption { type = types.bool; default = true; };
       networking.useHostResolvConf = mkOption { type = types.bool; default = false; };
+      systemd.network.wait-online.enable = mkOption { type = types.bool; default = true; };
       networking.hostName = mkOption { type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$"; default = "nixos"; };
       environment.systemPackages = mkOption {
         type = types.listOf types.package;
@@ -186,6 +187,10 @@ let
         tasks_max = 512;
         disk_max = "20G";
         network = "private";
+        egress = [
+          "api.example.com"
+          "*.example.org:8443"
+        ];
         harness = [
           "claude"
           "--print"

@@ -11,6 +11,9 @@ fn main() -> ExitCode {
         return code;
     }
     let args = Args::parse();
+    if let Some(Command::EgressProxy { agent, dir }) = &args.command {
+        return hyperhive::cli::daemon::egress_proxy(agent, dir);
+    }
     hyperhive::logging::init("hive-c0re", log::LevelFilter::Info);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
     };
     let result = match args.command {
         None => runtime.block_on(hyperhive::cli::daemon::serve(args.opts)),
+        Some(Command::EgressProxy { .. }) => unreachable!("handled above"),
         Some(Command::UnregisterMachine { machine }) => runtime.block_on(
             hyperhive::cli::daemon::unregister_machine(&machine, args.opts.bus_address),
         ),

@@ -47,9 +47,14 @@ pub struct CreateArgs {
     /// with K, M, G or T; at least 64M (default: hive.toml's, docs/persistence.md)
     #[arg(long, value_name = "SIZE")]
     pub disk_max: Option<String>,
-    /// Network: the host's (default) or a private namespace
+    /// Network: a private namespace with only lo (default) or the host's (shares its
+    /// loopback services, abstract sockets, addresses and DNS)
     #[arg(long, value_parser = ["host", "private"])]
     pub network: Option<String>,
+    /// A destination the agent may reach through its egress proxy (repeatable):
+    /// HOST[:PORT] (port 443 when none), *.DOMAIN[:PORT], IP[:PORT] or CIDR[:PORT]
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub egress: Vec<String>,
     /// Whether hive-c0re brings the agent back by itself at its start, after a reboot and
     /// on reload (default yes)
     #[arg(
@@ -126,6 +131,7 @@ impl CreateArgs {
             autostart: self.autostart,
             private_users: self.private_users,
             capabilities: self.capabilities.clone(),
+            egress: self.egress.clone(),
             turns: self.turns.then_some(true),
             turn_timeout: self.turn_timeout,
             restart_grace: self.restart_grace,

@@ -63,6 +63,15 @@ pub struct DaemonOpts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve one agent's egress proxy (run by hive-c0re as hive-egress-<name>.service)
+    EgressProxy {
+        /// The agent whose allowlist it enforces
+        #[arg(long)]
+        agent: String,
+        /// Its runtime directory: the socket it listens on and the allowlist file
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Forget a dead agent machine in machined (run by agent units' ExecStopPost=)
     UnregisterMachine {
         /// Machine name, h-<agent>
@@ -155,3 +164,34 @@ pub async fn unregister_machine(machine: &str, bus_address: Option<String>) -> R
 
 /// Where systemd-nspawn (256+) keeps each container's exported-sockets directory.
 const NSPAWN_UNIX_EXPORT: &str = "/run/systemd/nspawn/unix-export";
+
+/// `hive-c0re egress-proxy`: one agent's proxy on a single-threaded runtime (a few MiB per
+/// agent), its own journal identifier so its entries are told from the daemon's.
+pub fn egress_proxy(agent: &str, dir: &std::path::Path) -> std::process::ExitCode {
+    crate::logging::init("hive-egress", log::LevelFilter::Info);
+    let agent = match crate::spec::AgentName::parse(agent) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("egress proxy of {agent}: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::egress::run(agent.clone(), dir.to_path_buf())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("egress proxy of {agent}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

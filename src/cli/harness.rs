@@ -92,6 +92,16 @@ pub enum HarnessCommand {
     /// `claude mcp add hive -- hive-harness mcp`): request_approval, approval_status,
     /// my_approvals, emit_event, whoami; each goes through the agent socket
     Mcp,
+    /// Forward a local TCP port to the agent's egress proxy socket (run by hive-c0re as
+    /// hive-egress.service in a private-network container)
+    EgressForward {
+        /// Address to listen on
+        #[arg(long, default_value = crate::plan::egress::PROXY_LISTEN)]
+        listen: String,
+        /// The proxy's unix socket
+        #[arg(long, default_value = "/run/hive-egress/proxy.sock")]
+        to: PathBuf,
+    },
 }
 
 pub async fn run(args: Args) -> Result<i32> {
@@ -117,6 +127,10 @@ pub async fn run(args: Args) -> Result<i32> {
                 }),
             };
             crate::harness::run(opts).await
+        }
+        Some(HarnessCommand::EgressForward { listen, to }) => {
+            crate::harness::egress_forward::run(listen, to).await?;
+            Ok(0)
         }
         Some(HarnessCommand::Mcp) => {
             crate::harness::mcp::serve(args.socket).await?;

@@ -11,6 +11,7 @@ pub mod harness;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;
+pub mod network_status;
 pub mod reconcile;
 pub mod remote;
 pub mod render;

@@ -72,6 +72,8 @@ pub struct AgentStatus {
     /// What a Claude Code agent's turns cost today (UTC), from the same entries; `null`
     /// when none recorded a cost today.
     pub spent_today: Option<super::tell::SpentToday>,
+    /// The agent's network as its spec says; `null` when the spec cannot be read.
+    pub network: Option<super::network_status::NetworkStatus>,
 }
 
 /// A system agent's running system and the GC root that keeps it from the collector.
@@ -163,7 +165,8 @@ async fn harness_status(host_sd: &Systemd, name: &AgentName) -> Option<UnitStatu
 }
 
 /// Fields `status -H` leaves out: they come from this machine's disk and bus sockets.
-const REMOTE_LEAVES_OUT: [&str; 12] = [
+const REMOTE_LEAVES_OUT: [&str; 13] = [
+    "network",
     "spec",
     "disk",
     "last_crash",
@@ -221,6 +224,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
             harness_last_crash: None,
             last_turn: None,
             spent_today: None,
+            network: None,
             system: None,
             recent_log: Vec::new(),
             pending_approvals: pending_approvals(&conn, &name).await,
@@ -276,6 +280,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         recent_log: super::logs::recent(&name, 10),
         last_turn: super::tell::last_turn(&name),
         spent_today: super::tell::spent_today(&name),
+        network: super::network_status::read(&roots, &name),
         system: RunningSystem::of(&name),
         pending_approvals: pending_approvals(&conn, &name).await,
     };
@@ -367,6 +372,9 @@ pub fn render_status(st: &AgentStatus) -> String {
             system.running.display(),
             system.gc_root.display()
         ));
+    }
+    if let Some(n) = &st.network {
+        out.push_str(&super::network_status::render(n));
     }
     match (&st.host, &st.harness) {
         (Some(host), _) => out.push_str(&format!(

@@ -26,11 +26,19 @@ impl Hive {
         }
         failpoint::hit("approve:decided");
         // The grace the agent's spec gives it now, before the change is laid over it.
-        let grace = self
-            .load_spec(&decided.agent)
-            .ok()
-            .and_then(|s| s.restart_grace);
-        super::agent_side::grace_before_restart(self.doors.as_ref(), &decided, grace).await;
+        let current = self.load_spec(&decided.agent).ok();
+        let grace = current.as_ref().and_then(|s| s.restart_grace);
+        // A change of the egress allowlist alone restarts nothing: no grace, no warning.
+        let egress_only = current.as_ref().is_some_and(|old| {
+            requested_spec(&self.host.roots, &decided).is_ok_and(|(_, new)| {
+                let mut o = old.clone();
+                o.egress = new.egress.clone();
+                o == new
+            })
+        });
+        if !egress_only {
+            super::agent_side::grace_before_restart(self.doors.as_ref(), &decided, grace).await;
+        }
         let outcome = match self.apply(&decided).await {
             Ok(()) => {
                 failpoint::hit("approve:applied");
@@ -58,6 +66,10 @@ impl Hive {
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
             .with_context(|| format!("agent {name}: saving spec {}", saved.display()))?;
         failpoint::hit("approve:spec-saved");
+        if self.egress_in_place(&spec, a.id).await? {
+            self.publish(Change::AgentChanged(name.clone()));
+            return Ok(());
+        }
         self.rebuild_locked(&spec, Some(a.id)).await?;
         self.publish(Change::AgentChanged(name.clone()));
         Ok(())

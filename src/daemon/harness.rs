@@ -61,6 +61,10 @@ impl Hive {
             .map(|s| s.invocation_id)
             .unwrap_or_default();
         let sd = self.container_systemd(name).await?;
+        // Before the harness, so the agent's first request finds 127.0.0.1:3128 open.
+        Self::ensure_forwarder(&sd, spec, mode)
+            .await
+            .with_context(|| format!("inside container {}", name.machine()))?;
         let outcome = Self::ensure_running(&sd, &plan, mode)
             .await
             .with_context(|| format!("inside container {}", name.machine()))?;

@@ -155,6 +155,10 @@ impl Hive {
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
+        self.stop_egress(name)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
         journal::emit(
             Event::AgentStopped,
             Some(name),
@@ -281,6 +285,10 @@ impl Hive {
             .await
             .map_err(Error::failed)?;
         self.wait_unloaded(&unit).await.map_err(Error::failed)?;
+        self.stop_egress(name)
+            .await
+            .with_context(|| ctx("stopping its egress proxy"))
+            .map_err(Error::failed)?;
         self.doors.close(name);
         self.stop_harness_watch(name);
         // With its socket gone the agent cannot ask again; what it asked is failed before
@@ -292,6 +300,9 @@ impl Hive {
         // after the unit is gone, so it is ours to remove.
         crate::safe_fs::remove_tree(&roots.runtime_dir(name))
             .with_context(|| ctx("removing its runtime dir"))
+            .map_err(Error::failed)?;
+        self.remove_egress_dir(name)
+            .with_context(|| ctx("removing its egress dir"))
             .map_err(Error::failed)?;
         mark_stopped(roots, name, false).map_err(Error::failed)?;
         if purge {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 pub use crate::reconcile::view::{Check, Verdict};
 
 use crate::plan::{self, Host, HARNESS_IN_CONTAINER};
-use crate::spec::{AgentSpec, Network};
+use crate::spec::AgentSpec;
 
 impl Check {
     pub(super) fn of(what: &str, result: Result<String, String>) -> Check {
@@ -88,13 +88,12 @@ pub fn checks(spec: &AgentSpec, host: &Host) -> Vec<Check> {
         };
         out.push(Check::of("claude API key file", file));
     }
-    out.push(Check::of(
-        "network",
-        Ok(match spec.network {
-            Network::Host => "the host's (no network namespace)".into(),
-            Network::Private => "private namespace, as the spec asks (network = private)".into(),
-        }),
-    ));
+    let mut network = Check::of("network", Ok(crate::plan::network::describe(spec)));
+    if spec.network == crate::spec::Network::Host {
+        // Allowed, but the admin should see what it gives away every time it is planned.
+        network.verdict = Verdict::Warn;
+    }
+    out.push(network);
     out
 }
 

@@ -83,6 +83,8 @@ impl Hive {
         let name = &spec.name;
         self.doors.open(name, &self.host.roots.runtime_dir(name))?;
         mark_stopped(&self.host.roots, name, false)?;
+        // The container binds the proxy's directory: it must exist before nspawn runs.
+        self.ensure_egress(spec).await?;
         let (mode, switched) = self.settle_system(spec, plan, mode).await?;
         let outcome = match Self::ensure_running(&self.sd, plan, mode).await? {
             Outcome::Adopted if switched => Outcome::Switched,

@@ -93,9 +93,11 @@ pub fn tools() -> Vec<Tool> {
             "request_approval",
             "Ask an admin for a change of your own spec. `change` holds spec fields to lay over \
              your spec: path (directories first on PATH), env, bind (\"/host:/target[:ro]\"), \
-             memory_max, tasks_max, cpu_weight (limits may only go down). Returns the \
-             approval's id; you are told when it is decided, and an approved change restarts \
-             your container after a short grace.",
+             memory_max, tasks_max, cpu_weight (limits may only go down), egress (names you \
+             may reach through your HTTPS_PROXY: \"api.example.com\", \"*.example.org:8443\"; \
+             no addresses). Returns the approval's id; you are told when it is decided; an \
+             approved egress change applies to your next connection, any other change \
+             restarts your container after a short grace.",
             schema(json!({
                 "type": "object",
                 "properties": {
@@ -108,7 +110,8 @@ pub fn tools() -> Vec<Tool> {
                             "bind": {"type": "array", "items": {"type": "string"}},
                             "memory_max": {"type": ["string", "integer"]},
                             "tasks_max": {"type": "integer"},
-                            "cpu_weight": {"type": "integer"}
+                            "cpu_weight": {"type": "integer"},
+                            "egress": {"type": "array", "items": {"type": "string"}, "maxItems": 8}
                         },
                         "additionalProperties": false
                     }

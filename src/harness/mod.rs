@@ -10,6 +10,7 @@
 //! deliver in a bounded queue ([`Outbox`]), sent in order once the daemon is back.
 
 pub mod claude;
+pub mod egress_forward;
 mod events;
 mod feed;
 pub mod mcp;

@@ -39,6 +39,10 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         format!("HIVE_AGENT={name}"),
         format!("HIVE_SOCKET={SOCKET_IN_CONTAINER}"),
     ];
+    if super::egress::has_egress(spec) {
+        // Before the spec's own env, so an admin's explicit value wins.
+        env.extend(super::egress::proxy_env());
+    }
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
     let mut properties = vec![
         (

@@ -14,7 +14,9 @@ use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 mod claude;
 pub use claude::API_KEY_CREDENTIAL;
 pub mod bounds;
+pub mod egress;
 mod harness;
+pub mod network;
 pub mod system;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
 
@@ -36,6 +38,9 @@ pub const DEFAULT_BASE_PATH: [&str; 7] = [
 /// Delay between a crash and the restart. Short, because a container restart is cheap and
 /// systemd's start limit (5 in 10 s) still stops a crash loop.
 pub const RESTART_USEC: u64 = 500_000;
+
+/// Masked in a private-network container (see [`container_unit`]).
+pub const WAIT_ONLINE: &str = "systemd-networkd-wait-online.service";
 
 /// What the daemon knows about its host that a plan needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +107,8 @@ pub enum Prop {
     ExitStatus(Vec<i32>),
     /// `a(ss)`, e.g. LoadCredential.
     Pairs(Vec<(String, String)>),
+    /// `(bas)`: an allow-list of address families, e.g. RestrictAddressFamilies.
+    AddressFamilies(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -198,6 +205,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     if spec.system.is_some() {
         argv.extend(system::binds(spec));
     }
+    argv.extend(egress::container_args(spec, host));
     for b in &spec.binds {
         argv.push(bind_arg(&b.source, &b.target, b.readonly, idmap));
     }
@@ -216,8 +224,11 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     // the bus, /proc/*/cmdline). The harness unit carries it, inside the container.
     argv.push(format!("--setenv=HIVE_AGENT={name}"));
     match spec.network {
-        // Host networking: no flag at all, so nspawn never creates a netns.
+        // Host networking (an admin's explicit choice): no flag at all, so nspawn never
+        // creates a netns.
         Network::Host => {}
+        // Only lo: no route out, no DNS server, none of the host's loopback services,
+        // abstract sockets or link-local addresses.
         Network::Private => argv.push("--private-network".into()),
     }
     if spec.system.is_some() {
@@ -230,6 +241,13 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         argv.push("--".into());
         // An empty /etc (volatile roots) must not stop the boot at a firstboot prompt.
         argv.push("systemd.firstboot=off".into());
+        if spec.network == Network::Private {
+            // In its own namespace the container's root may configure links, so a root
+            // whose presets enable systemd-networkd starts it, and its wait-online then
+            // holds the boot (and READY=1) for two minutes waiting for a link that will
+            // never come: lo is all there is.
+            argv.push(format!("systemd.mask={WAIT_ONLINE}"));
+        }
     }
 
     let exec_start = ExecCommand {

@@ -84,6 +84,7 @@ pub fn render_planned(p: &Prop) -> String {
         Prop::Bytes(v) => join(v.iter().map(|b| String::from_utf8_lossy(b).into_owned())),
         Prop::ExitStatus(codes) => join(codes.iter().map(i32::to_string)),
         Prop::Pairs(pairs) => join(pairs.iter().map(|(a, b)| format!("{a}:{b}"))),
+        Prop::AddressFamilies(f) => join(f.iter().map(String::as_str)),
     }
 }
 

@@ -36,6 +36,9 @@ pub enum SpecError {
     Volatile(String),
     #[error("invalid network \"{}\": use host or private", .0.escape_debug())]
     Network(String),
+    /// A bad `egress` entry, or egress asked for where it cannot apply (spec/egress.rs).
+    #[error("{0}")]
+    Egress(String),
 
     /// A spec file that is not valid TOML or has a field of the wrong type.
     #[error("{}", toml_text(.origin, *.line, .field.as_deref(), .message))]

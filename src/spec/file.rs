@@ -40,6 +40,10 @@ pub struct SpecFile {
     pub disk_max: Option<size::Size>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// Allowlist of the agent's egress proxy: `HOST[:PORT]` (port 443 when none),
+    /// `*.example.com`, an address or a CIDR (spec/egress.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub harness: Option<Vec<String>>,
     /// Whether the daemon brings the agent up by itself (at its start, after a reboot, and
@@ -121,6 +125,12 @@ impl SpecFile {
         self.tasks_max = over.tasks_max.or(self.tasks_max);
         self.disk_max = over.disk_max.or(self.disk_max);
         self.network = over.network.or(self.network);
+        // Entries laid over again are the same entries (an approval resumed converges).
+        for e in over.egress {
+            if !self.egress.contains(&e) {
+                self.egress.push(e);
+            }
+        }
         self.harness = over.harness.or(self.harness);
         self.autostart = over.autostart.or(self.autostart);
         self.private_users = over.private_users.or(self.private_users);

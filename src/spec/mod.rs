@@ -7,6 +7,7 @@ pub mod bind;
 pub mod bounds;
 pub mod claude;
 mod diff;
+pub mod egress;
 mod error;
 mod file;
 pub mod message;
@@ -87,8 +88,10 @@ impl Volatile {
     }
 }
 
-/// The container's network. Host networking is the default because the predecessor's
-/// silent switch to a private netns hid every agent's web UI (seed gotcha).
+/// The container's network. A private namespace with only `lo` is the default: an agent
+/// on the host's network reaches the host's loopback services, its abstract unix sockets,
+/// cloud metadata and every internal address (issue 23). `host` stays an admin's explicit
+/// choice, never something an agent may request (spec/request.rs).
 #[derive(
     Debug,
     Clone,
@@ -108,8 +111,8 @@ impl Volatile {
     parse_err_fn = SpecError::network
 )]
 pub enum Network {
-    #[default]
     Host,
+    #[default]
     Private,
 }
 
@@ -138,6 +141,10 @@ pub struct AgentSpec {
     /// Bytes; `None`: the daemon's default (spec/bounds.rs).
     pub disk_max: Option<u64>,
     pub network: Network,
+    /// Where the agent may connect through its host-side proxy (private network only),
+    /// in the order given, without repeats. Not part of any unit's plan: the proxy reads
+    /// it from a file, so a change applies without a restart.
+    pub egress: Vec<egress::EgressEntry>,
     pub harness: Vec<String>,
     /// Not part of any unit: it decides whether reconcile creates the units at all.
     pub autostart: bool,
@@ -312,6 +319,8 @@ impl AgentSpec {
                 return Err(SpecError::RestartGrace(grace));
             }
         }
+        let network = file.network.unwrap_or_default();
+        let egress = egress_entries(&file.egress, network)?;
         Ok(Self {
             name: name.clone(),
             root,
@@ -324,7 +333,8 @@ impl AgentSpec {
             cpu_weight: file.cpu_weight,
             tasks_max: file.tasks_max,
             disk_max,
-            network: file.network.unwrap_or_default(),
+            network,
+            egress,
             harness,
             autostart: file.autostart.unwrap_or(true),
             private_users: file.private_users.unwrap_or(true),
@@ -363,6 +373,7 @@ impl AgentSpec {
             tasks_max: self.tasks_max,
             disk_max: self.disk_max.map(size::Size::Bytes),
             network: Some(self.network),
+            egress: self.egress.iter().map(ToString::to_string).collect(),
             harness: (!self.harness.is_empty()).then(|| self.harness.clone()),
             autostart: Some(self.autostart),
             private_users: Some(self.private_users),
@@ -411,6 +422,31 @@ pub(crate) fn clean_abs_path(what: &'static str, path: &Path) -> Result<PathBuf,
         }
     }
     Ok(clean)
+}
+
+/// Most egress entries one spec may hold: the proxy checks each connection against all.
+pub const MAX_EGRESS: usize = 256;
+
+fn egress_entries(raw: &[String], network: Network) -> Result<Vec<egress::EgressEntry>, SpecError> {
+    if !raw.is_empty() && network == Network::Host {
+        return Err(SpecError::Egress(
+            "egress applies to a private network only; with network = \"host\" the agent reaches everything the host does".into(),
+        ));
+    }
+    if raw.len() > MAX_EGRESS {
+        return Err(SpecError::Egress(format!(
+            "egress: {} entries, at most {MAX_EGRESS}",
+            raw.len()
+        )));
+    }
+    let mut out: Vec<egress::EgressEntry> = Vec::new();
+    for entry in raw {
+        let e: egress::EgressEntry = entry.parse().map_err(SpecError::Egress)?;
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    Ok(out)
 }
 
 fn check_env(key: &str, value: &str) -> Result<(), SpecError> {

@@ -19,7 +19,8 @@ use super::{AgentSpec, SpecError, SpecFile, RESERVED_TARGETS};
 /// bind's source is checked on the host (see [`protected_source`]); limits may only go
 /// down. Never `root`, `volatile`, `network`, `harness`, `autostart`, nor any user
 /// namespace or capability setting.
-pub const ALLOWED_FIELDS: [&str; 6] = [
+pub const ALLOWED_FIELDS: [&str; 7] = [
+    "egress",
     "path",
     "env",
     "bind",
@@ -50,7 +51,13 @@ pub struct AgentRequest {
     pub tasks_max: Option<u64>,
     #[serde(default)]
     pub cpu_weight: Option<u64>,
+    /// Names (never addresses) added to the egress allowlist; see [`MAX_EGRESS_ASKED`].
+    #[serde(default)]
+    pub egress: Vec<String>,
 }
+
+/// Most egress entries one request may add.
+pub const MAX_EGRESS_ASKED: usize = 8;
 
 impl AgentRequest {
     /// Parses a `spec_change` payload. The error is one line, safe to send back and log.
@@ -82,6 +89,7 @@ impl AgentRequest {
             memory_max: self.memory_max.clone(),
             tasks_max: self.tasks_max,
             cpu_weight: self.cpu_weight,
+            egress: self.egress.clone(),
             ..SpecFile::default()
         }
     }
@@ -96,6 +104,27 @@ impl AgentRequest {
         defaults: &Defaults,
         protected: &[PathBuf],
     ) -> Result<AgentSpec, SpecError> {
+        let name = &current.name;
+        if self.egress.len() > MAX_EGRESS_ASKED {
+            return Err(SpecError::Egress(format!(
+                "egress: {} entries asked at once, at most {MAX_EGRESS_ASKED}",
+                self.egress.len()
+            ))
+            .for_agent(name));
+        }
+        for raw in &self.egress {
+            // Bare `*`, a wildcard over a top-level domain, bad names: refused by the parse.
+            let entry: super::egress::EgressEntry = raw
+                .parse()
+                .map_err(|e: String| SpecError::Egress(e).for_agent(name))?;
+            if entry.is_address() {
+                return Err(SpecError::Egress(format!(
+                    "egress entry \"{}\": an address or network; only an admin may allowlist one (ask for a name)",
+                    super::one_line(raw)
+                ))
+                .for_agent(name));
+            }
+        }
         for entry in &self.bind {
             let b = entry.to_bind()?;
             if let Some(p) = protected_source(&b.source, protected) {
@@ -115,7 +144,6 @@ impl AgentRequest {
             }
         }
         let spec = current.with_change(&self.to_change())?;
-        let name = &current.name;
         if self.memory_max.is_some() {
             lowers(
                 "memory_max",
@@ -270,6 +298,36 @@ mod tests {
         let file = SpecFile::from_toml(&format!("root = \"/\"\nvolatile = \"yes\"\n{extra}"), "t")
             .unwrap();
         AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
+    }
+
+    #[test]
+    fn an_agent_may_ask_for_egress_names_but_never_addresses_or_everything() {
+        let current = spec("");
+        let ask = |v: serde_json::Value| {
+            AgentRequest::parse(&json!({ "egress": v }))
+                .and_then(|r| r.apply_to(&current, &Defaults::shipped(8 << 30), &protected()))
+        };
+        let granted = ask(json!(["api.example.com", "*.pypi.org:8443"])).unwrap();
+        assert_eq!(granted.egress.len(), 2);
+        for bad in [
+            json!(["*"]),
+            json!(["*.com"]),
+            json!(["10.0.0.0/8"]),
+            json!(["192.0.2.1:443"]),
+            json!(["[::1]"]),
+            json!((0..9)
+                .map(|i| format!("h{i}.example.com"))
+                .collect::<Vec<_>>()),
+        ] {
+            let err = ask(bad.clone()).unwrap_err().to_string();
+            assert!(err.starts_with("agent alice: egress"), "{bad}: {err}");
+        }
+        // Not on a host-network agent: it reaches everything already.
+        let host = spec("network = \"host\"\n");
+        assert!(AgentRequest::parse(&json!({"egress": ["a.example.com"]}))
+            .unwrap()
+            .apply_to(&host, &Defaults::shipped(8 << 30), &protected())
+            .is_err());
     }
 
     fn protected() -> Vec<PathBuf> {

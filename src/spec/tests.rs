@@ -15,7 +15,8 @@ fn minimal() -> SpecFile {
 #[test]
 fn defaults_fill_what_is_left_out() {
     let spec = AgentSpec::validate(&name("alice"), &minimal()).unwrap();
-    assert_eq!(spec.network, Network::Host);
+    // A private namespace unless an admin writes `network = "host"` (issue 23).
+    assert_eq!(spec.network, Network::Private);
     assert_eq!(spec.memory_max, None);
     assert!(spec.binds.is_empty() && spec.path.is_empty() && spec.harness.is_empty());
 }
@@ -31,7 +32,7 @@ env = { FOO = "bar baz" }
 memory_max = "512M"
 cpu_weight = 200
 tasks_max = 64
-network = "private"
+network = "host"
 harness = ["claude", "--print"]
 "#;
     let file = SpecFile::from_toml(text, "alice.toml").unwrap();
@@ -42,7 +43,7 @@ harness = ["claude", "--print"]
     assert!(spec.binds[0].readonly);
     assert_eq!(spec.binds[1].source, PathBuf::from("/srv/a:b"));
     assert_eq!(spec.binds[1].target, PathBuf::from("/mnt/x y"));
-    assert_eq!(spec.network, Network::Private);
+    assert_eq!(spec.network, Network::Host);
     assert_eq!(spec.harness, vec!["claude", "--print"]);
 }
 

@@ -358,6 +358,7 @@ fn to_value(p: &Prop) -> Value<'static> {
         Prop::Bytes(v) => Value::from(v.clone()),
         Prop::ExitStatus(codes) => Value::from((codes.clone(), Vec::<i32>::new())),
         Prop::Pairs(pairs) => Value::from(pairs.clone()),
+        Prop::AddressFamilies(families) => Value::from((true, families.clone())),
     }
 }
 

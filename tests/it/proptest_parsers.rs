@@ -762,6 +762,12 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                         budget_usd_per_day: tasks_max.map(|t| (t % 100 + 1) as f64 / 4.0),
                         ..Default::default()
                     }),
+                    // Egress only where it applies: a private network.
+                    egress: match (network, tasks_max.map(|t| t % 3)) {
+                        (Some(Network::Host), _) | (_, None) | (_, Some(0)) => vec![],
+                        (_, Some(1)) => vec!["api.example.com".into(), "*.example.org:8443".into()],
+                        _ => vec!["10.0.0.0/8:80".into(), "[fd00::1]".into()],
+                    },
                     network,
                     harness,
                 }

@@ -30,6 +30,7 @@ fn spec_keys() -> BTreeSet<String> {
         tasks_max: Some(512),
         disk_max: Some(Size::Text("20G".into())),
         network: Some(Network::Private),
+        egress: vec!["api.example.com".into()],
         harness: Some(vec!["claude".into(), "--print".into()]),
         autostart: Some(false),
         private_users: Some(false),

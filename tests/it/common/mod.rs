@@ -179,13 +179,49 @@ pub fn listeners(h: &TestHost, agent: &str) -> usize {
         .count()
 }
 
-/// Established connections to the agent's socket, daemon side, in this host.
+/// Established connections to the agent's socket, daemon side, in this host. The
+/// daemon's end of an accepted unix connection belongs to the network namespace of the
+/// client: the harness's is in the agent's namespace (unless `network = "host"`), a test's
+/// own in the test host's, so both are counted (once when they are the same).
 pub fn connections(h: &TestHost, agent: &str) -> usize {
     let path = format!("/run/hyperhive/{agent}/hive.sock ");
-    h.run_ok(&["ss", "-xpH", "state", "connected"])
-        .lines()
-        .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
-        .count()
+    let count = |argv: &[&str]| {
+        let out = h.run(argv);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&path) && l.contains("\"hive-c0re\""))
+            .count()
+    };
+    let mut n = count(&["ss", "-xpH", "state", "connected"]);
+    let leader = h.run(&[
+        "machinectl",
+        "show",
+        &format!("h-{agent}"),
+        "-p",
+        "Leader",
+        "--value",
+    ]);
+    let leader = String::from_utf8_lossy(&leader.stdout).trim().to_owned();
+    if !leader.is_empty() {
+        let ns = |pid: &str| {
+            String::from_utf8_lossy(&h.run(&["readlink", &format!("/proc/{pid}/ns/net")]).stdout)
+                .trim()
+                .to_owned()
+        };
+        if ns(&leader) != ns("1") {
+            n += count(&[
+                "nsenter",
+                "-t",
+                &leader,
+                "-n",
+                "ss",
+                "-xpH",
+                "state",
+                "connected",
+            ]);
+        }
+    }
+    n
 }
 
 /// The agent's socket as seen from the machine running the tests.

@@ -1,0 +1,95 @@
+//! The network part of `hivectl status`: what the agent's network is and what it may
+//! reach, read from its spec on disk, and what it was refused lately, from the journal of
+//! its egress proxy (so it works while the daemon is down).
+
+use serde::Serialize;
+
+use crate::paths::Roots;
+use crate::plan::egress::{has_egress, proxy_unit_name};
+use crate::spec::{AgentName, Network};
+
+/// Refusals shown.
+const LAST_REFUSED: usize = 5;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkStatus {
+    pub network: Network,
+    /// One line: a private namespace, or what a host-network agent shares with the host.
+    pub summary: String,
+    /// The egress allowlist, as `HOST:PORT` entries (private network only).
+    pub egress: Vec<String>,
+    /// The most recent refusals of its egress proxy, newest last.
+    pub last_refused: Vec<Refused>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    pub destination: String,
+    pub reason: String,
+    pub at_usec: u64,
+}
+
+/// `None` when the spec cannot be read (no spec, or not root).
+pub fn read(roots: &Roots, name: &AgentName) -> Option<NetworkStatus> {
+    let spec = crate::daemon::load_spec(roots, name).ok()?;
+    let egress = has_egress(&spec);
+    Some(NetworkStatus {
+        network: spec.network,
+        summary: crate::plan::network::describe(&spec),
+        egress: spec.egress.iter().map(ToString::to_string).collect(),
+        last_refused: if egress {
+            last_refused(name)
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// From the proxy unit's own entries (`_SYSTEMD_UNIT=` is journald's, not the writer's).
+fn last_refused(name: &AgentName) -> Vec<Refused> {
+    let Ok(out) = std::process::Command::new("journalctl")
+        .args(["-o", "json", "--no-pager", "-n", &LAST_REFUSED.to_string()])
+        .arg(format!("_SYSTEMD_UNIT={}", proxy_unit_name(name)))
+        .arg("HIVE_EVENT=egress_refused")
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some(Refused {
+                destination: format!(
+                    "{}:{}",
+                    crate::spec::one_line(e["HIVE_DEST_HOST"].as_str()?),
+                    e["HIVE_DEST_PORT"].as_str()?
+                ),
+                reason: crate::spec::one_line(e["HIVE_REASON"].as_str().unwrap_or("")),
+                at_usec: e["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The `   Network:`, `    Egress:` and `   Refused:` lines of the text status.
+pub fn render(st: &NetworkStatus) -> String {
+    let mut out = format!("   Network: {}\n", st.summary);
+    if st.network == Network::Private {
+        let list = if st.egress.is_empty() {
+            "none allowed (hivectl create --replace --egress HOST[:PORT], or an approval)".into()
+        } else {
+            st.egress.join(", ")
+        };
+        out.push_str(&format!("    Egress: {list}\n"));
+        for (i, r) in st.last_refused.iter().enumerate() {
+            let head = if i == 0 { "   Refused:" } else { "           " };
+            out.push_str(&format!(
+                "{head} {} at {}\n",
+                r.destination,
+                super::render::format_usec(r.at_usec)
+            ));
+        }
+    }
+    out
+}

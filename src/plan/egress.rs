@@ -1,0 +1,304 @@
+//! A private-network agent's way out: its egress proxy on the host
+//! (`hive-egress-<name>.service`, src/egress), the directory it shares with the container,
+//! and the forwarder inside the container (`hive-egress.service` on 127.0.0.1:3128).
+//! Pure. The allowlist itself is no part of any plan: it is a file the proxy re-reads, so
+//! a change applies without restarting anything.
+
+use std::path::{Path, PathBuf};
+
+use super::{literal_args, stamp, ExecCommand, Host, Prop, UnitPlan, HARNESS_IN_CONTAINER, SLICE};
+use crate::paths::Roots;
+use crate::spec::{AgentName, AgentSpec, Network};
+
+/// Where the proxy's directory (its socket, the allowlist) is seen inside the container.
+pub const EGRESS_IN_CONTAINER: &str = "/run/hive-egress";
+/// The forwarder's unit inside the container.
+pub const FORWARD_UNIT: &str = "hive-egress.service";
+/// What the agent's tools are pointed at.
+pub const PROXY_LISTEN: &str = "127.0.0.1:3128";
+pub const PROXY_URL: &str = "http://127.0.0.1:3128";
+/// Never through the proxy: the container's own loopback.
+pub const NO_PROXY: &str = "localhost,127.0.0.1,::1";
+/// A login shell's copy of the same variables (bound at /etc/profile.d/ inside).
+pub const PROFILE_FILE: &str = "profile.sh";
+pub const PROFILE_IN_CONTAINER: &str = "/etc/profile.d/hyperhive-egress.sh";
+
+/// Bounds of the proxy unit: a few MiB serve it (docs/performance.md); tasks are its
+/// runtime's threads and the resolver's.
+pub const PROXY_MEMORY_MAX: u64 = 64 << 20;
+pub const PROXY_TASKS_MAX: u64 = 32;
+
+pub fn proxy_unit_name(name: &AgentName) -> String {
+    format!("hive-egress-{name}.service")
+}
+
+/// Whether the agent has an egress proxy at all: only in a namespace of its own.
+pub fn has_egress(spec: &AgentSpec) -> bool {
+    spec.network == Network::Private
+}
+
+/// `RuntimeDirectory=` of the proxy, relative to /run: `<run root>-egress/<name>`, beside
+/// the agents' runtime dirs (`/run/hyperhive-egress/alice`).
+pub fn runtime_directory(roots: &Roots, name: &AgentName) -> String {
+    let rel = roots
+        .run
+        .strip_prefix("/run")
+        .expect("the run root is below /run (Roots::validate)");
+    format!("{}-egress/{name}", rel.display())
+}
+
+/// The proxy's directory on the host. With `DynamicUser=yes` and
+/// `RuntimeDirectoryPreserve=yes` systemd keeps it under `/run/private/` (0700, so no
+/// other host user reaches it) and links `/run/<runtime directory>` there; the daemon and
+/// nspawn use the real directory, never that link.
+pub fn dir(roots: &Roots, name: &AgentName) -> PathBuf {
+    Path::new("/run/private").join(runtime_directory(roots, name))
+}
+
+/// The variables that point curl, pip, npm, git, python and claude-code at the proxy:
+/// both cases, since curl reads only lowercase `http_proxy`.
+pub fn proxy_env() -> Vec<String> {
+    let mut env = Vec::new();
+    for key in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+        env.push(format!("{key}={PROXY_URL}"));
+        env.push(format!("{}={PROXY_URL}", key.to_ascii_lowercase()));
+    }
+    env.push(format!("NO_PROXY={NO_PROXY}"));
+    env.push(format!("no_proxy={NO_PROXY}"));
+    env
+}
+
+/// `/etc/profile.d/hyperhive-egress.sh`: the same for login shells.
+pub fn profile_script() -> String {
+    let mut s = String::from(
+        "# Written by hive-c0re: this agent reaches the network through its egress proxy.\n",
+    );
+    for kv in proxy_env() {
+        s.push_str(&format!("export {kv}\n"));
+    }
+    s
+}
+
+/// The nspawn arguments a private-network agent gets: the proxy's directory read-only
+/// at [`EGRESS_IN_CONTAINER`], and the login shells' profile.
+pub fn container_args(spec: &AgentSpec, host: &Host) -> Vec<String> {
+    if !has_egress(spec) {
+        return Vec::new();
+    }
+    let d = dir(&host.roots, &spec.name);
+    vec![
+        super::bind_arg(&d, Path::new(EGRESS_IN_CONTAINER), true, false),
+        super::bind_arg(
+            &d.join(PROFILE_FILE),
+            Path::new(PROFILE_IN_CONTAINER),
+            true,
+            false,
+        ),
+    ]
+}
+
+/// `hive-egress-<name>.service` on the host: `hive-c0re egress-proxy`, under a user of its
+/// own, able to write nothing but its runtime directory, with only the address families
+/// it needs and bounded memory and tasks.
+pub fn proxy_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
+    let name = &spec.name;
+    // The unit itself reaches its directory through systemd's link.
+    let d = Path::new("/run").join(runtime_directory(&host.roots, name));
+    let argv = vec![
+        host.hive_c0re.display().to_string(),
+        "egress-proxy".into(),
+        format!("--agent={name}"),
+        format!("--dir={}", d.display()),
+    ];
+    let s = |v: &str| Prop::Str(v.into());
+    let yes = Prop::Bool(true);
+    let properties: Vec<(String, Prop)> = vec![
+        (
+            "Description".into(),
+            Prop::Str(format!("hyperhive egress proxy of agent {name}")),
+        ),
+        ("Slice".into(), Prop::Str(SLICE.into())),
+        // READY=1 once the socket is bound.
+        ("Type".into(), s("notify")),
+        ("NotifyAccess".into(), s("main")),
+        ("Restart".into(), s("on-failure")),
+        ("RestartUSec".into(), Prop::U64(200_000)),
+        (
+            "Environment".into(),
+            Prop::Strv(vec![format!("HIVE_AGENT={name}")]),
+        ),
+        (
+            "ExecStart".into(),
+            Prop::Exec(vec![ExecCommand {
+                path: host.hive_c0re.display().to_string(),
+                argv: literal_args(argv),
+                ignore_failure: false,
+            }]),
+        ),
+        (
+            "LogExtraFields".into(),
+            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+        ),
+        // A user of its own: one agent's proxy can neither see another's traffic nor
+        // touch the host's files.
+        ("DynamicUser".into(), yes.clone()),
+        (
+            "RuntimeDirectory".into(),
+            Prop::Strv(vec![runtime_directory(&host.roots, name)]),
+        ),
+        // The container binds this directory: it must outlive a restart of the proxy.
+        ("RuntimeDirectoryPreserve".into(), s("yes")),
+        ("RuntimeDirectoryMode".into(), Prop::U32(0o755)),
+        ("ProtectSystem".into(), s("strict")),
+        ("ProtectHome".into(), s("yes")),
+        ("PrivateTmp".into(), yes.clone()),
+        ("PrivateDevices".into(), yes.clone()),
+        ("ProtectKernelTunables".into(), yes.clone()),
+        ("ProtectKernelModules".into(), yes.clone()),
+        ("ProtectKernelLogs".into(), yes.clone()),
+        ("ProtectControlGroups".into(), yes.clone()),
+        ("ProtectClock".into(), yes.clone()),
+        ("ProtectHostname".into(), yes.clone()),
+        // `t`: the namespace types it may create; none.
+        ("RestrictNamespaces".into(), Prop::U64(0)),
+        ("RestrictRealtime".into(), yes.clone()),
+        ("RestrictSUIDSGID".into(), yes.clone()),
+        ("LockPersonality".into(), yes.clone()),
+        ("MemoryDenyWriteExecute".into(), yes.clone()),
+        ("NoNewPrivileges".into(), yes),
+        ("CapabilityBoundingSet".into(), Prop::U64(0)),
+        // The agent's socket, journald's, and the destinations: nothing else.
+        (
+            "RestrictAddressFamilies".into(),
+            Prop::AddressFamilies(vec!["AF_UNIX".into(), "AF_INET".into(), "AF_INET6".into()]),
+        ),
+        ("MemoryMax".into(), Prop::U64(PROXY_MEMORY_MAX)),
+        ("TasksMax".into(), Prop::U64(PROXY_TASKS_MAX)),
+        // Not every connection is the agent's fault: bounded, not stopped for good.
+        ("LimitNOFILE".into(), Prop::U64(4096)),
+    ];
+    stamp(proxy_unit_name(name), None, properties, None)
+}
+
+/// `hive-egress.service` inside the container: 127.0.0.1:3128 forwarded to the proxy's
+/// socket by hive-harness (bound into every container, whatever its root holds).
+pub fn forward_unit(spec: &AgentSpec) -> UnitPlan {
+    let name = &spec.name;
+    let argv = vec![
+        HARNESS_IN_CONTAINER.to_string(),
+        "egress-forward".into(),
+        format!("--listen={PROXY_LISTEN}"),
+        format!(
+            "--to={}",
+            Path::new(EGRESS_IN_CONTAINER)
+                .join(crate::egress::SOCKET_FILE)
+                .display()
+        ),
+    ];
+    let properties = vec![
+        (
+            "Description".into(),
+            Prop::Str(format!(
+                "hyperhive egress forwarder of agent {name} ({PROXY_LISTEN})"
+            )),
+        ),
+        ("Type".into(), Prop::Str("notify".into())),
+        ("NotifyAccess".into(), Prop::Str("main".into())),
+        ("Restart".into(), Prop::Str("always".into())),
+        ("RestartUSec".into(), Prop::U64(200_000)),
+        (
+            "Environment".into(),
+            Prop::Strv(vec![format!("HIVE_AGENT={name}")]),
+        ),
+        (
+            "ExecStart".into(),
+            Prop::Exec(vec![ExecCommand {
+                path: HARNESS_IN_CONTAINER.into(),
+                argv: literal_args(argv),
+                ignore_failure: false,
+            }]),
+        ),
+    ];
+    stamp(FORWARD_UNIT.into(), None, properties, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecFile;
+
+    fn host() -> Host {
+        Host {
+            roots: Roots::default(),
+            nspawn: "/usr/bin/systemd-nspawn".into(),
+            hive_c0re: "/usr/bin/hive-c0re".into(),
+            hive_harness: "/usr/bin/hive-harness".into(),
+            base_path: vec!["/usr/bin".into()],
+            journal: None,
+            defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
+        }
+    }
+
+    fn spec(toml: &str) -> AgentSpec {
+        let file = SpecFile::from_toml(toml, "test").unwrap();
+        AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
+    }
+
+    #[test]
+    fn the_proxy_is_sandboxed_under_its_own_user_in_hive_slice() {
+        let p = proxy_unit(&spec("root = \"/\"\nvolatile = \"yes\"\n"), &host());
+        assert_eq!(p.unit, "hive-egress-alice.service");
+        assert_eq!(p.get("Slice"), Some(&Prop::Str("hive.slice".into())));
+        assert_eq!(p.get("DynamicUser"), Some(&Prop::Bool(true)));
+        assert_eq!(p.get("ProtectSystem"), Some(&Prop::Str("strict".into())));
+        assert_eq!(p.get("CapabilityBoundingSet"), Some(&Prop::U64(0)));
+        assert_eq!(
+            p.get("RuntimeDirectory"),
+            Some(&Prop::Strv(vec!["hyperhive-egress/alice".into()]))
+        );
+        assert!(matches!(p.get("MemoryMax"), Some(Prop::U64(_))));
+        assert!(matches!(p.get("TasksMax"), Some(Prop::U64(_))));
+        assert!(
+            matches!(p.get("RestrictAddressFamilies"), Some(Prop::AddressFamilies(f)) if f.len() == 3)
+        );
+    }
+
+    #[test]
+    fn the_allowlist_is_no_part_of_any_plan() {
+        let a = spec("root = \"/\"\nvolatile = \"yes\"\n");
+        let b = spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"api.example.com\"]\n");
+        assert_eq!(proxy_unit(&a, &host()).hash, proxy_unit(&b, &host()).hash);
+        assert_eq!(
+            super::super::container_unit(&a, &host()).hash,
+            super::super::container_unit(&b, &host()).hash
+        );
+    }
+
+    #[test]
+    fn both_cases_of_the_proxy_variables() {
+        let env = proxy_env();
+        for k in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            assert!(env.contains(&format!("{k}=http://127.0.0.1:3128")), "{k}");
+        }
+        assert!(env.iter().any(|e| e.starts_with("no_proxy=")));
+        assert!(profile_script().contains("export https_proxy="));
+    }
+
+    #[test]
+    fn a_host_network_agent_has_no_egress_binds() {
+        let s = spec("root = \"/\"\nvolatile = \"yes\"\nnetwork = \"host\"\n");
+        assert!(container_args(&s, &host()).is_empty());
+        let p = spec("root = \"/\"\nvolatile = \"yes\"\n");
+        assert_eq!(
+            container_args(&p, &host())[0],
+            "--bind-ro=/run/private/hyperhive-egress/alice:/run/hive-egress"
+        );
+    }
+}
