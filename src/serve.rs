@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
-use crate::api::{self, server::Manager};
+use crate::api::{self, calls::Calls, server::Manager};
 use crate::daemon::agent_side::{self, Notice};
 use crate::daemon::approvals::Approvals;
 use crate::daemon::changes::Changes;
@@ -117,8 +117,13 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     watch::spawn(&conn, hive.clone()).await?;
 
     let server = conn.object_server();
+    let calls = Calls::default();
+    let manager = Manager {
+        hive: hive.clone(),
+        calls: calls.clone(),
+    };
     server
-        .at(api::MANAGER_PATH, Manager { hive: hive.clone() })
+        .at(api::MANAGER_PATH, manager)
         .await
         .context("exporting the manager object")?;
     let emitter = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
@@ -175,6 +180,38 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    drain(&conn, &calls).await;
     log::info!("hive-c0re stopping; agents keep running");
     Ok(())
+}
+
+/// How long a stopping daemon waits for the calls it is serving (a create waits for a
+/// container to boot); below systemd's default TimeoutStopSec= of 90 s.
+const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Gives up the bus name, so that calls from now on wait at the bus for the next daemon
+/// (D-Bus activation) instead of reaching this one as it exits, then answers the calls it
+/// is serving, for at most [`DRAIN_BOUND`].
+async fn drain(conn: &zbus::Connection, calls: &Calls) {
+    if let Err(e) = conn.release_name(api::BUS_NAME).await {
+        log::warn!("releasing bus name {}: {e}", api::BUS_NAME);
+    }
+    // A call the bus routed to us before the release may still be on its way from the
+    // socket to its method (zbus hands it over through a task or two).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let busy = calls.in_flight();
+    if busy == 0 {
+        return;
+    }
+    log::info!("hive-c0re stopping: answering {busy} calls in flight first");
+    notify(&[sd_notify::NotifyState::Status(&format!(
+        "stopping: answering {busy} calls in flight"
+    ))]);
+    let left = calls.drained(DRAIN_BOUND).await;
+    if left > 0 {
+        log::warn!(
+            "hive-c0re stopping with {left} calls unanswered after {}s",
+            DRAIN_BOUND.as_secs()
+        );
+    }
 }

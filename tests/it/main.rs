@@ -12,6 +12,7 @@ mod approvals;
 mod attacks;
 mod cookbook;
 mod create_safety;
+mod daemon_away;
 mod events;
 mod failpoints;
 mod faults;
