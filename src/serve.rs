@@ -20,6 +20,7 @@ use crate::plan::Host;
 use crate::socket::protocol::Push;
 use crate::socket::server::Handler;
 use crate::socket::Sockets;
+use crate::spans::Spans;
 use crate::spec::AgentName;
 use crate::systemd::{ActiveState, Systemd, AGENT_UNITS};
 
@@ -98,6 +99,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     // Installed first: SIGHUP's default action would kill the daemon.
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut spans = Spans::start();
     let builder = match &bus_address {
         Some(addr) => zbus::connection::Builder::address(addr.as_str())?,
         None => zbus::connection::Builder::system()?,
@@ -106,15 +108,19 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .build()
         .await
         .context("connecting to the system bus")?;
+    spans.mark("connect");
     let sd = Systemd::manager(&conn).await?;
+    spans.mark("subscribe");
     let changes = Changes::default();
     let approvals = Arc::new(Approvals::open(&host.roots, changes.clone()));
     let sockets = Arc::new(Sockets::new(approvals.clone()));
     let hive = Arc::new(Hive::new(host, sd.clone(), sockets, approvals, changes));
+    spans.mark("store");
     // Subscribed before anything can change, so the adapter misses nothing.
     let api_changes = hive.subscribe();
     // Watch before rediscovering, so a container that restarts meanwhile is not missed.
     watch::spawn(&conn, hive.clone()).await?;
+    spans.mark("watch");
 
     let server = conn.object_server();
     let calls = Calls::default();
@@ -130,9 +136,12 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
 
     // Before READY=1: the daemon knows every agent, serves its socket and shows its object
     // before it says it is up.
-    for name in &hive.rediscover().await {
+    let known = hive.rediscover().await;
+    spans.mark("rediscover");
+    for name in &known {
         Manager::export_agent(server, &emitter, name).await?;
     }
+    spans.mark("export");
     api::follow(conn.clone(), hive.clone(), api_changes);
     let running = match sd.list(AGENT_UNITS).await {
         Ok(units) => units
@@ -145,12 +154,13 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     conn.request_name(api::BUS_NAME)
         .await
         .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
+    spans.mark("name");
     notify(&[sd_notify::NotifyState::Ready]);
     hive.refresh_status().await;
     spawn_status_on_approvals(hive.clone());
     spawn_watchdog(conn.clone());
     log::info!(
-        "hive-c0re ready on {}: {running} agents running",
+        "hive-c0re ready on {}: {running} agents running; start-up {spans}",
         api::BUS_NAME
     );
 
