@@ -143,13 +143,6 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     }
     spans.mark("export");
     api::follow(conn.clone(), hive.clone(), api_changes);
-    let running = match sd.list(AGENT_UNITS).await {
-        Ok(units) => units
-            .iter()
-            .filter(|u| u.active_state == ActiveState::Active)
-            .count(),
-        Err(_) => 0,
-    };
 
     conn.request_name(api::BUS_NAME)
         .await
@@ -159,6 +152,14 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     hive.refresh_status().await;
     spawn_status_on_approvals(hive.clone());
     spawn_watchdog(conn.clone());
+    // Counted after READY=1: only this line needs it.
+    let running = match sd.list(AGENT_UNITS).await {
+        Ok(units) => units
+            .iter()
+            .filter(|u| u.active_state == ActiveState::Active)
+            .count(),
+        Err(_) => 0,
+    };
     log::info!(
         "hive-c0re ready on {}: {running} agents running; start-up {spans}",
         api::BUS_NAME

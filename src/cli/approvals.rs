@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::daemon_call::{again, decide};
+use super::daemon_call::again;
 use super::render::{format_usec, table};
 use super::Target;
 use crate::api::{ApprovalRecord, ApprovalShown};
@@ -148,8 +148,11 @@ fn report(r: &ApprovalRecord, json: bool) -> Result<()> {
 }
 
 pub async fn approve(t: &Target, a: DecideArgs) -> Result<()> {
-    let manager = t.manager().await?;
-    let r = decide(&manager, a.id, a.note.as_deref().unwrap_or(""), true).await?;
+    let r = t
+        .manager()
+        .await?
+        .approve(a.id, a.note.as_deref().unwrap_or(""))
+        .await?;
     report(&r, a.json)?;
     if r.status == "failed" {
         anyhow::bail!(
@@ -162,8 +165,11 @@ pub async fn approve(t: &Target, a: DecideArgs) -> Result<()> {
 }
 
 pub async fn deny(t: &Target, a: DecideArgs) -> Result<()> {
-    let manager = t.manager().await?;
-    let r = decide(&manager, a.id, a.note.as_deref().unwrap_or(""), false).await?;
+    let r = t
+        .manager()
+        .await?
+        .deny(a.id, a.note.as_deref().unwrap_or(""))
+        .await?;
     report(&r, a.json)
 }
 

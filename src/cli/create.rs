@@ -163,15 +163,11 @@ pub async fn run(t: &Target, args: CreateArgs) -> Result<()> {
     let spec = args.spec()?;
     let manager = t.manager().await?;
     let toml = spec.to_file().to_toml();
-    // Asked again if the daemon dies under it: the same spec again is `unchanged`.
-    let outcome = super::daemon_call::again(|| async {
-        if args.replace {
-            manager.replace_agent(spec.name.as_str(), &toml).await
-        } else {
-            manager.create_agent(spec.name.as_str(), &toml).await
-        }
-    })
-    .await?;
+    let outcome = if args.replace {
+        manager.replace_agent(spec.name.as_str(), &toml).await?
+    } else {
+        manager.create_agent(spec.name.as_str(), &toml).await?
+    };
     if !args.quiet {
         let name = &spec.name;
         let what = match outcome.as_str() {

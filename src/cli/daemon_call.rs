@@ -9,11 +9,12 @@
 //!
 //! What the bus cannot hide is a daemon that dies while serving a call (kill -9, a
 //! crash): the bus answers NoReply. A stopping daemon answers what it is serving before it
-//! exits (serve.rs), so this is only a crash's doing. The calls whose repeat does no harm
-//! are asked again, at most [`ATTEMPTS`] times in all, and reach the next daemon the same
-//! way: reads, and verbs that end in the same state however often they are asked (create
-//! with the same spec, start, stop, restart, rebuild, reload, destroy, a decision).
-//! `tell` is not: a message told twice would wake the agent twice.
+//! exits (serve.rs), so this is only a crash's doing. Reads are asked again, at most
+//! [`ATTEMPTS`] times in all, and reach the next daemon the same way. A verb that changes
+//! something is not: the next daemon's startup reconcile finishes or cleanly undoes what
+//! the cut one was doing (the failpoint tests prove each step), and a repeat racing it
+//! would make that outcome depend on timing; hivectl says the call was cut and where to
+//! look.
 //!
 //! Reads that only add to what systemd says (`list` on another host, `status`'s pending
 //! approvals) do not start a daemon an admin stopped: they pass NO_AUTO_START and do
@@ -24,7 +25,6 @@ use std::future::Future;
 use zbus::proxy::MethodFlags;
 
 use crate::api::client::ManagerProxy;
-use crate::api::ApprovalRecord;
 use crate::systemd::error_name;
 
 /// Tries of one call in all, across daemons that die under it.
@@ -45,7 +45,7 @@ pub fn daemon_vanished(e: &zbus::Error) -> bool {
 }
 
 /// Runs `call`, and again (at most [`ATTEMPTS`] in all) while the daemon dies under it.
-/// Only for calls whose repeat ends in the same state.
+/// Only for reads.
 pub async fn again<T, F, Fut>(mut call: F) -> zbus::Result<T>
 where
     F: FnMut() -> Fut,
@@ -55,45 +55,6 @@ where
     loop {
         match call().await {
             Err(e) if daemon_vanished(&e) && tries < ATTEMPTS => tries += 1,
-            done => return done,
-        }
-    }
-}
-
-/// Approve or deny `id`, asked again if the daemon dies under the call. The first daemon
-/// may have stored the decision before it died: the next then says AlreadyDecided, and if
-/// the approval holds the decision asked for (approve: approved, applied, or failed while
-/// applying; deny: denied), that is the answer.
-pub async fn decide(
-    manager: &ManagerProxy<'_>,
-    id: i64,
-    note: &str,
-    approve: bool,
-) -> zbus::Result<ApprovalRecord> {
-    let mut tries = 1;
-    let mut vanished = false;
-    loop {
-        let asked = if approve {
-            manager.approve(id, note).await
-        } else {
-            manager.deny(id, note).await
-        };
-        match asked {
-            Err(e) if daemon_vanished(&e) && tries < ATTEMPTS => {
-                tries += 1;
-                vanished = true;
-            }
-            Err(e)
-                if vanished && error_name(&e).is_some_and(|n| n.ends_with(".AlreadyDecided")) =>
-            {
-                let r = again(|| manager.get_approval(id)).await?;
-                let ours = if approve {
-                    ["approved", "applied", "failed"].contains(&r.status.as_str())
-                } else {
-                    r.status == "denied"
-                };
-                return if ours { Ok(r) } else { Err(e) };
-            }
             done => return done,
         }
     }

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 
-use super::daemon_call::again;
 use super::{BadInput, Target};
 use crate::spec::AgentName;
 
@@ -39,8 +38,7 @@ fn say(quiet: bool, line: String) {
 
 pub async fn start(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
-    let manager = t.manager().await?;
-    let outcome = again(|| manager.start_agent(n.as_str())).await?;
+    let outcome = t.manager().await?.start_agent(n.as_str()).await?;
     let what = if outcome == "adopted" {
         "already running"
     } else {
@@ -65,8 +63,10 @@ pub async fn stop(t: &Target, a: NameArg) -> Result<()> {
             .map(|u| u.is_some_and(|u| u.is_up())),
         Err(_) => None,
     };
-    let manager = crate::api::client::ManagerProxy::new(&conn).await?;
-    again(|| manager.stop_agent(n.as_str())).await?;
+    crate::api::client::ManagerProxy::new(&conn)
+        .await?
+        .stop_agent(n.as_str())
+        .await?;
     let what = if was_up == Some(false) {
         "already stopped"
     } else {
@@ -81,8 +81,7 @@ pub async fn stop(t: &Target, a: NameArg) -> Result<()> {
 
 pub async fn restart(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
-    let manager = t.manager().await?;
-    again(|| manager.restart_agent(n.as_str())).await?;
+    t.manager().await?.restart_agent(n.as_str()).await?;
     say(
         a.quiet,
         format!("agent {n}: restarted ({})", n.container_unit()),
@@ -92,8 +91,7 @@ pub async fn restart(t: &Target, a: NameArg) -> Result<()> {
 
 pub async fn rebuild(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
-    let manager = t.manager().await?;
-    again(|| manager.rebuild_agent(n.as_str())).await?;
+    t.manager().await?.rebuild_agent(n.as_str()).await?;
     say(
         a.quiet,
         format!("agent {n}: rebuilt from its spec ({})", n.container_unit()),
@@ -108,8 +106,7 @@ pub async fn destroy(t: &Target, roots: &super::RootArgs, a: DestroyArgs) -> Res
         None => Some(roots.roots()?),
         Some(_) => None,
     };
-    let manager = t.manager().await?;
-    let destroyed = again(|| manager.destroy_agent(n.as_str(), a.purge)).await;
+    let destroyed = t.manager().await?.destroy_agent(n.as_str(), a.purge).await;
     if let (Err(e), Some(roots)) = (&destroyed, &local) {
         let gone = matches!(
             crate::systemd::error_name(e),

@@ -94,7 +94,7 @@ fn refusal_line(refused: &[(String, String)]) -> String {
 
 pub async fn reload(t: &Target, a: ReloadArgs) -> Result<()> {
     let manager = t.manager().await?;
-    let json = super::daemon_call::again(|| manager.reload(a.prune)).await?;
+    let json = manager.reload(a.prune).await?;
     let steps: Vec<Step> = serde_json::from_str(&json).context("reading the daemon's steps")?;
     if a.json {
         println!("{json}");
