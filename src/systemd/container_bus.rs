@@ -10,11 +10,8 @@
 //! a symlink can only lead to something the agent already owns.
 //!
 //! Why a helper process: `setns()` into a user namespace is refused to a multi-threaded
-//! process, and the daemon runs a thread pool. The helper is `hive-container-bus`, installed
-//! beside the running binary: a small program that starts in a fraction of the time of
-//! the daemon's own binary (it runs once per agent when the daemon restarts); where it is
-//! not installed, the running binary itself (`/proc/self/exe`), started with
-//! [`HELPER_ARG`]. Either is single-threaded when it joins.
+//! process, and the daemon runs a thread pool. The helper is the running binary itself
+//! (`/proc/self/exe`) started with [`HELPER_ARG`]; it is single-threaded when it joins.
 //!
 //! Why join the user namespace: the container's bus daemon judges its peer by the
 //! credentials of the `connect()` call. Host root is unmapped in an agent's user
@@ -61,7 +58,7 @@ pub async fn connect(machine: &str, leader: u32, timeout: Duration) -> Result<Un
     // reused between asking machined and opening /proc/<pid>/root.
     fds.still_alive().with_context(what)?;
 
-    let mut child = tokio::process::Command::new(helper_program())
+    let mut child = tokio::process::Command::new("/proc/self/exe")
         .arg(HELPER_ARG)
         .arg(if fds.own_userns {
             "mount"
@@ -104,22 +101,6 @@ pub async fn connect(machine: &str, leader: u32, timeout: Duration) -> Result<Un
     })?;
     Ok(UnixStream::from(fd))
 }
-
-/// The helper's binary: `hive-container-bus` beside the running binary, else the running
-/// binary itself. Looked up once; both are the host's own files, out of any agent's reach.
-fn helper_program() -> &'static std::path::Path {
-    static PROGRAM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    PROGRAM.get_or_init(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join(HELPER_BINARY)))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| "/proc/self/exe".into())
-    })
-}
-
-/// The small helper's file name (src/bin/hive-container-bus.rs).
-pub const HELPER_BINARY: &str = "hive-container-bus";
 
 /// What the helper needs of the leader, opened by the daemon (which can still see the
 /// host's /proc) and passed to the helper as file descriptors.
