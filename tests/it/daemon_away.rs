@@ -77,7 +77,6 @@ fn verbs_wait_across_daemon_restarts_and_kills() {
     let ids: Vec<i64> = (0..6)
         .map(|i| request_path(&h, "alice", &format!("/opt/p{i}/bin")))
         .collect();
-    let restarts_before: u32 = h.show("hive-c0re.service", "NRestarts").parse().unwrap();
 
     let done = AtomicBool::new(false);
     let faults = Mutex::new(Vec::<Instant>::new());
@@ -134,8 +133,14 @@ fn verbs_wait_across_daemon_restarts_and_kills() {
             }
         });
 
-        // The faults, while the verbs run: each lets a few verbs through first.
-        let pause = || std::thread::sleep(Duration::from_millis(1500));
+        // The faults, while the verbs run: each lets a few verbs through first. Four starts
+        // in a few seconds would trip systemd's start limit (5 in 10 s), which then refuses
+        // the activation too (the verb fails after the bus's 25 s): that limit is not what
+        // this test is about, so each fault begins with a reset-failed, as an admin would.
+        let pause = || {
+            std::thread::sleep(Duration::from_millis(1500));
+            h.run_ok(&["systemctl", "reset-failed", "hive-c0re.service"]);
+        };
         for _ in 0..2 {
             pause();
             eprintln!("fault injected: systemctl restart hive-c0re");
@@ -181,7 +186,6 @@ fn verbs_wait_across_daemon_restarts_and_kills() {
         .map(|r| format!("{}: {}", r.verb, r.err))
         .collect();
     let slowest = ran.iter().max_by_key(|r| r.took).unwrap();
-    let restarts: u32 = h.show("hive-c0re.service", "NRestarts").parse().unwrap();
     // Verbs that were running when a fault struck: the ones the test is about.
     let faults = faults.into_inner().unwrap();
     let crossed = ran
@@ -193,13 +197,12 @@ fn verbs_wait_across_daemon_restarts_and_kills() {
         })
         .count();
     eprintln!(
-        "figures: {} verbs in {:.1}s ({crossed} across a fault), {} failed, {cut_count} cut by a kill -9; slowest {} {} ms; NRestarts +{}",
+        "figures: {} verbs in {:.1}s ({crossed} across a fault), {} failed, {cut_count} cut by a kill -9; slowest {} {} ms",
         ran.len(),
         t0.elapsed().as_secs_f64(),
         failed.len(),
         slowest.verb,
-        slowest.took.as_millis(),
-        restarts - restarts_before
+        slowest.took.as_millis()
     );
     assert!(failed.is_empty(), "verbs failed: {failed:#?}");
     assert!(ran.len() >= 15, "too few verbs ran: {}", ran.len());
