@@ -219,6 +219,9 @@ async fn drain(conn: &zbus::Connection, calls: &Calls) {
         "stopping: answering {busy} calls in flight"
     ))]);
     let left = calls.drained(DRAIN_BOUND).await;
+    // A method that has returned still has its reply to write: give it that moment, as
+    // the process exits without tearing its tasks down (bin/hive-c0re.rs).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     if left > 0 {
         log::warn!(
             "hive-c0re stopping with {left} calls unanswered after {}s",
