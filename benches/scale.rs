@@ -31,39 +31,120 @@ fn rss_kib(h: &TestHost) -> u64 {
         .unwrap_or(0)
 }
 
-fn reconciles(h: &TestHost) -> usize {
-    h.run_ok(&[
+/// CLOCK_MONOTONIC in µs: the clock of systemd's `*TimestampMonotonic` and of journal
+/// entries' `__MONOTONIC_TIMESTAMP` (the test host shares the machine's kernel).
+fn monotonic_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+}
+
+/// The startup reconciles finished so far: their count and the last one's monotonic time.
+fn reconciles(h: &TestHost) -> (usize, u64) {
+    let out = h.run_ok(&[
         "journalctl",
         "-o",
-        "cat",
+        "json",
+        "--output-fields=__MONOTONIC_TIMESTAMP",
         "HIVE_EVENT=reconcile_finished",
         "HIVE_TRIGGER=startup",
-    ])
-    .lines()
-    .count()
+    ]);
+    let last = out
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["__MONOTONIC_TIMESTAMP"].as_str()?.parse().ok())
+        .unwrap_or(0);
+    (out.lines().count(), last)
+}
+
+/// Where one restart's time went, from systemd's timestamps (µs, monotonic).
+#[derive(Default, Clone)]
+struct Phases {
+    /// `systemctl restart` called → the old daemon gone, the new one forked.
+    stop: Duration,
+    /// forked → READY=1 (the daemon's own start-up; its spans say where).
+    start: Duration,
+    /// READY=1 → the startup reconcile finished (every agent adopted).
+    adopt: Duration,
 }
 
 /// Each restart: until `systemctl restart` returned (READY=1), and until the daemon's
-/// startup reconcile after it finished (every agent adopted, its harness checked).
-fn restarts(h: &TestHost) -> (Vec<Duration>, Vec<Duration>) {
-    (0..RESTARTS)
-        .map(|_| {
-            // Five restarts in a row would trip systemd's start limit (5 in 10 s).
-            h.run_ok(&["systemctl", "reset-failed", "hive-c0re.service"]);
-            let done = reconciles(h);
-            let t = Instant::now();
-            h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
-            let ready = t.elapsed();
-            while reconciles(h) == done {
-                assert!(
-                    t.elapsed() < Duration::from_secs(120),
-                    "no reconcile after restart"
-                );
-                std::thread::sleep(Duration::from_millis(5));
+/// startup reconcile after it finished (every agent adopted, its harness checked), the
+/// latter from the journal entry's own timestamp (the polling only finds it).
+fn restarts(h: &TestHost) -> (Vec<Duration>, Vec<Duration>, Vec<Phases>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RESTARTS {
+        // Five restarts in a row would trip systemd's start limit (5 in 10 s).
+        h.run_ok(&["systemctl", "reset-failed", "hive-c0re.service"]);
+        let (done, _) = reconciles(h);
+        let t = Instant::now();
+        let t_us = monotonic_us();
+        h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+        let ready = t.elapsed();
+        let finished = loop {
+            let (n, last) = reconciles(h);
+            if n > done {
+                break last;
             }
-            (ready, t.elapsed())
-        })
-        .unzip()
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "no reconcile after restart"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let ts = |p: &str| -> u64 { h.show("hive-c0re.service", p).parse().unwrap_or(0) };
+        let us = |a: u64, b: u64| Duration::from_micros(b.saturating_sub(a));
+        let (forked, ready_at) = (
+            ts("InactiveExitTimestampMonotonic"),
+            ts("ActiveEnterTimestampMonotonic"),
+        );
+        out.0.push(ready);
+        out.1.push(us(t_us, finished));
+        out.2.push(Phases {
+            stop: us(t_us, forked),
+            start: us(forked, ready_at),
+            adopt: us(ready_at, finished),
+        });
+    }
+    out
+}
+
+/// The daemon's own account of its last start: its start-up spans and the startup
+/// reconcile's time per phase, summed over agents.
+fn daemon_spans(h: &TestHost) -> Vec<String> {
+    let log = h.run_ok(&[
+        "journalctl",
+        "-u",
+        "hive-c0re.service",
+        "-o",
+        "cat",
+        "-n",
+        "2000",
+    ]);
+    let last = |needle: &str| {
+        log.lines()
+            .rfind(|l| l.contains(needle))
+            .unwrap_or("")
+            .to_string()
+    };
+    vec![
+        last("start-up "),
+        last("reconcile (startup) time per phase"),
+    ]
+}
+
+fn phase_stats(p: &[Phases]) -> String {
+    let p50 = |f: fn(&Phases) -> Duration| {
+        let mut v: Vec<Duration> = p.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1000.0
+    };
+    format!(
+        "stop {:.1}, start to READY=1 {:.1}, READY=1 to all adopted {:.1}",
+        p50(|p| p.stop),
+        p50(|p| p.start),
+        p50(|p| p.adopt)
+    )
 }
 
 fn stats(mut v: Vec<Duration>) -> String {
@@ -98,7 +179,8 @@ fn main() {
         let _ = testhost::down(&name);
     });
 
-    let (empty_restart, empty_reconciled) = restarts(&h);
+    let load_before = common::load_average();
+    let (empty_restart, empty_reconciled, empty_phases) = restarts(&h);
     let empty_rss = rss_kib(&h);
 
     let next = AtomicUsize::new(0);
@@ -132,7 +214,8 @@ fn main() {
             .collect()
     };
     let before = ids(&h);
-    let (loaded_restart, loaded_reconciled) = restarts(&h);
+    let (loaded_restart, loaded_reconciled, loaded_phases) = restarts(&h);
+    let spans = daemon_spans(&h);
     let after = ids(&h);
     let restarted = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     // Let the post-READY harness checks settle before reading memory.
@@ -164,7 +247,22 @@ fn main() {
         "... baseline: no agents",
         stats(empty_reconciled)
     );
+    println!(
+        "phases, p50 ms (systemd's timestamps): {n} agents: {}",
+        phase_stats(&loaded_phases)
+    );
+    println!(
+        "phases, p50 ms (systemd's timestamps): no agents: {}",
+        phase_stats(&empty_phases)
+    );
+    for line in spans {
+        println!("daemon's last start, its own spans: {line}");
+    }
     println!("agents restarted by the {RESTARTS} daemon restarts: {restarted} of {n}");
+    println!(
+        "machine load average (1 min): {load_before} at the start, {} at the end",
+        common::load_average()
+    );
     println!(
         "daemon RSS: {:.1} MiB with {n} agents, {:.1} MiB with none",
         loaded_rss as f64 / 1024.0,

@@ -62,6 +62,7 @@ rustPlatform.buildRustPackage {
     # units/ mirrors the install tree.
     install -Dm644 -t $out/lib/systemd/system units/systemd/system/*
     install -Dm644 -t $out/share/dbus-1/system.d units/dbus-1/system.d/*
+    install -Dm644 -t $out/share/dbus-1/system-services units/dbus-1/system-services/*
     install -Dm644 -t $out/lib/tmpfiles.d units/tmpfiles.d/*
     install -Dm644 -t $out/lib/sysusers.d units/sysusers.d/*
     install -Dm644 -t $out/lib/sysctl.d units/sysctl.d/*

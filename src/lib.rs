@@ -18,6 +18,7 @@ pub(crate) mod reconcile;
 pub(crate) mod safe_fs;
 pub(crate) mod serve;
 pub mod socket;
+pub(crate) mod spans;
 pub mod spec;
 pub mod store;
 pub mod systemd;

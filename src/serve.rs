@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
-use crate::api::{self, server::Manager};
+use crate::api::{self, calls::Calls, server::Manager};
 use crate::daemon::agent_side::{self, Notice};
 use crate::daemon::approvals::Approvals;
 use crate::daemon::changes::Changes;
@@ -20,6 +20,7 @@ use crate::plan::Host;
 use crate::socket::protocol::Push;
 use crate::socket::server::Handler;
 use crate::socket::Sockets;
+use crate::spans::Spans;
 use crate::spec::AgentName;
 use crate::systemd::{ActiveState, Systemd, AGENT_UNITS};
 
@@ -98,6 +99,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     // Installed first: SIGHUP's default action would kill the daemon.
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut spans = Spans::start();
     let builder = match &bus_address {
         Some(addr) => zbus::connection::Builder::address(addr.as_str())?,
         None => zbus::connection::Builder::system()?,
@@ -106,29 +108,52 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .build()
         .await
         .context("connecting to the system bus")?;
+    spans.mark("connect");
     let sd = Systemd::manager(&conn).await?;
+    spans.mark("subscribe");
     let changes = Changes::default();
     let approvals = Arc::new(Approvals::open(&host.roots, changes.clone()));
     let sockets = Arc::new(Sockets::new(approvals.clone()));
     let hive = Arc::new(Hive::new(host, sd.clone(), sockets, approvals, changes));
+    spans.mark("store");
     // Subscribed before anything can change, so the adapter misses nothing.
     let api_changes = hive.subscribe();
     // Watch before rediscovering, so a container that restarts meanwhile is not missed.
     watch::spawn(&conn, hive.clone()).await?;
+    spans.mark("watch");
 
     let server = conn.object_server();
+    let calls = Calls::default();
+    let manager = Manager {
+        hive: hive.clone(),
+        calls: calls.clone(),
+    };
     server
-        .at(api::MANAGER_PATH, Manager { hive: hive.clone() })
+        .at(api::MANAGER_PATH, manager)
         .await
         .context("exporting the manager object")?;
     let emitter = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
 
     // Before READY=1: the daemon knows every agent, serves its socket and shows its object
     // before it says it is up.
-    for name in &hive.rediscover().await {
+    let known = hive.rediscover().await;
+    spans.mark("rediscover");
+    for name in &known {
         Manager::export_agent(server, &emitter, name).await?;
     }
+    spans.mark("export");
     api::follow(conn.clone(), hive.clone(), api_changes);
+
+    conn.request_name(api::BUS_NAME)
+        .await
+        .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
+    spans.mark("name");
+    notify(&[sd_notify::NotifyState::Ready]);
+    hive.refresh_status().await;
+    spawn_status_on_approvals(hive.clone());
+    spawn_watchdog(conn.clone());
+    crate::daemon::oom::spawn();
+    // Counted after READY=1: only this line needs it.
     let running = match sd.list(AGENT_UNITS).await {
         Ok(units) => units
             .iter()
@@ -136,17 +161,8 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
             .count(),
         Err(_) => 0,
     };
-
-    conn.request_name(api::BUS_NAME)
-        .await
-        .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
-    notify(&[sd_notify::NotifyState::Ready]);
-    hive.refresh_status().await;
-    spawn_status_on_approvals(hive.clone());
-    spawn_watchdog(conn.clone());
-    crate::daemon::oom::spawn();
     log::info!(
-        "hive-c0re ready on {}: {running} agents running",
+        "hive-c0re ready on {}: {running} agents running; start-up {spans}",
         api::BUS_NAME
     );
 
@@ -176,6 +192,41 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    drain(&conn, &calls).await;
     log::info!("hive-c0re stopping; agents keep running");
     Ok(())
+}
+
+/// How long a stopping daemon waits for the calls it is serving (a create waits for a
+/// container to boot); below systemd's default TimeoutStopSec= of 90 s.
+const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Gives up the bus name, so that calls from now on wait at the bus for the next daemon
+/// (D-Bus activation) instead of reaching this one as it exits, then answers the calls it
+/// is serving, for at most [`DRAIN_BOUND`].
+async fn drain(conn: &zbus::Connection, calls: &Calls) {
+    if let Err(e) = conn.release_name(api::BUS_NAME).await {
+        log::warn!("releasing bus name {}: {e}", api::BUS_NAME);
+    }
+    // A call the bus routed to us before the release may still be on its way from the
+    // socket to its method (zbus hands it over through a task or two).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let busy = calls.in_flight();
+    if busy == 0 {
+        return;
+    }
+    log::info!("hive-c0re stopping: answering {busy} calls in flight first");
+    notify(&[sd_notify::NotifyState::Status(&format!(
+        "stopping: answering {busy} calls in flight"
+    ))]);
+    let left = calls.drained(DRAIN_BOUND).await;
+    // A method that has returned still has its reply to write: give it that moment, as
+    // the process exits without tearing its tasks down (bin/hive-c0re.rs).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    if left > 0 {
+        log::warn!(
+            "hive-c0re stopping with {left} calls unanswered after {}s",
+            DRAIN_BOUND.as_secs()
+        );
+    }
 }

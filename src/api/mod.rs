@@ -3,6 +3,7 @@
 //! signals. Names here are part of the external contract (docs/dbus-api.md).
 
 mod access;
+pub mod calls;
 mod changes;
 pub mod client;
 mod paging;

@@ -10,6 +10,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use zbus::{interface, Connection, ObjectServer};
 
 use super::access::{require_admin, require_root};
+use super::calls::Calls;
 use super::paging::{bound_page, check_note, PAGE_ROWS};
 use super::{agent_path, ApprovalRecord, ApprovalShown, Error};
 use crate::daemon::{Hive, Trigger};
@@ -18,6 +19,8 @@ use crate::spec::AgentName;
 
 pub struct Manager {
     pub hive: Arc<Hive>,
+    /// Every method holds one while it runs: a stopping daemon waits for them.
+    pub calls: Calls,
 }
 
 /// One exported object per agent, like machined's per-machine objects.
@@ -123,6 +126,7 @@ impl Manager {
 impl Manager {
     /// Agents the daemon knows: (name, unit, machine, object path).
     async fn list_agents(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
+        let _call = self.calls.enter();
         // known_agents is a sorted set, so the list comes out sorted by name.
         self.hive
             .known_agents()
@@ -145,6 +149,7 @@ impl Manager {
         name: &str,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, Error> {
+        let _call = self.calls.enter();
         let name = parse_name(name)?;
         let path = object_path(&name);
         if server.interface::<_, Agent>(&path).await.is_ok() {
@@ -167,6 +172,7 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
+        let _call = self.calls.enter();
         self.create_or_replace(name, spec_toml, false, &header, conn, server, &emitter)
             .await
     }
@@ -182,6 +188,7 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
+        let _call = self.calls.enter();
         self.create_or_replace(name, spec_toml, true, &header, conn, server, &emitter)
             .await
     }
@@ -194,6 +201,7 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
+        let _call = self.calls.enter();
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("start agent {name}")).await?;
         let outcome = self.hive.start(&name).await?;
@@ -207,6 +215,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
+        let _call = self.calls.enter();
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("stop agent {name}")).await?;
         Ok(self.hive.stop(&name).await?)
@@ -220,6 +229,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
+        let _call = self.calls.enter();
         let name = parse_name(name)?;
         let by = require_admin(conn, &header, &format!("tell agent {name}")).await?;
         Ok(self.hive.tell(&name, message, &by, false).await?)
@@ -245,6 +255,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
+        let _call = self.calls.enter();
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("restart agent {name}")).await?;
         Ok(self.hive.restart(&name).await?)
@@ -258,6 +269,7 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
+        let _call = self.calls.enter();
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("rebuild agent {name}")).await?;
         let outcome = self.hive.rebuild(&name).await?;
@@ -275,6 +287,7 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), Error> {
+        let _call = self.calls.enter();
         let name = parse_name(name)?;
         require_root(conn, &header, &format!("destroy agent {name}")).await?;
         self.hive.destroy(&name, purge).await?;
@@ -291,6 +304,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<ApprovalRecord>, Error> {
+        let _call = self.calls.enter();
         require_admin(conn, &header, "list approvals").await?;
         let rows = self.page(all, 0, PAGE_ROWS)?;
         Ok(bound_page(rows, PAGE_ROWS as usize).0)
@@ -307,6 +321,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(Vec<ApprovalRecord>, i64), Error> {
+        let _call = self.calls.enter();
         require_admin(conn, &header, "list approvals").await?;
         let limit = if limit == 0 {
             PAGE_ROWS
@@ -334,6 +349,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ApprovalRecord, Error> {
+        let _call = self.calls.enter();
         require_admin(conn, &header, &format!("read approval {id}")).await?;
         Ok(ApprovalRecord::from(&self.hive.approvals.get(id)?))
     }
@@ -346,6 +362,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Error> {
+        let _call = self.calls.enter();
         require_admin(conn, &header, &format!("show approval {id}")).await?;
         let view = self.hive.show_approval(id).await?;
         Ok(serde_json::to_string(&ApprovalShown::from(&view)).expect("views serialize"))
@@ -359,6 +376,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ApprovalRecord, Error> {
+        let _call = self.calls.enter();
         let by = require_admin(conn, &header, &format!("approve {id}")).await?;
         check_note(note)?;
         let note = (!note.is_empty()).then_some(note);
@@ -374,6 +392,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ApprovalRecord, Error> {
+        let _call = self.calls.enter();
         let by = require_admin(conn, &header, &format!("deny {id}")).await?;
         check_note(note)?;
         let note = (!note.is_empty()).then_some(note);
@@ -391,6 +410,7 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<String, Error> {
+        let _call = self.calls.enter();
         require_root(conn, &header, "reload").await?;
         let steps = self.hive.reload(prune, Trigger::Reload).await;
         // The reply comes after the objects match what reconcile left, as after create.
@@ -420,6 +440,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Error> {
+        let _call = self.calls.enter();
         require_root(conn, &header, "plan").await?;
         let names = names
             .iter()

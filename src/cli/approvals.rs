@@ -5,6 +5,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use super::daemon_call::again;
 use super::render::{format_usec, table};
 use super::Target;
 use crate::api::{ApprovalRecord, ApprovalShown};
@@ -62,7 +63,7 @@ async fn pages(
 ) -> Result<()> {
     let mut after = 0;
     loop {
-        let (rows, next) = manager.list_approvals_page(all, after, 0).await?;
+        let (rows, next) = again(|| manager.list_approvals_page(all, after, 0)).await?;
         each(rows)?;
         if next <= after {
             return Ok(());
@@ -173,7 +174,7 @@ pub async fn deny(t: &Target, a: DecideArgs) -> Result<()> {
 }
 
 async fn show(manager: &crate::api::client::ManagerProxy<'_>, id: i64, json: bool) -> Result<()> {
-    let text = manager.show_approval(id).await?;
+    let text = again(|| manager.show_approval(id)).await?;
     let read = |e: serde_json::Error| anyhow::anyhow!("reading approval {id}: {e}");
     if json {
         let view: serde_json::Value = serde_json::from_str(&text).map_err(read)?;

@@ -68,24 +68,17 @@ pub async fn rows(roots: &Roots, sd: &Systemd) -> Result<Vec<AgentRow>> {
 /// Agents the daemon knows; `None` when no daemon answers on that bus.
 pub(super) async fn daemon_agents(conn: &zbus::Connection) -> Result<Option<Vec<AgentName>>> {
     let manager = crate::api::client::ManagerProxy::new(conn).await?;
-    match manager.list_agents().await {
+    // A read: it does not start a daemon an admin stopped.
+    let listed: zbus::Result<Vec<(String, String, String, zbus::zvariant::OwnedObjectPath)>> =
+        super::daemon_call::read_if_up(&manager, "ListAgents", &()).await;
+    match listed {
         Ok(agents) => Ok(Some(
             agents
                 .iter()
                 .filter_map(|a| AgentName::parse(&a.0).ok())
                 .collect(),
         )),
-        Err(e)
-            if matches!(
-                crate::systemd::error_name(&e),
-                Some(
-                    "org.freedesktop.DBus.Error.ServiceUnknown"
-                        | "org.freedesktop.DBus.Error.NameHasNoOwner"
-                )
-            ) =>
-        {
-            Ok(None)
-        }
+        Err(e) if super::daemon_call::daemon_absent(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -7,6 +7,7 @@ pub mod crash;
 pub mod create;
 pub mod create_claude;
 pub mod daemon;
+pub mod daemon_call;
 pub mod harness;
 pub mod lifecycle;
 pub mod list;
@@ -266,8 +267,28 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
         if let Some(zbus::Error::MethodError(name, detail, _)) = e.downcast_ref::<zbus::Error>() {
             let detail = crate::spec::one_line(&detail.clone().unwrap_or_default());
             return match name.as_str() {
+                // No one owns the name and the bus cannot start the daemon (no activation
+                // file installed: units/dbus-1/system-services).
                 "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
                     (EXIT_FAILED, "hive-c0re is not running (systemctl start hive-c0re)".into())
+                }
+                // D-Bus activation was tried and systemd refused or failed it (masked, start
+                // limit hit, the daemon failed to start), or the daemon did not take its name
+                // within the bus's bound.
+                "org.freedesktop.systemd1.UnitMasked" => (
+                    EXIT_FAILED,
+                    "hive-c0re is not running and hive-c0re.service is masked, so the bus may not \
+                     start it (systemctl unmask hive-c0re)"
+                        .into(),
+                ),
+                n if n.starts_with("org.freedesktop.systemd1.")
+                    || n.starts_with("org.freedesktop.DBus.Error.Spawn")
+                    || n == "org.freedesktop.DBus.Error.TimedOut" =>
+                {
+                    (
+                        EXIT_FAILED,
+                        format!("hive-c0re is not running and could not be started: {detail} (see systemctl status hive-c0re)"),
+                    )
                 }
                 // The daemon went away mid-call (crashed, killed by its watchdog, restarted):
                 // the bus answers for it. What it was doing may or may not have happened.

@@ -63,7 +63,7 @@ pub async fn plan(t: &Target, a: PlanArgs) -> Result<()> {
         .map_err(|e| BadInput(e.to_string()))?;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let manager = t.manager().await?;
-    let json = manager.plan(&refs, a.prune).await?;
+    let json = super::daemon_call::again(|| manager.plan(&refs, a.prune)).await?;
     let plans: Vec<AgentPlan> = serde_json::from_str(&json).context("reading the daemon's plan")?;
     if a.json {
         println!("{json}");

@@ -123,9 +123,10 @@ async fn user_namespace(sd: &Systemd, name: &AgentName) -> Option<UidRange> {
 /// The agent's pending approvals, from the daemon (which owns the store).
 async fn pending_approvals(conn: &zbus::Connection, name: &AgentName) -> Option<Vec<i64>> {
     let manager = crate::api::client::ManagerProxy::new(conn).await.ok()?;
-    let all = tokio::time::timeout(
+    // A read: it does not start a daemon an admin stopped.
+    let all: Vec<crate::api::ApprovalRecord> = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        manager.list_approvals(false),
+        super::daemon_call::read_if_up(&manager, "ListApprovals", &(false,)),
     )
     .await
     .ok()?

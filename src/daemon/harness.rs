@@ -9,8 +9,9 @@ use anyhow::{Context, Result};
 use super::units::{Mode, Outcome};
 use super::Hive;
 use crate::plan;
+use crate::spans::Summed;
 use crate::spec::{AgentName, AgentSpec};
-use crate::systemd::Systemd;
+use crate::systemd::{Systemd, UnitStatus};
 
 /// How long to try reaching a just-booted container's bus before giving up.
 const CONTAINER_BUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,23 +50,40 @@ impl Hive {
         mode: Mode,
         approval: Option<i64>,
     ) -> Result<Outcome> {
+        let container = self
+            .sd
+            .status(&spec.name.container_unit())
+            .await?
+            .map(|s| s.invocation_id)
+            .unwrap_or_default();
+        self.ensure_harness_in(spec, mode, approval, container, &Summed::default())
+            .await
+    }
+
+    /// [`Self::ensure_harness`] in the container invocation `container`, as read by the
+    /// caller; `spans` gets the time to reach the container's bus and to check the harness.
+    async fn ensure_harness_in(
+        &self,
+        spec: &AgentSpec,
+        mode: Mode,
+        approval: Option<i64>,
+        container: String,
+        spans: &Summed,
+    ) -> Result<Outcome> {
         let name = &spec.name;
         let mut plan = plan::harness_unit(spec, &self.host);
         if let Some(id) = approval {
             plan::stamp_approval(&mut plan, id);
         }
-        let container = self
-            .sd
-            .status(&name.container_unit())
-            .await?
-            .map(|s| s.invocation_id)
-            .unwrap_or_default();
-        let sd = self.container_systemd(name).await?;
+        let sd = spans
+            .time("container bus", self.container_systemd(name))
+            .await?;
         // Before the harness, so the agent's first request finds 127.0.0.1:3128 open.
         Self::ensure_forwarder(&sd, spec, mode)
             .await
             .with_context(|| format!("inside container {}", name.machine()))?;
-        let outcome = Self::ensure_running(&sd, &plan, mode)
+        let outcome = spans
+            .time("harness check", Self::ensure_running(&sd, &plan, mode))
             .await
             .with_context(|| format!("inside container {}", name.machine()))?;
         let mut watches = self.harness_watches.lock().expect("watches lock");
@@ -112,6 +130,41 @@ impl Hive {
         crate::failpoint::fails_once("heal:try")
             .with_context(|| format!("agent {name}: re-creating its harness"))?;
         let outcome = self.ensure_harness(&spec, Mode::Start, None).await?;
+        if outcome != Outcome::Adopted {
+            log::info!("agent {name}: harness re-created in its restarted container");
+        }
+        Ok(outcome)
+    }
+
+    /// The harness check of an agent adopted at the daemon's start, whose unit `st` was
+    /// just read (running, as planned): the same as [`Self::heal_harness`] without reading
+    /// the unit again. A watch already there was started by a verb of this daemon since,
+    /// which ensured the harness itself.
+    pub(super) async fn heal_adopted(
+        &self,
+        name: &AgentName,
+        st: &UnitStatus,
+        spans: &Summed,
+    ) -> Result<Outcome> {
+        if !(st.is_up() && st.sub_state.is_running() && st.plan_hash().is_some()) {
+            return Ok(Outcome::Adopted);
+        }
+        let spec = self.load_spec(name)?;
+        let _guard = spans.time("lock", self.lock(name)).await;
+        let watched = self
+            .harness_watches
+            .lock()
+            .expect("watches lock")
+            .get(name)
+            .is_some_and(|w| !w.task.is_finished());
+        if watched {
+            return Ok(Outcome::Adopted);
+        }
+        crate::failpoint::fails_once("heal:try")
+            .with_context(|| format!("agent {name}: re-creating its harness"))?;
+        let outcome = self
+            .ensure_harness_in(&spec, Mode::Start, None, st.invocation_id.clone(), spans)
+            .await?;
         if outcome != Outcome::Adopted {
             log::info!("agent {name}: harness re-created in its restarted container");
         }

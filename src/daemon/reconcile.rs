@@ -15,8 +15,9 @@ use crate::plan;
 use crate::reconcile::diff;
 use crate::reconcile::view::{AgentPlan, LiveView, UnitView};
 use crate::reconcile::{decide, Action, Facts, Live, SpecFacts, Step, StepResult, Totals};
+use crate::spans::Summed;
 use crate::spec::{AgentName, AgentSpec};
-use crate::systemd::AGENT_UNITS;
+use crate::systemd::{UnitStatus, AGENT_UNITS};
 use futures_util::{stream, StreamExt};
 
 /// Agents brought up at once. Each holds a start job or two and a few calls in flight:
@@ -60,17 +61,26 @@ impl Hive {
 
     /// The facts about one agent, and its spec when valid.
     async fn facts(&self, name: &AgentName) -> Result<(Facts, Option<AgentSpec>), Error> {
-        let live = self
+        self.facts_and_unit(name).await.map(|(f, s, _)| (f, s))
+    }
+
+    /// [`Self::facts`], and the unit's status they were read from (reused by the startup
+    /// adoption, which would otherwise read it again).
+    async fn facts_and_unit(
+        &self,
+        name: &AgentName,
+    ) -> Result<(Facts, Option<AgentSpec>, Option<UnitStatus>), Error> {
+        let unit = self
             .sd
             .status(&name.container_unit())
             .await
             .map_err(Error::failed)?
-            .filter(|s| s.load_state != "not-found")
-            .map(|s| Live {
-                plan: s.plan_hash().map(str::to_owned),
-                active_state: s.active_state,
-                sub_state: s.sub_state,
-            });
+            .filter(|s| s.load_state != "not-found");
+        let live = unit.as_ref().map(|s| Live {
+            plan: s.plan_hash().map(str::to_owned),
+            active_state: s.active_state.clone(),
+            sub_state: s.sub_state.clone(),
+        });
         let (spec_facts, spec) = match self.load_spec(name) {
             Err(Error::NoSuchAgent(_)) => (SpecFacts::Missing, None),
             Err(e) => (SpecFacts::Refused(e.to_string()), None),
@@ -91,7 +101,7 @@ impl Hive {
             live,
             stopped_by_admin: self.host.roots.stopped_marker(name).exists(),
         };
-        Ok((facts, spec))
+        Ok((facts, spec, unit))
     }
 
     /// Brings every agent to its spec. One reconcile at a time; concurrent asks wait.
@@ -109,8 +119,9 @@ impl Hive {
             &format!("reconcile started ({})", trigger.as_str()),
         );
         let names = self.reconcile_names().await;
+        let spans = Summed::default();
         let mut steps: Vec<Step> = stream::iter(names)
-            .map(|name| self.reconcile_one(name, prune, trigger))
+            .map(|name| self.reconcile_one(name, prune, trigger, &spans))
             .buffer_unordered(PARALLEL)
             .collect()
             .await;
@@ -118,6 +129,10 @@ impl Hive {
         let totals = Totals::of(&steps);
         let ms = started.elapsed().as_millis();
         let summary = totals.summary();
+        log::info!(
+            "reconcile ({}) time per phase, summed over agents: {spans}",
+            trigger.as_str()
+        );
         journal::emit(
             Event::ReconcileFinished,
             None,
@@ -156,7 +171,13 @@ impl Hive {
         steps
     }
 
-    async fn reconcile_one(&self, name: AgentName, prune: bool, trigger: Trigger) -> Step {
+    async fn reconcile_one(
+        &self,
+        name: AgentName,
+        prune: bool,
+        trigger: Trigger,
+        spans: &Summed,
+    ) -> Step {
         let mut step = Step {
             agent: name.clone(),
             action: Action::Leave {
@@ -165,7 +186,7 @@ impl Hive {
             plan: None,
             result: None,
         };
-        let (facts, spec) = match self.facts(&name).await {
+        let (facts, spec, found) = match spans.time("facts", self.facts_and_unit(&name)).await {
             Ok(f) => f,
             Err(e) => {
                 step.action = Action::Refuse {
@@ -185,15 +206,15 @@ impl Hive {
         let adopt = trigger == Trigger::Startup && up;
         let done = match &step.action {
             Action::Keep | Action::Leave { .. } => {
-                if adopt {
-                    self.adopted_at_startup(&name).await;
+                if let Some(st) = found.as_ref().filter(|_| adopt) {
+                    self.adopted_at_startup(&name, st, spans).await;
                 }
                 return step;
             }
             Action::Refuse { reason } => {
                 log::warn!("agent {name}: not reconciled: {reason}");
-                if adopt {
-                    self.adopted_at_startup(&name).await;
+                if let Some(st) = found.as_ref().filter(|_| adopt) {
+                    self.adopted_at_startup(&name, st, spans).await;
                 }
                 return step;
             }
@@ -226,10 +247,11 @@ impl Hive {
         step
     }
 
-    /// A unit found running as planned when the daemon starts: say so, and check its
-    /// harness (which also restarts the harness crash watch).
-    async fn adopted_at_startup(&self, name: &AgentName) {
-        if let Ok(Some(st)) = self.sd.status(&name.container_unit()).await {
+    /// A unit found running as planned when the daemon starts (`st`, as its facts were
+    /// just read): say so, and check its harness (which also restarts the harness crash
+    /// watch).
+    async fn adopted_at_startup(&self, name: &AgentName, st: &UnitStatus, spans: &Summed) {
+        {
             journal::emit(
                 Event::Adopted,
                 Some(name),
@@ -244,7 +266,7 @@ impl Hive {
                 ),
             );
         }
-        if let Err(e) = self.heal_harness(name).await {
+        if let Err(e) = self.heal_adopted(name, st, spans).await {
             log::warn!("agent {name}: checking its harness: {e:#}");
         }
     }

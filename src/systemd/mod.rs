@@ -78,7 +78,10 @@ pub struct Systemd {
     conn: Connection,
     manager: ManagerProxy<'static>,
     machined: MachinedProxy<'static>,
-    jobs: Option<Arc<jobs::Jobs>>,
+    /// Job tracking (one JobRemoved match rule): set up on a manager connection at once; on
+    /// a container's, at its first job, so that a connection only used to check and
+    /// watch a harness (each agent's, at every daemon start) costs no match rule for it.
+    jobs: Option<Arc<tokio::sync::OnceCell<Arc<jobs::Jobs>>>>,
     /// Bound on waiting for a job, for a systemd we do not trust to finish one: the one
     /// inside an agent's container. The host's systemd enforces its own unit timeouts.
     job_timeout: Option<Duration>,
@@ -111,7 +114,7 @@ impl Systemd {
                 .method_timeout(timeout)
                 .build()
                 .await?;
-            let mut sd = Self::manager(&conn).await?;
+            let mut sd = Self::subscribed(&conn, false).await?;
             sd.job_timeout = Some(timeout);
             anyhow::Ok(sd)
         };
@@ -146,8 +149,17 @@ impl Systemd {
     /// For the daemon: subscribes, and tracks job completion so callers can wait for the
     /// jobs they queue.
     pub async fn manager(conn: &Connection) -> Result<Self> {
+        Self::subscribed(conn, true).await
+    }
+
+    /// Subscribed, with job tracking set up now (`eager_jobs`) or at the first job.
+    async fn subscribed(conn: &Connection, eager_jobs: bool) -> Result<Self> {
         let mut sd = Self::reader(conn).await?;
-        sd.jobs = Some(jobs::Jobs::spawn(&sd.manager).await?);
+        let tracker = match eager_jobs {
+            true => Some(jobs::Jobs::spawn(&sd.manager).await?),
+            false => None,
+        };
+        sd.jobs = Some(Arc::new(tokio::sync::OnceCell::new_with(tracker)));
         match sd.manager.subscribe().await {
             Ok(()) => {}
             // Another user of this connection subscribed already: that is what we want.
@@ -176,6 +188,7 @@ impl Systemd {
             .iter()
             .map(|(k, v)| (k.as_str(), to_value(v)))
             .collect();
+        self.job_tracker().await?;
         let job = self
             .manager
             .start_transient_unit(&plan.unit, "fail", &values, &[])
@@ -186,6 +199,7 @@ impl Systemd {
 
     /// Stops a unit and waits for it; a unit that does not exist is already stopped.
     pub async fn stop(&self, unit: &str) -> Result<()> {
+        self.job_tracker().await?;
         match self.manager.stop_unit(unit, "replace").await {
             Ok(job) => self.expect_done(unit, "stop", job).await,
             Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => Ok(()),
@@ -195,6 +209,7 @@ impl Systemd {
 
     /// Restarts a loaded unit with its current properties and waits for it.
     pub async fn restart(&self, unit: &str) -> Result<()> {
+        self.job_tracker().await?;
         let job = self
             .manager
             .restart_unit(unit, "replace")
@@ -313,11 +328,19 @@ impl Systemd {
         }
     }
 
-    async fn expect_done(&self, unit: &str, verb: &str, job: OwnedObjectPath) -> Result<()> {
-        let jobs = self
+    /// The job tracker, set up if it is not yet. Called before a job is queued: its match
+    /// rule must be in place before the job can end.
+    async fn job_tracker(&self) -> Result<&Arc<jobs::Jobs>> {
+        let cell = self
             .jobs
             .as_ref()
             .ok_or_else(|| anyhow!("internal: job tracking not enabled on this connection"))?;
+        cell.get_or_try_init(|| jobs::Jobs::spawn(&self.manager))
+            .await
+    }
+
+    async fn expect_done(&self, unit: &str, verb: &str, job: OwnedObjectPath) -> Result<()> {
+        let jobs = self.job_tracker().await?;
         let result = match self.job_timeout {
             None => jobs.wait(job).await,
             Some(t) => tokio::time::timeout(t, jobs.wait(job))

@@ -21,7 +21,7 @@ use crate::exec::{
 use crate::procs::{is_container_init, parent_of, PidFd};
 use crate::record::{claim_state_dir, write_record};
 use crate::teardown::{cleanup, reap_stale, remove_state_dir};
-use crate::units::{copy_dir, state_has_catalog, write_units};
+use crate::units::{self, copy_dir, state_has_catalog, write_units};
 use crate::{warn, HostOs, Options, TEARDOWN_TIMEOUT};
 use anyhow::{bail, Context as _, Result};
 use rustix::process::Signal;
@@ -96,6 +96,7 @@ impl TestHost {
                 "varjournal",
                 "units",
                 "dbus-system.d",
+                "dbus-system-services",
             ] {
                 fs::create_dir(state.join(sub))?;
             }
@@ -111,12 +112,18 @@ impl TestHost {
                 bind_rw(&state.join("journal"), "/run/log/journal"),
                 bind_rw(&state.join("varjournal"), "/var/log/journal"),
                 bind_ro(&state.join("dbus-system.d"), "/etc/dbus-1/system.d"),
+                bind_ro(&state.join("dbus-system-services"), units::SERVICE_DIR),
             ];
             if let Some(units) = &units_dir {
                 copy_dir(
                     &units.join("dbus-1/system.d"),
                     &state.join("dbus-system.d"),
                     None,
+                )?;
+                units::install_dbus_services(
+                    units,
+                    &state.join("dbus-system-services"),
+                    &state.join("dbus-system.d"),
                 )?;
                 for sub in ["tmpfiles.d", "sysusers.d"] {
                     let src = units.join(sub);

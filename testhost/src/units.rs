@@ -183,6 +183,28 @@ pub(crate) fn rewrite_exec_line(line: &str, bin_dir: &Path) -> Option<String> {
     ))
 }
 
+/// Where the test host's system bus finds the project's D-Bus activation files. A package
+/// installs them in /usr/share/dbus-1/system-services, which is the machine's read-only
+/// /usr here; this directory is named to the bus by a `<servicedir>` in a config file beside
+/// the policies instead.
+pub(crate) const SERVICE_DIR: &str = "/etc/dbus-1/system-services";
+
+/// Copies `units/dbus-1/system-services` to `services` (bound at [`SERVICE_DIR`]) and adds
+/// the `<servicedir>` naming it to `policies` (bound at /etc/dbus-1/system.d).
+pub(crate) fn install_dbus_services(units: &Path, services: &Path, policies: &Path) -> Result<()> {
+    copy_dir(&units.join("dbus-1/system-services"), services, None)?;
+    let conf = policies.join("zz-testhost-servicedir.conf");
+    fs::write(
+        &conf,
+        format!(
+            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n \
+             \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+             <busconfig><servicedir>{SERVICE_DIR}</servicedir></busconfig>\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", conf.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ mod cockpit;
 mod cockpit_ws;
 mod cookbook;
 mod create_safety;
+mod daemon_away;
 mod egress;
 mod events;
 mod failpoints;
