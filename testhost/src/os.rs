@@ -24,7 +24,7 @@ const COMPLETE: &str = ".hyperhive-testhost-complete";
 /// What the tree holds beyond `minbase`: systemd and its bus, nspawn for the agents, and
 /// every tool the tests run inside a test host.
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,systemd-container,python3,iproute2,passwd,\
-util-linux,e2fsprogs,procps,sqlite3";
+util-linux,e2fsprogs,procps,sqlite3,curl";
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 
