@@ -84,6 +84,10 @@ pub struct ClaudeSpec {
     pub api_key_file: Option<PathBuf>,
 }
 
+/// The egress a Claude Code agent on a private network gets when its spec names none:
+/// the Messages API, by name, port 443.
+pub const DEFAULT_EGRESS: &str = "api.anthropic.com";
+
 /// Default of `permission_timeout`: a few minutes for an admin to look.
 pub const DEFAULT_PERMISSION_TIMEOUT: u64 = 300;
 /// Longest `permission_timeout`: an hour (a turn waits through it).
@@ -196,6 +200,32 @@ mod tests {
         assert_eq!(c.model, None);
         assert!(c.allowed_tools.is_empty());
         assert_eq!(ClaudeSpec::validate(&c.to_file()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_claude_agent_reaches_the_api_by_default_and_nothing_else() {
+        let name = super::super::AgentName::parse("alice").unwrap();
+        let spec = |toml: &str| {
+            let file = super::super::SpecFile::from_toml(toml, "t").unwrap();
+            super::super::AgentSpec::validate(&name, &file).unwrap()
+        };
+        let c = spec("root = \"/\"\nvolatile = \"yes\"\n[claude]\n");
+        let egress: Vec<String> = c.egress.iter().map(ToString::to_string).collect();
+        assert_eq!(egress.len(), 1);
+        assert!(egress[0].starts_with(DEFAULT_EGRESS), "{egress:?}");
+        // Saved, it reads back the same: the default is written out.
+        assert_eq!(
+            super::super::AgentSpec::validate(&name, &c.to_file()).unwrap(),
+            c
+        );
+        let own =
+            spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"llm.example.com\"]\n[claude]\n");
+        assert_eq!(own.egress.len(), 1);
+        assert!(own.egress[0].to_string().starts_with("llm.example.com"));
+        let plain = spec("root = \"/\"\nvolatile = \"yes\"\n");
+        assert!(plain.egress.is_empty(), "only a Claude Code agent gets it");
+        let host = spec("root = \"/\"\nvolatile = \"yes\"\nnetwork = \"host\"\n[claude]\n");
+        assert!(host.egress.is_empty());
     }
 
     #[test]

@@ -320,7 +320,17 @@ impl AgentSpec {
             }
         }
         let network = file.network.unwrap_or_default();
-        let egress = egress_entries(&file.egress, network)?;
+        // A Claude Code agent in one line: on its private network it reaches Anthropic's
+        // API unless its spec names its egress itself. Saved in the spec, so status and
+        // plan show it like any entry.
+        let default_egress = [claude::DEFAULT_EGRESS.to_owned()];
+        let raw_egress =
+            if claude.is_some() && network == Network::Private && file.egress.is_empty() {
+                &default_egress[..]
+            } else {
+                &file.egress[..]
+            };
+        let egress = egress_entries(raw_egress, network)?;
         Ok(Self {
             name: name.clone(),
             root,

@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--script", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--port-file", required=True)
+    ap.add_argument("--bind", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
     steps = json.load(open(args.script))
     used = [False] * len(steps)
@@ -123,7 +125,7 @@ def main():
                                     "usage": {"output_tokens": 20}})
             event("message_stop", {})
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((args.bind, args.port), Handler)
     with open(args.port_file + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     import os

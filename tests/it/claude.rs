@@ -35,6 +35,7 @@ fn claude_code() -> PathBuf {
 struct Standin {
     dir: tempfile::TempDir,
     port: u16,
+    reach: Reach,
 }
 
 impl Standin {
@@ -73,9 +74,23 @@ fn last_user(req: &Value) -> String {
         .to_string()
 }
 
+/// Where the stand-in API listens, and so how the agent reaches it.
+#[derive(Clone, Copy, PartialEq)]
+enum Reach {
+    /// On the test host's loopback; the agent on the host's network (an admin's choice).
+    HostNetwork,
+    /// In a network namespace of the test's own, by name, through the agent's egress
+    /// proxy from its default private network.
+    Egress,
+}
+
+/// The stand-in's name in the test host's /etc/hosts, for [`Reach::Egress`].
+const API_NAME: &str = "api.standin.test";
+const API_PORT: u16 = 8443;
+
 /// A test host with the CLI and a directory for the stand-in bound in, and the stand-in
 /// API running in it as a transient unit.
-fn host_with_standin(script: Value) -> (TestHost, Standin) {
+fn host_with_standin(script: Value, reach: Reach) -> (TestHost, Standin) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
     std::fs::write(dir.path().join("key"), format!("{KEY}\n")).unwrap();
@@ -95,10 +110,7 @@ fn host_with_standin(script: Value) -> (TestHost, Standin) {
         ..Default::default()
     })
     .expect("booting the test host");
-    h.run_ok(&[
-        "systemd-run",
-        "--unit=messages-api",
-        "--quiet",
+    let mut argv = vec![
         "python3",
         "/srv/standin/messages_api.py",
         "--script",
@@ -107,7 +119,21 @@ fn host_with_standin(script: Value) -> (TestHost, Standin) {
         "/srv/standin/requests.jsonl",
         "--port-file",
         "/srv/standin/port",
-    ]);
+    ];
+    let port = API_PORT.to_string();
+    match reach {
+        Reach::HostNetwork => {
+            let mut full = vec!["systemd-run", "--unit=messages-api", "--quiet"];
+            full.extend_from_slice(&argv);
+            h.run_ok(&full);
+        }
+        Reach::Egress => {
+            let ns = TestNetns::new(&h, API_NAME);
+            let ip = ns.ip.clone();
+            argv.extend_from_slice(&["--bind", &ip, "--port", &port]);
+            ns.serve(&h, "messages-api", &argv);
+        }
+    }
     let port_file = dir.path().join("port");
     h.wait_for("the stand-in API's port", Duration::from_secs(30), || {
         port_file.exists()
@@ -117,15 +143,22 @@ fn host_with_standin(script: Value) -> (TestHost, Standin) {
         .trim()
         .parse()
         .unwrap();
-    (h, Standin { dir, port })
+    (h, Standin { dir, port, reach })
 }
 
 /// `hivectl create NAME --claude …` with the CLI on its PATH and the stand-in as its API.
 fn create_claude(h: &TestHost, s: &Standin, name: &str, extra: &[&str]) {
-    let base = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", s.port);
+    let (base, egress) = match s.reach {
+        Reach::HostNetwork => (
+            format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", s.port),
+            None,
+        ),
+        Reach::Egress => (
+            format!("ANTHROPIC_BASE_URL=http://{API_NAME}:{}", s.port),
+            Some(format!("{API_NAME}:{}", s.port)),
+        ),
+    };
     let mut args = vec![
-        "--network",
-        "host",
         "--claude",
         "--claude-api-key-file",
         "/srv/standin/key",
@@ -141,6 +174,10 @@ fn create_claude(h: &TestHost, s: &Standin, name: &str, extra: &[&str]) {
         "--env",
         "DISABLE_AUTOUPDATER=1",
     ];
+    match &egress {
+        None => args.extend_from_slice(&["--network", "host"]),
+        Some(e) => args.extend_from_slice(&["--egress", e]),
+    }
     args.extend_from_slice(extra);
     h.create(name, &args);
 }
@@ -185,7 +222,7 @@ fn a_claude_agent_uses_its_hive_tools_remembers_its_session_and_reports_its_cost
         {"match": "start afresh", "where": where_alice, "reply": [{"type": "text", "text": "fresh"}]},
         {"match": "after the loss", "where": where_alice, "reply": [{"type": "text", "text": "recovered"}]},
     ]);
-    let (h, s) = host_with_standin(script);
+    let (h, s) = host_with_standin(script, Reach::HostNetwork);
     create_claude(
         &h,
         &s,
@@ -443,12 +480,30 @@ fn wait_tool_use(h: &TestHost, command: &str) -> i64 {
 
 #[test]
 fn over_its_budget_a_claude_agents_wakes_wait_and_it_is_said_once() {
-    let (h, s) = host_with_standin(json!([]));
+    // On its default private network, reaching the API only through its egress proxy.
+    let (h, s) = host_with_standin(json!([]), Reach::Egress);
     // The first turn (one model call, 100 in / 20 out) costs more than this.
     create_claude(&h, &s, "bob", &["--claude-budget-usd", "0.00001"]);
     h.wait_for("turn 1 done", Duration::from_secs(90), || {
         !turn_done(&h, "bob").is_empty()
     });
+    assert!(
+        s.requests()
+            .iter()
+            .any(|r| last_user(r).contains("Your harness started")),
+        "claude reached the API from bob's private network"
+    );
+    // Through bob's proxy, as its journal says: the agent has no other way out.
+    let allowed = wait_entry(
+        &h,
+        "the proxy's egress_allowed",
+        &[
+            "HIVE_EVENT=egress_allowed",
+            "HIVE_AGENT=bob",
+            &format!("HIVE_DEST_HOST={API_NAME}"),
+        ],
+    );
+    assert_eq!(allowed["HIVE_DEST_PORT"], s.port.to_string());
     h.hivectl_ok(&["tell", "bob", "are you there"]);
     let over = wait_entry(
         &h,
@@ -487,7 +542,7 @@ fn over_its_budget_a_claude_agents_wakes_wait_and_it_is_said_once() {
 /// bounded like every request, and approving one changes no spec and restarts nothing.
 #[test]
 fn tool_use_requests_are_bounded_and_change_nothing() {
-    let (h, s) = host_with_standin(json!([]));
+    let (h, s) = host_with_standin(json!([]), Reach::HostNetwork);
     create_claude(&h, &s, "bob", &[]);
     h.create("carol", &["--harness", "sleep", "infinity"]);
     let ask = |agent: &str, payload: &str| {

@@ -3,46 +3,27 @@
 //! the test's own namespaces), named in the test host's /etc/hosts. Judged by what the
 //! host sees: the upstream's own log, the journal of hive-egress-<name>.service.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 /// A web server in a namespace of its own, reached over a veth pair from the test host.
 struct Upstream {
     ip: String,
-    netns: String,
+    ns: TestNetns,
     unit: String,
 }
 
 impl Upstream {
     fn start(h: &TestHost, name: &str) -> Upstream {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tag = (std::process::id() * 8 + n) % 4000;
-        let (third, fourth) = (tag / 60, (tag % 60) * 4);
-        let host_ip = format!("10.213.{third}.{}", fourth + 1);
-        let ip = format!("10.213.{third}.{}", fourth + 2);
-        let netns = format!("hhup{tag}");
-        let (vh, vu) = (format!("hhv{tag}h"), format!("hhv{tag}u"));
-        let unit = format!("upstream-{tag}");
-        let script = format!(
-            "set -e\n\
-             ip netns add {netns}\n\
-             ip link add {vh} type veth peer name {vu} netns {netns}\n\
-             ip addr add {host_ip}/30 dev {vh}\n\
-             ip link set {vh} up\n\
-             ip -n {netns} addr add {ip}/30 dev {vu}\n\
-             ip -n {netns} link set {vu} up\n\
-             ip -n {netns} link set lo up\n\
-             echo '{ip} {name}' >> /etc/hosts\n\
-             systemd-run --unit={unit} -- ip netns exec {netns} python3 -u -m http.server 8080 --bind {ip}\n"
+        let ns = TestNetns::new(h, name);
+        let ip = ns.ip.clone();
+        let unit = format!("upstream-{}", ns.tag);
+        ns.serve(
+            h,
+            &unit,
+            &["python3", "-u", "-m", "http.server", "8080", "--bind", &ip],
         );
-        h.run_ok(&["sh", "-c", &script]);
-        // The route to it is the veth, never anything outside.
-        let route = h.run_ok(&["ip", "route", "get", &ip]);
-        assert!(route.contains(&format!("dev {vh}")), "{route}");
         h.wait_for("the upstream serving", Duration::from_secs(10), || {
             h.run(&[
                 "curl",
@@ -54,7 +35,7 @@ impl Upstream {
             .status
             .success()
         });
-        Upstream { ip, netns, unit }
+        Upstream { ip, ns, unit }
     }
 
     /// Requests the upstream logged (http.server logs each to stderr, in the journal).
@@ -67,7 +48,7 @@ impl Upstream {
 
     fn stop(&self, h: &TestHost) {
         let _ = h.run(&["systemctl", "stop", &self.unit]);
-        let _ = h.run(&["ip", "netns", "del", &self.netns]);
+        self.ns.remove(h);
     }
 }
 

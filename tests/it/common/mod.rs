@@ -322,3 +322,64 @@ pub fn kill_harness(h: &TestHost, agent: &str, signal: &str) {
         "hive-harness.service",
     ]);
 }
+
+static NEXT_NETNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A network namespace the test makes inside the test host, reached from it over a veth
+/// pair (a /30 of 10.213.0.0/16, never an address outside the test's own namespaces), its
+/// address named `name` in the test host's /etc/hosts: where a test puts a server an
+/// agent reaches through its egress proxy.
+pub struct TestNetns {
+    pub ip: String,
+    pub netns: String,
+    /// Unique per test process and namespace, for unit and link names.
+    pub tag: u32,
+}
+
+impl TestNetns {
+    pub fn new(h: &TestHost, name: &str) -> TestNetns {
+        let n = NEXT_NETNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() * 8 + n) % 4000;
+        let (third, fourth) = (tag / 60, (tag % 60) * 4);
+        let host_ip = format!("10.213.{third}.{}", fourth + 1);
+        let ip = format!("10.213.{third}.{}", fourth + 2);
+        let netns = format!("hhup{tag}");
+        let (vh, vu) = (format!("hhv{tag}h"), format!("hhv{tag}u"));
+        let script = format!(
+            "set -e\n\
+             ip netns add {netns}\n\
+             ip link add {vh} type veth peer name {vu} netns {netns}\n\
+             ip addr add {host_ip}/30 dev {vh}\n\
+             ip link set {vh} up\n\
+             ip -n {netns} addr add {ip}/30 dev {vu}\n\
+             ip -n {netns} link set {vu} up\n\
+             ip -n {netns} link set lo up\n\
+             echo '{ip} {name}' >> /etc/hosts\n"
+        );
+        h.run_ok(&["sh", "-c", &script]);
+        // The route to it is the veth, never anything outside.
+        let route = h.run_ok(&["ip", "route", "get", &ip]);
+        assert!(route.contains(&format!("dev {vh}")), "{route}");
+        TestNetns { ip, netns, tag }
+    }
+
+    /// Runs `argv` inside the namespace as the transient unit `unit` of the test host.
+    pub fn serve(&self, h: &TestHost, unit: &str, argv: &[&str]) {
+        let mut full = vec![
+            "systemd-run".to_string(),
+            format!("--unit={unit}"),
+            "--quiet".into(),
+            "--".into(),
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.netns.clone(),
+        ];
+        full.extend(argv.iter().map(|a| a.to_string()));
+        h.run_ok(&full.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    pub fn remove(&self, h: &TestHost) {
+        let _ = h.run(&["ip", "netns", "del", &self.netns]);
+    }
+}
