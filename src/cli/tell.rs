@@ -64,19 +64,28 @@ pub struct LastTurn {
 }
 
 pub fn last_turn(name: &AgentName) -> Option<LastTurn> {
+    let out = turn_entries(
+        name,
+        "HIVE_TURN,HIVE_TURN_PHASE,HIVE_DATA,__REALTIME_TIMESTAMP,HIVE_COST_USD,HIVE_TOKENS_IN,HIVE_TOKENS_OUT",
+        &["-n", "1"],
+    )?;
+    parse_entry(out.lines().last()?)
+}
+
+/// The daemon's `agent_turn` entries of `name` as JSON lines, with only `fields`;
+/// `None` when the journal cannot be read.
+fn turn_entries(name: &AgentName, fields: &str, extra: &[&str]) -> Option<String> {
     let out = std::process::Command::new("journalctl")
-        .args(["-o", "json", "--no-pager", "-n", "1", "--output-fields"])
-        .arg("HIVE_TURN,HIVE_TURN_PHASE,HIVE_DATA,__REALTIME_TIMESTAMP,HIVE_COST_USD,HIVE_TOKENS_IN,HIVE_TOKENS_OUT")
+        .args(["-o", "json", "--no-pager", "--output-fields", fields])
+        .args(extra)
         .arg("HIVE_EVENT=agent_turn")
         .arg(format!("HIVE_AGENT={name}"))
         .arg("SYSLOG_IDENTIFIER=hive-c0re")
         .output()
         .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    parse_entry(line.lines().last()?)
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn parse_entry(line: &str) -> Option<LastTurn> {
@@ -107,25 +116,9 @@ pub struct SpentToday {
 
 pub fn spent_today(name: &AgentName) -> Option<SpentToday> {
     let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
-    let out = std::process::Command::new("journalctl")
-        .args([
-            "-o",
-            "json",
-            "--no-pager",
-            "--output-fields",
-            "HIVE_COST_USD",
-        ])
-        .arg(format!("--since={day} 00:00:00 UTC"))
-        .arg("HIVE_EVENT=agent_turn")
-        .arg("HIVE_TURN_PHASE=done")
-        .arg(format!("HIVE_AGENT={name}"))
-        .arg("SYSLOG_IDENTIFIER=hive-c0re")
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    sum_costs(&day, &String::from_utf8_lossy(&out.stdout))
+    let since = format!("--since={day} 00:00:00 UTC");
+    let out = turn_entries(name, "HIVE_COST_USD", &[&since, "HIVE_TURN_PHASE=done"])?;
+    sum_costs(&day, &out)
 }
 
 fn sum_costs(day: &str, lines: &str) -> Option<SpentToday> {

@@ -159,15 +159,7 @@ pub fn spawn(command: &[String], input: &TurnInput, timeout: Duration) -> std::i
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let data = input.stdin();
-        // Written aside: a command that never reads its stdin must not hold up the loop
-        // (the write ends with the turn, on a broken pipe).
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let _ = stdin.write_all(&data).await;
-        });
-    }
+    write_aside(&mut child, input.stdin());
     let now = tokio::time::Instant::now();
     Ok(Running {
         child,
@@ -221,13 +213,7 @@ pub fn spawn_claude(
         cmd.env("ANTHROPIC_API_KEY", key);
     }
     let mut child = cmd.spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let data = claude::prompt(input).into_bytes();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let _ = stdin.write_all(&data).await;
-        });
-    }
+    write_aside(&mut child, claude::prompt(input).into_bytes());
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let turn = input.turn;
@@ -316,6 +302,17 @@ impl ClaudeTurns {
         self.roll_day();
         self.spend.usd += usd;
         self.spend.save(&self.opts.spend_file);
+    }
+}
+
+/// Writes a turn's input to its stdin aside: a command that never reads its stdin must
+/// not hold up the loop (the write ends with the turn, on a broken pipe).
+fn write_aside(child: &mut tokio::process::Child, data: Vec<u8>) {
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&data).await;
+        });
     }
 }
 
