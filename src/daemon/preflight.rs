@@ -76,8 +76,18 @@ pub fn checks(spec: &AgentSpec, host: &Host) -> Vec<Check> {
         out.push(c);
     }
     if let Some(key) = spec.claude.as_ref().and_then(|c| c.api_key_file.as_ref()) {
-        // Read by nspawn as the host's root at each start: a file, not an agent's tree.
+        // Read by nspawn as the host's root at each start, following links: never from a
+        // tree an agent writes into, where it could plant a link to any host file and be
+        // handed that file as its "key".
+        let roots = &host.roots;
+        let in_agents_tree = key.starts_with(&roots.state) || key.starts_with(&roots.run);
         let file = match std::fs::metadata(key) {
+            _ if in_agents_tree => Err(format!(
+                "{}: inside {} or {}, which agents write into; keep the key elsewhere (e.g. /etc/hyperhive/keys)",
+                key.display(),
+                roots.state.display(),
+                roots.run.display()
+            )),
             Ok(m) if m.is_file() => Ok(format!(
                 "{} (credential {})",
                 key.display(),
@@ -191,6 +201,38 @@ mod tests {
     fn spec(toml: &str) -> AgentSpec {
         let file = SpecFile::from_toml(toml, "test").unwrap();
         AgentSpec::validate(&AgentName::parse("alice").unwrap(), &file).unwrap()
+    }
+
+    #[test]
+    fn an_api_key_file_in_a_tree_agents_write_into_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let planted = h.roots.state.join("agents/alice/state/key");
+        let s = spec(&format!(
+            "root = \"/\"\nvolatile = \"yes\"\n[claude]\napi_key_file = \"{}\"\n",
+            planted.display()
+        ));
+        let key = checks(&s, &h)
+            .into_iter()
+            .find(|c| c.what == "claude API key file")
+            .unwrap();
+        assert_eq!(key.verdict, Verdict::Fail);
+        assert!(
+            key.detail.contains("which agents write into"),
+            "{}",
+            key.detail
+        );
+        let outside = dir.path().join("key");
+        std::fs::write(&outside, "sk-test\n").unwrap();
+        let s = spec(&format!(
+            "root = \"/\"\nvolatile = \"yes\"\n[claude]\napi_key_file = \"{}\"\n",
+            outside.display()
+        ));
+        let key = checks(&s, &h)
+            .into_iter()
+            .find(|c| c.what == "claude API key file")
+            .unwrap();
+        assert_eq!(key.verdict, Verdict::Ok, "{}", key.detail);
     }
 
     #[test]
