@@ -228,15 +228,7 @@ mod tests {
     use crate::spec::SpecFile;
 
     fn host() -> Host {
-        Host {
-            roots: Roots::default(),
-            nspawn: "/usr/bin/systemd-nspawn".into(),
-            hive_c0re: "/usr/bin/hive-c0re".into(),
-            hive_harness: "/usr/bin/hive-harness".into(),
-            base_path: vec!["/usr/bin".into()],
-            journal: None,
-            defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
-        }
+        crate::plan::test_host()
     }
 
     fn spec(toml: &str) -> AgentSpec {

@@ -434,3 +434,17 @@ fn hash_properties(props: &[(String, Prop)], carries: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A host for the planner's tests: stock paths, no journal dir, shipped defaults on 8 GiB.
+#[cfg(test)]
+pub(crate) fn test_host() -> Host {
+    Host {
+        roots: crate::paths::Roots::default(),
+        nspawn: "/usr/bin/systemd-nspawn".into(),
+        hive_c0re: "/usr/bin/hive-c0re".into(),
+        hive_harness: "/usr/bin/hive-harness".into(),
+        base_path: vec!["/usr/bin".into()],
+        journal: None,
+        defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
+    }
+}
