@@ -8,8 +8,6 @@
 //!
 //! The figures line (`--nocapture`) gives the verbs run, the slowest, and the restarts.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,29 +25,6 @@ fn create_args(name: &str) -> Vec<&str> {
 
 fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
-}
-
-/// An approval asked for by the agent through its socket: a path on its PATH.
-fn request_path(h: &TestHost, agent: &str, path: &str) -> i64 {
-    let s = UnixStream::connect(socket_path(h, agent)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
-    let req = serde_json::json!({
-        "type": "request_approval",
-        "kind": "spec_change",
-        "payload": {"path": [path]},
-    });
-    w.write_all(format!("{{\"type\":\"hello\",\"version\":1}}\n{req}\n").as_bytes())
-        .unwrap();
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.contains("welcome"), "{line}");
-    line.clear();
-    r.read_line(&mut line).unwrap();
-    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(reply["type"], "approval_pending", "{reply}");
-    reply["id"].as_i64().unwrap()
 }
 
 fn daemon_pid(h: &TestHost) -> String {

@@ -8,8 +8,6 @@
 //! Every fault is announced on stderr as `fault injected: ...`, and each test ends with a
 //! `figures:` line (`--nocapture` shows them).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -425,29 +423,6 @@ fn systemd_forgetting_its_subscribers_restarts_the_daemon_not_deafens_it() {
 // ---------------------------------------------------------------------------------------
 // The store read-only or full while an admin approves
 // ---------------------------------------------------------------------------------------
-
-/// The agent asks for `path` through its own socket, as its harness would; returns the id.
-fn request_path(h: &TestHost, agent: &str, path: &str) -> i64 {
-    let s = UnixStream::connect(socket_path(h, agent)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
-    let req = serde_json::json!({
-        "type": "request_approval",
-        "kind": "spec_change",
-        "payload": {"path": [path]},
-    });
-    w.write_all(format!("{{\"type\":\"hello\",\"version\":1}}\n{req}\n").as_bytes())
-        .unwrap();
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.contains("welcome"), "{line}");
-    line.clear();
-    r.read_line(&mut line).unwrap();
-    let reply: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(reply["type"], "approval_pending", "{reply}");
-    reply["id"].as_i64().unwrap()
-}
 
 fn all_approvals(h: &TestHost) -> Value {
     serde_json::from_str(&h.hivectl_ok(&["approvals", "--all", "--json"])).unwrap()

@@ -383,3 +383,28 @@ impl TestNetns {
         let _ = h.run(&["ip", "netns", "del", &self.netns]);
     }
 }
+
+/// The agent asks for `path` on its PATH through its own socket, as its harness would;
+/// returns the approval's id.
+pub fn request_path(h: &TestHost, agent: &str, path: &str) -> i64 {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(socket_path(h, agent)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let req = serde_json::json!({
+        "type": "request_approval",
+        "kind": "spec_change",
+        "payload": {"path": [path]},
+    });
+    w.write_all(format!("{{\"type\":\"hello\",\"version\":1}}\n{req}\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("welcome"), "{line}");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["type"], "approval_pending", "{reply}");
+    reply["id"].as_i64().unwrap()
+}
