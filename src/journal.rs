@@ -54,6 +54,9 @@ pub enum Event {
     /// The kernel killed a process of an agent for memory, inside the agent's own cgroup
     /// (its `MemoryMax=`); `HIVE_OOM_KILLS=` counts them since the container started.
     AgentOom,
+    /// An admin's `hivectl login` started claude's login flow (or the claude command
+    /// named, `HIVE_LOGIN_ARGS=`) in a Claude Code agent's container.
+    AgentLogin,
     /// An agent's egress proxy let a connection through; written when it closed, with
     /// `HIVE_DEST_HOST=`, `HIVE_DEST_PORT=`, `HIVE_BYTES_OUT=`, `HIVE_BYTES_IN=`,
     /// `HIVE_DURATION_MS=` (src/egress).
@@ -67,7 +70,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 29] = [
+    pub const ALL: [Event; 30] = [
         Event::AgentCreated,
         Event::AgentStarted,
         Event::AgentStopped,
@@ -94,6 +97,7 @@ impl Event {
         Event::AgentTold,
         Event::AgentOverBudget,
         Event::AgentOom,
+        Event::AgentLogin,
         Event::EgressAllowed,
         Event::EgressRefused,
         Event::EgressSummary,
@@ -128,6 +132,7 @@ impl Event {
             Event::AgentTold => "agent_told",
             Event::AgentOverBudget => "agent_over_budget",
             Event::AgentOom => "agent_oom",
+            Event::AgentLogin => "agent_login",
             Event::EgressAllowed => "egress_allowed",
             Event::EgressRefused => "egress_refused",
             Event::EgressSummary => "egress_summary",
@@ -162,6 +167,7 @@ impl Event {
             Event::AgentTold => "c41d7e0a93b24f6f8a25d6b0e7f3918c",
             Event::AgentOverBudget => "5b1e0c7d2f8a4e3b9c6d1a0f7e2b4c58",
             Event::AgentOom => "6cd6b45bb7994e5daae9a064df0424c3",
+            Event::AgentLogin => "2b8e4f1a6c3d4e59a7b0c9d8e1f2a3b4",
             Event::EgressAllowed => "5b1f0c2e8a9d4e37b6c1d2e3f4a5b607",
             Event::EgressRefused => "9e2d4c6b8a0f4e1d93c5b7a9e1f3d5c7",
             Event::EgressSummary => "3c7a9e1b5d2f4086a4c8e0b2d6f8a1c3",

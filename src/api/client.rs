@@ -20,6 +20,12 @@ pub trait Manager {
     fn tell_agent(&self, name: &str, message: &str) -> zbus::Result<()>;
     fn tell_agent_new_session(&self, name: &str, message: &str) -> zbus::Result<()>;
     fn rebuild_agent(&self, name: &str) -> zbus::Result<String>;
+    fn login_agent(
+        &self,
+        name: &str,
+        term: &str,
+        args: &[&str],
+    ) -> zbus::Result<zbus::zvariant::OwnedFd>;
     fn destroy_agent(&self, name: &str, purge: bool) -> zbus::Result<()>;
     fn list_approvals(&self, all: bool) -> zbus::Result<Vec<super::ApprovalRecord>>;
     fn list_approvals_page(

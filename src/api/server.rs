@@ -249,6 +249,22 @@ impl Manager {
         Ok(self.hive.tell(&name, message, &by, true).await?)
     }
 
+    /// `hivectl login`: claude's login flow in a Claude Code agent's container, on a
+    /// terminal allocated there; returns the terminal's master for the caller to relay.
+    async fn login_agent(
+        &self,
+        name: &str,
+        term: &str,
+        args: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<zbus::zvariant::OwnedFd, Error> {
+        let _call = self.calls.enter();
+        let name = parse_name(name)?;
+        require_root(conn, &header, &format!("log in agent {name}")).await?;
+        Ok(self.hive.login(&name, term, &args).await?.into())
+    }
+
     async fn restart_agent(
         &self,
         name: &str,

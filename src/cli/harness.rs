@@ -92,6 +92,13 @@ pub enum HarnessCommand {
     /// `claude mcp add hive -- hive-harness mcp`): request_approval, approval_status,
     /// my_approvals, emit_event, whoami; each goes through the agent socket
     Mcp,
+    /// Run `claude ARGS` from the agent's PATH with the agent's claude config dir
+    /// (/root/.claude): hive-c0re runs it as hive-login.service for `hivectl login`
+    ClaudeLogin {
+        /// claude's arguments, e.g. `auth login`
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Forward a local TCP port to the agent's egress proxy socket (run by hive-c0re as
     /// hive-egress.service in a private-network container)
     EgressForward {
@@ -132,6 +139,7 @@ pub async fn run(args: Args) -> Result<i32> {
             crate::harness::egress_forward::run(listen, to).await?;
             Ok(0)
         }
+        Some(HarnessCommand::ClaudeLogin { args }) => Ok(crate::harness::claude::exec_login(&args)),
         Some(HarnessCommand::Mcp) => {
             crate::harness::mcp::serve(args.socket).await?;
             Ok(0)

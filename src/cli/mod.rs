@@ -11,6 +11,7 @@ pub mod daemon_call;
 pub mod harness;
 pub mod lifecycle;
 pub mod list;
+pub mod login;
 pub mod logs;
 pub mod network_status;
 pub mod reconcile;
@@ -145,6 +146,9 @@ pub enum Command {
     Rebuild(lifecycle::NameArg),
     /// Tell an agent something: wakes its turn loop with the message (root, hive-admin)
     Tell(tell::TellArgs),
+    /// Run Claude Code's own login flow (`claude auth login`) in a Claude Code agent's
+    /// container, on this terminal; its credentials stay the agent's own (root)
+    Login(login::LoginArgs),
     /// Stop an agent and remove its spec; state and credentials stay unless --purge
     Destroy(lifecycle::DestroyArgs),
     /// List agents with their unit states, read from systemd
@@ -177,6 +181,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Restart(a) => lifecycle::restart(t, a).await,
         Command::Rebuild(a) => lifecycle::rebuild(t, a).await,
         Command::Tell(a) => tell::run(t, a).await,
+        Command::Login(a) => login::run(t, a).await,
         Command::Destroy(a) => lifecycle::destroy(t, &args.roots, a).await,
         Command::List(a) => list::list(t, &args.roots, a).await,
         Command::Status(a) => status::status(t, &args.roots, a).await,
@@ -240,6 +245,9 @@ fn denied(detail: &str) -> String {
         ),
         "Approve" | "Deny" => format!(
             "access denied: deciding approvals needs root or membership in group hive-admin ({policy})"
+        ),
+        "LoginAgent" => format!(
+            "access denied: logging in an agent needs root: it runs a program in the agent's container ({policy})"
         ),
         "TellAgent" => format!(
             "access denied: telling an agent needs root or membership in group hive-admin ({policy})"

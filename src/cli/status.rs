@@ -429,8 +429,11 @@ pub fn render_status(st: &AgentStatus) -> String {
     }
     if let Some(spent) = &st.spent_today {
         out.push_str(&format!(
-            "     Spent: ${:.4} today ({}, UTC) in {} turns\n",
-            spent.usd, spent.day, spent.turns
+            "     Spent: ${:.4} today ({}, UTC) in {} turn{}\n",
+            spent.usd,
+            spent.day,
+            spent.turns,
+            if spent.turns == 1 { "" } else { "s" }
         ));
     }
     if let Some(host) = &st.host {

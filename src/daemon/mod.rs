@@ -17,6 +17,7 @@ mod files;
 mod harness;
 mod hive;
 mod lifecycle;
+mod login;
 mod nixos_system;
 pub mod oom;
 pub mod preflight;

@@ -110,6 +110,34 @@ fn wake_text(wake: &Wake) -> String {
     }
 }
 
+/// `hive-harness claude-login ARGS`: becomes `claude ARGS`, found on the agent's PATH,
+/// in /state, with claude's config where the agent's turns keep it. Returns only when
+/// claude could not be run (its exit code: 127 when it is not on the PATH).
+pub fn exec_login(args: &[String]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("claude");
+    cmd.args(args);
+    if Path::new("/state").is_dir() {
+        cmd.current_dir("/state");
+    }
+    // As for the turns (turns.rs): the agent's own config dir, unless the spec says
+    // otherwise.
+    if std::env::var_os("HOME").is_none() {
+        cmd.env("HOME", "/root");
+    }
+    if std::env::var_os("CLAUDE_CONFIG_DIR").is_none() {
+        cmd.env("CLAUDE_CONFIG_DIR", "/root/.claude");
+    }
+    let err = cmd.exec();
+    let path = std::env::var("PATH").unwrap_or_default();
+    eprintln!("hive-harness: running claude (from PATH {path}): {err}");
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
 /// The MCP configuration handed to claude on its command line: the hive's own server,
 /// and nothing the agent must write.
 pub fn mcp_config() -> String {

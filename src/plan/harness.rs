@@ -32,18 +32,7 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         argv.push("--".into());
         argv.extend(spec.harness.iter().cloned());
     }
-    // The PATH the agent's command sees: anything the spec adds is on it (seed gotcha
-    // "service PATH != host PATH"), whatever the container's defaults are.
-    let mut env = vec![
-        format!("PATH={}", agent_path(spec, host)),
-        format!("HIVE_AGENT={name}"),
-        format!("HIVE_SOCKET={SOCKET_IN_CONTAINER}"),
-    ];
-    if super::egress::has_egress(spec) {
-        // Before the spec's own env, so an admin's explicit value wins.
-        env.extend(super::egress::proxy_env());
-    }
-    env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let env = agent_env(spec, host);
     let mut properties = vec![
         (
             "Description".into(),
@@ -77,4 +66,22 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         properties.extend(super::claude::harness_properties(c));
     }
     stamp(HARNESS_UNIT.into(), None, properties, None)
+}
+
+/// The environment the agent's programs run with inside its container (the harness, and
+/// an admin's `hivectl login`).
+pub fn agent_env(spec: &AgentSpec, host: &Host) -> Vec<String> {
+    // The PATH the agent's command sees: anything the spec adds is on it (seed gotcha
+    // "service PATH != host PATH"), whatever the container's defaults are.
+    let mut env = vec![
+        format!("PATH={}", agent_path(spec, host)),
+        format!("HIVE_AGENT={}", spec.name),
+        format!("HIVE_SOCKET={SOCKET_IN_CONTAINER}"),
+    ];
+    if super::egress::has_egress(spec) {
+        // Before the spec's own env, so an admin's explicit value wins.
+        env.extend(super::egress::proxy_env());
+    }
+    env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    env
 }

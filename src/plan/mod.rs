@@ -16,6 +16,7 @@ pub use claude::API_KEY_CREDENTIAL;
 pub mod bounds;
 pub mod egress;
 mod harness;
+pub mod login;
 pub mod network;
 pub mod system;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};

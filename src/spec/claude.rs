@@ -87,6 +87,20 @@ pub struct ClaudeSpec {
 /// The egress a Claude Code agent on a private network gets when its spec names none:
 /// the Messages API, by name, port 443.
 pub const DEFAULT_EGRESS: &str = "api.anthropic.com";
+/// ... and, for an agent without an API key file (it signs in with `hivectl login`),
+/// where claude redeems its sign-in code and renews its token.
+pub const LOGIN_EGRESS: &str = "platform.claude.com";
+
+impl ClaudeSpec {
+    /// The egress entries this agent gets when its spec names none.
+    pub fn default_egress(&self) -> Vec<String> {
+        let mut e = vec![DEFAULT_EGRESS.to_owned()];
+        if self.api_key_file.is_none() {
+            e.push(LOGIN_EGRESS.to_owned());
+        }
+        e
+    }
+}
 
 /// Default of `permission_timeout`: a few minutes for an admin to look.
 pub const DEFAULT_PERMISSION_TIMEOUT: u64 = 300;
@@ -211,8 +225,14 @@ mod tests {
         };
         let c = spec("root = \"/\"\nvolatile = \"yes\"\n[claude]\n");
         let egress: Vec<String> = c.egress.iter().map(ToString::to_string).collect();
-        assert_eq!(egress.len(), 1);
+        assert_eq!(egress.len(), 2);
         assert!(egress[0].starts_with(DEFAULT_EGRESS), "{egress:?}");
+        assert!(egress[1].starts_with(LOGIN_EGRESS), "{egress:?}");
+        // With an API key there is no sign-in: the Messages API alone.
+        let keyed =
+            spec("root = \"/\"\nvolatile = \"yes\"\n[claude]\napi_key_file = \"/etc/keys/a\"\n");
+        assert_eq!(keyed.egress.len(), 1);
+        assert!(keyed.egress[0].to_string().starts_with(DEFAULT_EGRESS));
         // Saved, it reads back the same: the default is written out.
         assert_eq!(
             super::super::AgentSpec::validate(&name, &c.to_file()).unwrap(),

@@ -321,15 +321,17 @@ impl AgentSpec {
         }
         let network = file.network.unwrap_or_default();
         // A Claude Code agent in one line: on its private network it reaches Anthropic's
-        // API unless its spec names its egress itself. Saved in the spec, so status and
-        // plan show it like any entry.
-        let default_egress = [claude::DEFAULT_EGRESS.to_owned()];
-        let raw_egress =
-            if claude.is_some() && network == Network::Private && file.egress.is_empty() {
-                &default_egress[..]
-            } else {
-                &file.egress[..]
-            };
+        // API (and, signing in without a key, its sign-in) unless its spec names its
+        // egress itself. Saved in the spec, so status and plan show it like any entry.
+        let default_egress = match &claude {
+            Some(c) if network == Network::Private && file.egress.is_empty() => c.default_egress(),
+            _ => Vec::new(),
+        };
+        let raw_egress = if default_egress.is_empty() {
+            &file.egress[..]
+        } else {
+            &default_egress[..]
+        };
         let egress = egress_entries(raw_egress, network)?;
         Ok(Self {
             name: name.clone(),

@@ -14,6 +14,7 @@ pub use status::UnitStatus;
 pub const AGENT_UNITS: &str = "hive-agent-*.service";
 
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,11 +184,31 @@ impl Systemd {
     /// Creates the planned transient unit and waits for its start job to finish.
     /// `Err` carries the D-Bus error (e.g. UnitExists) for the caller to branch on.
     pub async fn start_transient(&self, plan: &UnitPlan) -> Result<()> {
-        let values: Vec<(&str, Value<'_>)> = plan
+        self.start_with(plan, None).await
+    }
+
+    /// [`Self::start_transient`], with the unit's standard input, output and error the
+    /// open file `stdio` (e.g. a terminal), passed to systemd over the bus as
+    /// `Standard*FileDescriptor=`.
+    pub async fn start_transient_on(&self, plan: &UnitPlan, stdio: BorrowedFd<'_>) -> Result<()> {
+        self.start_with(plan, Some(stdio)).await
+    }
+
+    async fn start_with(&self, plan: &UnitPlan, stdio: Option<BorrowedFd<'_>>) -> Result<()> {
+        let mut values: Vec<(&str, Value<'_>)> = plan
             .properties
             .iter()
             .map(|(k, v)| (k.as_str(), to_value(v)))
             .collect();
+        if let Some(fd) = stdio {
+            for key in [
+                "StandardInputFileDescriptor",
+                "StandardOutputFileDescriptor",
+                "StandardErrorFileDescriptor",
+            ] {
+                values.push((key, Value::from(zbus::zvariant::Fd::from(fd))));
+            }
+        }
         self.job_tracker().await?;
         let job = self
             .manager
@@ -317,6 +338,18 @@ impl Systemd {
             Err(e) if error_name(&e) == Some(NO_SUCH_MACHINE) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("looking up machine {machine}")),
         }
+    }
+
+    /// A pseudo terminal inside a running machine, allocated by machined in the machine's
+    /// own namespaces (as `machinectl shell` gets one): the master's fd, and the slave's
+    /// path inside the machine.
+    pub async fn open_machine_pty(&self, machine: &str) -> Result<(std::os::fd::OwnedFd, String)> {
+        let (fd, path) = self
+            .machined
+            .open_machine_pty(machine)
+            .await
+            .with_context(|| format!("opening a terminal in machine {machine}"))?;
+        Ok((fd.into(), path))
     }
 
     /// Forgets a machine whose processes are gone (a crash leaves it registered).

@@ -4,7 +4,7 @@
 use zbus::proxy;
 
 use super::state::{ActiveState, SubState};
-use zbus::zvariant::{ObjectPath, OwnedObjectPath, Value};
+use zbus::zvariant::{ObjectPath, OwnedFd, OwnedObjectPath, Value};
 
 /// One row of `ListUnitsByPatterns` (`a(ssssssouso)`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, zbus::zvariant::Type)]
@@ -78,6 +78,10 @@ pub trait Manager {
 pub trait Machined {
     fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn unregister_machine(&self, name: &str) -> zbus::Result<()>;
+    /// A pseudo terminal allocated inside the machine: its master on the host, and the
+    /// slave's path as the machine sees it.
+    #[zbus(name = "OpenMachinePTY")]
+    fn open_machine_pty(&self, name: &str) -> zbus::Result<(OwnedFd, String)>;
 }
 
 /// One registered machine; hyperhive reads only its init process.

@@ -625,3 +625,203 @@ fn tool_use_requests_are_bounded_and_change_nothing() {
     let second = h.hivectl(&["approve", &id]);
     assert_bad_input(&second, "a second approve");
 }
+
+/// Runs `argv` on a pseudo terminal in the test host, as an admin at a terminal, through
+/// tests/claude/pty_drive.py with its `steps`; returns its record (output, status).
+fn at_a_terminal(h: &TestHost, s: &Standin, steps: Value, argv: &[&str]) -> Value {
+    let driver = s.dir.path().join("pty_drive.py");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/claude/pty_drive.py"),
+        &driver,
+    )
+    .unwrap();
+    let out = s.dir.path().join("pty.json");
+    let _ = std::fs::remove_file(&out);
+    let steps = steps.to_string();
+    let mut full = vec![
+        "python3",
+        "/srv/standin/pty_drive.py",
+        &steps,
+        "/srv/standin/pty.json",
+        "--",
+    ];
+    full.extend_from_slice(argv);
+    h.run_ok(&full);
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+#[test]
+fn hivectl_login_runs_claudes_own_login_in_the_agent_on_the_admins_terminal() {
+    let (h, s) = host_with_standin(
+        json!([{"match": "hyperhive turn", "reply": [{"type": "text", "text": "ok"}]}]),
+        Reach::Egress,
+    );
+    create_claude(&h, &s, "alice", &[]);
+    h.wait_active("alice");
+    let container = h.invocation("alice");
+
+    // `auth status` through the relay: claude's own answer, from the agent's config dir.
+    let status = at_a_terminal(
+        &h,
+        &s,
+        json!([]),
+        &[HIVECTL, "login", "alice", "--", "auth", "status"],
+    );
+    let text = status["output"].as_str().unwrap();
+    // claude lays its JSON out with cursor moves, not spaces.
+    assert!(
+        text.contains("\"loggedIn\":")
+            && text.contains("false,")
+            && text.contains("\"configDirectory\":")
+            && text.contains("\"/root/.claude\","),
+        "claude ran in the agent with its own config dir: {status}"
+    );
+    assert_eq!(status["status"], 0, "the session ended by itself: {status}");
+
+    // The login flow: claude's sign-in link and its prompt reach the admin's terminal; a
+    // code typed there reaches claude, which tries to redeem it through the agent's own
+    // egress proxy (its private network has no other way out), and is refused there.
+    let login = at_a_terminal(
+        &h,
+        &s,
+        json!([
+            {"expect": "Paste code here", "timeout": 90},
+            {"send": "not-a-real-code#not-a-real-state\r"},
+            {"sleep": 3},
+            {"send": "\u{1d}\u{1d}\u{1d}"}
+        ]),
+        &[HIVECTL, "login", "alice"],
+    );
+    let text = login["output"].as_str().unwrap();
+    assert_eq!(login["failed_step"], Value::Null, "{login}");
+    assert!(
+        text.contains("oauth/authorize"),
+        "claude's sign-in link is on the admin's terminal: {text}"
+    );
+    assert_eq!(login["status"], 0, "^] three times leaves: {login}");
+    let refused = entries(&h, &["HIVE_EVENT=egress_refused", "HIVE_AGENT=alice"]);
+    eprintln!(
+        "figures: the login's token exchange went to {:?}",
+        refused
+            .iter()
+            .map(|e| format!(
+                "{}:{}",
+                e["HIVE_DEST_HOST"].as_str().unwrap_or("?"),
+                e["HIVE_DEST_PORT"].as_str().unwrap_or("?")
+            ))
+            .collect::<Vec<_>>()
+    );
+    let logins = entries(&h, &["HIVE_EVENT=agent_login", "HIVE_AGENT=alice"]);
+    assert_eq!(logins.len(), 2, "each login is journaled: {logins:?}");
+    assert_eq!(logins[1]["HIVE_LOGIN_ARGS"], "auth login");
+    // The unit ran in the container, not on the host, and is gone once the session is.
+    assert!(
+        h.run(&["systemctl", "cat", "hive-login.service"])
+            .status
+            .code()
+            != Some(0),
+        "no login unit on the host"
+    );
+    h.wait_for(
+        "hive-login.service gone in the container",
+        Duration::from_secs(30),
+        || {
+            let out = h.run(&[
+                "systemctl",
+                "-M",
+                "h-alice",
+                "show",
+                "-P",
+                "LoadState",
+                "hive-login.service",
+            ]);
+            String::from_utf8_lossy(&out.stdout).trim() == "not-found"
+        },
+    );
+    assert_eq!(
+        h.invocation("alice"),
+        container,
+        "the agent was not restarted"
+    );
+
+    // Bad input and the wrong agent: one line each, nothing started.
+    h.create("bob", &[]);
+    let out = h.hivectl(&["login", "bob"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bob is not a Claude Code agent"), "{err}");
+    let out = h.hivectl(&["login", "alice", "--", "auth", "lo\u{1b}gin"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = h.run(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        HIVECTL,
+        "login",
+        "alice",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("access denied") && err.contains("needs root"),
+        "{err}"
+    );
+    assert_eq!(
+        entries(&h, &["HIVE_EVENT=agent_login"]).len(),
+        2,
+        "refused logins started nothing"
+    );
+}
+
+#[test]
+fn an_agent_squatting_its_login_unit_only_blocks_its_own_login() {
+    let (h, s) = host_with_standin(json!([]), Reach::Egress);
+    create_claude(&h, &s, "alice", &[]);
+    h.wait_active("alice");
+    // From inside the agent (its root runs its own systemd): a unit of the login's name
+    // that holds a terminal of its own.
+    let out = h.in_agent(
+        "alice",
+        &[
+            "systemd-run",
+            "--unit=hive-login",
+            "--quiet",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let started = std::time::Instant::now();
+    let out = h.hivectl(&["login", "alice"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("a login is already running"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    eprintln!("figures: refused in {:?}", started.elapsed());
+    assert!(entries(&h, &["HIVE_EVENT=agent_login"]).is_empty());
+    // The daemon and the agent are unaffected.
+    h.hivectl_ok(&["status", "alice"]);
+    h.wait_active("alice");
+}
+
+/// docs/operations.md's Claude Code recipes (`sh cookbook claude`, `console claude`), run
+/// where they are true: alice a Claude Code agent with a key file, one turn done, a second
+/// waiting on claude's request to run a command outside her allowed tools (approval 1).
+#[test]
+fn the_cookbooks_claude_recipes_run_and_show_what_they_print() {
+    let script = json!([
+        {"match": "hyperhive turn 1.", "reply": [{"type": "text", "text": "notes read"}]},
+        {"match": "please mark the day",
+         "reply": [{"type": "tool_use", "name": "Bash",
+                    "input": {"command": "touch /state/marked-by-claude", "description": "mark"}}]},
+        {"match": "toolu_s2_", "reply": [{"type": "text", "text": "marked"}]},
+    ]);
+    let (h, s) = host_with_standin(script, Reach::Egress);
+    create_claude(&h, &s, "alice", &[]);
+    h.wait_for("turn 1 done", Duration::from_secs(90), || {
+        !turn_done(&h, "alice").is_empty()
+    });
+    h.hivectl_ok(&["tell", "alice", "please mark the day"]);
+    assert_eq!(wait_tool_use(&h, "touch /state/marked-by-claude"), 1);
+    crate::cookbook::check_situation(&h, "claude");
+}

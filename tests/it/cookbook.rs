@@ -40,7 +40,18 @@ const FAKE_SSH_DIR: &str = "/run/cookbook-ssh";
 struct Recipe {
     section: String,
     remote: bool,
+    /// The situation the block needs, when not the cookbook's own (`sh cookbook claude`:
+    /// a Claude Code agent, run by tests/it/claude.rs).
+    situation: Option<String>,
     command: String,
+}
+
+/// A block's situation: its tag after the language (and `cookbook`), other than `remote`.
+fn situation_of(tags: &[&str], skip: usize) -> Option<String> {
+    tags.iter()
+        .skip(skip)
+        .find(|t| **t != "remote")
+        .map(|t| t.to_string())
 }
 
 /// Every runnable line: in a block whose info string is `sh cookbook [remote]`, each line
@@ -80,6 +91,7 @@ fn recipes(doc: &str) -> Vec<Recipe> {
         out.push(Recipe {
             section: section.clone(),
             remote: tags.contains(&"remote"),
+            situation: situation_of(tags, 2),
             command: std::mem::take(&mut pending),
         });
     }
@@ -235,6 +247,16 @@ fn every_cookbook_command_runs_and_answers() {
         all.len()
     );
     let h = the_situation();
+    run_recipes(&h, None);
+}
+
+/// Runs every recipe of `situation` (`None`: the cookbook's own) in `h`.
+fn run_recipes(h: &TestHost, situation: Option<&str>) {
+    let all: Vec<Recipe> = recipes(DOC)
+        .into_iter()
+        .filter(|r| r.situation.as_deref() == situation)
+        .collect();
+    assert!(!all.is_empty(), "no recipes for {situation:?}");
     let base = format!(
         "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         bin_dir().display()
@@ -310,6 +332,7 @@ fn recipes_are_read_as_written() {
 #[derive(Debug)]
 struct Shown {
     section: String,
+    situation: Option<String>,
     command: String,
     expected: Vec<String>,
 }
@@ -319,12 +342,15 @@ fn shown_outputs(doc: &str) -> Vec<Shown> {
     let mut out: Vec<Shown> = Vec::new();
     let mut section = String::new();
     let mut in_console = None::<bool>;
+    let mut situation = None;
     for line in doc.lines() {
         if let Some(info) = line.strip_prefix("```") {
+            let tags: Vec<&str> = info.split_whitespace().collect();
             in_console = match in_console {
                 Some(_) => None,
-                None => Some(info.split_whitespace().next() == Some("console")),
+                None => Some(tags.first() == Some(&"console")),
             };
+            situation = situation_of(&tags, 1);
             continue;
         }
         match in_console {
@@ -338,6 +364,7 @@ fn shown_outputs(doc: &str) -> Vec<Shown> {
                 if let Some(cmd) = line.strip_prefix("$ ") {
                     out.push(Shown {
                         section: section.clone(),
+                        situation: situation.clone(),
                         command: cmd.to_owned(),
                         expected: Vec::new(),
                     });
@@ -421,11 +448,29 @@ fn shown_outputs_are_read_and_matched_as_written() {
     assert!(!line_matches("a … c", "a b d"));
 }
 
+/// The cookbook's recipes and shown outputs for `situation` (e.g. `claude`), run in a
+/// test host the caller set up as that situation.
+pub fn check_situation(h: &TestHost, situation: &str) {
+    check_shown(h, Some(situation));
+    run_recipes(h, Some(situation));
+}
+
 #[test]
 fn every_shown_output_is_what_the_command_prints() {
     let shown = shown_outputs(DOC);
     assert!(shown.len() >= 10, "only {} shown outputs", shown.len());
     let h = the_situation();
+    check_shown(&h, None);
+}
+
+/// Compares every shown output of `situation` (`None`: the cookbook's own) with what its
+/// command prints in `h`.
+fn check_shown(h: &TestHost, situation: Option<&str>) {
+    let shown: Vec<Shown> = shown_outputs(DOC)
+        .into_iter()
+        .filter(|s| s.situation.as_deref() == situation)
+        .collect();
+    assert!(!shown.is_empty(), "no shown outputs for {situation:?}");
     let path = format!(
         "PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         bin_dir().display()
