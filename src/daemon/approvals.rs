@@ -211,6 +211,12 @@ impl Approvals {
         self.with_store(|s| s.count_pending()).unwrap_or(0)
     }
 
+    /// The pending approvals, oldest first.
+    pub fn pending_list(&self) -> Result<Vec<Approval>, Error> {
+        self.with_store(|s| s.list(ListFilter::Pending))
+            .map_err(Error::failed)
+    }
+
     /// Records an admin's decision; exactly one of two racing decisions wins.
     pub fn decide(
         &self,

@@ -2,13 +2,92 @@
 //! `permission_prompt`, to use a tool its spec does not allow unasked; an admin decides.
 //! Approving lets that one call run; the spec never changes, so there is nothing to apply
 //! and no restart. docs/approvals.md.
+//!
+//! claude waits for the decision only up to the agent's `permission_timeout` (the hive's
+//! MCP tool answers "refused" then); an approval still pending past it is closed here, as
+//! denied by hive-c0re with a note saying so, so that it neither counts against the
+//! agent's pending requests nor offers an admin a decision that no longer reaches claude.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::specs::load_spec;
+use super::{Error, Hive};
 use crate::paths::Roots;
-use crate::spec::claude::Permission;
+use crate::spec::claude::{Permission, DEFAULT_PERMISSION_TIMEOUT};
 use crate::spec::AgentName;
+
+/// How often pending `tool_use` approvals are looked at for expiry.
+const EXPIRY_EVERY: Duration = Duration::from_secs(10);
+/// Past `permission_timeout`, this long more: claude has had its refusal.
+const EXPIRY_GRACE: Duration = Duration::from_secs(5);
+/// Who closes an expired one, as `HIVE_DECIDED_BY` and `hivectl approvals` show it.
+pub const EXPIRED_BY: &str = "hive-c0re (timeout)";
+
+/// Closes expired `tool_use` approvals now and then, for as long as the daemon runs
+/// (also those left pending by an earlier daemon).
+pub fn spawn_expiry(hive: Arc<Hive>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(EXPIRY_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            hive.expire_tool_uses(now_micros()).await;
+        }
+    });
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a `tool_use` approval made at `created_at` (unix µs) with `timeout` seconds
+/// for an admin is past it, at `now`.
+fn expired(created_at: i64, timeout: u64, now: i64) -> bool {
+    let limit = Duration::from_secs(timeout) + EXPIRY_GRACE;
+    now.saturating_sub(created_at) > limit.as_micros() as i64
+}
+
+impl Hive {
+    /// Denies every pending `tool_use` approval past its agent's `permission_timeout`.
+    pub async fn expire_tool_uses(&self, now: i64) {
+        let pending = match self.approvals.pending_list() {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("looking for expired tool_use approvals: {e}");
+                return;
+            }
+        };
+        for a in pending.iter().filter(|a| a.kind == TOOL_USE) {
+            // An agent whose spec is gone or changed: the default bound.
+            let timeout = load_spec(&self.host.roots, &a.agent)
+                .ok()
+                .and_then(|s| s.claude)
+                .map(|c| c.permission_timeout)
+                .unwrap_or(DEFAULT_PERMISSION_TIMEOUT);
+            if !expired(a.created_at, timeout, now) {
+                continue;
+            }
+            let note = format!(
+                "no admin decided within {timeout} s (the agent's permission_timeout); claude was refused"
+            );
+            match self.deny(a.id, EXPIRED_BY, Some(&note)).await {
+                // An admin decided in between: theirs stands.
+                Ok(_) | Err(Error::AlreadyDecided(_)) => {}
+                Err(e) => log::warn!(
+                    "approval {} of agent {}: closing it at its timeout: {e}",
+                    a.id,
+                    a.agent
+                ),
+            }
+        }
+    }
+}
 
 pub const TOOL_USE: &str = "tool_use";
 
@@ -52,5 +131,20 @@ pub fn check(roots: &Roots, agent: &AgentName, payload: &Value) -> Result<(), St
         None => Err(format!(
             "agent {agent}: tool_use approvals are for Claude Code agents (spec [claude])"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_use_expires_after_its_timeout_and_a_grace() {
+        let s = 1_000_000;
+        assert!(!expired(0, 10, 10 * s));
+        assert!(!expired(0, 10, 15 * s));
+        assert!(expired(0, 10, 15 * s + 1));
+        // A clock that went back expires nothing.
+        assert!(!expired(100 * s, 10, 0));
     }
 }

@@ -825,3 +825,65 @@ fn the_cookbooks_claude_recipes_run_and_show_what_they_print() {
     assert_eq!(wait_tool_use(&h, "touch /state/marked-by-claude"), 1);
     crate::cookbook::check_situation(&h, "claude");
 }
+
+/// claude waits for an admin only up to `permission_timeout`; the approval left pending
+/// past it is closed by the daemon as denied, so it neither counts against the agent's
+/// pending requests nor offers an admin a decision that no longer reaches claude.
+#[test]
+fn a_tool_use_no_admin_decides_is_closed_at_its_timeout() {
+    let script = json!([
+        {"match": "hyperhive turn 1.", "reply": [{"type": "text", "text": "ok"}]},
+        {"match": "please mark the day",
+         "reply": [{"type": "tool_use", "name": "Bash",
+                    "input": {"command": "touch /state/marked-late", "description": "mark"}}]},
+        {"match": "toolu_s1_", "reply": [{"type": "text", "text": "not marked"}]},
+    ]);
+    let (h, s) = host_with_standin(script, Reach::HostNetwork);
+    create_claude(&h, &s, "alice", &["--claude-permission-timeout", "2"]);
+    h.wait_for("turn 1 done", Duration::from_secs(90), || {
+        !turn_done(&h, "alice").is_empty()
+    });
+    h.hivectl_ok(&["tell", "alice", "please mark the day"]);
+    let id = wait_tool_use(&h, "touch /state/marked-late").to_string();
+    // claude got its refusal at the timeout and went on.
+    let after = s.wait_step(&h, 2);
+    assert!(
+        last_user(&after).contains("no admin decided within 2 s"),
+        "{}",
+        last_user(&after)
+    );
+    // The daemon closes the approval: 2 s, a 5 s grace, a 10 s sweep at most.
+    let denied = wait_entry(
+        &h,
+        "the expired approval closed",
+        &[
+            "HIVE_EVENT=approval_denied",
+            &format!("HIVE_APPROVAL_ID={id}"),
+        ],
+    );
+    assert_eq!(denied["HIVE_DECIDED_BY"], "hive-c0re (timeout)");
+    let a: Value =
+        serde_json::from_str(&h.hivectl_ok(&["approvals", "--show", &id, "--json"])).unwrap();
+    assert_eq!(a["approval"]["status"], "denied", "{a}");
+    assert!(
+        a["approval"]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("within 2 s"),
+        "{a}"
+    );
+    // A late approve changes nothing and says so.
+    let out = h.hivectl(&["approve", &id]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("already denied"), "{}", stderr(&out));
+    assert!(
+        !h.run(&[
+            "test",
+            "-e",
+            "/var/lib/hyperhive/agents/alice/state/marked-late"
+        ])
+        .status
+        .success(),
+        "the command never ran"
+    );
+}
