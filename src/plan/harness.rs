@@ -49,19 +49,8 @@ pub fn harness_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         // container's journal, which the host reads (a bound /var/log/journal/<id>, or
         // --link-journal=try-host without a persistent host journal):
         // `journalctl -m HIVE_AGENT=<name>` tells the agent's whole story.
-        (
-            "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
-        ),
-        (
-            "ExecStart".into(),
-            Prop::Exec(vec![ExecCommand {
-                path: HARNESS_IN_CONTAINER.into(),
-                argv: literal_args(argv),
-                ignore_failure: false,
-            }]),
-        ),
     ];
+    properties.extend(runs_harness(name.as_str(), argv));
     if let Some(c) = &spec.claude {
         properties.extend(super::claude::harness_properties(c));
     }
@@ -84,4 +73,23 @@ pub fn agent_env(spec: &AgentSpec, host: &Host) -> Vec<String> {
     }
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
     env
+}
+
+/// A unit inside the container that runs hive-harness with `argv` (argv\[0\] included),
+/// its lines carrying the agent's name.
+pub(super) fn runs_harness(agent: &str, argv: Vec<String>) -> [(String, Prop); 2] {
+    [
+        (
+            "LogExtraFields".into(),
+            Prop::Bytes(vec![format!("HIVE_AGENT={agent}").into_bytes()]),
+        ),
+        (
+            "ExecStart".into(),
+            Prop::Exec(vec![ExecCommand {
+                path: HARNESS_IN_CONTAINER.into(),
+                argv: literal_args(argv),
+                ignore_failure: false,
+            }]),
+        ),
+    ]
 }

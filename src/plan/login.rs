@@ -7,7 +7,8 @@
 //! terminal is relayed to it by hivectl; the credentials claude writes land in the agent's
 //! own `/root/.claude`.
 
-use super::{harness::agent_env, literal_args, stamp, ExecCommand, Host, Prop, UnitPlan};
+use super::harness::{agent_env, runs_harness};
+use super::{stamp, Host, Prop, UnitPlan};
 use crate::plan::HARNESS_IN_CONTAINER;
 use crate::spec::AgentSpec;
 
@@ -81,7 +82,7 @@ pub fn login_unit(spec: &AgentSpec, host: &Host, req: &LoginRequest) -> UnitPlan
     let mut argv = vec![HARNESS_IN_CONTAINER.to_string(), "claude-login".into()];
     argv.push("--".into());
     argv.extend(req.args.iter().cloned());
-    let properties = vec![
+    let mut properties = vec![
         (
             "Description".into(),
             Prop::Str(format!("claude login in agent {name} (hivectl login)")),
@@ -90,19 +91,8 @@ pub fn login_unit(spec: &AgentSpec, host: &Host, req: &LoginRequest) -> UnitPlan
         ("RuntimeMaxUSec".into(), Prop::U64(LOGIN_MAX_USEC)),
         // Gone once it ends, failed or not, so the next login can use the name.
         ("CollectMode".into(), Prop::Str("inactive-or-failed".into())),
-        (
-            "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
-        ),
-        (
-            "ExecStart".into(),
-            Prop::Exec(vec![ExecCommand {
-                path: HARNESS_IN_CONTAINER.into(),
-                argv: literal_args(argv),
-                ignore_failure: false,
-            }]),
-        ),
     ];
+    properties.extend(runs_harness(name.as_str(), argv));
     stamp(LOGIN_UNIT.into(), None, properties, None)
 }
 

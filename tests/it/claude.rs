@@ -809,21 +809,29 @@ fn an_agent_squatting_its_login_unit_only_blocks_its_own_login() {
 /// waiting on claude's request to run a command outside her allowed tools (approval 1).
 #[test]
 fn the_cookbooks_claude_recipes_run_and_show_what_they_print() {
+    let (h, _s, id) = waiting_on_a_command("touch /state/marked-by-claude", Reach::Egress, &[]);
+    assert_eq!(id, 1);
+    crate::cookbook::check_situation(&h, "claude");
+}
+
+/// A Claude Code agent alice, her first turn done and her second (a tell) waiting on an
+/// admin for `command`, a Bash call outside her allowed tools; its approval's id.
+fn waiting_on_a_command(command: &str, reach: Reach, extra: &[&str]) -> (TestHost, Standin, i64) {
     let script = json!([
         {"match": "hyperhive turn 1.", "reply": [{"type": "text", "text": "notes read"}]},
         {"match": "please mark the day",
          "reply": [{"type": "tool_use", "name": "Bash",
-                    "input": {"command": "touch /state/marked-by-claude", "description": "mark"}}]},
-        {"match": "toolu_s2_", "reply": [{"type": "text", "text": "marked"}]},
+                    "input": {"command": command, "description": "mark"}}]},
+        {"match": "toolu_s1_", "reply": [{"type": "text", "text": "after the mark"}]},
     ]);
-    let (h, s) = host_with_standin(script, Reach::Egress);
-    create_claude(&h, &s, "alice", &[]);
+    let (h, s) = host_with_standin(script, reach);
+    create_claude(&h, &s, "alice", extra);
     h.wait_for("turn 1 done", Duration::from_secs(90), || {
         !turn_done(&h, "alice").is_empty()
     });
     h.hivectl_ok(&["tell", "alice", "please mark the day"]);
-    assert_eq!(wait_tool_use(&h, "touch /state/marked-by-claude"), 1);
-    crate::cookbook::check_situation(&h, "claude");
+    let id = wait_tool_use(&h, command);
+    (h, s, id)
 }
 
 /// claude waits for an admin only up to `permission_timeout`; the approval left pending
@@ -831,20 +839,12 @@ fn the_cookbooks_claude_recipes_run_and_show_what_they_print() {
 /// pending requests nor offers an admin a decision that no longer reaches claude.
 #[test]
 fn a_tool_use_no_admin_decides_is_closed_at_its_timeout() {
-    let script = json!([
-        {"match": "hyperhive turn 1.", "reply": [{"type": "text", "text": "ok"}]},
-        {"match": "please mark the day",
-         "reply": [{"type": "tool_use", "name": "Bash",
-                    "input": {"command": "touch /state/marked-late", "description": "mark"}}]},
-        {"match": "toolu_s1_", "reply": [{"type": "text", "text": "not marked"}]},
-    ]);
-    let (h, s) = host_with_standin(script, Reach::HostNetwork);
-    create_claude(&h, &s, "alice", &["--claude-permission-timeout", "2"]);
-    h.wait_for("turn 1 done", Duration::from_secs(90), || {
-        !turn_done(&h, "alice").is_empty()
-    });
-    h.hivectl_ok(&["tell", "alice", "please mark the day"]);
-    let id = wait_tool_use(&h, "touch /state/marked-late").to_string();
+    let (h, s, id) = waiting_on_a_command(
+        "touch /state/marked-late",
+        Reach::HostNetwork,
+        &["--claude-permission-timeout", "2"],
+    );
+    let id = id.to_string();
     // claude got its refusal at the timeout and went on.
     let after = s.wait_step(&h, 2);
     assert!(

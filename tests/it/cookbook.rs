@@ -250,6 +250,14 @@ fn every_cookbook_command_runs_and_answers() {
     run_recipes(&h, None);
 }
 
+/// The PATH recipes run with: hivectl, then the usual directories.
+fn recipe_path() -> String {
+    format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        bin_dir().display()
+    )
+}
+
 /// Runs every recipe of `situation` (`None`: the cookbook's own) in `h`.
 fn run_recipes(h: &TestHost, situation: Option<&str>) {
     let all: Vec<Recipe> = recipes(DOC)
@@ -257,10 +265,7 @@ fn run_recipes(h: &TestHost, situation: Option<&str>) {
         .filter(|r| r.situation.as_deref() == situation)
         .collect();
     assert!(!all.is_empty(), "no recipes for {situation:?}");
-    let base = format!(
-        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        bin_dir().display()
-    );
+    let base = recipe_path();
     let mut failures = Vec::new();
     for r in &all {
         let path = if r.remote {
@@ -471,10 +476,7 @@ fn check_shown(h: &TestHost, situation: Option<&str>) {
         .filter(|s| s.situation.as_deref() == situation)
         .collect();
     assert!(!shown.is_empty(), "no shown outputs for {situation:?}");
-    let path = format!(
-        "PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        bin_dir().display()
-    );
+    let path = format!("PATH={}", recipe_path());
     let mut failures = Vec::new();
     for s in &shown {
         let out = h.run(&["env", &path, "sh", "-c", &s.command]);
