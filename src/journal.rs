@@ -10,7 +10,7 @@ use log::{Level, Record};
 
 use crate::spec::AgentName;
 
-/// The event types of DESIGN.md. The MESSAGE_ID of each never changes once released.
+/// The event types (docs/events.md, the contract admins and tools read). The MESSAGE_ID of each never changes once released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     AgentCreated,

@@ -1,9 +1,12 @@
-//! Where hyperhive keeps things. Defaults follow DESIGN.md; every root can be moved by a
+//! Where hyperhive keeps things (docs/persistence.md, docs/units.md); every root can be moved by a
 //! flag or environment variable so tests and odd hosts can point elsewhere.
 
 use std::path::{Path, PathBuf};
 
 use crate::spec::AgentName;
+
+/// Where the agent socket appears inside the container (`HIVE_SOCKET`).
+pub const SOCKET_IN_CONTAINER: &str = "/run/hyperhive/hive.sock";
 
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/hyperhive";
 pub const DEFAULT_RUN_ROOT: &str = "/run/hyperhive";

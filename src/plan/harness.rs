@@ -2,7 +2,7 @@
 //! container over the container's own bus.
 
 use super::{agent_path, literal_args, stamp, ExecCommand, Host, Prop, UnitPlan};
-use crate::socket::SOCKET_IN_CONTAINER;
+use crate::paths::SOCKET_IN_CONTAINER;
 use crate::spec::AgentSpec;
 
 pub const HARNESS_UNIT: &str = "hive-harness.service";

@@ -11,5 +11,6 @@ pub use server::Sockets;
 
 /// The socket's file name inside the agent's runtime dir.
 pub const SOCKET_NAME: &str = "hive.sock";
-/// Where the socket appears inside the container.
-pub const SOCKET_IN_CONTAINER: &str = "/run/hyperhive/hive.sock";
+/// Where the socket appears inside the container (defined with the other paths, which
+/// the planner reads too).
+pub use crate::paths::SOCKET_IN_CONTAINER;

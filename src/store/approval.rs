@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::spec::AgentName;
 
-/// Where an approval is in its life (DESIGN.md "Approvals"):
+/// Where an approval is in its life (docs/approvals.md):
 ///
 /// ```text
 /// pending ──approve──▶ approved ──apply──▶ applied

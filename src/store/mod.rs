@@ -31,7 +31,7 @@ pub use approval::{
 use crate::spec::AgentName;
 
 /// The note an approval gets when its agent's state dir vanished before anyone decided;
-/// DESIGN.md fixes the text, so admins can grep for it.
+/// the text is part of the contract (docs/approvals.md), so admins can grep for it.
 pub const ORPHAN_NOTE: &str = "agent state dir missing";
 
 /// How long a writer waits for another process's transaction before giving up; long
