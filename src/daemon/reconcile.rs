@@ -75,7 +75,7 @@ impl Hive {
             .status(&name.container_unit())
             .await
             .map_err(Error::failed)?
-            .filter(|s| s.load_state != "not-found");
+            .filter(|s| !s.load_state.is_not_found());
         let live = unit.as_ref().map(|s| Live {
             plan: s.plan_hash().map(str::to_owned),
             active_state: s.active_state.clone(),
@@ -432,7 +432,7 @@ impl Hive {
             .status(&container.unit)
             .await
             .map_err(Error::failed)?
-            .filter(|s| s.load_state != "not-found");
+            .filter(|s| !s.load_state.is_not_found());
         let live = status.as_ref().map(|l| LiveView {
             unit: name.container_unit(),
             state: format!("{}/{}", l.active_state, l.sub_state),

@@ -106,7 +106,7 @@ impl Hive {
         for _ in 0..SETTLE_ATTEMPTS {
             match self.sd.status(unit).await? {
                 None => return Ok(()),
-                Some(st) if st.load_state == "not-found" => return Ok(()),
+                Some(st) if st.load_state.is_not_found() => return Ok(()),
                 Some(st) if st.is_up() || st.is_failed() => {
                     return Err(anyhow!(
                         "unit {unit} is {} again after stopping it",

@@ -7,7 +7,7 @@ pub mod proxies;
 mod state;
 mod status;
 
-pub use state::{ActiveState, JobResult, SubState};
+pub use state::{ActiveState, JobResult, LoadState, SubState};
 pub use status::UnitStatus;
 
 /// The pattern of every agent's container unit.

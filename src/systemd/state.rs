@@ -118,6 +118,35 @@ impl fmt::Display for SubState {
     }
 }
 
+/// A unit's `LoadState` (`loaded`, `not-found`, `masked`, …): text, as systemd says it;
+/// the one hyperhive branches on is named here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Type)]
+#[serde(transparent)]
+pub struct LoadState(pub String);
+
+impl LoadState {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// systemd has no such unit (it answers for any name with this).
+    pub fn is_not_found(&self) -> bool {
+        self.0 == "not-found"
+    }
+}
+
+impl From<&str> for LoadState {
+    fn from(s: &str) -> Self {
+        LoadState(s.to_owned())
+    }
+}
+
+impl fmt::Display for LoadState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// How a job ended (`JobRemoved`'s `result`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobResult {

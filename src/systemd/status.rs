@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use serde::Serialize;
 use zbus::zvariant::OwnedValue;
 
-use super::{ActiveState, SubState};
+use super::{ActiveState, LoadState, SubState};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UnitStatus {
     pub unit: String,
-    pub load_state: String,
+    pub load_state: LoadState,
     pub active_state: ActiveState,
     pub sub_state: SubState,
     /// The service's Result (`success`, `signal`, `exit-code`, …).
@@ -59,7 +59,7 @@ impl UnitStatus {
             .unwrap_or_default();
         Self {
             unit: unit.to_owned(),
-            load_state: s("LoadState"),
+            load_state: LoadState(s("LoadState")),
             active_state: ActiveState::from(s("ActiveState")),
             sub_state: SubState(s("SubState")),
             result: s("Result"),
