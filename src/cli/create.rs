@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{BadInput, Target};
+use crate::daemon::{Created, Outcome};
 use crate::spec::{AgentName, AgentSpec, SpecFile};
 
 #[derive(Debug, clap::Args)]
@@ -184,12 +185,16 @@ pub async fn run(t: &Target, args: CreateArgs) -> Result<()> {
     };
     if !args.quiet {
         let name = &spec.name;
-        let what = match outcome.as_str() {
-            "unchanged" => "unchanged: it already has this spec, its running unit adopted as it is",
-            "adopted" => "already running, adopted",
-            "replaced" => "replaced with a new unit",
-            "switched" => "switched to its new system in place",
-            _ => "created and running",
+        let what = match Created::parse(&outcome) {
+            Some(Created::Unchanged) => {
+                "unchanged: it already has this spec, its running unit adopted as it is".into()
+            }
+            Some(Created::Done(Outcome::Adopted)) => "already running, adopted".into(),
+            Some(Created::Done(Outcome::Replaced)) => "replaced with a new unit".into(),
+            Some(Created::Done(Outcome::Switched)) => "switched to its new system in place".into(),
+            Some(Created::Done(Outcome::Created)) => "created and running".into(),
+            // A newer daemon's word: shown as it said it, not taken for another.
+            None => format!("done: {outcome}"),
         };
         println!(
             "agent {name}: {what} ({}, machine {})",

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::{BadInput, Target};
+use crate::daemon::{Created, Outcome};
 use crate::spec::AgentName;
 
 #[derive(Debug, clap::Args)]
@@ -39,7 +40,7 @@ fn say(quiet: bool, line: String) {
 pub async fn start(t: &Target, a: NameArg) -> Result<()> {
     let n = name(&a.name)?;
     let outcome = t.manager().await?.start_agent(n.as_str()).await?;
-    let what = if outcome == "adopted" {
+    let what = if Created::parse(&outcome) == Some(Created::Done(Outcome::Adopted)) {
         "already running"
     } else {
         "started"

@@ -36,3 +36,4 @@ pub use error::Error;
 pub use hive::{AgentDoors, Hive};
 pub use reconcile::Trigger;
 pub use specs::load_spec;
+pub use units::{Created, Outcome};

@@ -21,7 +21,7 @@ const SETTLE_ATTEMPTS: u32 = 100;
 const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 
 /// What `ensure_running` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum Outcome {
@@ -52,10 +52,20 @@ pub enum Created {
 }
 
 impl Created {
+    /// The word on the wire (the API's CreateAgent, ReplaceAgent).
     pub fn as_str(self) -> &'static str {
         match self {
             Created::Unchanged => "unchanged",
             Created::Done(o) => o.as_str(),
+        }
+    }
+
+    /// The client's reading of [`Self::as_str`]; `None` for a word this build does not
+    /// know (a newer daemon's).
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "unchanged" => Some(Created::Unchanged),
+            other => other.parse().ok().map(Created::Done),
         }
     }
 }
@@ -188,5 +198,24 @@ impl Hive {
         Err(anyhow!(
             "unit {unit} did not settle: systemd kept reporting it exists after {SETTLE_ATTEMPTS} attempts"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_outcome_reads_back_as_it_was_sent() {
+        for c in [
+            Created::Unchanged,
+            Created::Done(Outcome::Created),
+            Created::Done(Outcome::Adopted),
+            Created::Done(Outcome::Replaced),
+            Created::Done(Outcome::Switched),
+        ] {
+            assert_eq!(Created::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Created::parse("frobnicated"), None);
     }
 }
