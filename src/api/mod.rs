@@ -18,7 +18,6 @@ pub const BUS_NAME: &str = "org.hyperhive.Hive1";
 pub const MANAGER_PATH: &str = "/org/hyperhive/hive1";
 pub const MANAGER_INTERFACE: &str = "org.hyperhive.Hive1.Manager";
 pub const AGENT_INTERFACE: &str = "org.hyperhive.Hive1.Agent";
-pub const ERROR_PREFIX: &str = "org.hyperhive.Hive1.Error";
 
 /// Errors the API returns; their D-Bus names are `org.hyperhive.Hive1.Error.<Variant>`.
 /// hivectl maps InvalidArgument and NoSuchAgent to exit code 2 (bad input).

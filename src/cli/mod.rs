@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::api::ERROR_PREFIX;
 use crate::paths::{Roots, DEFAULT_CONFIG_ROOT, DEFAULT_RUN_ROOT, DEFAULT_STATE_ROOT};
 
 /// Exit code for success.
@@ -272,7 +271,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
         return (exit.code, msg);
     }
     for e in err.chain() {
-        if let Some(zbus::Error::MethodError(name, detail, _)) = e.downcast_ref::<zbus::Error>() {
+        if let Some(zerr @ zbus::Error::MethodError(name, detail, _)) =
+            e.downcast_ref::<zbus::Error>()
+        {
             let detail = crate::spec::one_line(&detail.clone().unwrap_or_default());
             return match name.as_str() {
                 // No one owns the name and the bus cannot start the daemon (no activation
@@ -308,13 +309,18 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
                 ),
                 // The bus policy refused the call before the daemon saw it.
                 "org.freedesktop.DBus.Error.AccessDenied" => (EXIT_FAILED, denied(&detail)),
-                n => match n.strip_prefix(ERROR_PREFIX) {
-                    Some(".InvalidArgument")
-                    | Some(".NoSuchAgent")
-                    | Some(".NoSuchApproval")
-                    | Some(".AlreadyDecided") => (EXIT_BAD_INPUT, detail),
-                    Some(".AccessDenied") => (EXIT_FAILED, format!("access denied: {detail}")),
-                    _ => (EXIT_FAILED, detail),
+                // The daemon's own errors, decoded into the type it sent them as.
+                _ => match crate::api::Error::from(zerr.clone()) {
+                    crate::api::Error::InvalidArgument(_)
+                    | crate::api::Error::NoSuchAgent(_)
+                    | crate::api::Error::NoSuchApproval(_)
+                    | crate::api::Error::AlreadyDecided(_) => (EXIT_BAD_INPUT, detail),
+                    crate::api::Error::AccessDenied(_) => {
+                        (EXIT_FAILED, format!("access denied: {detail}"))
+                    }
+                    crate::api::Error::Failed(_) | crate::api::Error::ZBus(_) => {
+                        (EXIT_FAILED, detail)
+                    }
                 },
             };
         }
