@@ -85,6 +85,8 @@ impl Hive {
         mark_stopped(&self.host.roots, name, false)?;
         // The container binds the proxy's directory: it must exist before nspawn runs.
         self.ensure_egress(spec).await?;
+        // Its state and credentials are in its image: mounted before nspawn binds them.
+        self.ensure_disk(spec).await?;
         let (mode, switched) = self.settle_system(spec, plan, mode).await?;
         let outcome = match Self::ensure_running(&self.sd, plan, mode).await? {
             Outcome::Adopted if switched => Outcome::Switched,
