@@ -28,8 +28,9 @@ impl Hive {
     /// Before the container starts: the agent's image made (or grown to its `disk_max`),
     /// mounted, its `state/` and `claude/` in it, and its plain directories from before
     /// moved in. Where the host cannot make images it does nothing, unless the agent has one:
-    /// then it refuses, rather than start the agent on empty directories.
-    pub(super) async fn ensure_disk(&self, spec: &AgentSpec) -> Result<()> {
+    /// then it refuses, rather than start the agent on empty directories. Whether it stopped
+    /// the agent's running container on the way (to grow its image, or move data in).
+    pub(super) async fn ensure_disk(&self, spec: &AgentSpec) -> Result<bool> {
         let name = &spec.name;
         let roots = &self.host.roots;
         let image = roots.disk_image(name);
@@ -44,7 +45,7 @@ impl Hive {
                     image.display()
                 );
             }
-            return Ok(());
+            return Ok(false);
         }
         let max = self.host.defaults.for_agent(spec).disk_max;
         let mount = plan::mount_unit(roots, name);
@@ -53,6 +54,7 @@ impl Hive {
             .active_state(&mount.unit)
             .await?
             .is_some_and(|s| s.is_up());
+        let mut stopped = false;
         match size {
             None => {
                 let (img, n) = (image.clone(), name.clone());
@@ -66,7 +68,7 @@ impl Hive {
                 // Offline: this machine's kernel lets no process grow a mounted ext4
                 // (resize2fs online needs CAP_SYS_RESOURCE), and e2fsck wants it unmounted.
                 if up {
-                    self.sd.stop(&name.container_unit()).await?;
+                    stopped = self.stop_container(name).await?;
                     self.sd.stop(&mount.unit).await?;
                     up = false;
                 }
@@ -89,10 +91,32 @@ impl Hive {
         }
         let disk = roots.disk_dir(name);
         check_mounted(&disk).with_context(|| format!("agent {name}"))?;
-        for dir in [disk.clone(), disk.join("state"), disk.join("claude")] {
-            crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
+        let dirs = [disk.clone(), disk.join("state"), disk.join("claude")];
+        for dir in &dirs {
+            crate::safe_fs::private_dir(dir).with_context(|| format!("agent {name}"))?;
         }
-        self.move_in_plain_dirs(name).await
+        if self.move_in_plain_dirs(name).await? {
+            stopped = true;
+            // cp -a gave them the modes of the old ones.
+            for dir in &dirs {
+                crate::safe_fs::private_dir(dir).with_context(|| format!("agent {name}"))?;
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Stops the agent's container if it runs; whether it did.
+    async fn stop_container(&self, name: &AgentName) -> Result<bool> {
+        let unit = name.container_unit();
+        let up = self
+            .sd
+            .active_state(&unit)
+            .await?
+            .is_some_and(|s| s.is_up());
+        if up {
+            self.sd.stop(&unit).await?;
+        }
+        Ok(up)
     }
 
     async fn start_mount(&self, mount: &crate::plan::UnitPlan) -> Result<()> {
@@ -121,15 +145,15 @@ impl Hive {
     /// An agent's `state/` and `claude/` from before images (plain directories on the
     /// host's filesystem) are copied into its image and then removed, with the container
     /// stopped so nothing changes meanwhile. What does not fit stays where it was, and the
-    /// agent does not start: raise its `disk_max`.
-    async fn move_in_plain_dirs(&self, name: &AgentName) -> Result<()> {
+    /// agent does not start: raise its `disk_max`. Whether it stopped the container.
+    async fn move_in_plain_dirs(&self, name: &AgentName) -> Result<bool> {
         let roots = &self.host.roots;
         let disk = roots.disk_dir(name);
         let pairs = [
             (roots.state_dir(name), disk.join("state")),
             (roots.claude_dir(name), disk.join("claude")),
         ];
-        let mut stopped = false;
+        let (mut stopped, mut checked) = (false, false);
         for (old, new) in pairs {
             match std::fs::symlink_metadata(&old) {
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -142,9 +166,9 @@ impl Hive {
                     return Err(e).with_context(|| format!("agent {name}: {}", old.display()))
                 }
             }
-            if !stopped {
-                self.sd.stop(&name.container_unit()).await?;
-                stopped = true;
+            if !checked {
+                stopped = self.stop_container(name).await?;
+                checked = true;
             }
             let (o, n, who) = (old.clone(), new.clone(), name.clone());
             tokio::task::spawn_blocking(move || copy_into(&o, &n, &who)).await??;
@@ -156,7 +180,7 @@ impl Hive {
                 new.display()
             );
         }
-        Ok(())
+        Ok(stopped)
     }
 
     /// After the container is gone (destroy): the image is unmounted and kept.
