@@ -167,7 +167,7 @@ pub fn render_disk(d: &crate::disk::DiskUse) -> String {
             }
         };
         return format!(
-            "      Disk: {} in use (state, credentials), max {}{near}  {how}\n",
+            "      Disk: {} in use (state, credentials, journal), max {}{near}  {how}\n",
             bytes(d.used),
             bytes(d.max)
         );

@@ -91,16 +91,37 @@ impl Hive {
         }
         let disk = roots.disk_dir(name);
         check_mounted(&disk).with_context(|| format!("agent {name}"))?;
-        let dirs = [disk.clone(), disk.join("state"), disk.join("claude")];
-        for dir in &dirs {
-            crate::safe_fs::private_dir(dir).with_context(|| format!("agent {name}"))?;
+        // Its journal directory too, where it gets one: 0755 as journald's own.
+        let journal = crate::plan::agent_journal_dir(spec, &self.host);
+        let mut dirs = vec![
+            (disk.clone(), 0o700),
+            (disk.join("state"), 0o700),
+            (disk.join("claude"), 0o700),
+        ];
+        let mut pairs = vec![
+            (roots.state_dir(name), disk.join("state")),
+            (roots.claude_dir(name), disk.join("claude")),
+        ];
+        if let Some(host_dir) = &journal {
+            dirs.push((disk.join("journal"), 0o755));
+            pairs.push((host_dir.clone(), disk.join("journal")));
         }
-        if self.move_in_plain_dirs(name).await? {
+        let make = |dirs: &[(PathBuf, u32)]| -> Result<()> {
+            for (dir, mode) in dirs {
+                crate::safe_fs::dir_with_mode(dir, *mode)
+                    .with_context(|| format!("agent {name}"))?;
+            }
+            Ok(())
+        };
+        make(&dirs)?;
+        if self.move_in_plain_dirs(name, &pairs).await? {
             stopped = true;
             // cp -a gave them the modes of the old ones.
-            for dir in &dirs {
-                crate::safe_fs::private_dir(dir).with_context(|| format!("agent {name}"))?;
-            }
+            make(&dirs)?;
+        }
+        if let Some(host_dir) = &journal {
+            link_journal(host_dir, &disk.join("journal"))
+                .with_context(|| format!("agent {name}"))?;
         }
         Ok(stopped)
     }
@@ -146,17 +167,18 @@ impl Hive {
     /// host's filesystem) are copied into its image and then removed, with the container
     /// stopped so nothing changes meanwhile. What does not fit stays where it was, and the
     /// agent does not start: raise its `disk_max`. Whether it stopped the container.
-    async fn move_in_plain_dirs(&self, name: &AgentName) -> Result<bool> {
-        let roots = &self.host.roots;
-        let disk = roots.disk_dir(name);
-        let pairs = [
-            (roots.state_dir(name), disk.join("state")),
-            (roots.claude_dir(name), disk.join("claude")),
-        ];
+    async fn move_in_plain_dirs(
+        &self,
+        name: &AgentName,
+        pairs: &[(PathBuf, PathBuf)],
+    ) -> Result<bool> {
         let (mut stopped, mut checked) = (false, false);
         for (old, new) in pairs {
-            match std::fs::symlink_metadata(&old) {
+            match std::fs::symlink_metadata(old) {
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                // Never followed: the journal's link made here before (nothing else makes one
+                // at these root-owned paths).
+                Ok(m) if m.is_symlink() => continue,
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => bail!(
                     "agent {name}: {} is not a directory; left as it is",
@@ -172,7 +194,7 @@ impl Hive {
             }
             let (o, n, who) = (old.clone(), new.clone(), name.clone());
             tokio::task::spawn_blocking(move || copy_into(&o, &n, &who)).await??;
-            crate::safe_fs::remove_tree(&old)
+            crate::safe_fs::remove_tree(old)
                 .with_context(|| format!("agent {name}: removing {} once copied", old.display()))?;
             log::info!(
                 "agent {name}: moved {} into its disk image ({})",
@@ -189,6 +211,55 @@ impl Hive {
         self.sd.stop(&unit).await?;
         self.sd.reset_failed(&unit).await
     }
+
+    /// At `--purge`, with the image gone: the link to its journal directory.
+    pub(super) fn unlink_journal(&self, name: &AgentName) -> Result<()> {
+        let Some(journal) = &self.host.journal else {
+            return Ok(());
+        };
+        let fd = crate::safe_fs::open_dir(journal)?;
+        let id = crate::plan::agent_machine_id(name);
+        match rustix::fs::readlinkat(&fd, id.as_str(), Vec::new()) {
+            Ok(target)
+                if Path::new(target.to_str().unwrap_or(""))
+                    == self.host.roots.disk_dir(name).join("journal") =>
+            {
+                rustix::fs::unlinkat(&fd, id.as_str(), rustix::fs::AtFlags::empty())
+                    .map_err(|e| anyhow!("removing {}/{id}: {e}", journal.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `/var/log/journal/<id>` as a link to the journal directory in the agent's image, so the
+/// host's journalctl (`-m`, `hivectl logs`) reads it: made relative to the open journal
+/// directory (root's), replacing only an older link of ours.
+fn link_journal(host_dir: &Path, target: &Path) -> Result<()> {
+    let parent = host_dir.parent().expect("in /var/log/journal");
+    let id = host_dir
+        .file_name()
+        .expect("a machine ID")
+        .to_str()
+        .expect("hex");
+    let fd = crate::safe_fs::open_dir(parent)?;
+    match rustix::fs::readlinkat(&fd, id, Vec::new()) {
+        Ok(now) if Path::new(now.to_str().unwrap_or("")) == target => return Ok(()),
+        Ok(_) => rustix::fs::unlinkat(&fd, id, rustix::fs::AtFlags::empty())
+            .map_err(|e| anyhow!("removing the old link {}: {e}", host_dir.display()))?,
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => bail!(
+            "{} is not a link to its image ({e}); left as it is",
+            host_dir.display()
+        ),
+    }
+    rustix::fs::symlinkat(target, &fd, id).map_err(|e| {
+        anyhow!(
+            "linking {} to {}: {e}",
+            host_dir.display(),
+            target.display()
+        )
+    })
 }
 
 /// The image's size, `None` if there is none. Anything but a regular file there (a link

@@ -34,7 +34,9 @@ impl Hive {
                 crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
             }
         }
-        if let Some(dir) = plan::agent_journal_dir(spec, &self.host) {
+        if let Some(dir) =
+            plan::agent_journal_dir(spec, &self.host).filter(|_| !self.host.disk_images)
+        {
             crate::safe_fs::dir_with_mode(&dir, 0o755)
                 .with_context(|| format!("agent {name}: its journal directory"))?;
         }

@@ -317,6 +317,9 @@ impl Hive {
                 .with_context(|| ctx("purging"))
                 .map_err(Error::failed)?;
             super::nixos_system::remove_gc_root(name).map_err(Error::failed)?;
+            self.unlink_journal(name)
+                .with_context(|| ctx("removing the link to its journal"))
+                .map_err(Error::failed)?;
         }
         journal::emit(
             Event::AgentDestroyed,

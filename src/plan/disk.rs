@@ -104,6 +104,14 @@ pub fn claude_source(host: &Host, name: &AgentName) -> PathBuf {
     }
 }
 
+/// Where an agent's journal directory lives where the host bounds disks: in its image,
+/// bound over `/var/log/journal/<its machine ID>` inside; the host's path is then a link to
+/// it, so the host's journalctl reads it (daemon/disk.rs).
+pub fn journal_source(host: &Host, name: &AgentName) -> Option<PathBuf> {
+    host.disk_images
+        .then(|| host.roots.disk_dir(name).join("journal"))
+}
+
 /// What the container unit gets for its disk where the host bounds disks: it requires the
 /// mount and starts after it (a stopped mount stops the container first).
 pub fn container_properties(host: &Host, name: &AgentName) -> Vec<(String, Prop)> {
@@ -202,6 +210,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let argv = format!("{:?}", plan.get("ExecStart"));
+        assert_eq!(
+            journal_source(&host, &name),
+            Some(PathBuf::from(
+                "/var/lib/hyperhive/agents/alice/disk/journal"
+            ))
+        );
         assert!(argv.contains("agents/alice/disk/state:/state"), "{argv}");
         assert!(
             argv.contains("agents/alice/disk/claude:/root/.claude"),

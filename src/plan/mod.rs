@@ -169,7 +169,8 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         Some(dir) => {
             argv.push(format!("--uuid={}", agent_machine_id(name)));
             argv.push("--link-journal=no".into());
-            argv.push(bind_arg(&dir, &dir, false, true));
+            let source = disk::journal_source(host, name).unwrap_or_else(|| dir.clone());
+            argv.push(bind_arg(&source, &dir, false, true));
         }
         None => argv.push("--link-journal=try-host".into()),
     }

@@ -83,6 +83,29 @@ fn writing_past_the_disk_bound_fails_inside_and_the_host_keeps_its_space() {
     );
     assert!(h.unit_show("alice", "Requires").contains(&unit));
     assert!(h.unit_show("alice", "After").contains(&unit));
+    // Her journal directory is in her image too; the host reads it through a link.
+    let links = h.run_ok(&[
+        "find",
+        "/var/log/journal",
+        "-maxdepth",
+        "1",
+        "-type",
+        "l",
+        "-printf",
+        "%f %l\n",
+    ]);
+    assert!(
+        links.contains(&format!("{STATE_ROOT}/agents/alice/disk/journal")),
+        "{links}"
+    );
+    h.wait_for(
+        "alice's own lines through the link",
+        Duration::from_secs(15),
+        || {
+            h.hivectl_ok(&["logs", "alice", "-n", "200"])
+                .contains("h-alice")
+        },
+    );
 
     let free_before = host_free(&h);
     let (out, err) = sh_in(
@@ -183,6 +206,17 @@ fn writing_past_the_disk_bound_fails_inside_and_the_host_keeps_its_space() {
         .run(&["test", "-e", &format!("{STATE_ROOT}/agents/alice")])
         .status
         .success());
+    let links = h.run_ok(&[
+        "find",
+        "/var/log/journal",
+        "-maxdepth",
+        "1",
+        "-type",
+        "l",
+        "-printf",
+        "%l\n",
+    ]);
+    assert!(!links.contains("agents/alice/"), "{links}");
     let loops = h.run_ok(&["losetup", "-a"]);
     assert!(!loops.contains("agents/alice"), "{loops}");
     // bob kept his bytes through all of it.
@@ -299,7 +333,27 @@ fn links_an_agent_plants_never_lead_the_daemon_to_host_files() {
              && echo token > {STATE_ROOT}/agents/carol/claude/credentials.json"
         ),
     ]);
+    let carol_id =
+        hyperhive::plan::agent_machine_id(&hyperhive::spec::AgentName::parse("carol").unwrap());
+    let old_journal = format!("/var/log/journal/{carol_id}");
+    h.run_ok(&[
+        "sh",
+        "-c",
+        &format!("mkdir -p {old_journal} && echo old > {old_journal}/system.journal~"),
+    ]);
     h.create("carol", &["--disk-max", "64M"]);
+    assert_eq!(
+        h.run_ok(&["readlink", &old_journal]).trim(),
+        format!("{STATE_ROOT}/agents/carol/disk/journal")
+    );
+    assert_eq!(
+        h.run_ok(&[
+            "cat",
+            &format!("{STATE_ROOT}/agents/carol/disk/journal/system.journal~")
+        ])
+        .trim(),
+        "old"
+    );
     let (out, _) = sh_in(
         &h,
         "carol",
