@@ -113,16 +113,17 @@ pub fn journal_source(host: &Host, name: &AgentName) -> Option<PathBuf> {
 }
 
 /// What the container unit gets for its disk where the host bounds disks: it requires the
-/// mount and starts after it (a stopped mount stops the container first).
+/// mount of its disk directory and starts after it (a stopped mount stops the container
+/// first). `RequiresMountsFor=` rather than `Requires=`/`After=`: systemd reads it back as
+/// it was given, while those two come back with the implicit dependencies added.
 pub fn container_properties(host: &Host, name: &AgentName) -> Vec<(String, Prop)> {
     if !host.disk_images {
         return Vec::new();
     }
-    let unit = mount_unit_name_for(&host.roots, name);
-    vec![
-        ("Requires".into(), Prop::Strv(vec![unit.clone()])),
-        ("After".into(), Prop::Strv(vec![unit])),
-    ]
+    vec![(
+        "RequiresMountsFor".into(),
+        Prop::Strv(vec![host.roots.disk_dir(name).display().to_string()]),
+    )]
 }
 
 /// The bound in the container's environment where the host bounds disks, so a changed
@@ -187,21 +188,20 @@ mod tests {
             PathBuf::from("/var/lib/hyperhive/agents/alice/disk/claude")
         );
         let props = container_properties(&host, &name);
-        let unit = "var-lib-hyperhive-agents-alice-disk.mount".to_string();
-        assert!(props.contains(&("Requires".into(), Prop::Strv(vec![unit.clone()]))));
-        assert!(props.contains(&("After".into(), Prop::Strv(vec![unit]))));
+        assert_eq!(
+            props,
+            vec![(
+                "RequiresMountsFor".into(),
+                Prop::Strv(vec!["/var/lib/hyperhive/agents/alice/disk".into()])
+            )]
+        );
         assert_eq!(
             container_env(&host, 1 << 30).as_deref(),
             Some("HIVE_DISK_MAX=1073741824")
         );
         let plan =
             super::super::container_unit(&crate::plan::tests_support::volatile_spec(), &host);
-        assert_eq!(
-            plan.get("Requires"),
-            Some(&Prop::Strv(vec![
-                "var-lib-hyperhive-agents-alice-disk.mount".into()
-            ]))
-        );
+        assert!(plan.get("RequiresMountsFor").is_some());
         match plan.get("Environment") {
             Some(Prop::Strv(env)) => assert!(
                 env.iter().any(|e| e.starts_with("HIVE_DISK_MAX=")),
