@@ -404,3 +404,49 @@ fn a_full_host_disk_while_making_an_image_is_one_line_and_leaves_nothing() {
     assert_ne!(h.unit_show("dave", "ActiveState"), "active");
     h.run_ok(&["umount", &dir]);
 }
+
+/// A host that had no loop devices, then has them after a reboot (an upgrade, say): the
+/// startup reconcile brings alice back on her new image, her plain state moved in, and the
+/// image is mounted again at the next reboot. The state root lives on the machine's side,
+/// as a real disk outlives a reboot.
+#[test]
+fn after_a_reboot_an_agent_gets_its_image_with_its_data_and_keeps_it() {
+    let dir = tempfile::Builder::new()
+        .prefix("hh-disk-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let boot = |loops: bool| {
+        TestHost::boot(Options {
+            bin_dir: Some(bin_dir()),
+            units_dir: Some(units_dir()),
+            start_daemon: true,
+            loop_devices: loops,
+            extra_binds: vec![(dir.path().to_path_buf(), STATE_ROOT.into())],
+            ..Default::default()
+        })
+        .expect("booting the test host")
+    };
+    {
+        let h = boot(false);
+        h.create("alice", &["--disk-max", "64M"]);
+        let (out, err) = sh_in(&h, "alice", "echo before > /state/notes && sync && echo ok");
+        assert!(out.contains("ok"), "{err}");
+        assert!(disk_line(&h, "alice").contains("NOT ENFORCED"));
+    }
+    for round in 0..2 {
+        let h = boot(true);
+        h.wait_for(
+            "alice back after the reboot",
+            Duration::from_secs(30),
+            || h.unit_show("alice", "ActiveState") == "active",
+        );
+        let (out, _) = sh_in(&h, "alice", "cat /state/notes");
+        assert_eq!(out.trim(), "before", "round {round}");
+        assert_eq!(h.show(&mount_unit("alice"), "ActiveState"), "active");
+        assert!(disk_line(&h, "alice").contains("enforced by its image, mounted"));
+        assert!(!h
+            .run(&["test", "-e", &format!("{STATE_ROOT}/agents/alice/state")])
+            .status
+            .success());
+    }
+}
