@@ -80,7 +80,10 @@ fn turn_entries(name: &AgentName, fields: &str, extra: &[&str]) -> Option<String
         .args(extra)
         .arg("HIVE_EVENT=agent_turn")
         .arg(format!("HIVE_AGENT={name}"))
-        .arg("SYSLOG_IDENTIFIER=hive-c0re")
+        .arg(format!(
+            "SYSLOG_IDENTIFIER={}",
+            crate::journal::AGENT_IDENTIFIER
+        ))
         .output()
         .ok()?;
     out.status
