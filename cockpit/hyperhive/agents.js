@@ -250,10 +250,9 @@
     }
 
     /* The daemon's events about an agent (its harness re-created after a container
-       restart, crashed…) and what the harness says through it (connected…, under
-       hive-agent: events.md) are when the harness's state is worth reading again. */
+       restart, crashed, connected…) are when the harness's state is worth reading again. */
     function followDaemon() {
-        hh.journal(["--follow", "--lines=0", "SYSLOG_IDENTIFIER=hive-c0re", "SYSLOG_IDENTIFIER=hive-agent"], function (e) {
+        hh.journal(["--follow", "--lines=0", "SYSLOG_IDENTIFIER=hive-c0re"], function (e) {
             const a = agents.get(hh.field(e, "HIVE_AGENT"));
             if (a) readHarness(a);
         });
