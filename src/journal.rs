@@ -185,32 +185,7 @@ impl Event {
     }
 }
 
-/// SYSLOG_IDENTIFIER of what an agent says (its `agent_event`s, `agent_turn`s and
-/// `agent_over_budget`), relayed by the daemon with the same fields as its own events:
-/// `journalctl -t hive-c0re` is then the daemon's word alone — lifecycle, crash and
-/// approval records — and `journalctl -t hive-agent HIVE_AGENT=alice` alice's (events.md).
-pub const AGENT_IDENTIFIER: &str = "hive-agent";
-
-impl Event {
-    /// An agent's own word, not the daemon's record of what happened.
-    pub fn is_agents_word(self) -> bool {
-        matches!(
-            self,
-            Event::AgentEvent | Event::AgentTurn | Event::AgentOverBudget
-        )
-    }
-}
-
-/// The writer for agents' words, made once (`None`: no journald; the process's logger).
-fn agents_writer() -> Option<&'static dyn log::Log> {
-    static WRITER: std::sync::OnceLock<Option<Box<dyn log::Log>>> = std::sync::OnceLock::new();
-    WRITER
-        .get_or_init(|| crate::logging::journal_writer(AGENT_IDENTIFIER))
-        .as_deref()
-}
-
-/// Writes one event. `extra` adds event-specific fields (e.g. `HIVE_RESULT`). An agent's
-/// word goes out under [`AGENT_IDENTIFIER`], the daemon's own under `hive-c0re`.
+/// Writes one event. `extra` adds event-specific fields (e.g. `HIVE_RESULT`).
 pub fn emit(
     event: Event,
     agent: Option<&AgentName>,
@@ -231,11 +206,7 @@ pub fn emit(
     for (k, v) in extra {
         kvs.push((k, v.as_str().to_value()));
     }
-    let writer: &dyn log::Log = match agents_writer().filter(|_| event.is_agents_word()) {
-        Some(w) => w,
-        None => log::logger(),
-    };
-    writer.log(
+    log::logger().log(
         &Record::builder()
             .level(event.level())
             .target("hive-c0re")

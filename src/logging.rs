@@ -7,17 +7,6 @@ use log::{LevelFilter, Log, Metadata, Record};
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// A journald writer under another SYSLOG_IDENTIFIER than the process's own, if journald
-/// is there: the daemon writes what agents say under [`crate::journal::AGENT_IDENTIFIER`].
-pub fn journal_writer(identifier: &str) -> Option<Box<dyn Log>> {
-    if !Path::new(JOURNAL_SOCKET).exists() {
-        return None;
-    }
-    systemd_journal_logger::JournalLog::new()
-        .ok()
-        .map(|j| Box::new(j.with_syslog_identifier(identifier.to_owned())) as Box<dyn Log>)
-}
-
 /// Installs the logger once; `identifier` becomes SYSLOG_IDENTIFIER.
 pub fn init(identifier: &str, level: LevelFilter) {
     let journal = Path::new(JOURNAL_SOCKET).exists()

@@ -80,10 +80,7 @@ fn turn_entries(name: &AgentName, fields: &str, extra: &[&str]) -> Option<String
         .args(extra)
         .arg("HIVE_EVENT=agent_turn")
         .arg(format!("HIVE_AGENT={name}"))
-        .arg(format!(
-            "SYSLOG_IDENTIFIER={}",
-            crate::journal::AGENT_IDENTIFIER
-        ))
+        .arg("SYSLOG_IDENTIFIER=hive-c0re")
         .output()
         .ok()?;
     out.status

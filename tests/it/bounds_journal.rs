@@ -133,37 +133,6 @@ fn a_flood_of_agents_events_keeps_every_approval_and_crash_record() {
     assert_eq!(applied_n, 1);
     assert_eq!(crashes, 1);
     assert_eq!(kept, sent, "agents' events are slowed down, never dropped");
-    // Kept apart: the agents' words under their own identifier, none under the daemon's;
-    // the daemon's records under its own.
-    assert_eq!(
-        count(
-            &h,
-            &[
-                "HIVE_EVENT=agent_event",
-                "HIVE_AGENT_EVENT=flood",
-                "SYSLOG_IDENTIFIER=hive-agent"
-            ]
-        ),
-        kept
-    );
-    assert_eq!(
-        count(
-            &h,
-            &["HIVE_EVENT=agent_event", "SYSLOG_IDENTIFIER=hive-c0re"]
-        ),
-        0
-    );
-    assert_eq!(
-        count(
-            &h,
-            &[
-                "HIVE_EVENT=approval_applied",
-                "SYSLOG_IDENTIFIER=hive-c0re",
-                &approval
-            ]
-        ),
-        1
-    );
     // journald's global budget (1,000 per 120 s) would have dropped most of this: the
     // unit's own limit is the one that held.
     assert_eq!(suppressed, 0);
