@@ -68,6 +68,7 @@ fn daemon_host(bin: &Path) -> Host {
         journal: Some("/var/log/journal".into()),
         // As hive-c0re there reckons them: no hive.toml, the host's (shared) memory.
         defaults: hyperhive::spec::bounds::Defaults::shipped(mem_total()),
+        disk_images: false,
     }
 }
 

@@ -49,6 +49,7 @@ fn host() -> Host {
         base_path: vec!["/usr/bin".into()],
         journal: None,
         defaults: hyperhive::spec::bounds::Defaults::shipped(8 << 30),
+        disk_images: false,
     }
 }
 

@@ -466,8 +466,11 @@ in
       wantedBy = [ "multi-user.target" ];
       # A service's PATH is not the host's: agents and the daemon need the host's git and
       # whatever the system profile has (seed gotcha "systemd service PATH != host PATH").
+      # e2fsprogs: each agent's disk image is made, checked and grown with mkfs.ext4,
+      # e2fsck and resize2fs (docs/persistence.md, "Disk"); without them disks are unbounded.
       path = [
         pkgs.git
+        pkgs.e2fsprogs
         "/run/current-system/sw"
       ];
       environment.HYPERHIVE_GIT = "${pkgs.git}/bin/git";

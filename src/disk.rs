@@ -1,21 +1,65 @@
-//! An agent's disk: every byte it writes on the host — its state, its credentials and its
-//! journal directory — against its `disk_max` (spec, or hive.toml's default).
+//! An agent's disk: every byte it writes on the host — its state and its credentials — against
+//! its `disk_max` (spec, or hive.toml's default).
 //!
-//! Not enforced yet: this kernel has no CONFIG_QUOTA (no ext4/XFS project quotas), and the
-//! mechanisms that would bound it here (a per-agent filesystem image on a loop device, or
-//! a btrfs subvolume with a qgroup limit) are not built (docs/persistence.md, "Disk").
-//! Until they are, the bound is never silent: hive-c0re says so at its start and `hivectl
-//! status` shows the use beside the bound with `NOT ENFORCED`.
+//! The bound is a filesystem image per agent (`<state>/agents/<name>/disk.img`, ext4, sparse),
+//! mounted through a loop device by a transient `.mount` unit at `…/<name>/disk`; the agent's
+//! `state/` and `claude/` live in it (plan/disk.rs, daemon/disk.rs). This kernel has no
+//! CONFIG_QUOTA, so project quotas are no option here; an image bounds any host filesystem.
+//! Where the host cannot make or mount one (no `/dev/loop-control`, no `mkfs.ext4`), nothing
+//! bounds the bytes, and that is never silent: hive-c0re says so at its start and `hivectl
+//! status` shows the use beside the bound with `NOT ENFORCED` (docs/persistence.md, "Disk").
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 /// Why no disk bound is enforced, as the daemon's start and `hivectl status` say it.
-pub const NOT_ENFORCED: &str =
-    "disk bounds (disk_max) are not enforced on this host: no per-agent \
-     mechanism is in place yet, so agents' state, credentials and journals share the host's \
-     filesystems (docs/persistence.md, \"Disk\")";
+pub fn not_enforced(reason: &str) -> String {
+    format!(
+        "disk bounds (disk_max) are not enforced on this host: {reason}, so agents' state and \
+         credentials share the host's filesystems (docs/persistence.md, \"Disk\")"
+    )
+}
+
+/// The tools an image needs, looked up on the daemon's PATH: made, checked before it grows,
+/// grown.
+pub const TOOLS: [&str; 3] = ["mkfs.ext4", "e2fsck", "resize2fs"];
+
+/// The device mount(8) asks for a free loop device.
+pub const LOOP_CONTROL: &str = "/dev/loop-control";
+
+/// Whether this host can bound agents' disks with images: `Err` says why not, in words
+/// for the admin.
+pub fn images_available() -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(LOOP_CONTROL) {
+        Ok(m) if m.file_type().is_char_device() => {}
+        _ => return Err(format!("{LOOP_CONTROL} is missing (no loop devices)")),
+    }
+    for tool in TOOLS {
+        if find_program(tool).is_none() {
+            return Err(format!("{tool} is not on PATH (install e2fsprogs)"));
+        }
+    }
+    Ok(())
+}
+
+/// `name` on PATH (plus the sbin directories a daemon's PATH may lack), if executable.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        });
+    found
+}
 
 /// Most directory entries one usage count reads: an agent decides how many files it has,
 /// and `hivectl status` must still answer.
@@ -24,25 +68,73 @@ pub const MAX_ENTRIES: usize = 200_000;
 /// What one agent uses of its disk bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiskUse {
-    /// Bytes allocated on the host under its directories (st_blocks, links not followed).
+    /// Bytes in use: of its mounted image's filesystem (statvfs), of the image file on the
+    /// host while it is not mounted, or allocated under its directories (no image).
     pub used: u64,
     /// False when the count stopped at [`MAX_ENTRIES`]: `used` is then a lower bound.
     pub complete: bool,
     pub max: u64,
+    /// An image bounds it.
     pub enforced: bool,
-    /// The directories counted.
+    /// Its image, if it has one.
+    pub image: Option<PathBuf>,
+    /// Its image is mounted (the agent's container requires it).
+    pub mounted: bool,
+    /// The mounted filesystem's size (what the agent can fill; an image is never shrunk,
+    /// so this may exceed a lowered `max`).
+    pub size: Option<u64>,
+    /// The directories counted (no image), or the mount point.
     pub dirs: Vec<PathBuf>,
 }
 
 impl DiskUse {
     /// At or above 90 % of the bound.
     pub fn near(&self) -> bool {
-        u128::from(self.used) * 100 >= u128::from(self.max) * 90
+        let max = self.size.unwrap_or(self.max);
+        u128::from(self.used) * 100 >= u128::from(max) * 90
     }
 }
 
+/// An agent's use with its image `image` mounted (or not) at `mount`: from the mounted
+/// filesystem (statvfs), never by walking what the agent wrote.
+pub fn image_usage(image: &Path, mount: &Path, max: u64) -> Option<DiskUse> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::symlink_metadata(image).ok()?;
+    if !file.is_file() {
+        return None;
+    }
+    let parent = mount.parent()?;
+    let mounted = match (
+        std::fs::symlink_metadata(mount),
+        std::fs::symlink_metadata(parent),
+    ) {
+        (Ok(m), Ok(p)) => m.is_dir() && m.dev() != p.dev(),
+        _ => false,
+    };
+    let (used, size) = if mounted {
+        let st = rustix::fs::statvfs(mount).ok()?;
+        let frsize = st.f_frsize;
+        (
+            st.f_blocks.saturating_sub(st.f_bfree) * frsize,
+            Some(st.f_blocks * frsize),
+        )
+    } else {
+        (file.blocks() * 512, None)
+    };
+    Some(DiskUse {
+        used,
+        complete: true,
+        max,
+        enforced: true,
+        image: Some(image.to_path_buf()),
+        mounted,
+        size,
+        dirs: vec![mount.to_path_buf()],
+    })
+}
+
 /// Counts what `dirs` hold, without following links (an agent plants them) and without
-/// leaving each directory's filesystem.
+/// leaving each directory's filesystem: an agent without an image.
 pub fn usage(dirs: &[PathBuf], max: u64) -> DiskUse {
     let mut used = 0u64;
     let mut budget = MAX_ENTRIES;
@@ -55,6 +147,9 @@ pub fn usage(dirs: &[PathBuf], max: u64) -> DiskUse {
         complete,
         max,
         enforced: false,
+        image: None,
+        mounted: false,
+        size: None,
         dirs: dirs.to_vec(),
     }
 }
@@ -107,5 +202,22 @@ mod tests {
         assert!(!u.near());
         let full = usage(&[state], 1 << 20);
         assert!(full.near());
+    }
+
+    #[test]
+    fn an_unmounted_image_counts_what_it_takes_on_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        let f = std::fs::File::create(&image).unwrap();
+        f.set_len(64 << 20).unwrap();
+        std::fs::create_dir(dir.path().join("disk")).unwrap();
+        let u = image_usage(&image, &dir.path().join("disk"), 64 << 20).unwrap();
+        assert!(u.enforced && !u.mounted, "{u:?}");
+        // Sparse: nothing written yet.
+        assert!(u.used < 1 << 20, "{}", u.used);
+        // A link where the image should be is not an image.
+        let link = dir.path().join("link.img");
+        std::os::unix::fs::symlink(&image, &link).unwrap();
+        assert_eq!(image_usage(&link, &dir.path().join("disk"), 1), None);
     }
 }

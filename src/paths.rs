@@ -78,6 +78,19 @@ impl Roots {
         self.agent_dir(name).join("claude")
     }
 
+    /// The agent's filesystem image, where the host bounds disks with them: it holds
+    /// everything the agent writes on the host (docs/persistence.md, "Disk"). Kept by
+    /// destroy; only `--purge` deletes it.
+    pub fn disk_image(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("disk.img")
+    }
+
+    /// Where the agent's image is mounted; its `state/` and `claude/` are the bind sources
+    /// then, instead of [`Self::state_dir`] and [`Self::claude_dir`].
+    pub fn disk_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("disk")
+    }
+
     /// The spec `hivectl create` saved; present while the agent exists.
     pub fn saved_spec(&self, name: &AgentName) -> PathBuf {
         self.agent_dir(name).join("spec.toml")

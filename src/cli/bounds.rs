@@ -138,6 +138,9 @@ pub fn disk_use(
                 .disk_max
         }
     };
+    if let Some(u) = crate::disk::image_usage(&roots.disk_image(name), &roots.disk_dir(name), max) {
+        return Some(u);
+    }
     let mut dirs = vec![roots.state_dir(name), roots.claude_dir(name)];
     let journal =
         std::path::Path::new("/var/log/journal").join(crate::plan::agent_machine_id(name));
@@ -151,13 +154,26 @@ pub fn disk_use(
 pub fn render_disk(d: &crate::disk::DiskUse) -> String {
     let at_least = if d.complete { "" } else { "at least " };
     let near = if d.near() { "  NEAR ITS BOUND" } else { "" };
-    let enforced = if d.enforced {
-        ""
-    } else {
-        "  NOT ENFORCED (docs/persistence.md)"
-    };
+    if d.enforced {
+        let how = match (d.mounted, d.size) {
+            (true, Some(size)) if size > d.max => format!(
+                "enforced by its image, mounted; the image holds {} (never shrunk)",
+                bytes(size)
+            ),
+            (true, _) => "enforced by its image, mounted".to_string(),
+            (false, _) => {
+                "enforced by its image, not mounted (agent down): use is the image's on the host"
+                    .to_string()
+            }
+        };
+        return format!(
+            "      Disk: {} in use (state, credentials, journal), max {}{near}  {how}\n",
+            bytes(d.used),
+            bytes(d.max)
+        );
+    }
     format!(
-        "      Disk: {at_least}{} in use (state, credentials, journal), max {}{near}{enforced}\n",
+        "      Disk: {at_least}{} in use (state, credentials, journal), max {}{near}  NOT ENFORCED (docs/persistence.md)\n",
         bytes(d.used),
         bytes(d.max)
     )

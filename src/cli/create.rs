@@ -44,8 +44,9 @@ pub struct CreateArgs {
     /// Task limit (TasksMax=)
     #[arg(long, value_name = "N")]
     pub tasks_max: Option<u64>,
-    /// Disk bound over the agent's state, credentials and journal: bytes, or a number
-    /// with K, M, G or T; at least 64M (default: hive.toml's, docs/persistence.md)
+    /// Disk bound over the agent's state, credentials and journal (the size of its disk
+    /// image): bytes, or a number with K, M, G or T; at least 64M (default: hive.toml's,
+    /// docs/persistence.md)
     #[arg(long, value_name = "SIZE")]
     pub disk_max: Option<String>,
     /// Network: a private namespace with only lo (default) or the host's (shares its

@@ -114,6 +114,20 @@ impl DaemonOpts {
             anyhow::bail!("base PATH entry {}: must be absolute", bad.display());
         }
         let defaults = crate::daemon::bounds::load_defaults(&roots.config)?;
+        // Never silently unbounded: said at every start either way.
+        let disk_images = match crate::disk::images_available() {
+            Ok(()) => {
+                log::info!(
+                    "disk bounds (disk_max) enforced: each agent's state and credentials live \
+                     in its own filesystem image, mounted from a loop device"
+                );
+                true
+            }
+            Err(reason) => {
+                log::warn!("{}", crate::disk::not_enforced(&reason));
+                false
+            }
+        };
         Ok(Host {
             roots,
             nspawn,
@@ -122,6 +136,7 @@ impl DaemonOpts {
             base_path,
             journal: crate::plan::persistent_journal(),
             defaults,
+            disk_images,
         })
     }
 }

@@ -41,6 +41,9 @@ pub struct AgentRow {
     /// The bounds a running agent uses 90 % or more of (`memory`, `tasks`), from its
     /// unit's properties: `hivectl status NAME` shows each with its use, and its disk.
     pub near_bounds: Vec<String>,
+    /// Its disk image's use and bound (statvfs of the mounted image), where it has one;
+    /// `disk` is then in `near_bounds` from 90 %. Left out over `-H`.
+    pub disk: Option<crate::disk::DiskUse>,
 }
 
 pub(super) fn spec_path(roots: &Roots, name: &AgentName) -> Option<PathBuf> {
@@ -124,6 +127,7 @@ fn assemble(
                 active_state: active,
                 sub_state: sub,
                 near_bounds: Vec::new(),
+                disk: None,
             }
         })
         .collect()
@@ -134,6 +138,25 @@ async fn flag_near_bounds(sd: &Systemd, rows: &mut [AgentRow]) {
     for r in rows.iter_mut().filter(|r| r.active_state.is_up()) {
         if let Ok(Some(props)) = sd.properties(&r.unit).await {
             r.near_bounds = super::bounds::UnitBounds::from_properties(&props).near();
+        }
+    }
+}
+
+/// Each agent's disk image use, read from its mounted filesystem (never by walking what the
+/// agent wrote, so `list` stays fast); agents without an image are left out.
+fn flag_disks(roots: &Roots, rows: &mut [AgentRow]) {
+    for r in rows.iter_mut() {
+        let Ok(name) = AgentName::parse(&r.name) else {
+            continue;
+        };
+        if !roots.disk_image(&name).is_file() {
+            continue;
+        }
+        if let Some(d) = super::bounds::disk_use(roots, &name) {
+            if d.near() {
+                r.near_bounds.push("disk".into());
+            }
+            r.disk = Some(d);
         }
     }
 }
@@ -199,10 +222,13 @@ pub async fn list(t: &Target, roots: &RootArgs, args: ListArgs) -> Result<()> {
         Target::Remote(_) => remote_rows(&conn, &sd).await?,
     };
     flag_near_bounds(&sd, &mut rows).await;
+    if t.remote().is_none() {
+        flag_disks(&roots, &mut rows);
+    }
     if args.json {
         let mut v = serde_json::to_value(&rows)?;
         if t.remote().is_some() {
-            v = without(v, &["spec"]);
+            v = without(v, &["spec", "disk"]);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -256,8 +256,17 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         unit: name.container_unit(),
         machine: name.machine(),
         spec,
-        state_dir: roots.state_dir(&name),
-        credentials_dir: roots.claude_dir(&name),
+        // In its image where it has one (docs/persistence.md, "Disk").
+        state_dir: if roots.disk_image(&name).is_file() {
+            roots.disk_dir(&name).join("state")
+        } else {
+            roots.state_dir(&name)
+        },
+        credentials_dir: if roots.disk_image(&name).is_file() {
+            roots.disk_dir(&name).join("claude")
+        } else {
+            roots.claude_dir(&name)
+        },
         runtime_dir: roots.runtime_dir(&name),
         harness: if unit.as_ref().is_some_and(|u| u.is_up()) {
             harness_status(&sd, &name).await

@@ -131,7 +131,10 @@ impl Approvals {
     /// orphans are kept for audit, not deleted) and journals each.
     pub fn mark_orphans(&self) -> Result<()> {
         let marked = self.with_store(|s| {
-            let ids = s.mark_orphans(|agent| self.roots.state_dir(agent).is_dir())?;
+            let ids = s.mark_orphans(|agent| {
+                // An image not mounted now (its agent down) is state all the same.
+                self.roots.state_dir(agent).is_dir() || self.roots.disk_image(agent).is_file()
+            })?;
             ids.into_iter()
                 .filter_map(|id| s.get(id).transpose())
                 .collect::<Result<Vec<_>>>()

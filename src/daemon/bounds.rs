@@ -22,8 +22,6 @@ pub fn load_defaults(config_root: &Path) -> Result<Defaults> {
         defaults.disk_max,
         if path.exists() { path.display().to_string() } else { "shipped".into() },
     );
-    // Never silently unbounded: said at every start until a mechanism is in place.
-    log::warn!("{}", crate::disk::NOT_ENFORCED);
     Ok(defaults)
 }
 

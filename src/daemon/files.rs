@@ -26,14 +26,17 @@ impl Hive {
             .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
         // The agent writes inside state/ and claude/ and could plant a symlink there, but
         // not at these paths themselves; opened without following links all the same.
-        for dir in [
-            roots.agent_dir(name),
-            roots.state_dir(name),
-            roots.claude_dir(name),
-        ] {
-            crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
+        // Where disks are images, they are made inside the image (`ensure_disk`).
+        crate::safe_fs::private_dir(&roots.agent_dir(name))
+            .with_context(|| format!("agent {name}"))?;
+        if !self.host.disk_images {
+            for dir in [roots.state_dir(name), roots.claude_dir(name)] {
+                crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
+            }
         }
-        if let Some(dir) = plan::agent_journal_dir(spec, &self.host) {
+        if let Some(dir) =
+            plan::agent_journal_dir(spec, &self.host).filter(|_| !self.host.disk_images)
+        {
             crate::safe_fs::dir_with_mode(&dir, 0o755)
                 .with_context(|| format!("agent {name}: its journal directory"))?;
         }

@@ -289,6 +289,11 @@ impl Hive {
             .await
             .with_context(|| ctx("stopping its egress proxy"))
             .map_err(Error::failed)?;
+        // The image stays (only --purge deletes it, below); unmounted, so the tree can go.
+        self.unmount_disk(name)
+            .await
+            .with_context(|| ctx("unmounting its disk image"))
+            .map_err(Error::failed)?;
         self.doors.close(name);
         self.stop_harness_watch(name);
         // With its socket gone the agent cannot ask again; what it asked is failed before
@@ -312,6 +317,9 @@ impl Hive {
                 .with_context(|| ctx("purging"))
                 .map_err(Error::failed)?;
             super::nixos_system::remove_gc_root(name).map_err(Error::failed)?;
+            self.unlink_journal(name)
+                .with_context(|| ctx("removing the link to its journal"))
+                .map_err(Error::failed)?;
         }
         journal::emit(
             Event::AgentDestroyed,

@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod bounds;
 pub mod changes;
 mod crash;
+mod disk;
 mod egress;
 mod error;
 mod files;

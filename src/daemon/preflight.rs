@@ -195,6 +195,7 @@ mod tests {
             base_path: vec!["/usr/bin".into()],
             journal: None,
             defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
+            disk_images: false,
         }
     }
 

@@ -95,9 +95,13 @@ impl Hive {
         mark_stopped(&self.host.roots, name, false)?;
         // The container binds the proxy's directory: it must exist before nspawn runs.
         self.ensure_egress(spec).await?;
+        // Its state and credentials are in its image: mounted before nspawn binds them.
+        let disk_stopped_it = self.ensure_disk(spec).await?;
         let (mode, switched) = self.settle_system(spec, plan, mode).await?;
         let outcome = match Self::ensure_running(&self.sd, plan, mode).await? {
             Outcome::Adopted if switched => Outcome::Switched,
+            // Its image grew, or its data moved in, with the container stopped.
+            Outcome::Created if disk_stopped_it => Outcome::Replaced,
             outcome => outcome,
         };
         // A new container has no harness yet; an adopted one keeps a matching harness.

@@ -93,7 +93,8 @@ pub fn tools() -> Vec<Tool> {
             "request_approval",
             "Ask an admin for a change of your own spec. `change` holds spec fields to lay over \
              your spec: path (directories first on PATH), env, bind (\"/host:/target[:ro]\"), \
-             memory_max, tasks_max, cpu_weight (limits may only go down), egress (names you \
+             memory_max, tasks_max, cpu_weight (limits may only go down), disk_max (more disk \
+             for /state and /root/.claude: above your bound, at most 4 times it), egress (names you \
              may reach through your HTTPS_PROXY: \"api.example.com\", \"*.example.org:8443\"; \
              no addresses). Returns the approval's id; you are told when it is decided; an \
              approved egress change applies to your next connection, any other change \
@@ -111,6 +112,7 @@ pub fn tools() -> Vec<Tool> {
                             "memory_max": {"type": ["string", "integer"]},
                             "tasks_max": {"type": "integer"},
                             "cpu_weight": {"type": "integer"},
+                            "disk_max": {"type": ["string", "integer"]},
                             "egress": {"type": "array", "items": {"type": "string"}, "maxItems": 8}
                         },
                         "additionalProperties": false

@@ -14,6 +14,7 @@ use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 mod claude;
 pub use claude::API_KEY_CREDENTIAL;
 pub mod bounds;
+pub mod disk;
 pub mod egress;
 mod harness;
 pub mod login;
@@ -60,6 +61,9 @@ pub struct Host {
     pub journal: Option<PathBuf>,
     /// The bounds an agent gets where its spec sets none (`<config>/hive.toml`).
     pub defaults: crate::spec::bounds::Defaults,
+    /// Agents' disks are filesystem images the host can make and mount (loop devices and
+    /// mkfs.ext4 are there): their state and credentials live in them (`disk.rs`).
+    pub disk_images: bool,
 }
 
 /// `/var/log/journal` if the host keeps a persistent journal (nspawn's `try-host`).
@@ -147,6 +151,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     let roots = &host.roots;
     let machine = name.machine();
     let path_env = format!("PATH={}", agent_path(spec, host));
+    let agent_bounds = host.defaults.for_agent(spec);
 
     let mut argv: Vec<String> = vec![
         host.nspawn.display().to_string(),
@@ -165,7 +170,8 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         Some(dir) => {
             argv.push(format!("--uuid={}", agent_machine_id(name)));
             argv.push("--link-journal=no".into());
-            argv.push(bind_arg(&dir, &dir, false, true));
+            let source = disk::journal_source(host, name).unwrap_or_else(|| dir.clone());
+            argv.push(bind_arg(&source, &dir, false, true));
         }
         None => argv.push("--link-journal=try-host".into()),
     }
@@ -178,13 +184,13 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         argv.push(format!("--private-users-ownership={}", ownership(spec)));
     }
     argv.push(bind_arg(
-        &roots.state_dir(name),
+        &disk::state_source(host, name),
         Path::new("/state"),
         false,
         idmap,
     ));
     argv.push(bind_arg(
-        &roots.claude_dir(name),
+        &disk::claude_source(host, name),
         Path::new("/root/.claude"),
         false,
         idmap,
@@ -281,7 +287,12 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         ("Delegate".into(), Prop::Bool(true)),
         (
             "Environment".into(),
-            Prop::Strv(vec![path_env, format!("HIVE_AGENT={name}")]),
+            Prop::Strv(
+                [path_env, format!("HIVE_AGENT={name}")]
+                    .into_iter()
+                    .chain(disk::container_env(host, agent_bounds.disk_max))
+                    .collect(),
+            ),
         ),
         (
             "RuntimeDirectory".into(),
@@ -311,7 +322,8 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             ));
         }
     }
-    properties.extend(bounds::properties(&host.defaults.for_agent(spec)));
+    properties.extend(bounds::properties(&agent_bounds));
+    properties.extend(disk::container_properties(host, name));
 
     // The container's hash also covers the harness unit it will carry, so a change to the
     // harness command alone is drift too, and reconcile can judge an agent from the host
@@ -447,5 +459,17 @@ pub(crate) fn test_host() -> Host {
         base_path: vec!["/usr/bin".into()],
         journal: None,
         defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
+        disk_images: false,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// `alice` on the host's `/`, volatile.
+    pub fn volatile_spec() -> crate::spec::AgentSpec {
+        let file =
+            crate::spec::SpecFile::from_toml("root = \"/\"\nvolatile = \"yes\"\n", "test").unwrap();
+        crate::spec::AgentSpec::validate(&crate::spec::AgentName::parse("alice").unwrap(), &file)
+            .unwrap()
     }
 }

@@ -14,6 +14,7 @@ fn host() -> Host {
         ],
         journal: Some("/var/log/journal".into()),
         defaults: crate::spec::bounds::Defaults::shipped(8 << 30),
+        disk_images: false,
     }
 }
 

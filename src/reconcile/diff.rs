@@ -21,6 +21,10 @@ pub struct Change {
 /// as "not set" so that removing a limit from a spec shows up as a change.
 const OPTIONAL: [&str; 3] = ["MemoryMax", "CPUWeight", "TasksMax"];
 
+/// Lists systemd extends with what it derives itself (`RuntimeDirectory=` adds its path to
+/// `RequiresMountsFor=`): planned entries all present is no change.
+const EXTENDED: [&str; 1] = ["RequiresMountsFor"];
+
 /// Entries hyperhive adds for one build only, never planned: they say who asked for the
 /// build (an approval), not what runs.
 fn per_build(entry: &str) -> bool {
@@ -42,6 +46,12 @@ pub fn diff(
             continue;
         };
         let planned_text = render_planned(prop);
+        if EXTENDED.contains(&key.as_str()) {
+            let have: Vec<&str> = live_text.split(' ').collect();
+            if planned_text.split(' ').all(|w| have.contains(&w)) {
+                continue;
+            }
+        }
         if live_text != planned_text {
             // A limit the live unit never set reads as systemd's default (CPUWeight's is
             // 2^64-1): "not set" is what it means.
@@ -315,6 +325,25 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn what_systemd_adds_to_requires_mounts_for_is_no_change() {
+        let planned = vec![(
+            "RequiresMountsFor".to_string(),
+            Prop::Strv(vec!["/var/lib/hyperhive/agents/alice/disk".into()]),
+        )];
+        let live_with = |paths: Vec<&str>| {
+            let v: Vec<String> = paths.into_iter().map(String::from).collect();
+            HashMap::from([("RequiresMountsFor".to_string(), owned(Value::from(v)))])
+        };
+        let extended = live_with(vec![
+            "/run/hyperhive/alice",
+            "/var/lib/hyperhive/agents/alice/disk",
+        ]);
+        assert!(diff(&planned, &extended, &HashMap::new()).is_empty());
+        let other = live_with(vec!["/run/hyperhive/alice"]);
+        assert_eq!(diff(&planned, &other, &HashMap::new()).len(), 1);
     }
 
     #[test]

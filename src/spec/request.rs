@@ -18,8 +18,9 @@ use super::{AgentSpec, SpecError, SpecFile, RESERVED_TARGETS};
 /// admin sees in the request: PATH entries and environment act inside the container; a
 /// bind's source is checked on the host (see [`protected_source`]); limits may only go
 /// down. Never `root`, `volatile`, `network`, `harness`, `autostart`, nor any user
-/// namespace or capability setting.
-pub const ALLOWED_FIELDS: [&str; 7] = [
+/// namespace or capability setting. `disk_max` is the one bound an agent may ask to raise
+/// (its data grows; an admin decides), at most [`MAX_DISK_GROWTH`] times at once.
+pub const ALLOWED_FIELDS: [&str; 8] = [
     "egress",
     "path",
     "env",
@@ -27,7 +28,11 @@ pub const ALLOWED_FIELDS: [&str; 7] = [
     "memory_max",
     "tasks_max",
     "cpu_weight",
+    "disk_max",
 ];
+
+/// The most one request may multiply an agent's disk bound by.
+pub const MAX_DISK_GROWTH: u64 = 4;
 
 /// Largest request payload, as compact JSON. A real spec change (a few paths, variables
 /// or binds) is well under 1 KiB; 4 KiB leaves room for that and keeps what one agent can
@@ -51,6 +56,9 @@ pub struct AgentRequest {
     pub tasks_max: Option<u64>,
     #[serde(default)]
     pub cpu_weight: Option<u64>,
+    /// More disk: above its bound, at most [`MAX_DISK_GROWTH`] times it.
+    #[serde(default)]
+    pub disk_max: Option<Size>,
     /// Names (never addresses) added to the egress allowlist; see [`MAX_EGRESS_ASKED`].
     #[serde(default)]
     pub egress: Vec<String>,
@@ -89,6 +97,7 @@ impl AgentRequest {
             memory_max: self.memory_max.clone(),
             tasks_max: self.tasks_max,
             cpu_weight: self.cpu_weight,
+            disk_max: self.disk_max.clone(),
             egress: self.egress.clone(),
             ..SpecFile::default()
         }
@@ -171,8 +180,31 @@ impl AgentRequest {
             )
             .map_err(|e| e.for_agent(name))?;
         }
+        if self.disk_max.is_some() {
+            grows_disk(current.disk_max.unwrap_or(defaults.disk_max), spec.disk_max)
+                .map_err(|e| e.for_agent(name))?;
+        }
         Ok(spec)
     }
+}
+
+/// A disk bound an agent asks for is above the one it has (an image is never shrunk) and
+/// at most [`MAX_DISK_GROWTH`] times it.
+fn grows_disk(now: u64, asked: Option<u64>) -> Result<(), SpecError> {
+    let Some(asked) = asked else {
+        return Ok(());
+    };
+    if asked <= now {
+        return Err(SpecError::DiskMax(format!(
+            "asked for {asked} bytes, not above its bound of {now}: a disk image is never shrunk"
+        )));
+    }
+    if asked / MAX_DISK_GROWTH > now {
+        return Err(SpecError::DiskMax(format!(
+            "asked for {asked} bytes, more than {MAX_DISK_GROWTH} times its bound of {now} at once"
+        )));
+    }
+    Ok(())
 }
 
 /// A limit an agent asks for must not exceed the one it has (`unset`, the daemon's
@@ -425,6 +457,17 @@ mod tests {
                 "{target}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn disk_may_grow_by_a_bounded_factor_and_never_shrink() {
+        // The test spec sets no disk_max: the shipped default (10G) is its bound.
+        assert!(ask(json!({"disk_max": "20G"})).is_ok());
+        let err = ask(json!({"disk_max": "5G"})).unwrap_err().to_string();
+        assert!(err.contains("never shrunk"), "{err}");
+        let err = ask(json!({"disk_max": "41G"})).unwrap_err().to_string();
+        assert!(err.contains("4 times"), "{err}");
+        assert!(ask(json!({"disk_max": "1K"})).is_err(), "below the floor");
     }
 
     #[test]

@@ -277,6 +277,30 @@ impl Systemd {
         }
     }
 
+    /// A unit's `ActiveState` from its Unit interface alone (any unit type, a mount
+    /// included), or `None` if systemd has no such unit loaded.
+    pub async fn active_state(&self, unit: &str) -> Result<Option<ActiveState>> {
+        let path = match self.manager.get_unit(unit).await {
+            Ok(p) => p,
+            Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("looking up unit {unit}")),
+        };
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")?
+            .path(path)?
+            .build()
+            .await?;
+        let iface =
+            zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
+        match props.get(iface, "ActiveState").await {
+            Ok(v) => Ok(Some(ActiveState::from(
+                String::try_from(v).context("ActiveState is no string")?,
+            ))),
+            Err(zbus::fdo::Error::UnknownObject(_)) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading ActiveState of {unit}")),
+        }
+    }
+
     /// systemd's `DefaultTasksMax=`: what a unit that sets no TasksMax gets.
     pub async fn default_tasks_max(&self) -> Result<u64> {
         let props = zbus::fdo::PropertiesProxy::builder(&self.conn)

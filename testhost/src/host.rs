@@ -145,6 +145,11 @@ impl TestHost {
                 check_bind_path(bin)?;
                 binds.push(format!("--bind-ro={}", bin.display()));
             }
+            if opts.loop_devices {
+                binds.push("--bind=/dev/loop-control".into());
+                // Growing a mounted ext4 (resize2fs online) needs it; nspawn drops it.
+                binds.push("--capability=CAP_SYS_RESOURCE".into());
+            }
             for (src, dst) in &opts.extra_binds {
                 check_bind_path(src)?;
                 check_bind_path(dst)?;
@@ -262,6 +267,9 @@ impl TestHost {
         {
             host.writable_v1_controllers()?;
         }
+        if opts.loop_devices {
+            host.make_loop_nodes()?;
+        }
         if opts.start_daemon {
             host.check_daemon()?;
         }
@@ -288,6 +296,34 @@ impl TestHost {
             }
         }
         self.run_ok(&["systemctl", "daemon-reexec"]);
+        Ok(())
+    }
+
+    /// See [`Options::loop_devices`]: block nodes 7:N in the container's `/dev`.
+    fn make_loop_nodes(&self) -> Result<()> {
+        let script = format!(
+            "for i in $(seq 0 {}); do [ -e /dev/loop$i ] || mknod /dev/loop$i b 7 $i || exit 1; done",
+            crate::LOOP_NODES - 1
+        );
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.leader.to_string(),
+                "-m",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .output()
+            .context("running nsenter mknod")?;
+        if !out.status.success() {
+            bail!(
+                "making loop device nodes in test host {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         Ok(())
     }
 

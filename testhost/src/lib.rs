@@ -85,4 +85,17 @@ pub struct Options {
     /// take them up. No effect on a pure cgroup2 host (Debian 13's side), which has no
     /// controllers to give (docs/testing.md).
     pub v1_controllers: bool,
+    /// Give the test host loop devices, so a filesystem image can be mounted in it (the
+    /// per-agent disk images of docs/persistence.md, "Disk"): the host's
+    /// `/dev/loop-control` is bound in, and block nodes `/dev/loop0`..`/dev/loop{N}` are
+    /// made in the container's own `/dev` once it has booted (no udev runs there to make
+    /// them as the kernel adds devices). It also keeps `CAP_SYS_RESOURCE`, which nspawn
+    /// drops and growing a mounted ext4 (`resize2fs` online) needs. Loop devices are the machine's: what a test
+    /// attaches is detached when its mount is stopped, or by the kernel when the test host
+    /// is torn down and the last reference goes (autoclear).
+    pub loop_devices: bool,
 }
+
+/// How many loop block nodes a test host with [`Options::loop_devices`] gets: the kernel
+/// hands out the lowest free device, and other test hosts may hold some.
+pub const LOOP_NODES: u32 = 64;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 
 const USAGE: &str = "\
-usage: hive-testhost up [--daemon] [NAME]   boot a test host and leave it running
+usage: hive-testhost up [--daemon] [--loop] [NAME]   boot a test host (--loop: with loop devices) and leave it running
        hive-testhost about                  boot one, print its systemd and cgroup mode, stop it
        hive-testhost down NAME              stop it and remove its state
        hive-testhost sh NAME CMD...         run CMD inside it
@@ -98,6 +98,7 @@ fn up(args: &[String]) -> Result<()> {
     for arg in args {
         match arg.as_str() {
             "--daemon" => opts.start_daemon = true,
+            "--loop" => opts.loop_devices = true,
             a if a.starts_with('-') => bail!("unknown option {a}\n{USAGE}"),
             a if opts.name.is_none() => opts.name = Some(a.to_string()),
             _ => bail!("{USAGE}"),

@@ -120,16 +120,24 @@ fn answered(stdout: &str) -> bool {
 fn state_file(h: &TestHost, file: &str) -> String {
     let out = h.run(&[
         "cat",
-        &format!("/var/lib/hyperhive/agents/alice/state/{file}"),
+        &format!("/var/lib/hyperhive/agents/alice/disk/state/{file}"),
     ]);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The situation the cookbook talks about: alice asked, approval 1 was approved and
 /// applied, she asked again (2, pending), her container and then her harness were killed
-/// once and are back; bob hit the start limit (crash_loop) and was destroyed.
+/// once and are back; bob hit the start limit (crash_loop) and was destroyed. The host has
+/// loop devices, as a real one does: each agent's disk is its own image (persistence.md).
 fn the_situation() -> TestHost {
-    let h = hive();
+    let h = TestHost::boot(Options {
+        bin_dir: Some(bin_dir()),
+        units_dir: Some(units_dir()),
+        start_daemon: true,
+        loop_devices: true,
+        ..Default::default()
+    })
+    .expect("booting the test host");
     h.create("alice", &["--harness", "sh", "-c", ASKING]);
     h.wait_for("alice's first request", Duration::from_secs(15), || {
         !state_file(&h, "requested").is_empty()

@@ -20,6 +20,7 @@ mod cockpit_ws;
 mod cookbook;
 mod create_safety;
 mod daemon_away;
+mod disk;
 mod egress;
 mod events;
 mod failpoints;

@@ -845,6 +845,7 @@ fn test_host() -> Host {
         base_path: vec!["/usr/bin".into()],
         journal: None,
         defaults: hyperhive::spec::bounds::Defaults::shipped(8 << 30),
+        disk_images: false,
     }
 }
 
