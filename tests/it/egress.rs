@@ -359,7 +359,10 @@ fn an_approved_egress_request_applies_without_a_restart_and_a_removal_at_once() 
     let shown = h.hivectl_ok(&["approvals", "--show", &approval]);
     assert!(shown.contains("second.test:8080"), "{shown}");
     let approved = h.hivectl_ok(&["approve", &approval]);
-    assert!(approved.contains("applied"), "{approved}");
+    assert!(
+        approved.contains(": applied in place, without a restart"),
+        "{approved}"
+    );
     // Applied in place: the same container, harness and proxy; the next try works.
     assert_eq!(h.invocation("alice"), id, "the container was restarted");
     assert_eq!(harness_invocation(&h, "alice"), harness);
