@@ -34,6 +34,34 @@ impl Hive {
         self.write_egress_files(spec)
     }
 
+    /// At startup, for an adopted agent: a proxy that is not up (it failed for good, e.g.
+    /// hit its start limit while the daemon was away) is reset and started again; the
+    /// agent's container keeps running. A proxy that is up is left as it is.
+    pub(super) async fn heal_egress(&self, name: &AgentName) -> Result<()> {
+        let spec = self.load_spec(name)?;
+        if !plan::has_egress(&spec) {
+            return Ok(());
+        }
+        let unit = plan::proxy_unit(&spec, &self.host);
+        let st = self.sd.status(&unit.unit).await?;
+        if st.as_ref().is_some_and(|s| s.is_up()) {
+            return Ok(());
+        }
+        let _guard = self.lock(name).await;
+        let (state, result) = st
+            .map(|s| (s.active_state.to_string(), s.result.clone()))
+            .unwrap_or_else(|| ("gone".into(), String::new()));
+        Self::ensure_running(&self.sd, &unit, Mode::Start)
+            .await
+            .with_context(|| format!("agent {name}: egress proxy {}", unit.unit))?;
+        self.write_egress_files(&spec)?;
+        log::warn!(
+            "agent {name}: egress proxy {} was {state} ({result}); started it again",
+            unit.unit
+        );
+        Ok(())
+    }
+
     /// The allowlist (and profile) as the spec says now; the proxy reads the file again
     /// at its next connection.
     pub(super) fn write_egress_files(&self, spec: &AgentSpec) -> Result<()> {
@@ -64,6 +92,12 @@ impl Hive {
             || st.plan_hash() != Some(self.container_plan(spec).hash.as_str())
         {
             return Ok(false);
+        }
+        // An admin's address entry may change the proxy's own plan (IPAddressAllow=).
+        let proxy = plan::proxy_unit(spec, &self.host);
+        match self.sd.status(&proxy.unit).await? {
+            Some(p) if p.is_up() && p.plan_hash() == Some(proxy.hash.as_str()) => {}
+            _ => return Ok(false),
         }
         self.write_egress_files(spec)?;
         crate::journal::emit(
