@@ -35,8 +35,9 @@ impl Hive {
     }
 
     /// At startup, for an adopted agent: a proxy that is not up (it failed for good, e.g.
-    /// hit its start limit while the daemon was away) is reset and started again; the
-    /// agent's container keeps running. A proxy that is up is left as it is.
+    /// hit its start limit while the daemon was away) is reset and started again, and one
+    /// that runs an older plan (an upgrade) is replaced; the agent's container keeps
+    /// running. A proxy that runs its plan is left as it is.
     pub(super) async fn heal_egress(&self, name: &AgentName) -> Result<()> {
         let spec = self.load_spec(name)?;
         if !plan::has_egress(&spec) {
@@ -44,19 +45,19 @@ impl Hive {
         }
         let unit = plan::proxy_unit(&spec, &self.host);
         let st = self.sd.status(&unit.unit).await?;
-        if st.as_ref().is_some_and(|s| s.is_up()) {
-            return Ok(());
-        }
+        let was = match &st {
+            Some(s) if s.is_up() && s.plan_hash() == Some(unit.hash.as_str()) => return Ok(()),
+            Some(s) if s.is_up() => "running an older plan".to_string(),
+            Some(s) => format!("{} ({})", s.active_state, s.result),
+            None => "gone".to_string(),
+        };
         let _guard = self.lock(name).await;
-        let (state, result) = st
-            .map(|s| (s.active_state.to_string(), s.result.clone()))
-            .unwrap_or_else(|| ("gone".into(), String::new()));
-        Self::ensure_running(&self.sd, &unit, Mode::Start)
+        Self::ensure_running(&self.sd, &unit, Mode::Create)
             .await
             .with_context(|| format!("agent {name}: egress proxy {}", unit.unit))?;
         self.write_egress_files(&spec)?;
         log::warn!(
-            "agent {name}: egress proxy {} was {state} ({result}); started it again",
+            "agent {name}: egress proxy {} was {was}; started it again",
             unit.unit
         );
         Ok(())
@@ -92,12 +93,6 @@ impl Hive {
             || st.plan_hash() != Some(self.container_plan(spec).hash.as_str())
         {
             return Ok(false);
-        }
-        // An admin's address entry may change the proxy's own plan (IPAddressAllow=).
-        let proxy = plan::proxy_unit(spec, &self.host);
-        match self.sd.status(&proxy.unit).await? {
-            Some(p) if p.is_up() && p.plan_hash() == Some(proxy.hash.as_str()) => {}
-            _ => return Ok(false),
         }
         self.write_egress_files(spec)?;
         crate::journal::emit(
