@@ -18,7 +18,8 @@ use zbus::zvariant::{OwnedObjectPath, Value};
 pub const MAX_IN_FLIGHT: usize = 128;
 
 /// The plan's properties in the shapes systemd expects, written out here the way a client
-/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`, `a(ss)`, `(bas)`.
+/// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`, `a(ss)`, `(bas)`,
+/// `a(iayu)`.
 pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
     plan.properties
         .iter()
@@ -49,6 +50,18 @@ pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
                         .collect::<Vec<_>>(),
                 ),
                 Prop::AddressFamilies(f) => Value::from((true, f.clone())),
+                Prop::IpPrefixes(nets) => Value::from(
+                    nets.iter()
+                        .map(|(addr, prefix)| match addr {
+                            std::net::IpAddr::V4(a) => {
+                                (2i32, a.octets().to_vec(), u32::from(*prefix))
+                            }
+                            std::net::IpAddr::V6(a) => {
+                                (10i32, a.octets().to_vec(), u32::from(*prefix))
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                ),
             };
             (k.as_str(), value)
         })

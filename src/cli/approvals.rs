@@ -9,6 +9,7 @@ use super::daemon_call::again;
 use super::render::{format_usec, table};
 use super::Target;
 use crate::api::{ApprovalRecord, ApprovalShown};
+use crate::store::IN_PLACE_NOTE;
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -137,12 +138,18 @@ fn report(r: &ApprovalRecord, json: bool) -> Result<()> {
             serde_json::to_string_pretty(&to_json(std::slice::from_ref(r))[0])?
         );
     } else {
-        let note = if r.note.is_empty() {
+        // An in-place change says so in place of plain "applied", before the admin's note.
+        let in_place = IN_PLACE_NOTE;
+        let (status, note) = match r.note.strip_suffix(in_place) {
+            Some(rest) if r.status == "applied" => (in_place, rest.trim_end_matches("; ")),
+            _ => (r.status.as_str(), r.note.as_str()),
+        };
+        let note = if note.is_empty() {
             String::new()
         } else {
-            format!(": {}", r.note)
+            format!(": {note}")
         };
-        println!("approval {} of agent {}: {}{note}", r.id, r.agent, r.status);
+        println!("approval {} of agent {}: {status}{note}", r.id, r.agent);
     }
     Ok(())
 }

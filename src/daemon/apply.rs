@@ -40,9 +40,13 @@ impl Hive {
             super::agent_side::grace_before_restart(self.doors.as_ref(), &decided, grace).await;
         }
         let outcome = match self.apply(&decided).await {
-            Ok(()) => {
+            Ok(in_place) => {
                 failpoint::hit("approve:applied");
-                ApprovalOutcome::Applied
+                if in_place {
+                    ApprovalOutcome::AppliedInPlace
+                } else {
+                    ApprovalOutcome::Applied
+                }
             }
             Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
         };
@@ -57,7 +61,8 @@ impl Hive {
         Ok(denied)
     }
 
-    async fn apply(&self, a: &Approval) -> Result<()> {
+    /// Applies an approved change; true when it was applied in place (nothing restarted).
+    async fn apply(&self, a: &Approval) -> Result<bool> {
         let name = &a.agent;
         let _guard = self.lock(name).await;
         let (_, spec) = requested_spec(&self.host.roots, a).map_err(anyhow::Error::msg)?;
@@ -68,11 +73,11 @@ impl Hive {
         failpoint::hit("approve:spec-saved");
         if self.egress_in_place(&spec, a.id).await? {
             self.publish(Change::AgentChanged(name.clone()));
-            return Ok(());
+            return Ok(true);
         }
         self.rebuild_locked(&spec, Some(a.id)).await?;
         self.publish(Change::AgentChanged(name.clone()));
-        Ok(())
+        Ok(false)
     }
 
     /// An approval the daemon recorded as approved but did not finish applying (it was
@@ -99,7 +104,8 @@ impl Hive {
             } else {
                 log::warn!("approval {} of agent {}: approved but not applied when hive-c0re stopped; applying it now", a.id, a.agent);
                 match self.apply(a).await {
-                    Ok(()) => ApprovalOutcome::Applied,
+                    Ok(true) => ApprovalOutcome::AppliedInPlace,
+                    Ok(false) => ApprovalOutcome::Applied,
                     Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
                 }
             };

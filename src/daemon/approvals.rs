@@ -305,7 +305,7 @@ impl Approvals {
     pub fn finish(&self, id: i64, outcome: Outcome) -> Result<Approval, Error> {
         let failed = match &outcome {
             Outcome::Failed(e) => Some(e.clone()),
-            Outcome::Applied => None,
+            Outcome::Applied | Outcome::AppliedInPlace => None,
         };
         let a = self
             .with_store(|s| Ok(s.finish(id, outcome)))

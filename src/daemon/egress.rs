@@ -34,6 +34,35 @@ impl Hive {
         self.write_egress_files(spec)
     }
 
+    /// At startup, for an adopted agent: a proxy that is not up (it failed for good, e.g.
+    /// hit its start limit while the daemon was away) is reset and started again, and one
+    /// that runs an older plan (an upgrade) is replaced; the agent's container keeps
+    /// running. A proxy that runs its plan is left as it is.
+    pub(super) async fn heal_egress(&self, name: &AgentName) -> Result<()> {
+        let spec = self.load_spec(name)?;
+        if !plan::has_egress(&spec) {
+            return Ok(());
+        }
+        let unit = plan::proxy_unit(&spec, &self.host);
+        let st = self.sd.status(&unit.unit).await?;
+        let was = match &st {
+            Some(s) if s.is_up() && s.plan_hash() == Some(unit.hash.as_str()) => return Ok(()),
+            Some(s) if s.is_up() => "running an older plan".to_string(),
+            Some(s) => format!("{} ({})", s.active_state, s.result),
+            None => "gone".to_string(),
+        };
+        let _guard = self.lock(name).await;
+        Self::ensure_running(&self.sd, &unit, Mode::Create)
+            .await
+            .with_context(|| format!("agent {name}: egress proxy {}", unit.unit))?;
+        self.write_egress_files(&spec)?;
+        log::warn!(
+            "agent {name}: egress proxy {} was {was}; started it again",
+            unit.unit
+        );
+        Ok(())
+    }
+
     /// The allowlist (and profile) as the spec says now; the proxy reads the file again
     /// at its next connection.
     pub(super) fn write_egress_files(&self, spec: &AgentSpec) -> Result<()> {

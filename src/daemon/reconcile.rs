@@ -269,6 +269,9 @@ impl Hive {
         if let Err(e) = self.heal_adopted(name, st, spans).await {
             log::warn!("agent {name}: checking its harness: {e:#}");
         }
+        if let Err(e) = self.heal_egress(name).await {
+            log::warn!("agent {name}: checking its egress proxy: {e:#}");
+        }
     }
 
     /// Creates or rebuilds from the spec as it is now, under the agent's lock. Mode::Create

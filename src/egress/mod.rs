@@ -7,6 +7,7 @@
 pub mod allowlist;
 mod count;
 mod events;
+pub mod splice;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +20,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpStream, UnixListener};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::spec::egress::{is_special, EgressEntry};
@@ -40,7 +41,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many entries a refusal names before `…`.
 const SHOWN_ENTRIES: usize = 5;
-/// Buffer each way of a tunnel.
+/// Buffer each way of a tunnel hyper did not hand back as the socket it read.
 const COPY_BUF: usize = 64 << 10;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -202,21 +203,11 @@ async fn handle(
         }
     };
     let counters = Arc::new(Counters::default());
-    let upstream = Counted::new(tcp, counters.clone());
     if connect {
         tokio::spawn(async move {
             let _permit = permit;
             if let Ok(up) = hyper::upgrade::on(req).await {
-                let mut up = TokioIo::new(up);
-                let mut upstream = upstream;
-                // Larger buffers than the 8 KiB default: bulk transfers are what agents fetch.
-                let _ = tokio::io::copy_bidirectional_with_sizes(
-                    &mut up,
-                    &mut upstream,
-                    COPY_BUF,
-                    COPY_BUF,
-                )
-                .await;
+                let _ = tunnel(up, tcp, &counters).await;
             }
             state.events.record(Outcome {
                 host: &host,
@@ -227,6 +218,7 @@ async fn handle(
         });
         return Response::new(empty());
     }
+    let upstream = Counted::new(tcp, counters.clone());
     forward(req, upstream, state, host, port, counters, t0, permit).await
 }
 
@@ -365,6 +357,39 @@ fn shown(entries: &[EgressEntry]) -> String {
         s.push(format!("… {} in all", entries.len()));
     }
     s.join(", ")
+}
+
+/// A CONNECT tunnel: the agent's socket taken back from hyper and spliced to the
+/// destination's ([`splice`]), after any bytes the agent sent behind its request.
+async fn tunnel(
+    up: hyper::upgrade::Upgraded,
+    tcp: TcpStream,
+    counters: &Arc<Counters>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    match up.downcast::<TokioIo<UnixStream>>() {
+        Ok(parts) => {
+            let mut tcp = tcp;
+            if !parts.read_buf.is_empty() {
+                tcp.write_all(&parts.read_buf).await?;
+                counters.out.fetch_add(
+                    parts.read_buf.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            let agent = splice::Socket::Unix(parts.io.into_inner());
+            let dest = splice::Socket::Tcp(tcp);
+            splice::tunnel(&agent, &dest, &counters.out, &counters.inn).await
+        }
+        // Not the socket this proxy serves on (never, today): copy through buffers.
+        Err(up) => {
+            let mut up = TokioIo::new(up);
+            let mut upstream = Counted::new(tcp, counters.clone());
+            tokio::io::copy_bidirectional_with_sizes(&mut up, &mut upstream, COPY_BUF, COPY_BUF)
+                .await
+                .map(|_| ())
+        }
+    }
 }
 
 async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {

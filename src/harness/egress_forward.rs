@@ -8,13 +8,23 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UnixStream};
 
+use crate::egress::splice::{tunnel, Socket};
+use std::sync::atomic::AtomicU64;
+
 pub async fn run(listen: String, to: PathBuf) -> Result<()> {
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    // Each tunnel holds two sockets and two pipes: take the whole hard limit of open files
+    // rather than the 1024 a unit gets by default (the proxy on the host bounds connections).
+    let mut nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if nofile.current < nofile.maximum {
+        nofile.current = nofile.maximum;
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, nofile);
+    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     loop {
-        let (mut tcp, _) = match listener.accept().await {
+        let (tcp, _) = match listener.accept().await {
             Ok(c) => c,
             Err(_) => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -25,14 +35,11 @@ pub async fn run(listen: String, to: PathBuf) -> Result<()> {
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             match UnixStream::connect(&to).await {
-                Ok(mut proxy) => {
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut tcp,
-                        &mut proxy,
-                        64 << 10,
-                        64 << 10,
-                    )
-                    .await;
+                Ok(proxy) => {
+                    // Spliced, never copied through this process (egress::splice).
+                    let (a, b) = (Socket::Tcp(tcp), Socket::Unix(proxy));
+                    let (x, y) = (AtomicU64::new(0), AtomicU64::new(0));
+                    let _ = tunnel(&a, &b, &x, &y).await;
                 }
                 Err(e) => log::warn!("egress proxy at {} unreachable: {e}", to.display()),
             }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::{literal_args, stamp, ExecCommand, Host, Prop, UnitPlan, HARNESS_IN_CONTAINER, SLICE};
 use crate::paths::Roots;
+use crate::spec::egress::Dest;
 use crate::spec::{AgentName, AgentSpec, Network};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Where the proxy's directory (its socket, the allowlist) is seen inside the container.
 pub const EGRESS_IN_CONTAINER: &str = "/run/hive-egress";
@@ -172,12 +174,70 @@ pub fn proxy_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             "RestrictAddressFamilies".into(),
             Prop::AddressFamilies(vec!["AF_UNIX".into(), "AF_INET".into(), "AF_INET6".into()]),
         ),
+        // Defence in depth (BPF, enforced on real hosts, not inside nested test hosts):
+        // what the proxy refuses to reach by itself, its cgroup cannot reach either.
+        ("IPAddressDeny".into(), Prop::IpPrefixes(denied_nets())),
+        (
+            "IPAddressAllow".into(),
+            Prop::IpPrefixes(allowed_nets(spec)),
+        ),
         ("MemoryMax".into(), Prop::U64(PROXY_MEMORY_MAX)),
         ("TasksMax".into(), Prop::U64(PROXY_TASKS_MAX)),
         // Not every connection is the agent's fault: bounded, not stopped for good.
         ("LimitNOFILE".into(), Prop::U64(4096)),
     ];
     stamp(proxy_unit_name(name), None, properties, None)
+}
+
+/// What the proxy unit's cgroup may never reach (`IPAddressDeny=`): link-local (where
+/// clouds keep their metadata endpoint), multicast and unspecified addresses. Not
+/// loopback: the host's resolver often listens there (systemd-resolved's 127.0.0.53),
+/// and the proxy resolves names; the proxy's own check refuses loopback destinations.
+pub fn denied_nets() -> Vec<(IpAddr, u8)> {
+    vec![
+        (IpAddr::V4(Ipv4Addr::new(169, 254, 0, 0)), 16),
+        (IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4),
+        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8),
+        (IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10),
+        (IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8),
+        (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
+    ]
+}
+
+/// `IPAddressAllow=` (which wins over the deny list): the admin's egress entries that
+/// name addresses in a denied range. Only an admin may write an address entry, so an
+/// agent's approved request never changes this plan.
+pub fn allowed_nets(spec: &AgentSpec) -> Vec<(IpAddr, u8)> {
+    let denied = denied_nets();
+    let mut nets: Vec<(IpAddr, u8)> = spec
+        .egress
+        .iter()
+        .filter_map(|e| match e.dest {
+            Dest::Net { addr, prefix } => Some((addr, prefix)),
+            _ => None,
+        })
+        .filter(|&n| denied.iter().any(|&d| overlap(n, d)))
+        .collect();
+    nets.sort();
+    nets.dedup();
+    nets
+}
+
+/// Whether two prefixes share an address: the shorter one holds the other's start.
+fn overlap(a: (IpAddr, u8), b: (IpAddr, u8)) -> bool {
+    let bits = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32u32),
+        IpAddr::V6(a) => (u128::from(a), 128u32),
+    };
+    let ((x, wx), (y, wy)) = (bits(a.0), bits(b.0));
+    if wx != wy {
+        return false;
+    }
+    let p = u32::from(a.1.min(b.1)).min(wx);
+    let shift = wx - p;
+    // A shift by the width itself (a /0) keeps nothing: every address matches.
+    let top = |v: u128| v.checked_shr(shift).unwrap_or(0);
+    top(x) == top(y)
 }
 
 /// `hive-egress.service` inside the container: 127.0.0.1:3128 forwarded to the proxy's
@@ -253,6 +313,47 @@ mod tests {
         assert!(
             matches!(p.get("RestrictAddressFamilies"), Some(Prop::AddressFamilies(f)) if f.len() == 3)
         );
+    }
+
+    #[test]
+    fn the_proxy_cannot_reach_link_local_or_multicast_unless_an_admin_entry_names_it() {
+        let plain = proxy_unit(
+            &spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"api.example.com\", \"10.0.0.0/8:443\"]\n"),
+            &host(),
+        );
+        let Some(Prop::IpPrefixes(deny)) = plain.get("IPAddressDeny") else {
+            panic!("no IPAddressDeny");
+        };
+        let shown: Vec<String> = deny.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+        for net in ["169.254.0.0/16", "fe80::/10", "224.0.0.0/4", "ff00::/8"] {
+            assert!(shown.contains(&net.to_string()), "{shown:?}");
+        }
+        // Not loopback: the host's resolver may be there.
+        assert!(!shown.iter().any(|n| n.starts_with("127.")), "{shown:?}");
+        assert_eq!(plain.get("IPAddressAllow"), Some(&Prop::IpPrefixes(vec![])));
+
+        let metadata = proxy_unit(
+            &spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"169.254.169.254:80\", \"10.0.0.0/8:443\", \"160.0.0.0/3:80\"]\n"),
+            &host(),
+        );
+        assert_eq!(
+            metadata.get("IPAddressAllow"),
+            Some(&Prop::IpPrefixes(vec![
+                ("160.0.0.0".parse().unwrap(), 3),
+                ("169.254.169.254".parse().unwrap(), 32),
+            ]))
+        );
+    }
+
+    #[test]
+    fn prefixes_overlap_when_the_shorter_holds_the_other() {
+        let n = |s: &str, p: u8| (s.parse::<IpAddr>().unwrap(), p);
+        assert!(overlap(n("169.254.169.254", 32), n("169.254.0.0", 16)));
+        assert!(overlap(n("0.0.0.0", 0), n("169.254.0.0", 16)));
+        assert!(overlap(n("::", 0), n("fe80::", 10)));
+        assert!(!overlap(n("10.0.0.0", 8), n("169.254.0.0", 16)));
+        assert!(!overlap(n("169.253.255.255", 32), n("169.254.0.0", 16)));
+        assert!(!overlap(n("::ffff:169.254.1.1", 128), n("169.254.0.0", 16)));
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub enum Prop {
     Pairs(Vec<(String, String)>),
     /// `(bas)`: an allow-list of address families, e.g. RestrictAddressFamilies.
     AddressFamilies(Vec<String>),
+    /// `a(iayu)`: address prefixes, e.g. IPAddressDeny.
+    IpPrefixes(Vec<(std::net::IpAddr, u8)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -95,6 +95,7 @@ pub fn render_planned(p: &Prop) -> String {
         Prop::ExitStatus(codes) => join(codes.iter().map(i32::to_string)),
         Prop::Pairs(pairs) => join(pairs.iter().map(|(a, b)| format!("{a}:{b}"))),
         Prop::AddressFamilies(f) => join(f.iter().map(String::as_str)),
+        Prop::IpPrefixes(nets) => join(nets.iter().map(|(a, p)| format!("{a}/{p}"))),
     }
 }
 

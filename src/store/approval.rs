@@ -155,10 +155,16 @@ impl Decision {
     }
 }
 
+/// What an approval applied in place adds to its note.
+pub const IN_PLACE_NOTE: &str = "applied in place, without a restart";
+
 /// What became of an approved change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
+    /// Applied without restarting anything (an egress allowlist change): the note says
+    /// so ([`IN_PLACE_NOTE`]), for `hivectl approve` and every later view.
+    AppliedInPlace,
     /// Carries the error, which becomes the approval's note.
     Failed(String),
 }
@@ -167,7 +173,7 @@ impl Outcome {
     /// The lifecycle edge this outcome takes.
     pub fn transition(&self) -> Transition {
         match self {
-            Outcome::Applied => Transition::Apply,
+            Outcome::Applied | Outcome::AppliedInPlace => Transition::Apply,
             Outcome::Failed(_) => Transition::Fail,
         }
     }

@@ -25,7 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, TransactionBeh
 
 pub use approval::{
     Approval, DecideError, Decision, FinishError, IllegalTransition, ListFilter, Outcome, Status,
-    Transition,
+    Transition, IN_PLACE_NOTE,
 };
 
 use crate::spec::AgentName;
@@ -315,6 +315,12 @@ impl Store {
         let now = now_micros();
         let stepped = match &outcome {
             Outcome::Applied => self.step(id, Transition::Apply, "finished_at = ?4", &[&now]),
+            Outcome::AppliedInPlace => self.step(
+                id,
+                Transition::Apply,
+                "finished_at = ?4, note = COALESCE(note || '; ', '') || ?5",
+                &[&now, &approval::IN_PLACE_NOTE],
+            ),
             Outcome::Failed(error) => self.step(
                 id,
                 Transition::Fail,

@@ -455,6 +455,18 @@ fn decisions_and_outcomes_record_who_when_and_why() {
         .unwrap();
     let c = store.finish(c.id, Outcome::Applied).unwrap();
     assert_eq!((c.status, c.note), (Status::Applied, None));
+
+    // Applied in place: said after the admin's note, and only then.
+    let d = store.request(&alice, "spec_change", "{}").unwrap();
+    store
+        .decide(d.id, Decision::Approve, "uid 0", Some("ok"))
+        .unwrap();
+    let d = store.finish(d.id, Outcome::AppliedInPlace).unwrap();
+    assert_eq!(d.status, Status::Applied);
+    assert_eq!(
+        d.note.as_deref(),
+        Some("ok; applied in place, without a restart")
+    );
 }
 
 #[test]

@@ -439,6 +439,15 @@ fn to_value(p: &Prop) -> Value<'static> {
         Prop::ExitStatus(codes) => Value::from((codes.clone(), Vec::<i32>::new())),
         Prop::Pairs(pairs) => Value::from(pairs.clone()),
         Prop::AddressFamilies(families) => Value::from((true, families.clone())),
+        Prop::IpPrefixes(nets) => Value::from(
+            nets.iter()
+                .map(|(addr, prefix)| match addr {
+                    // AF_INET, AF_INET6
+                    std::net::IpAddr::V4(a) => (2i32, a.octets().to_vec(), u32::from(*prefix)),
+                    std::net::IpAddr::V6(a) => (10i32, a.octets().to_vec(), u32::from(*prefix)),
+                })
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
