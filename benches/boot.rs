@@ -8,7 +8,8 @@
 //! - baseline: N raw StartTransientUnit calls of the same container unit — the very
 //!   properties `hyperhive::plan::container_unit` plans for the daemon's host (checked
 //!   against the HIVE_PLAN hash the daemon stamps), turned into D-Bus values here — on
-//!   one D-Bus connection, C in flight, each waiting for its JobRemoved. No harness. The
+//!   one D-Bus connection, C in flight, each waiting for its JobRemoved. No harness (and
+//!   no egress proxy: only its directory, which the unit binds). The
 //!   units are named `bench-raw-*` so that the daemon, which watches `hive-agent-*`, has
 //!   nothing to do with them.
 //!
@@ -274,6 +275,24 @@ impl Bench<'_> {
                 }));
                 let mkdir: Vec<&str> = mkdir.iter().map(String::as_str).collect();
                 self.h.run_ok(&mkdir);
+                // And, for an agent on its private network (the default), the directory its
+                // egress proxy's unit keeps, bound into the container, with the login
+                // shells' proxy variables in it as the daemon writes them. The proxy itself
+                // is not started (as the harness is not).
+                for i in 0..n {
+                    let a = AgentName::parse(&Self::agent(side, i)).unwrap();
+                    let dir = plan::egress::dir(&self.plan_host.roots, &a);
+                    let file = dir.join(plan::egress::PROFILE_FILE);
+                    self.h.run_ok(&[
+                        "sh",
+                        "-c",
+                        "mkdir -p -m 0755 \"$1\" && printf %s \"$2\" > \"$3\"",
+                        "sh",
+                        &dir.display().to_string(),
+                        &plan::egress::profile_script(),
+                        &file.display().to_string(),
+                    ]);
+                }
                 let jobs = RawJobs::new(&self.manager).await;
                 let cpu = self.cpu.now();
                 let (wall, calls) = Self::fan_out(n, c, |i| {
@@ -410,7 +429,7 @@ impl Bench<'_> {
                 self.h.run_ok(&[
                     "sh",
                     "-c",
-                    "rm -rf /run/hyperhive/r[0-9]* /var/lib/hyperhive/agents/r[0-9]*",
+                    "rm -rf /run/hyperhive/r[0-9]* /var/lib/hyperhive/agents/r[0-9]* /run/private/hyperhive-egress/r[0-9]*",
                 ]);
             }
         }

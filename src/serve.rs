@@ -91,6 +91,10 @@ impl AgentDoors for Sockets {
     fn tell(&self, name: &AgentName, notice: &Notice) -> usize {
         self.pushes.send(name, &push_of(notice))
     }
+
+    fn listening(&self, name: &AgentName) -> bool {
+        self.pushes.listening(name)
+    }
 }
 
 /// Connects, rediscovers the agents systemd already runs, takes the bus name, then
@@ -176,11 +180,16 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     tokio::spawn(async move {
         startup.resume_approved().await;
         startup.reload(false, Trigger::Startup).await;
+        startup.check_deferred_harnesses().await;
     });
 
     loop {
         tokio::select! {
-            _ = term.recv() => break,
+            _ = term.recv() => {
+                // Its journal time splits a restart's stop (benches/scale.rs).
+                log::info!("hive-c0re stopping: SIGTERM");
+                break;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
                 let hive = hive.clone();

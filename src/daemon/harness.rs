@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use futures_util::StreamExt;
 
 use super::units::{Mode, Outcome};
 use super::Hive;
@@ -15,6 +16,14 @@ use crate::systemd::{Systemd, UnitStatus};
 
 /// How long to try reaching a just-booted container's bus before giving up.
 const CONTAINER_BUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long after the daemon's start the startup adoption waits for a running agent's
+/// harness to reconnect to its socket (a sign of life) before checking it over the
+/// container's bus instead. Harnesses retry within 25 ms of a daemon restart at first
+/// (`harness::outbox::Backoff`), so a live one is back well inside this; one that is not
+/// (stopped, crashed, hung) is checked and healed as before. One deadline for all agents,
+/// not one per agent: a hive whose harnesses are all missing waits it once.
+const SIGN_OF_LIFE: Duration = Duration::from_secs(1);
 
 /// A running watch on an agent's harness, and the container invocation it lives in.
 pub(super) struct HarnessWatch {
@@ -101,8 +110,10 @@ impl Hive {
     }
 
     /// Re-creates the harness after systemd restarted a crashed container on its own: the
-    /// harness unit was transient and died with the old container.
-    pub async fn heal_harness(&self, name: &AgentName) -> Result<Outcome> {
+    /// harness unit was transient and died with the old container. Also the deferred
+    /// check of a harness adopted at start-up on its sign of life. `spans` gets the time to
+    /// reach the container's bus and to check the harness.
+    pub async fn heal_harness(&self, name: &AgentName, spans: &Summed) -> Result<Outcome> {
         let spec = self.load_spec(name)?;
         let _guard = self.lock(name).await;
         // Only a running unit of ours (stamped HIVE_PLAN) gets a harness; a foreign unit that
@@ -129,7 +140,9 @@ impl Hive {
         }
         crate::failpoint::fails_once("heal:try")
             .with_context(|| format!("agent {name}: re-creating its harness"))?;
-        let outcome = self.ensure_harness(&spec, Mode::Start, None).await?;
+        let outcome = self
+            .ensure_harness_in(&spec, Mode::Start, None, st.invocation_id.clone(), spans)
+            .await?;
         if outcome != Outcome::Adopted {
             log::info!("agent {name}: harness re-created in its restarted container");
         }
@@ -140,6 +153,13 @@ impl Hive {
     /// just read (running, as planned): the same as [`Self::heal_harness`] without reading
     /// the unit again. A watch already there was started by a verb of this daemon since,
     /// which ensured the harness itself.
+    ///
+    /// A harness that has reconnected to its socket since this daemon started is alive:
+    /// the agent is adopted on that sign of life, and its check over the container's bus
+    /// (which also starts its crash watch) is left to [`Self::check_deferred_harnesses`],
+    /// after every agent is adopted. The sign of life only defers that check, never skips
+    /// it: an agent that fakes one (connects to its socket itself, its harness stopped)
+    /// gets its harness back from the deferred check.
     pub(super) async fn heal_adopted(
         &self,
         name: &AgentName,
@@ -147,6 +167,13 @@ impl Hive {
         spans: &Summed,
     ) -> Result<Outcome> {
         if !(st.is_up() && st.sub_state.is_running() && st.plan_hash().is_some()) {
+            return Ok(Outcome::Adopted);
+        }
+        if spans.time("sign of life", self.sign_of_life(name)).await {
+            self.deferred_harness_checks
+                .lock()
+                .expect("deferred checks lock")
+                .push(name.clone());
             return Ok(Outcome::Adopted);
         }
         let spec = self.load_spec(name)?;
@@ -169,6 +196,50 @@ impl Hive {
             log::info!("agent {name}: harness re-created in its restarted container");
         }
         Ok(outcome)
+    }
+
+    /// Whether `name`'s harness has subscribed to its socket since this daemon started,
+    /// waiting for it until [`SIGN_OF_LIFE`] after the start (bounded: the wait is on the
+    /// agent).
+    async fn sign_of_life(&self, name: &AgentName) -> bool {
+        let deadline = self.started + SIGN_OF_LIFE;
+        loop {
+            if self.doors.listening(name) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The harness checks the startup adoption deferred (agents adopted on their harness's
+    /// sign of life): each over the container's bus, which also starts the harness's crash
+    /// watch, at most [`super::reconcile::PARALLEL`] at a time, retried like a heal after
+    /// a crash. A harness found missing by then is re-created.
+    pub async fn check_deferred_harnesses(&self) {
+        let names = std::mem::take(
+            &mut *self
+                .deferred_harness_checks
+                .lock()
+                .expect("deferred checks lock"),
+        );
+        let started = std::time::Instant::now();
+        let spans = Summed::default();
+        let n = names.len();
+        futures_util::stream::iter(names)
+            .map(|name| {
+                let spans = &spans;
+                async move { super::watch::heal_with_retries(self, &name, spans).await }
+            })
+            .buffer_unordered(super::reconcile::PARALLEL)
+            .collect::<Vec<()>>()
+            .await;
+        log::info!(
+            "harness checks deferred by the startup adoption: {n} agents in {} ms; time per phase, summed over agents: {spans}",
+            started.elapsed().as_millis()
+        );
     }
 
     /// A connection to the systemd inside the agent's container, made from inside its

@@ -23,6 +23,9 @@ pub trait AgentDoors: Send + Sync {
     /// Tells the agent's listening harness connections `notice`, without waiting on them;
     /// returns how many it reached (0: none listens).
     fn tell(&self, name: &AgentName, notice: &super::agent_side::Notice) -> usize;
+    /// Whether a connection to the agent's door has subscribed since this daemon started
+    /// (what a harness does first when it connects).
+    fn listening(&self, name: &AgentName) -> bool;
 }
 
 pub struct Hive {
@@ -36,6 +39,12 @@ pub struct Hive {
     pub(super) harness_watches: Mutex<HashMap<AgentName, HarnessWatch>>,
     /// Held by the one reconcile that runs; a reload during another waits for it.
     pub(super) reconciling: tokio::sync::Mutex<()>,
+    /// When this daemon started (the startup adoption waits for harnesses' signs of life
+    /// until a bound after it).
+    pub(super) started: tokio::time::Instant,
+    /// Agents the startup adoption took on their harness's sign of life, whose check over
+    /// the container's bus comes after every agent is adopted.
+    pub(super) deferred_harness_checks: Mutex<Vec<AgentName>>,
 }
 
 impl Hive {
@@ -56,6 +65,8 @@ impl Hive {
             locks: Mutex::new(HashMap::new()),
             harness_watches: Mutex::new(HashMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
+            started: tokio::time::Instant::now(),
+            deferred_harness_checks: Mutex::new(Vec::new()),
         }
     }
 

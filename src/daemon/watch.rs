@@ -17,6 +17,7 @@ use super::crash::{CrashTracker, Verdict};
 use super::Hive;
 use crate::journal::{self, Event};
 use crate::plan::HARNESS_UNIT;
+use crate::spans::Summed;
 use crate::spec::AgentName;
 use crate::systemd::proxies::ManagerProxy;
 use crate::systemd::{
@@ -155,7 +156,7 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
             let hive = heal_hive.clone();
             // heal_harness takes the agent's lock, so a create or rebuild in progress
             // finishes first and this then finds the harness in place.
-            tokio::spawn(async move { heal_with_retries(&hive, &name).await });
+            tokio::spawn(async move { heal_with_retries(&hive, &name, &Summed::default()).await });
         }
     });
 
@@ -182,11 +183,11 @@ pub async fn spawn(conn: &Connection, hive: Arc<Hive>) -> Result<()> {
 /// after one try would leave the agent without a harness until the next reload, so a
 /// failed heal is tried again, a bounded number of times (about a minute in all). Each
 /// try re-reads the unit, so a container that went away meanwhile ends the retries.
-async fn heal_with_retries(hive: &Hive, name: &AgentName) {
+pub(super) async fn heal_with_retries(hive: &Hive, name: &AgentName, spans: &Summed) {
     const TRIES: u32 = 4;
     let mut pause = Duration::from_secs(2);
     for attempt in 1..=TRIES {
-        match hive.heal_harness(name).await {
+        match hive.heal_harness(name, spans).await {
             Ok(_) => return,
             Err(e) if attempt < TRIES => {
                 log::warn!(

@@ -178,6 +178,10 @@ struct Link {
     down_since: Option<(tokio::time::Instant, u64)>,
     attempts: u32,
     next_attempt: tokio::time::Instant,
+    /// When STATUS= last said the link is down: said again at most once a second, so a
+    /// hive's harnesses retrying together after a daemon restart do not each wake their
+    /// container's systemd (and its bus) at every attempt while the new daemon starts.
+    down_status_at: Option<tokio::time::Instant>,
 }
 
 impl Link {
@@ -201,6 +205,7 @@ impl Link {
     fn went_down(&mut self, log: &EventLog, error: &str) {
         self.client = None;
         if self.down_since.is_none() {
+            self.down_status_at = None;
             self.down_since = Some((tokio::time::Instant::now(), now_secs()));
             self.attempts = 0;
             self.backoff = Backoff::new();
@@ -211,6 +216,19 @@ impl Link {
                 &serde_json::json!({ "error": crate::spec::one_line(error) }),
             );
         }
+        self.tell_down(error);
+    }
+
+    /// STATUS= for a link that is down, at most once a second (see `down_status_at`).
+    fn tell_down(&mut self, error: &str) {
+        let now = tokio::time::Instant::now();
+        if self
+            .down_status_at
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.down_status_at = Some(now);
         notify(&[sd_notify::NotifyState::Status(&self.status_down(error))]);
     }
 
@@ -298,9 +316,7 @@ impl Link {
                 let pause = self.backoff.next_pause();
                 self.next_attempt = tokio::time::Instant::now() + pause;
                 log::debug!("{e:#}; next attempt in {pause:?}");
-                notify(&[sd_notify::NotifyState::Status(
-                    &self.status_down(&format!("{e:#}")),
-                )]);
+                self.tell_down(&format!("{e:#}"));
             }
         }
     }
@@ -352,6 +368,7 @@ pub async fn run(opts: Options) -> Result<i32> {
         down_since: None,
         attempts: 0,
         next_attempt: tokio::time::Instant::now(),
+        down_status_at: None,
     };
     log::info!("connected to hive-c0re as agent {}", link.agent);
     log.record("connected", &serde_json::json!({ "agent": link.agent }));

@@ -92,15 +92,17 @@ impl Outbox {
 }
 
 /// Pause before the next reconnect attempt: doubles from [`Backoff::FIRST`] up to
-/// [`Backoff::MAX`], so a daemon back after a restart is found within a second and a long
-/// outage costs one attempt every few seconds.
+/// [`Backoff::MAX`], so a daemon back after a restart is found within tens of
+/// milliseconds (the restarted daemon adopts the agent on that sign of life, without
+/// reaching into its container first) and a long outage costs one attempt every few
+/// seconds (a refused connect() each: nothing for the host).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(100);
+    pub const FIRST: Duration = Duration::from_millis(25);
     pub const MAX: Duration = Duration::from_secs(5);
 
     pub fn new() -> Self {

@@ -136,6 +136,81 @@ fn daemon_restart_then_rebuild_leaves_one_socket_one_listener_one_harness() {
     );
 }
 
+/// A harness that is really missing when the daemon starts (stopped while the daemon was
+/// away) shows no sign of life on its socket: the startup adoption checks it over the
+/// container's bus and re-creates it, without restarting the agent.
+#[test]
+fn a_harness_missing_at_the_daemons_start_is_re_created() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    let container = h.invocation("alice");
+    h.run_ok(&["systemctl", "stop", "hive-c0re.service"]);
+    h.run_ok(&["systemctl", "-M", "h-alice", "stop", "hive-harness.service"]);
+    assert_ne!(harness_show_or_empty(&h, "alice", "SubState"), "running");
+    h.run_ok(&["systemctl", "start", "hive-c0re.service"]);
+    wait_harness_running(&h, "alice");
+    h.wait_for("the harness connected", Duration::from_secs(15), || {
+        connections(&h, "alice") == 1
+    });
+    assert_eq!(
+        h.invocation("alice"),
+        container,
+        "the agent was not restarted"
+    );
+    assert!(
+        daemon_log(&h).contains("agent alice: harness re-created in its restarted container"),
+        "{}",
+        daemon_log(&h)
+    );
+}
+
+/// Attack: the agent stops its harness and connects to its socket itself (here a second
+/// hive-harness in a unit of its own), so the restarted daemon sees a sign of life. That
+/// only defers the harness check until every agent is adopted; the check then finds the
+/// harness unit gone and re-creates it.
+#[test]
+fn a_faked_sign_of_life_does_not_keep_the_harness_away() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    let container = h.invocation("alice");
+    h.run_ok(&["systemctl", "-M", "h-alice", "stop", "hive-harness.service"]);
+    h.run_ok(&[
+        "systemd-run",
+        "-M",
+        "h-alice",
+        "--unit",
+        "not-the-harness",
+        "--quiet",
+        "/opt/hyperhive/bin/hive-harness",
+        "--events",
+        "/tmp/fake-events.sqlite",
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    h.wait_for("the stand-in connected", Duration::from_secs(15), || {
+        connections(&h, "alice") == 1
+    });
+    assert_ne!(harness_show_or_empty(&h, "alice", "SubState"), "running");
+
+    h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+    wait_harness_running(&h, "alice");
+    assert_eq!(
+        h.invocation("alice"),
+        container,
+        "the agent was not restarted"
+    );
+    let log = daemon_log(&h);
+    assert!(
+        log.contains("harness checks deferred by the startup adoption: 1 agents"),
+        "the stand-in's sign of life was taken, and the check deferred: {log}"
+    );
+    assert!(
+        log.contains("agent alice: harness re-created in its restarted container"),
+        "the deferred check re-created the harness: {log}"
+    );
+}
+
 #[test]
 fn a_killed_harness_comes_back() {
     let h = hive();
