@@ -142,6 +142,12 @@ let
       example = [ "api.anthropic.com" "*.pypi.org" "files.example.com:8443" ];
       description = "Destinations the agent may reach through its egress proxy (private network only): HOST[:PORT] (port 443 when none), *.DOMAIN[:PORT], or an address or CIDR.";
     };
+    ports = mkOption {
+      type = types.listOf types.port;
+      default = [ ];
+      example = [ 8080 ];
+      description = "TCP ports on the agent's own loopback that the host reaches on unix sockets /run/hyperhive/<name>/port-<PORT>.sock, e.g. its web UI (private network only).";
+    };
     harness = mkOption {
       type = types.nullOr (types.listOf types.str);
       default = null;

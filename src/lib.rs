@@ -14,6 +14,7 @@ pub mod journal;
 pub mod logging;
 pub mod paths;
 pub mod plan;
+pub mod ports;
 pub(crate) mod reconcile;
 pub(crate) mod safe_fs;
 pub(crate) mod serve;

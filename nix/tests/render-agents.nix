@@ -191,6 +191,7 @@ let
           "api.example.com"
           "*.example.org:8443"
         ];
+        ports = [ 8080 ];
         harness = [
           "claude"
           "--print"

@@ -14,6 +14,15 @@ fn main() -> ExitCode {
     if let Some(Command::EgressProxy { agent, dir }) = &args.command {
         return hyperhive::cli::daemon::egress_proxy(agent, dir);
     }
+    if let Some(Command::PortForward {
+        agent,
+        machine,
+        dir,
+        ports,
+    }) = &args.command
+    {
+        return hyperhive::cli::daemon::port_forward(agent, machine, dir, ports);
+    }
     hyperhive::logging::init("hive-c0re", log::LevelFilter::Info);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -24,7 +33,9 @@ fn main() -> ExitCode {
     };
     let result = match args.command {
         None => runtime.block_on(hyperhive::cli::daemon::serve(args.opts)),
-        Some(Command::EgressProxy { .. }) => unreachable!("handled above"),
+        Some(Command::EgressProxy { .. }) | Some(Command::PortForward { .. }) => {
+            unreachable!("handled above")
+        }
         Some(Command::UnregisterMachine { machine }) => runtime.block_on(
             hyperhive::cli::daemon::unregister_machine(&machine, args.opts.bus_address),
         ),

@@ -57,6 +57,10 @@ pub struct CreateArgs {
     /// HOST[:PORT] (port 443 when none), *.DOMAIN[:PORT], IP[:PORT] or CIDR[:PORT]
     #[arg(long, value_name = "HOST[:PORT]")]
     pub egress: Vec<String>,
+    /// A TCP port on the agent's own loopback that the host reaches on the unix socket
+    /// /run/hyperhive/NAME/port-PORT.sock, e.g. its web UI (repeatable; private network)
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
     /// Whether hive-c0re brings the agent back by itself at its start, after a reboot and
     /// on reload (default yes)
     #[arg(
@@ -134,6 +138,7 @@ impl CreateArgs {
             private_users: self.private_users,
             capabilities: self.capabilities.clone(),
             egress: self.egress.clone(),
+            ports: self.ports.clone(),
             turns: self.turns.then_some(true),
             turn_timeout: self.turn_timeout,
             restart_grace: self.restart_grace,

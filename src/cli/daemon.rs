@@ -72,6 +72,22 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Publish an agent's ports on unix sockets (run by hive-c0re as
+    /// hive-ports-<name>.service)
+    PortForward {
+        /// The agent whose ports it publishes
+        #[arg(long)]
+        agent: String,
+        /// Its machine, h-<agent>
+        #[arg(long)]
+        machine: String,
+        /// Where the sockets go: its runtime directory
+        #[arg(long)]
+        dir: PathBuf,
+        /// A port on the agent's loopback (repeatable)
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+    },
     /// Forget a dead agent machine in machined (run by agent units' ExecStopPost=)
     UnregisterMachine {
         /// Machine name, h-<agent>
@@ -179,6 +195,47 @@ pub async fn unregister_machine(machine: &str, bus_address: Option<String>) -> R
 
 /// Where systemd-nspawn (256+) keeps each container's exported-sockets directory.
 const NSPAWN_UNIX_EXPORT: &str = "/run/systemd/nspawn/unix-export";
+
+/// `hive-c0re port-forward`: one agent's published ports, on a single-threaded runtime,
+/// under the journal identifier hive-ports.
+pub fn port_forward(
+    agent: &str,
+    machine: &str,
+    dir: &std::path::Path,
+    ports: &[u16],
+) -> std::process::ExitCode {
+    crate::logging::init("hive-ports", log::LevelFilter::Info);
+    let agent = match crate::spec::AgentName::parse(agent) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("ports of {agent}: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let run = crate::ports::run(
+        agent.clone(),
+        machine.to_owned(),
+        dir.to_path_buf(),
+        ports.to_vec(),
+    );
+    match rt.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("ports of {agent}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// `hive-c0re egress-proxy`: one agent's proxy on a single-threaded runtime (a few MiB per
 /// agent), its own journal identifier so its entries are told from the daemon's.

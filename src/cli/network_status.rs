@@ -20,6 +20,14 @@ pub struct NetworkStatus {
     pub egress: Vec<String>,
     /// The most recent refusals of its egress proxy, newest last.
     pub last_refused: Vec<Refused>,
+    /// Its published ports and the host's socket for each.
+    pub ports: Vec<PublishedPort>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedPort {
+    pub port: u16,
+    pub socket: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +45,14 @@ pub fn read(roots: &Roots, name: &AgentName) -> Option<NetworkStatus> {
         network: spec.network,
         summary: crate::plan::network::describe(&spec),
         egress: spec.egress.iter().map(ToString::to_string).collect(),
+        ports: spec
+            .ports
+            .iter()
+            .map(|&port| PublishedPort {
+                port,
+                socket: crate::plan::ports::socket_path(&roots.runtime_dir(name), port),
+            })
+            .collect(),
         last_refused: if egress {
             last_refused(name)
         } else {
@@ -72,7 +88,8 @@ fn last_refused(name: &AgentName) -> Vec<Refused> {
         .collect()
 }
 
-/// The `   Network:`, `    Egress:` and `   Refused:` lines of the text status.
+/// The `   Network:`, `    Egress:`, `     Ports:` and `   Refused:` lines of the text
+/// status.
 pub fn render(st: &NetworkStatus) -> String {
     let mut out = format!("   Network: {}\n", st.summary);
     if st.network == Network::Private {
@@ -82,6 +99,10 @@ pub fn render(st: &NetworkStatus) -> String {
             st.egress.join(", ")
         };
         out.push_str(&format!("    Egress: {list}\n"));
+        for (i, p) in st.ports.iter().enumerate() {
+            let head = if i == 0 { "     Ports:" } else { "           " };
+            out.push_str(&format!("{head} {} on {}\n", p.port, p.socket.display()));
+        }
         for (i, r) in st.last_refused.iter().enumerate() {
             let head = if i == 0 { "   Refused:" } else { "           " };
             out.push_str(&format!(

@@ -159,6 +159,10 @@ impl Hive {
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
+        self.stop_ports(name)
+            .await
+            .with_context(|| format!("agent {name}"))
+            .map_err(Error::failed)?;
         journal::emit(
             Event::AgentStopped,
             Some(name),
@@ -288,6 +292,10 @@ impl Hive {
         self.stop_egress(name)
             .await
             .with_context(|| ctx("stopping its egress proxy"))
+            .map_err(Error::failed)?;
+        self.stop_ports(name)
+            .await
+            .with_context(|| ctx("stopping its published ports"))
             .map_err(Error::failed)?;
         // The image stays (only --purge deletes it, below); unmounted, so the tree can go.
         self.unmount_disk(name)

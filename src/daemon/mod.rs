@@ -21,6 +21,7 @@ mod lifecycle;
 mod login;
 mod nixos_system;
 pub mod oom;
+mod ports;
 pub mod preflight;
 mod reconcile;
 pub mod request_checks;

@@ -95,6 +95,7 @@ impl Hive {
         mark_stopped(&self.host.roots, name, false)?;
         // The container binds the proxy's directory: it must exist before nspawn runs.
         self.ensure_egress(spec).await?;
+        self.ensure_ports(spec).await?;
         // Its state and credentials are in its image: mounted before nspawn binds them.
         let disk_stopped_it = self.ensure_disk(spec).await?;
         let (mode, switched) = self.settle_system(spec, plan, mode).await?;

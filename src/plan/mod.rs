@@ -19,6 +19,7 @@ pub mod egress;
 mod harness;
 pub mod login;
 pub mod network;
+pub mod ports;
 pub mod system;
 pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
 

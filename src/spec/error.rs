@@ -39,6 +39,9 @@ pub enum SpecError {
     /// A bad `egress` entry, or egress asked for where it cannot apply (spec/egress.rs).
     #[error("{0}")]
     Egress(String),
+    /// A bad `ports` list (spec/mod.rs, [`super::check_ports`]).
+    #[error("ports: {0}")]
+    Ports(String),
 
     /// A spec file that is not valid TOML or has a field of the wrong type.
     #[error("{}", toml_text(.origin, *.line, .field.as_deref(), .message))]

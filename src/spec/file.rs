@@ -44,6 +44,11 @@ pub struct SpecFile {
     /// `*.example.com`, an address or a CIDR (spec/egress.rs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// TCP ports on the agent's own loopback that the host reaches on unix sockets under
+    /// the agent's runtime dir (private network only; an admin's choice, never an
+    /// agent's request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub harness: Option<Vec<String>>,
     /// Whether the daemon brings the agent up by itself (at its start, after a reboot, and
@@ -129,6 +134,11 @@ impl SpecFile {
         for e in over.egress {
             if !self.egress.contains(&e) {
                 self.egress.push(e);
+            }
+        }
+        for p in over.ports {
+            if !self.ports.contains(&p) {
+                self.ports.push(p);
             }
         }
         self.harness = over.harness.or(self.harness);

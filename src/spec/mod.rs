@@ -145,6 +145,9 @@ pub struct AgentSpec {
     /// in the order given, without repeats. Not part of any unit's plan: the proxy reads
     /// it from a file, so a change applies without a restart.
     pub egress: Vec<egress::EgressEntry>,
+    /// Ports on the agent's loopback published to the host as unix sockets (private
+    /// network only), in the order given.
+    pub ports: Vec<u16>,
     pub harness: Vec<String>,
     /// Not part of any unit: it decides whether reconcile creates the units at all.
     pub autostart: bool,
@@ -347,6 +350,7 @@ impl AgentSpec {
             disk_max,
             network,
             egress,
+            ports: check_ports(&file.ports, network)?,
             harness,
             autostart: file.autostart.unwrap_or(true),
             private_users: file.private_users.unwrap_or(true),
@@ -386,6 +390,7 @@ impl AgentSpec {
             disk_max: self.disk_max.map(size::Size::Bytes),
             network: Some(self.network),
             egress: self.egress.iter().map(ToString::to_string).collect(),
+            ports: self.ports.clone(),
             harness: (!self.harness.is_empty()).then(|| self.harness.clone()),
             autostart: Some(self.autostart),
             private_users: Some(self.private_users),
@@ -457,6 +462,39 @@ fn egress_entries(raw: &[String], network: Network) -> Result<Vec<egress::Egress
         if !out.contains(&e) {
             out.push(e);
         }
+    }
+    Ok(out)
+}
+
+/// Most ports one agent may publish.
+pub const MAX_PORTS: usize = 16;
+
+/// `ports`: 1..=65535, no repeats, at most [`MAX_PORTS`], and only from a private network
+/// (on the host's network the agent's ports are the host's already).
+pub fn check_ports(ports: &[u16], network: Network) -> Result<Vec<u16>, SpecError> {
+    if ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    if network == Network::Host {
+        return Err(SpecError::Ports(
+            "published from a private network only; with network = \"host\" the agent's ports are the host's".into(),
+        ));
+    }
+    if ports.len() > MAX_PORTS {
+        return Err(SpecError::Ports(format!(
+            "{} ports, at most {MAX_PORTS}",
+            ports.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for &p in ports {
+        if p == 0 {
+            return Err(SpecError::Ports("port 0 is no port".into()));
+        }
+        if out.contains(&p) {
+            return Err(SpecError::Ports(format!("port {p} given twice")));
+        }
+        out.push(p);
     }
     Ok(out)
 }

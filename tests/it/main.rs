@@ -30,6 +30,7 @@ mod network;
 mod nixos_system;
 mod outage_survival;
 mod outages;
+mod ports;
 mod proptest_parsers;
 mod reconcile;
 mod remote;

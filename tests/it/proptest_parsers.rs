@@ -768,6 +768,11 @@ fn valid_spec_file() -> impl Strategy<Value = SpecFile> {
                         (_, Some(1)) => vec!["api.example.com".into(), "*.example.org:8443".into()],
                         _ => vec!["10.0.0.0/8:80".into(), "[fd00::1]".into()],
                     },
+                    // Ports, too, only from a private network.
+                    ports: match (network, cpu_weight) {
+                        (Some(Network::Host), _) | (_, None) => vec![],
+                        (_, Some(w)) => vec![(w % 65_535 + 1) as u16],
+                    },
                     network,
                     harness,
                 }

@@ -31,6 +31,7 @@ fn spec_keys() -> BTreeSet<String> {
         disk_max: Some(Size::Text("20G".into())),
         network: Some(Network::Private),
         egress: vec!["api.example.com".into()],
+        ports: vec![8080],
         harness: Some(vec!["claude".into(), "--print".into()]),
         autostart: Some(false),
         private_users: Some(false),

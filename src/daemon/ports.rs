@@ -1,0 +1,29 @@
+//! An agent's published ports: `hive-ports-<name>.service` on the host (plan/ports.rs,
+//! src/ports.rs), brought up with the agent, replaced when its list changes, stopped with it.
+
+use anyhow::{Context, Result};
+
+use super::units::Mode;
+use super::Hive;
+use crate::plan::ports::{ports_unit, ports_unit_name};
+use crate::spec::{AgentName, AgentSpec};
+
+impl Hive {
+    /// The spec's ports published, or the unit gone when it publishes none.
+    pub(super) async fn ensure_ports(&self, spec: &AgentSpec) -> Result<()> {
+        let name = &spec.name;
+        match ports_unit(spec, &self.host) {
+            None => self.stop_ports(name).await,
+            Some(unit) => Self::ensure_running(&self.sd, &unit, Mode::Create)
+                .await
+                .map(|_| ())
+                .with_context(|| format!("agent {name}: publishing its ports ({})", unit.unit)),
+        }
+    }
+
+    pub(super) async fn stop_ports(&self, name: &AgentName) -> Result<()> {
+        let unit = ports_unit_name(name);
+        self.sd.stop(&unit).await?;
+        self.sd.reset_failed(&unit).await
+    }
+}
