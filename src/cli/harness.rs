@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
+use crate::journal::fields;
 use crate::socket::protocol::{Reply, Request};
 use crate::socket::SOCKET_IN_CONTAINER;
 
@@ -25,7 +26,7 @@ tools for the agent's AI.",
 )]
 pub struct Args {
     /// The agent socket
-    #[arg(long, env = "HIVE_SOCKET", default_value = SOCKET_IN_CONTAINER, global = true)]
+    #[arg(long, env = fields::ENV_SOCKET, default_value = SOCKET_IN_CONTAINER, global = true)]
     pub socket: PathBuf,
     /// The agent's durable event log (SQLite)
     #[arg(long, default_value = "/state/hyperhive-events.sqlite")]

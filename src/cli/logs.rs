@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::Result;
 
 use super::{BadInput, Target};
+use crate::journal::fields;
 use crate::spec::AgentName;
 
 #[derive(Debug, clap::Args)]
@@ -79,7 +80,7 @@ pub fn journal_args(name: &AgentName, a: &LogsArgs) -> Vec<String> {
     if a.catalog {
         args.push("--catalog".into());
     }
-    args.push(format!("HIVE_AGENT={name}"));
+    args.push(fields::assign(fields::AGENT, name));
     args.extend([
         "+".into(),
         "_PID=1".into(),
@@ -105,7 +106,7 @@ fn known_here(roots: &crate::paths::Roots, name: &AgentName) -> bool {
     unit_loaded
         || Command::new("journalctl")
             .args(["--quiet", "--no-pager", "-n", "1", "-o", "cat"])
-            .arg(format!("HIVE_AGENT={name}"))
+            .arg(fields::assign(fields::AGENT, name))
             .output()
             .is_ok_and(|o| !o.stdout.is_empty())
 }

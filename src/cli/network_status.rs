@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::journal::{fields, Event};
 use crate::paths::Roots;
 use crate::plan::egress::{has_egress, proxy_unit_name};
 use crate::spec::{AgentName, Network};
@@ -66,7 +67,7 @@ fn last_refused(name: &AgentName) -> Vec<Refused> {
     let Ok(out) = std::process::Command::new("journalctl")
         .args(["-o", "json", "--no-pager", "-n", &LAST_REFUSED.to_string()])
         .arg(format!("_SYSTEMD_UNIT={}", proxy_unit_name(name)))
-        .arg("HIVE_EVENT=egress_refused")
+        .arg(fields::assign(fields::EVENT, Event::EgressRefused.name()))
         .output()
     else {
         return Vec::new();
@@ -78,10 +79,10 @@ fn last_refused(name: &AgentName) -> Vec<Refused> {
             Some(Refused {
                 destination: format!(
                     "{}:{}",
-                    crate::spec::one_line(e["HIVE_DEST_HOST"].as_str()?),
-                    e["HIVE_DEST_PORT"].as_str()?
+                    crate::spec::one_line(e[fields::DEST_HOST].as_str()?),
+                    e[fields::DEST_PORT].as_str()?
                 ),
-                reason: crate::spec::one_line(e["HIVE_REASON"].as_str().unwrap_or("")),
+                reason: crate::spec::one_line(e[fields::REASON].as_str().unwrap_or("")),
                 at_usec: e["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?,
             })
         })

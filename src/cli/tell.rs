@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::{BadInput, Target};
+use crate::journal::{fields, Event};
 use crate::spec::AgentName;
 
 #[derive(Debug, clap::Args)]
@@ -66,20 +67,29 @@ pub struct LastTurn {
 pub fn last_turn(name: &AgentName) -> Option<LastTurn> {
     let out = turn_entries(
         name,
-        "HIVE_TURN,HIVE_TURN_PHASE,HIVE_DATA,__REALTIME_TIMESTAMP,HIVE_COST_USD,HIVE_TOKENS_IN,HIVE_TOKENS_OUT",
+        &[
+            fields::TURN,
+            fields::TURN_PHASE,
+            fields::DATA,
+            "__REALTIME_TIMESTAMP",
+            fields::COST_USD,
+            fields::TOKENS_IN,
+            fields::TOKENS_OUT,
+        ]
+        .join(","),
         &["-n", "1"],
     )?;
     parse_entry(out.lines().last()?)
 }
 
-/// The daemon's `agent_turn` entries of `name` as JSON lines, with only `fields`;
+/// The daemon's `agent_turn` entries of `name` as JSON lines, with only `output_fields`;
 /// `None` when the journal cannot be read.
-fn turn_entries(name: &AgentName, fields: &str, extra: &[&str]) -> Option<String> {
+fn turn_entries(name: &AgentName, output_fields: &str, extra: &[&str]) -> Option<String> {
     let out = std::process::Command::new("journalctl")
-        .args(["-o", "json", "--no-pager", "--output-fields", fields])
+        .args(["-o", "json", "--no-pager", "--output-fields", output_fields])
         .args(extra)
-        .arg("HIVE_EVENT=agent_turn")
-        .arg(format!("HIVE_AGENT={name}"))
+        .arg(fields::assign(fields::EVENT, Event::AgentTurn.name()))
+        .arg(fields::assign(fields::AGENT, name))
         .arg("SYSLOG_IDENTIFIER=hive-c0re")
         .output()
         .ok()?;
@@ -90,18 +100,18 @@ fn turn_entries(name: &AgentName, fields: &str, extra: &[&str]) -> Option<String
 
 fn parse_entry(line: &str) -> Option<LastTurn> {
     let e: serde_json::Value = serde_json::from_str(line).ok()?;
-    let data: serde_json::Value = serde_json::from_str(e["HIVE_DATA"].as_str()?).ok()?;
+    let data: serde_json::Value = serde_json::from_str(e[fields::DATA].as_str()?).ok()?;
     Some(LastTurn {
-        turn: e["HIVE_TURN"].as_str()?.parse().ok()?,
-        phase: e["HIVE_TURN_PHASE"].as_str()?.to_owned(),
+        turn: e[fields::TURN].as_str()?.parse().ok()?,
+        phase: e[fields::TURN_PHASE].as_str()?.to_owned(),
         reason: crate::spec::one_line(data["reason"].as_str().unwrap_or("")),
         code: data["code"].as_i64(),
         secs: data["secs"].as_f64(),
         timed_out: data["timed_out"].as_bool().unwrap_or(false),
         at_usec: e["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?,
-        cost_usd: e["HIVE_COST_USD"].as_str().and_then(|c| c.parse().ok()),
-        tokens_in: e["HIVE_TOKENS_IN"].as_str().and_then(|c| c.parse().ok()),
-        tokens_out: e["HIVE_TOKENS_OUT"].as_str().and_then(|c| c.parse().ok()),
+        cost_usd: e[fields::COST_USD].as_str().and_then(|c| c.parse().ok()),
+        tokens_in: e[fields::TOKENS_IN].as_str().and_then(|c| c.parse().ok()),
+        tokens_out: e[fields::TOKENS_OUT].as_str().and_then(|c| c.parse().ok()),
     })
 }
 
@@ -117,7 +127,11 @@ pub struct SpentToday {
 pub fn spent_today(name: &AgentName) -> Option<SpentToday> {
     let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
     let since = format!("--since={day} 00:00:00 UTC");
-    let out = turn_entries(name, "HIVE_COST_USD", &[&since, "HIVE_TURN_PHASE=done"])?;
+    let out = turn_entries(
+        name,
+        fields::COST_USD,
+        &[&since, &fields::assign(fields::TURN_PHASE, "done")],
+    )?;
     sum_costs(&day, &out)
 }
 
@@ -131,7 +145,7 @@ fn sum_costs(day: &str, lines: &str) -> Option<SpentToday> {
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if let Some(c) = e["HIVE_COST_USD"]
+        if let Some(c) = e[fields::COST_USD]
             .as_str()
             .and_then(|c| c.parse::<f64>().ok())
         {

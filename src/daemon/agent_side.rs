@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::approvals::Approvals;
 use super::hive::AgentDoors;
 use super::Error;
+use crate::journal::fields;
 use crate::spec::AgentName;
 use crate::store::{Approval, Status};
 
@@ -216,10 +217,10 @@ impl super::Hive {
             Some(name),
             None,
             &[
-                ("HIVE_TOLD_BY", by.to_owned()),
-                ("HIVE_MESSAGE_TEXT", message.to_owned()),
+                (fields::TOLD_BY, by.to_owned()),
+                (fields::MESSAGE_TEXT, message.to_owned()),
                 (
-                    "HIVE_NEW_SESSION",
+                    fields::NEW_SESSION,
                     if new_session { "yes" } else { "no" }.into(),
                 ),
             ],

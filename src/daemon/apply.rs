@@ -10,6 +10,7 @@ use super::files::write_atomic;
 use super::tool_use::TOOL_USE;
 use super::{preflight, Error, Hive};
 use crate::failpoint;
+use crate::journal::fields;
 use crate::store::{Approval, Decision, Outcome as ApprovalOutcome};
 
 impl Hive {
@@ -119,7 +120,7 @@ impl Hive {
     /// unit runs stamped with the approval's id (the stamp only comes from that rebuild,
     /// which saved the spec first). Applying again would rebuild the agent a second time.
     async fn rebuilt_for(&self, a: &Approval) -> bool {
-        let stamp = format!("HIVE_APPROVAL_ID={}", a.id);
+        let stamp = fields::assign(fields::APPROVAL_ID, a.id);
         match self.sd.status(&a.agent.container_unit()).await {
             Ok(Some(st)) => st.is_up() && st.environment.contains(&stamp),
             Ok(None) => false,

@@ -13,7 +13,7 @@ use super::files::write_synced;
 use super::specs::load_spec;
 use super::tool_use::TOOL_USE;
 use super::Error;
-use crate::journal::{self, Event};
+use crate::journal::{self, fields, Event};
 use crate::paths::Roots;
 use crate::spec::request::{AgentRequest, MAX_PAYLOAD};
 use crate::spec::{AgentName, AgentSpec};
@@ -52,8 +52,8 @@ enum Slot {
 
 fn event(e: Event, a: &Approval, extra: &[(&str, String)], msg: &str) {
     let mut fields = vec![
-        ("HIVE_APPROVAL_ID", a.id.to_string()),
-        ("HIVE_APPROVAL_KIND", a.kind.clone()),
+        (fields::APPROVAL_ID, a.id.to_string()),
+        (fields::APPROVAL_KIND, a.kind.clone()),
     ];
     fields.extend(extra.iter().cloned());
     journal::emit(
@@ -143,7 +143,7 @@ impl Approvals {
             event(
                 Event::ApprovalFailed,
                 &a,
-                &[("HIVE_ERROR", ORPHAN_NOTE.into())],
+                &[(fields::ERROR, ORPHAN_NOTE.into())],
                 &format!("approval {} of agent {}: {ORPHAN_NOTE}", a.id, a.agent),
             );
             self.signal_changed(&a);
@@ -168,7 +168,7 @@ impl Approvals {
                     event(
                         Event::ApprovalFailed,
                         &a,
-                        &[("HIVE_ERROR", DESTROYED_NOTE.into())],
+                        &[(fields::ERROR, DESTROYED_NOTE.into())],
                         &format!("approval {} of agent {}: {DESTROYED_NOTE}", a.id, a.agent),
                     );
                     self.signal_changed(&a);
@@ -253,7 +253,7 @@ impl Approvals {
         event(
             e,
             &a,
-            &[("HIVE_DECIDED_BY", by.to_owned())],
+            &[(fields::DECIDED_BY, by.to_owned())],
             &format!("approval {id} of agent {}: {verb} by {by}", a.agent),
         );
         self.signal_changed(&a);
@@ -331,7 +331,7 @@ impl Approvals {
             Some(err) => event(
                 Event::ApprovalFailed,
                 &a,
-                &[("HIVE_ERROR", err.clone())],
+                &[(fields::ERROR, err.clone())],
                 &format!("approval {id} of agent {}: failed: {err}", a.agent),
             ),
         }
@@ -359,8 +359,8 @@ impl Approvals {
                     Some(agent),
                     Some(&agent.container_unit()),
                     &[
-                        ("HIVE_APPROVAL_KIND", shown_kind(kind)),
-                        ("HIVE_ERROR", why.clone()),
+                        (fields::APPROVAL_KIND, shown_kind(kind)),
+                        (fields::ERROR, why.clone()),
                     ],
                     &format!("request refused: {why}"),
                 );
@@ -399,7 +399,7 @@ impl Approvals {
         event(
             Event::ApprovalRequested,
             &a,
-            &[("HIVE_PAYLOAD", a.payload.clone())],
+            &[(fields::PAYLOAD, a.payload.clone())],
             &format!(
                 "approval {} requested by agent {agent}: {kind} {}",
                 a.id, a.payload
@@ -432,7 +432,7 @@ fn store_unavailable(why: &str) {
         Event::StoreUnavailable,
         None,
         None,
-        &[("HIVE_ERROR", why.to_owned())],
+        &[(fields::ERROR, why.to_owned())],
         &format!(
             "approvals store unavailable, agents and the lifecycle API go on without it: {why}"
         ),

@@ -14,6 +14,7 @@ use rustix::fs::{Mode as FileMode, OFlags};
 use super::units::{Mode, Outcome};
 use super::Hive;
 use crate::egress::allowlist::{render, ALLOW_FILE};
+use crate::journal::fields;
 use crate::plan::egress as plan;
 use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::Systemd;
@@ -100,8 +101,8 @@ impl Hive {
             Some(name),
             Some(&unit),
             &[
-                ("HIVE_APPROVAL_ID", approval.to_string()),
-                ("HIVE_OUTCOME", "in_place".into()),
+                (fields::APPROVAL_ID, approval.to_string()),
+                (fields::OUTCOME, "in_place".into()),
             ],
             &format!(
                 "agent {name}: approval {approval}: egress allowlist updated in place, container not restarted (InvocationID {})",

@@ -10,7 +10,7 @@ use super::files::{mark_stopped, remove_if_present, write_atomic};
 use super::units::{Created, Mode, Outcome};
 use super::{preflight, Error, Hive};
 use crate::failpoint;
-use crate::journal::{self, Event};
+use crate::journal::{self, fields, Event};
 use crate::plan;
 use crate::spec::{AgentName, AgentSpec, SpecFile};
 
@@ -99,8 +99,8 @@ impl Hive {
             Some(name),
             Some(&plan.unit),
             &[
-                ("HIVE_OUTCOME", outcome.as_str().into()),
-                ("HIVE_PLAN", plan.hash.clone()),
+                (fields::OUTCOME, outcome.as_str().into()),
+                (fields::PLAN, plan.hash.clone()),
             ],
             &format!("agent {name}: {} {}", outcome.as_str(), plan.unit),
         );
@@ -237,7 +237,7 @@ impl Hive {
         let mut fields = vec![];
         if let Some(id) = approval {
             plan::stamp_approval(&mut plan, id);
-            fields.push(("HIVE_APPROVAL_ID", id.to_string()));
+            fields.push((fields::APPROVAL_ID, id.to_string()));
         }
         journal::emit(
             Event::RebuildStarted,
@@ -251,8 +251,8 @@ impl Hive {
             .await
             .with_context(|| format!("agent {name}: rebuilding"))?;
         failpoint::hit("rebuild:container-up");
-        fields.push(("HIVE_OUTCOME", outcome.as_str().into()));
-        fields.push(("HIVE_PLAN", plan.hash.clone()));
+        fields.push((fields::OUTCOME, outcome.as_str().into()));
+        fields.push((fields::PLAN, plan.hash.clone()));
         journal::emit(
             Event::RebuildFinished,
             Some(name),
@@ -333,7 +333,7 @@ impl Hive {
             Event::AgentDestroyed,
             Some(name),
             Some(&unit),
-            &[("HIVE_PURGE", purge.to_string())],
+            &[(fields::PURGE, purge.to_string())],
             &format!(
                 "agent {name}: destroyed{}",
                 if purge { " and purged" } else { "" }

@@ -6,6 +6,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::{Error, Hive};
+use crate::journal::fields;
 use crate::plan::login::{login_unit, LoginRequest, LOGIN_UNIT};
 use crate::spec::AgentName;
 
@@ -75,7 +76,7 @@ impl Hive {
             crate::journal::Event::AgentLogin,
             Some(name),
             Some(LOGIN_UNIT),
-            &[("HIVE_LOGIN_ARGS", req.args.join(" "))],
+            &[(fields::LOGIN_ARGS, req.args.join(" "))],
             &format!(
                 "agent {name}: an admin runs `claude {}` in its container ({LOGIN_UNIT} on {tty})",
                 req.args.join(" ")

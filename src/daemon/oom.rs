@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::journal::{self, Event};
+use crate::journal::{self, fields, Event};
 use crate::spec::AgentName;
 
 /// How often the counters are read.
@@ -92,8 +92,8 @@ fn report(k: &NewKills) {
         Some(&name),
         Some(&k.unit),
         &[
-            ("HIVE_OOM_KILLS", k.total.to_string()),
-            ("HIVE_MEMORY_MAX", max.clone()),
+            (fields::OOM_KILLS, k.total.to_string()),
+            (fields::MEMORY_MAX, max.clone()),
         ],
         &format!(
             "agent {name}: the kernel killed {} process(es) in {} for memory (at its MemoryMax {max} bytes; {} since it started); the agent goes on",

@@ -10,7 +10,7 @@ use super::changes::Change as HiveChange;
 use super::preflight::{self, Check};
 use super::units::{Mode, Outcome};
 use super::{Error, Hive};
-use crate::journal::{self, Event};
+use crate::journal::{self, fields, Event};
 use crate::plan;
 use crate::reconcile::diff;
 use crate::reconcile::view::{AgentPlan, LiveView, UnitView};
@@ -113,8 +113,8 @@ impl Hive {
             None,
             None,
             &[
-                ("HIVE_TRIGGER", trigger.as_str().into()),
-                ("HIVE_PRUNE", prune.to_string()),
+                (fields::TRIGGER, trigger.as_str().into()),
+                (fields::PRUNE, prune.to_string()),
             ],
             &format!("reconcile started ({})", trigger.as_str()),
         );
@@ -138,14 +138,14 @@ impl Hive {
             None,
             None,
             &[
-                ("HIVE_TRIGGER", trigger.as_str().into()),
-                ("HIVE_CREATED", totals.created.to_string()),
-                ("HIVE_REBUILT", totals.rebuilt.to_string()),
-                ("HIVE_KEPT", totals.kept.to_string()),
-                ("HIVE_STOPPED", totals.stopped.to_string()),
-                ("HIVE_FAILED", totals.failed.to_string()),
-                ("HIVE_SUMMARY", summary.clone()),
-                ("HIVE_DURATION_MS", ms.to_string()),
+                (fields::TRIGGER, trigger.as_str().into()),
+                (fields::CREATED, totals.created.to_string()),
+                (fields::REBUILT, totals.rebuilt.to_string()),
+                (fields::KEPT, totals.kept.to_string()),
+                (fields::STOPPED, totals.stopped.to_string()),
+                (fields::FAILED, totals.failed.to_string()),
+                (fields::SUMMARY, summary.clone()),
+                (fields::DURATION_MS, ms.to_string()),
             ],
             &format!(
                 "reconcile finished ({}) in {ms} ms: {summary}",
@@ -232,9 +232,9 @@ impl Hive {
                     Some(&name),
                     Some(&unit),
                     &[
-                        ("HIVE_TRIGGER", trigger.as_str().into()),
-                        ("HIVE_ACTION", step.action.name().into()),
-                        ("HIVE_ERROR", e.clone()),
+                        (fields::TRIGGER, trigger.as_str().into()),
+                        (fields::ACTION, step.action.name().into()),
+                        (fields::ERROR, e.clone()),
                     ],
                     &format!(
                         "agent {name}: reconcile could not {} it: {e}",
@@ -257,8 +257,8 @@ impl Hive {
                 Some(name),
                 Some(&st.unit),
                 &[
-                    ("HIVE_INVOCATION_ID", st.invocation_id.clone()),
-                    ("HIVE_TRIGGER", Trigger::Startup.as_str().into()),
+                    (fields::INVOCATION_ID, st.invocation_id.clone()),
+                    (fields::TRIGGER, Trigger::Startup.as_str().into()),
                 ],
                 &format!(
                     "agent {name}: found {} {}/{}, adopted",
@@ -289,13 +289,13 @@ impl Hive {
         self.prepare_dirs(&spec)?;
         let plan = self.container_plan(&spec);
         let unit = plan.unit.clone();
-        let trig = ("HIVE_TRIGGER", trigger.as_str().to_string());
+        let trig = (fields::TRIGGER, trigger.as_str().to_string());
         if let Action::Rebuild { live_plan } = action {
             journal::emit(
                 Event::RebuildStarted,
                 Some(name),
                 Some(&unit),
-                &[trig.clone(), ("HIVE_LIVE_PLAN", live_plan.clone())],
+                &[trig.clone(), (fields::LIVE_PLAN, live_plan.clone())],
                 &format!(
                     "agent {name}: rebuilding {unit}: its plan drifted from {live_plan} to {}",
                     plan.hash
@@ -305,8 +305,8 @@ impl Hive {
         let outcome = self.bring_up(&spec, &plan, Mode::Create, None).await?;
         let fields = [
             trig,
-            ("HIVE_OUTCOME", outcome.as_str().into()),
-            ("HIVE_PLAN", plan.hash.clone()),
+            (fields::OUTCOME, outcome.as_str().into()),
+            (fields::PLAN, plan.hash.clone()),
         ];
         let (event, verb) = match action {
             Action::Rebuild { .. } => (Event::RebuildFinished, "rebuilt"),
@@ -336,8 +336,8 @@ impl Hive {
             Some(name),
             Some(&unit),
             &[
-                ("HIVE_TRIGGER", trigger.as_str().into()),
-                ("HIVE_REASON", "pruned: no spec".into()),
+                (fields::TRIGGER, trigger.as_str().into()),
+                (fields::REASON, "pruned: no spec".into()),
             ],
             &format!("agent {name}: stopped {unit}: it has no spec (pruned)"),
         );

@@ -15,7 +15,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 
 use super::crash::{CrashTracker, Verdict};
 use super::Hive;
-use crate::journal::{self, Event};
+use crate::journal::{self, fields, Event};
 use crate::plan::HARNESS_UNIT;
 use crate::spans::Summed;
 use crate::spec::AgentName;
@@ -60,11 +60,11 @@ fn changed_unit(msg: &zbus::Message) -> Option<String> {
 
 fn crash_fields(st: &UnitStatus) -> Vec<(&'static str, String)> {
     vec![
-        ("HIVE_RESULT", st.result.clone()),
-        ("HIVE_EXEC_MAIN_CODE", st.exec_main_code_name().to_owned()),
-        ("HIVE_EXEC_MAIN_STATUS", st.exec_main_status.to_string()),
-        ("HIVE_N_RESTARTS", st.n_restarts.to_string()),
-        ("HIVE_INVOCATION_ID", st.invocation_id.clone()),
+        (fields::RESULT, st.result.clone()),
+        (fields::EXEC_MAIN_CODE, st.exec_main_code_name().to_owned()),
+        (fields::EXEC_MAIN_STATUS, st.exec_main_status.to_string()),
+        (fields::N_RESTARTS, st.n_restarts.to_string()),
+        (fields::INVOCATION_ID, st.invocation_id.clone()),
     ]
 }
 

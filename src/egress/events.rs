@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::journal::{emit, Event};
+use crate::journal::{emit, fields, Event};
 use crate::spec::AgentName;
 
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -65,15 +65,15 @@ impl Events {
             w.written += 1;
         }
         let mut fields = vec![
-            ("HIVE_DEST_HOST", crate::spec::one_line(o.host)),
-            ("HIVE_DEST_PORT", o.port.to_string()),
-            ("HIVE_DURATION_MS", o.duration.as_millis().to_string()),
+            (fields::DEST_HOST, crate::spec::one_line(o.host)),
+            (fields::DEST_PORT, o.port.to_string()),
+            (fields::DURATION_MS, o.duration.as_millis().to_string()),
         ];
         let agent = &self.agent;
         match o.result {
             Ok((out, inn)) => {
-                fields.push(("HIVE_BYTES_OUT", out.to_string()));
-                fields.push(("HIVE_BYTES_IN", inn.to_string()));
+                fields.push((fields::BYTES_OUT, out.to_string()));
+                fields.push((fields::BYTES_IN, inn.to_string()));
                 emit(
                     Event::EgressAllowed,
                     Some(agent),
@@ -88,7 +88,7 @@ impl Events {
                 );
             }
             Err(reason) => {
-                fields.push(("HIVE_REASON", reason.to_owned()));
+                fields.push((fields::REASON, reason.to_owned()));
                 emit(
                     Event::EgressRefused,
                     Some(agent),
@@ -123,8 +123,8 @@ impl Events {
             Some(agent),
             Some(&self.unit),
             &[
-                ("HIVE_ALLOWED", w.allowed.to_string()),
-                ("HIVE_REFUSED", w.refused.to_string()),
+                (fields::ALLOWED, w.allowed.to_string()),
+                (fields::REFUSED, w.refused.to_string()),
             ],
             &format!(
                 "agent {agent}: {} allowed and {} refused egress connections not journaled one by one (more than {BURST} in {}s)",

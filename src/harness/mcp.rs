@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Client;
+use crate::journal::fields;
 use crate::socket::protocol::{self, Reply, Request};
 
 /// Largest `arguments` of one call, as JSON: what fits one socket line with room for the
@@ -329,7 +330,7 @@ impl HiveTools {
             Ok(other) => return deny(format!("unexpected answer from hive-c0re: {other:?}")),
             Err(e) => return deny(format!("not put to an admin: {}", e.message)),
         };
-        let timeout = std::env::var("HIVE_PERMISSION_TIMEOUT")
+        let timeout = std::env::var(fields::ENV_PERMISSION_TIMEOUT)
             .ok()
             .and_then(|t| t.parse().ok())
             .unwrap_or(DEFAULT_PERMISSION_TIMEOUT);

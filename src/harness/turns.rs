@@ -5,6 +5,7 @@
 //! A turn that outlives its timeout is killed (its whole process group) and recorded as
 //! timed out; the loop goes on. See docs/agent-side.md.
 
+use crate::journal::fields;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -121,9 +122,9 @@ impl TurnInput {
     /// The environment the turn adds.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("HIVE_TURN", self.turn.to_string()),
-            ("HIVE_WAKE_REASON", self.reasons()),
-            ("HIVE_WAKE_MESSAGE", self.message()),
+            (fields::TURN, self.turn.to_string()),
+            (fields::ENV_WAKE_REASON, self.reasons()),
+            (fields::ENV_WAKE_MESSAGE, self.message()),
         ]
     }
 }
@@ -206,7 +207,7 @@ pub fn spawn_claude(
     // Read by the hive's MCP server that claude starts: how long a permission question
     // waits for an admin.
     cmd.env(
-        "HIVE_PERMISSION_TIMEOUT",
+        fields::ENV_PERMISSION_TIMEOUT,
         c.opts.permission_timeout.to_string(),
     );
     if let Some(key) = c.api_key() {

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Host, Prop, UnitPlan};
+use crate::journal::fields;
 use crate::paths::Roots;
 use crate::spec::AgentName;
 
@@ -73,7 +74,7 @@ pub fn mount_unit(roots: &Roots, name: &AgentName) -> UnitPlan {
         // So `journalctl HIVE_AGENT=<name>` shows its mount and unmount too.
         (
             "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+            Prop::Bytes(vec![fields::assign(fields::AGENT, name).into_bytes()]),
         ),
     ];
     let hash = super::hash_properties(&properties, None);
@@ -131,7 +132,7 @@ pub fn container_properties(host: &Host, name: &AgentName) -> Vec<(String, Prop)
 /// docs/persistence.md).
 pub fn container_env(host: &Host, disk_max: u64) -> Option<String> {
     host.disk_images
-        .then(|| format!("HIVE_DISK_MAX={disk_max}"))
+        .then(|| fields::assign(fields::ENV_DISK_MAX, disk_max))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{literal_args, stamp, ExecCommand, Host, Prop, UnitPlan, HARNESS_IN_CONTAINER, SLICE};
+use crate::journal::fields;
 use crate::paths::Roots;
 use crate::spec::egress::Dest;
 use crate::spec::{AgentName, AgentSpec, Network};
@@ -127,7 +128,7 @@ pub fn proxy_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         ("RestartUSec".into(), Prop::U64(200_000)),
         (
             "Environment".into(),
-            Prop::Strv(vec![format!("HIVE_AGENT={name}")]),
+            Prop::Strv(vec![fields::assign(fields::AGENT, name)]),
         ),
         (
             "ExecStart".into(),
@@ -139,7 +140,7 @@ pub fn proxy_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         ),
         (
             "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+            Prop::Bytes(vec![fields::assign(fields::AGENT, name).into_bytes()]),
         ),
         // A user of its own: one agent's proxy can neither see another's traffic nor
         // touch the host's files.
@@ -268,7 +269,7 @@ pub fn forward_unit(spec: &AgentSpec) -> UnitPlan {
         ("RestartUSec".into(), Prop::U64(200_000)),
         (
             "Environment".into(),
-            Prop::Strv(vec![format!("HIVE_AGENT={name}")]),
+            Prop::Strv(vec![fields::assign(fields::AGENT, name)]),
         ),
         (
             "ExecStart".into(),

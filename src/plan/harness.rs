@@ -2,6 +2,7 @@
 //! container over the container's own bus.
 
 use super::{agent_path, literal_args, stamp, ExecCommand, Host, Prop, UnitPlan};
+use crate::journal::fields;
 use crate::paths::SOCKET_IN_CONTAINER;
 use crate::spec::AgentSpec;
 
@@ -64,8 +65,8 @@ pub fn agent_env(spec: &AgentSpec, host: &Host) -> Vec<String> {
     // "service PATH != host PATH"), whatever the container's defaults are.
     let mut env = vec![
         format!("PATH={}", agent_path(spec, host)),
-        format!("HIVE_AGENT={}", spec.name),
-        format!("HIVE_SOCKET={SOCKET_IN_CONTAINER}"),
+        fields::assign(fields::AGENT, &spec.name),
+        fields::assign(fields::ENV_SOCKET, SOCKET_IN_CONTAINER),
     ];
     if super::egress::has_egress(spec) {
         // Before the spec's own env, so an admin's explicit value wins.
@@ -81,7 +82,7 @@ pub(super) fn runs_harness(agent: &str, argv: Vec<String>) -> [(String, Prop); 2
     [
         (
             "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={agent}").into_bytes()]),
+            Prop::Bytes(vec![fields::assign(fields::AGENT, agent).into_bytes()]),
         ),
         (
             "ExecStart".into(),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::journal::fields;
 use crate::paths::Roots;
 use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
@@ -291,7 +292,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         (
             "Environment".into(),
             Prop::Strv(
-                [path_env, format!("HIVE_AGENT={name}")]
+                [path_env, fields::assign(fields::AGENT, name)]
                     .into_iter()
                     .chain(disk::container_env(host, agent_bounds.disk_max))
                     .collect(),
@@ -313,7 +314,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         // So `journalctl HIVE_AGENT=<name>` shows the container unit's own lines too.
         (
             "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+            Prop::Bytes(vec![fields::assign(fields::AGENT, name).into_bytes()]),
         ),
     ];
     if spec.system.is_some() {
@@ -350,7 +351,7 @@ fn stamp(
 ) -> UnitPlan {
     let hash = hash_properties(&properties, carries);
     if let Some((_, Prop::Strv(env))) = properties.iter_mut().find(|(k, _)| k == "Environment") {
-        env.push(format!("HIVE_PLAN={hash}"));
+        env.push(fields::assign(fields::PLAN, &hash));
     }
     UnitPlan {
         unit,
@@ -377,9 +378,9 @@ pub fn stamp_approval(plan: &mut UnitPlan, id: i64) {
     for (key, value) in plan.properties.iter_mut() {
         match (key.as_str(), value) {
             ("LogExtraFields", Prop::Bytes(fields)) => {
-                fields.push(format!("HIVE_APPROVAL_ID={id}").into_bytes())
+                fields.push(fields::assign(fields::APPROVAL_ID, id).into_bytes())
             }
-            ("Environment", Prop::Strv(env)) => env.push(format!("HIVE_APPROVAL_ID={id}")),
+            ("Environment", Prop::Strv(env)) => env.push(fields::assign(fields::APPROVAL_ID, id)),
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{literal_args, stamp, ExecCommand, Host, Prop, UnitPlan, SLICE};
+use crate::journal::fields;
 use crate::spec::{AgentName, AgentSpec};
 
 /// `CLONE_NEWNET`: the one namespace type the forwarder may enter (`RestrictNamespaces=`).
@@ -64,7 +65,7 @@ pub fn ports_unit(spec: &AgentSpec, host: &Host) -> Option<UnitPlan> {
         ("RestartUSec".into(), Prop::U64(500_000)),
         (
             "Environment".into(),
-            Prop::Strv(vec![format!("HIVE_AGENT={name}")]),
+            Prop::Strv(vec![fields::assign(fields::AGENT, name)]),
         ),
         (
             "ExecStart".into(),
@@ -76,7 +77,7 @@ pub fn ports_unit(spec: &AgentSpec, host: &Host) -> Option<UnitPlan> {
         ),
         (
             "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+            Prop::Bytes(vec![fields::assign(fields::AGENT, name).into_bytes()]),
         ),
         // Root, to enter the agent's network namespace; nothing else of root's.
         ("CapabilityBoundingSet".into(), Prop::U64(CAP_SYS_ADMIN)),

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{bind_arg, literal_args, stamp, ExecCommand, Prop, UnitPlan};
+use crate::journal::fields;
 use crate::paths::Roots;
 use crate::spec::{AgentName, AgentSpec, SYSTEM_IN_CONTAINER};
 
@@ -95,7 +96,7 @@ pub fn switch_unit(spec: &AgentSpec, system: &Path, timeout_usec: u64) -> UnitPl
         ("CollectMode".into(), Prop::Str("inactive-or-failed".into())),
         (
             "LogExtraFields".into(),
-            Prop::Bytes(vec![format!("HIVE_AGENT={name}").into_bytes()]),
+            Prop::Bytes(vec![fields::assign(fields::AGENT, name).into_bytes()]),
         ),
         (
             "ExecStart".into(),

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use zbus::zvariant::{OwnedValue, Value};
 
+use crate::journal::fields;
 use crate::plan::{ExecCommand, Prop};
 
 /// One property that differs. `None` on a side: not set there.
@@ -28,7 +29,7 @@ const EXTENDED: [&str; 1] = ["RequiresMountsFor"];
 /// Entries hyperhive adds for one build only, never planned: they say who asked for the
 /// build (an approval), not what runs.
 fn per_build(entry: &str) -> bool {
-    entry.starts_with("HIVE_APPROVAL_ID=")
+    fields::value_of(entry, fields::APPROVAL_ID).is_some()
 }
 
 /// `live` holds the unit's properties (Unit and Service interfaces merged);

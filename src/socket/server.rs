@@ -17,7 +17,7 @@ use super::protocol::{self, Push, Reply, Request, MAX_LINE};
 use super::push::Pushes;
 use super::throttle::{self, Throttle};
 use super::SOCKET_NAME;
-use crate::journal::{self, Event};
+use crate::journal::{self, fields, Event};
 use crate::spec::AgentName;
 
 /// Connections one agent may hold at once; more are refused, so a flood from one agent
@@ -287,7 +287,7 @@ async fn serve(
                         Event::AgentOverBudget,
                         Some(agent),
                         None,
-                        &[("HIVE_DATA", data.clone())],
+                        &[(fields::DATA, data.clone())],
                         &format!(
                             "agent {agent}: spent ${:.4} of its ${:.4} daily budget; its wakes wait for the next day (UTC) or a raised budget",
                             usd("spent_usd"),
@@ -300,7 +300,7 @@ async fn serve(
                         Event::AgentEvent,
                         Some(agent),
                         None,
-                        &[("HIVE_AGENT_EVENT", name.clone()), ("HIVE_DATA", data)],
+                        &[(fields::AGENT_EVENT, name.clone()), (fields::DATA, data)],
                         &format!("agent {agent}: {name}"),
                     );
                     Reply::Ok
@@ -395,7 +395,7 @@ async fn slow_down(agent: &AgentName, throttle: &Throttle, kind: throttle::Kind)
             Some(agent),
             None,
             &[(
-                "HIVE_LIMIT",
+                fields::LIMIT,
                 format!("{} {what}/s, bursts of {}", rate.per_sec, rate.burst),
             )],
             &format!(

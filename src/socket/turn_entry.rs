@@ -3,6 +3,7 @@
 //! last one. Only numbers and fixed words from the agent's data reach the message; the
 //! rest stays in `HIVE_DATA`, as for any event.
 
+use crate::journal::fields;
 use crate::spec::AgentName;
 
 pub struct Turn {
@@ -62,18 +63,18 @@ pub fn of(name: &str, data: &str) -> Option<Turn> {
 impl Turn {
     pub fn fields(&self, name: &str, data: String) -> Vec<(&'static str, String)> {
         let mut f = vec![
-            ("HIVE_AGENT_EVENT", name.to_owned()),
-            ("HIVE_TURN", self.turn.to_string()),
-            ("HIVE_TURN_PHASE", self.phase.to_owned()),
-            ("HIVE_DATA", data),
+            (fields::AGENT_EVENT, name.to_owned()),
+            (fields::TURN, self.turn.to_string()),
+            (fields::TURN_PHASE, self.phase.to_owned()),
+            (fields::DATA, data),
         ];
         if let Some(u) = &self.usage {
-            f.push(("HIVE_COST_USD", format!("{:.6}", u.cost_usd)));
-            f.push(("HIVE_TOKENS_IN", u.tokens_in.to_string()));
-            f.push(("HIVE_TOKENS_OUT", u.tokens_out.to_string()));
-            f.push(("HIVE_MODEL_TURNS", u.model_turns.to_string()));
+            f.push((fields::COST_USD, format!("{:.6}", u.cost_usd)));
+            f.push((fields::TOKENS_IN, u.tokens_in.to_string()));
+            f.push((fields::TOKENS_OUT, u.tokens_out.to_string()));
+            f.push((fields::MODEL_TURNS, u.model_turns.to_string()));
             if let Some(id) = &u.session_id {
-                f.push(("HIVE_SESSION_ID", id.clone()));
+                f.push((fields::SESSION_ID, id.clone()));
             }
         }
         f

@@ -511,7 +511,7 @@ fn check_env(key: &str, value: &str) -> Result<(), SpecError> {
     if key == "PATH" {
         return Err(SpecError::EnvPath);
     }
-    if key.starts_with("HIVE_") {
+    if key.starts_with(crate::journal::fields::PREFIX) {
         return Err(SpecError::EnvReserved(key.to_owned()));
     }
     if value.chars().any(|c| c.is_control()) {

@@ -1,5 +1,6 @@
 //! A unit's state as an admin reads it from `systemctl show`.
 
+use crate::journal::fields;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -86,7 +87,7 @@ impl UnitStatus {
     pub fn plan_hash(&self) -> Option<&str> {
         self.environment
             .iter()
-            .find_map(|e| e.strip_prefix("HIVE_PLAN="))
+            .find_map(|e| fields::value_of(e, fields::PLAN))
     }
 
     pub fn exec_main_code_name(&self) -> &'static str {

@@ -5,6 +5,8 @@
 //! Events are ordinary `log` records whose key-values become journal fields, so
 //! `journalctl HIVE_AGENT=alice` and `journalctl HIVE_EVENT=agent_created` work as is.
 
+pub mod fields;
+
 use log::kv::{ToValue, Value};
 use log::{Level, Record};
 
@@ -201,13 +203,13 @@ pub fn emit(
 ) {
     let mut kvs: Vec<(&str, Value<'_>)> = vec![
         ("MESSAGE_ID", event.message_id().to_value()),
-        ("HIVE_EVENT", event.name().to_value()),
+        (fields::EVENT, event.name().to_value()),
     ];
     if let Some(a) = agent {
-        kvs.push(("HIVE_AGENT", a.as_str().to_value()));
+        kvs.push((fields::AGENT, a.as_str().to_value()));
     }
     if let Some(u) = unit {
-        kvs.push(("HIVE_UNIT", u.to_value()));
+        kvs.push((fields::UNIT, u.to_value()));
     }
     for (k, v) in extra {
         kvs.push((k, v.as_str().to_value()));
@@ -246,7 +248,7 @@ mod tests {
 
     #[test]
     fn the_catalog_explains_every_event_once() {
-        let catalog = include_str!("../units/catalog/hyperhive.catalog");
+        let catalog = include_str!("../../units/catalog/hyperhive.catalog");
         let entries: Vec<&str> = catalog
             .lines()
             .filter_map(|l| l.strip_prefix("-- "))
