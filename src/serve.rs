@@ -66,8 +66,8 @@ fn push_of(notice: &Notice) -> Push {
             note,
         } => Push::ApprovalDecided {
             id,
-            kind,
-            status,
+            kind: kind.as_str().to_owned(),
+            status: status.as_str().to_owned(),
             note,
         },
         Notice::RestartPending { id, grace } => Push::RestartPending {

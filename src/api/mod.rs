@@ -78,7 +78,7 @@ impl From<&crate::store::Approval> for ApprovalRecord {
         Self {
             id: a.id,
             agent: a.agent.to_string(),
-            kind: a.kind.clone(),
+            kind: a.kind.as_str().to_owned(),
             payload: a.payload.clone(),
             status: a.status.as_str().to_owned(),
             note: a.note.clone().unwrap_or_default(),

@@ -81,7 +81,7 @@ mod tests {
         Approval {
             id: 7,
             agent: AgentName::parse("alice").unwrap(),
-            kind: "spec_change".into(),
+            kind: crate::store::ApprovalKind::SpecChange,
             payload: payload.into(),
             status: Status::Pending,
             note: None,

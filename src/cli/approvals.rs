@@ -9,7 +9,7 @@ use super::daemon_call::again;
 use super::render::{format_usec, table};
 use super::Target;
 use crate::api::{ApprovalRecord, ApprovalShown};
-use crate::store::IN_PLACE_NOTE;
+use crate::store::{ApprovalKind, IN_PLACE_NOTE};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -247,7 +247,7 @@ pub fn render_view(v: &ApprovalShown) -> String {
         out.push_str(&format!("  would be refused now: {refused}\n"));
         return out;
     }
-    if a.kind == "tool_use" {
+    if ApprovalKind::parse(&a.kind) == Some(ApprovalKind::ToolUse) {
         out.push_str(&render_tool_use(&a.payload));
         return out;
     }

@@ -14,7 +14,7 @@ use super::hive::AgentDoors;
 use super::Error;
 use crate::journal::fields;
 use crate::spec::AgentName;
-use crate::store::{Approval, Status};
+use crate::store::{Approval, ApprovalKind, Status};
 
 /// Approvals listed by `my_approvals` and replayed on `subscribe`, newest: enough for an
 /// agent to follow its own requests (it may have 32 pending), bounded whatever its history.
@@ -27,9 +27,9 @@ pub enum Notice {
     /// An admin decided on one of the agent's approvals, or applying it ended.
     Decided {
         id: i64,
-        kind: String,
-        /// approved, denied, applied or failed.
-        status: String,
+        kind: ApprovalKind,
+        /// Approved, denied, applied or failed.
+        status: Status,
         note: String,
     },
     /// An approved change is about to restart the agent's container.
@@ -71,7 +71,7 @@ fn grace_from(raw: Option<&str>) -> Duration {
 fn view(a: &Approval) -> Value {
     json!({
         "id": a.id,
-        "kind": a.kind,
+        "kind": a.kind.as_str(),
         "status": a.status.as_str(),
         "payload": serde_json::from_str::<Value>(&a.payload).unwrap_or(Value::Null),
         "note": a.note.clone().unwrap_or_default(),
@@ -85,8 +85,8 @@ fn view(a: &Approval) -> Value {
 fn decided(a: &Approval) -> Option<Notice> {
     (a.status != Status::Pending).then(|| Notice::Decided {
         id: a.id,
-        kind: a.kind.clone(),
-        status: a.status.as_str().to_owned(),
+        kind: a.kind,
+        status: a.status,
         note: a.note.clone().unwrap_or_default(),
     })
 }

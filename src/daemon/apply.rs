@@ -7,11 +7,10 @@ use anyhow::{Context, Result};
 use super::approvals::requested_spec;
 use super::changes::Change;
 use super::files::write_atomic;
-use super::tool_use::TOOL_USE;
 use super::{preflight, Error, Hive};
 use crate::failpoint;
 use crate::journal::fields;
-use crate::store::{Approval, Decision, Outcome as ApprovalOutcome};
+use crate::store::{Approval, ApprovalKind, Decision, Outcome as ApprovalOutcome};
 
 impl Hive {
     /// An admin approves: record the decision, then apply the change by writing the new
@@ -19,7 +18,7 @@ impl Hive {
     pub async fn approve(&self, id: i64, by: &str, note: Option<&str>) -> Result<Approval, Error> {
         let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
         super::agent_side::tell_decided(self.doors.as_ref(), &decided);
-        if decided.kind == TOOL_USE {
+        if decided.kind == ApprovalKind::ToolUse {
             // Nothing to apply on the host: the agent's claude runs the call it asked for.
             let finished = self.approvals.finish(id, ApprovalOutcome::Applied)?;
             super::agent_side::tell_decided(self.doors.as_ref(), &finished);
@@ -97,7 +96,7 @@ impl Hive {
             .iter()
             .filter(|a| a.status == crate::store::Status::Approved)
         {
-            let outcome = if a.kind == TOOL_USE {
+            let outcome = if a.kind == ApprovalKind::ToolUse {
                 ApprovalOutcome::Applied
             } else if self.rebuilt_for(a).await {
                 log::warn!("approval {} of agent {}: applied but not recorded when hive-c0re stopped; recording it", a.id, a.agent);

@@ -37,7 +37,7 @@ impl Hive {
     /// of a plan.
     pub async fn show_approval(&self, id: i64) -> Result<ApprovalView, Error> {
         let a = self.approvals.get(id)?;
-        if a.kind == super::tool_use::TOOL_USE {
+        if a.kind == crate::store::ApprovalKind::ToolUse {
             return Ok(ApprovalView {
                 approval: a,
                 outlook: Ok(Outlook {

@@ -11,18 +11,15 @@ use serde_json::Value;
 use super::changes::{Change, Changes};
 use super::files::write_synced;
 use super::specs::load_spec;
-use super::tool_use::TOOL_USE;
 use super::Error;
 use crate::journal::{self, fields, Event};
 use crate::paths::Roots;
 use crate::spec::request::{AgentRequest, MAX_PAYLOAD};
 use crate::spec::{AgentName, AgentSpec};
 use crate::store::{
-    Approval, DecideError, Decision, FinishError, ListFilter, Outcome, Status, Store, ORPHAN_NOTE,
+    Approval, ApprovalKind, DecideError, Decision, FinishError, ListFilter, Outcome, Status, Store,
+    ORPHAN_NOTE,
 };
-
-/// The kinds of request an agent may make.
-pub const SPEC_CHANGE: &str = "spec_change";
 
 /// Pending approvals one agent may have at once. An agent asks for a change and waits for
 /// an admin; a handful is normal, 32 is more than an admin would read through, and with
@@ -53,7 +50,7 @@ enum Slot {
 fn event(e: Event, a: &Approval, extra: &[(&str, String)], msg: &str) {
     let mut fields = vec![
         (fields::APPROVAL_ID, a.id.to_string()),
-        (fields::APPROVAL_KIND, a.kind.clone()),
+        (fields::APPROVAL_KIND, a.kind.as_str().to_owned()),
     ];
     fields.extend(extra.iter().cloned());
     journal::emit(
@@ -370,12 +367,14 @@ impl Approvals {
     }
 
     fn request_inner(&self, agent: &AgentName, kind: &str, payload: &Value) -> Result<i64> {
-        if kind != SPEC_CHANGE && kind != TOOL_USE {
+        let Some(kind) = ApprovalKind::parse(kind) else {
             anyhow::bail!(
-                "unknown request kind {} (known: {SPEC_CHANGE}, {TOOL_USE})",
-                shown_kind(kind)
+                "unknown request kind {} (known: {}, {})",
+                shown_kind(kind),
+                ApprovalKind::SpecChange,
+                ApprovalKind::ToolUse
             );
-        }
+        };
         let text = payload.to_string();
         if text.len() > MAX_PAYLOAD {
             anyhow::bail!(
@@ -385,11 +384,11 @@ impl Approvals {
         }
         // Refuse what an agent may not ask for, or what could never be applied now, rather
         // than leave it for an admin.
-        if kind == TOOL_USE {
-            super::tool_use::check(&self.roots, agent, payload).map_err(anyhow::Error::msg)?;
-        } else {
-            spec_change(&self.roots, agent, payload).map_err(anyhow::Error::msg)?;
+        match kind {
+            ApprovalKind::ToolUse => super::tool_use::check(&self.roots, agent, payload),
+            ApprovalKind::SpecChange => spec_change(&self.roots, agent, payload).map(|_| ()),
         }
+        .map_err(anyhow::Error::msg)?;
         let (a, new) = self
             .with_store(|s| s.request_bounded(agent, kind, &text, MAX_PENDING))
             .with_context(|| format!("agent {agent}: recording the request"))?;
@@ -449,8 +448,8 @@ fn new_spec(roots: &Roots, a: &Approval) -> Option<String> {
 /// request was when the agent made it (the allowlist, the limits, the bind sources on the
 /// host as they are now). Applying uses this, so a request that no longer passes fails.
 pub fn requested_spec(roots: &Roots, a: &Approval) -> Result<(AgentSpec, AgentSpec), String> {
-    if a.kind != SPEC_CHANGE {
-        return Err(format!("unknown request kind {}", shown_kind(&a.kind)));
+    if a.kind != ApprovalKind::SpecChange {
+        return Err(format!("unknown request kind {}", a.kind));
     }
     let payload: Value =
         serde_json::from_str(&a.payload).map_err(|e| format!("reading the request: {e}"))?;

@@ -18,6 +18,7 @@ use super::{Error, Hive};
 use crate::paths::Roots;
 use crate::spec::claude::{Permission, DEFAULT_PERMISSION_TIMEOUT};
 use crate::spec::AgentName;
+use crate::store::ApprovalKind;
 
 /// How often pending `tool_use` approvals are looked at for expiry.
 const EXPIRY_EVERY: Duration = Duration::from_secs(10);
@@ -63,7 +64,7 @@ impl Hive {
                 return;
             }
         };
-        for a in pending.iter().filter(|a| a.kind == TOOL_USE) {
+        for a in pending.iter().filter(|a| a.kind == ApprovalKind::ToolUse) {
             // An agent whose spec is gone or changed: the default bound.
             let timeout = load_spec(&self.host.roots, &a.agent)
                 .ok()
@@ -88,8 +89,6 @@ impl Hive {
         }
     }
 }
-
-pub const TOOL_USE: &str = "tool_use";
 
 /// The longest tool name claude may name.
 const MAX_TOOL_NAME: usize = 200;

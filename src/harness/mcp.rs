@@ -45,7 +45,7 @@ struct RequestApprovalArgs {
 }
 
 fn spec_change() -> String {
-    crate::daemon::approvals::SPEC_CHANGE.to_owned()
+    crate::store::ApprovalKind::SpecChange.as_str().to_owned()
 }
 
 /// What claude sends its `--permission-prompt-tool` (it may add fields: not denied).
@@ -321,7 +321,7 @@ impl HiveTools {
         let payload = json!({ "tool": a.tool_name, "input": a.input });
         let id = match self
             .ask(Request::RequestApproval {
-                kind: crate::daemon::tool_use::TOOL_USE.into(),
+                kind: crate::store::ApprovalKind::ToolUse.as_str().into(),
                 payload,
             })
             .await

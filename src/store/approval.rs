@@ -5,6 +5,43 @@ use serde::Serialize;
 
 use crate::spec::AgentName;
 
+/// What an approval asks for (docs/approvals.md). An agent names it on the wire; the
+/// daemon parses it at the door, so only these reach the store.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ApprovalKind {
+    /// A change to the agent's own spec, applied by a rebuild.
+    SpecChange,
+    /// Claude Code asks whether to run a tool; the answer is the decision.
+    ToolUse,
+}
+
+impl ApprovalKind {
+    pub const ALL: [ApprovalKind; 2] = [ApprovalKind::SpecChange, ApprovalKind::ToolUse];
+
+    /// The text in the `kind` column and on every wire; it never changes once released.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The inverse of [`ApprovalKind::as_str`].
+    pub fn parse(raw: &str) -> Option<ApprovalKind> {
+        raw.parse().ok()
+    }
+}
+
 /// Where an approval is in its life (docs/approvals.md):
 ///
 /// ```text
@@ -202,8 +239,8 @@ pub struct Approval {
     /// 12` can never hit a different request than the one they read.
     pub id: i64,
     pub agent: AgentName,
-    /// What is asked for, e.g. `spec_change`.
-    pub kind: String,
+    /// What is asked for.
+    pub kind: ApprovalKind,
     /// JSON text as the requester gave it; the store checked it parses.
     pub payload: String,
     pub status: Status,

@@ -24,8 +24,8 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, TransactionBehavior};
 
 pub use approval::{
-    Approval, DecideError, Decision, FinishError, IllegalTransition, ListFilter, Outcome, Status,
-    Transition, IN_PLACE_NOTE,
+    Approval, ApprovalKind, DecideError, Decision, FinishError, IllegalTransition, ListFilter,
+    Outcome, Status, Transition, IN_PLACE_NOTE,
 };
 
 use crate::spec::AgentName;
@@ -61,7 +61,12 @@ enum Refused {
 impl Store {
     /// Records a new pending approval. `payload` must be JSON: it is stored as given, and
     /// `--json` readers rely on being able to parse it.
-    pub fn request(&mut self, agent: &AgentName, kind: &str, payload: &str) -> Result<Approval> {
+    pub fn request(
+        &mut self,
+        agent: &AgentName,
+        kind: ApprovalKind,
+        payload: &str,
+    ) -> Result<Approval> {
         serde_json::from_str::<serde::de::IgnoredAny>(payload)
             .with_context(|| format!("payload of a {kind} request from {agent} is not JSON"))?;
         self.writable()?;
@@ -77,7 +82,7 @@ impl Store {
                 st.query_row(
                     params![
                         agent.as_str(),
-                        kind,
+                        kind.as_str(),
                         payload,
                         Status::Pending.as_str(),
                         now_micros()
@@ -100,7 +105,7 @@ impl Store {
     pub fn request_bounded(
         &mut self,
         agent: &AgentName,
-        kind: &str,
+        kind: ApprovalKind,
         payload: &str,
         max_pending: usize,
     ) -> Result<(Approval, bool)> {
@@ -121,8 +126,11 @@ impl Store {
                  AND agent = ?1 AND kind = ?2 AND payload = ?3 ORDER BY id LIMIT 1"
             ))
             .and_then(|mut st| {
-                st.query_row(params![agent.as_str(), kind, payload], approval_from_row)
-                    .optional()
+                st.query_row(
+                    params![agent.as_str(), kind.as_str(), payload],
+                    approval_from_row,
+                )
+                .optional()
             })
             .with_context(|| format!("looking up {agent}'s pending requests in {path}"))?;
         if let Some(a) = same {
@@ -148,7 +156,13 @@ impl Store {
             ))
             .and_then(|mut st| {
                 st.query_row(
-                    params![agent.as_str(), kind, payload, pending, now_micros()],
+                    params![
+                        agent.as_str(),
+                        kind.as_str(),
+                        payload,
+                        pending,
+                        now_micros()
+                    ],
                     approval_from_row,
                 )
             })
@@ -462,10 +476,13 @@ fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
     let status: String = row.get(4)?;
     let status = Status::parse(&status)
         .ok_or_else(|| bad(4, format!("approval {id}: unknown status {status:?}")))?;
+    let kind: String = row.get(2)?;
+    let kind = ApprovalKind::parse(&kind)
+        .ok_or_else(|| bad(2, format!("approval {id}: unknown kind {kind:?}")))?;
     Ok(Approval {
         id,
         agent,
-        kind: row.get(2)?,
+        kind,
         payload: row.get(3)?,
         status,
         note: row.get(5)?,

@@ -88,7 +88,8 @@ fn open_accepts_an_empty_file_and_reopens_without_loss() {
     std::fs::write(dir.db(), b"").unwrap();
     let a = {
         let mut s = Store::open(dir.db()).unwrap();
-        s.request(&name("alice"), "spec_change", "{}").unwrap()
+        s.request(&name("alice"), ApprovalKind::SpecChange, "{}")
+            .unwrap()
     };
     let s = Store::open(dir.db()).unwrap();
     assert_eq!(s.list(ListFilter::All).unwrap(), [a]);
@@ -194,7 +195,7 @@ fn seed_v1(conn: &Connection) -> Vec<Approval> {
         want.push(Approval {
             id: conn.last_insert_rowid(),
             agent: name(agent),
-            kind: "spec_change".into(),
+            kind: ApprovalKind::SpecChange,
             payload,
             status: Status::parse(status).unwrap(),
             note: note.map(Into::into),
@@ -234,7 +235,9 @@ fn upgrades_from_every_older_version_keep_every_row() {
 
         // The upgraded store works, and AUTOINCREMENT kept counting from the old rows.
         let max_old = want.iter().map(|a| a.id).max().unwrap();
-        let new = store.request(&name("dave"), "spec_change", "{}").unwrap();
+        let new = store
+            .request(&name("dave"), ApprovalKind::SpecChange, "{}")
+            .unwrap();
         assert!(new.id > max_old, "v{}: id {} reused", f.version, new.id);
         let old_pending = want.iter().find(|a| a.status == Status::Pending).unwrap();
         store
@@ -267,7 +270,9 @@ fn pending_listing_uses_its_index() {
 fn the_schema_refuses_deletion() {
     let dir = TempDir::new("nodelete");
     let mut store = Store::open(dir.db()).unwrap();
-    let a = store.request(&name("alice"), "spec_change", "{}").unwrap();
+    let a = store
+        .request(&name("alice"), ApprovalKind::SpecChange, "{}")
+        .unwrap();
     // The trigger is what stands between a stray `sqlite3` session and the audit trail.
     let err = store
         .conn
@@ -285,12 +290,12 @@ fn request_records_a_pending_approval() {
     let mut store = Store::open(dir.db()).unwrap();
     let payload = r#"{"path":["/nix/store/abc-ripgrep/bin"]}"#;
     let a = store
-        .request(&name("alice"), "spec_change", payload)
+        .request(&name("alice"), ApprovalKind::SpecChange, payload)
         .unwrap();
     assert_eq!(a.agent, name("alice"));
     assert_eq!(
-        (a.kind.as_str(), a.payload.as_str()),
-        ("spec_change", payload)
+        (a.kind, a.payload.as_str()),
+        (ApprovalKind::SpecChange, payload)
     );
     assert_eq!(a.status, Status::Pending);
     assert_eq!((a.note.as_ref(), a.decided_by.as_ref()), (None, None));
@@ -311,7 +316,7 @@ fn request_refuses_a_payload_that_is_not_json() {
     let dir = TempDir::new("badjson");
     let mut store = Store::open(dir.db()).unwrap();
     let err = store
-        .request(&name("alice"), "spec_change", "{path:")
+        .request(&name("alice"), ApprovalKind::SpecChange, "{path:")
         .unwrap_err();
     assert!(err.to_string().contains("not JSON"), "{err}");
     assert!(store.list(ListFilter::All).unwrap().is_empty());
@@ -322,9 +327,13 @@ fn list_filters() {
     let dir = TempDir::new("list");
     let mut store = Store::open(dir.db()).unwrap();
     let (alice, bob) = (name("alice"), name("bob"));
-    let a1 = store.request(&alice, "spec_change", "{}").unwrap();
-    let b1 = store.request(&bob, "spec_change", "{}").unwrap();
-    let a2 = store.request(&alice, "spec_change", "{}").unwrap();
+    let a1 = store
+        .request(&alice, ApprovalKind::SpecChange, "{}")
+        .unwrap();
+    let b1 = store.request(&bob, ApprovalKind::SpecChange, "{}").unwrap();
+    let a2 = store
+        .request(&alice, ApprovalKind::SpecChange, "{}")
+        .unwrap();
     let a1 = store.decide(a1.id, Decision::Deny, "uid 0", None).unwrap();
 
     let ids = |f| -> Vec<i64> { store.list(f).unwrap().iter().map(|a| a.id).collect() };
@@ -399,7 +408,9 @@ fn every_transition_from_every_stored_status() {
             // One agent per row, so marking orphans touches only the row under test.
             n += 1;
             let agent = name(&format!("agent-{n}"));
-            let mut a = store.request(&agent, "spec_change", "{}").unwrap();
+            let mut a = store
+                .request(&agent, ApprovalKind::SpecChange, "{}")
+                .unwrap();
             for step in *path {
                 a = take(&mut store, &a, *step).unwrap();
             }
@@ -425,7 +436,9 @@ fn decisions_and_outcomes_record_who_when_and_why() {
     let mut store = Store::open(dir.db()).unwrap();
     let alice = name("alice");
 
-    let a = store.request(&alice, "spec_change", "{}").unwrap();
+    let a = store
+        .request(&alice, ApprovalKind::SpecChange, "{}")
+        .unwrap();
     let a = store
         .decide(a.id, Decision::Approve, "uid 0", Some("ok for today"))
         .unwrap();
@@ -440,7 +453,9 @@ fn decisions_and_outcomes_record_who_when_and_why() {
     assert_eq!(a.note.as_deref(), Some("ok for today; nix build failed"));
     assert!(a.finished_at.unwrap() >= a.decided_at.unwrap());
 
-    let b = store.request(&alice, "spec_change", "{}").unwrap();
+    let b = store
+        .request(&alice, ApprovalKind::SpecChange, "{}")
+        .unwrap();
     store
         .decide(b.id, Decision::Approve, "uid 0", None)
         .unwrap();
@@ -449,7 +464,9 @@ fn decisions_and_outcomes_record_who_when_and_why() {
         .unwrap();
     assert_eq!(b.note.as_deref(), Some("nix build failed"));
 
-    let c = store.request(&alice, "spec_change", "{}").unwrap();
+    let c = store
+        .request(&alice, ApprovalKind::SpecChange, "{}")
+        .unwrap();
     store
         .decide(c.id, Decision::Approve, "uid 0", None)
         .unwrap();
@@ -457,7 +474,9 @@ fn decisions_and_outcomes_record_who_when_and_why() {
     assert_eq!((c.status, c.note), (Status::Applied, None));
 
     // Applied in place: said after the admin's note, and only then.
-    let d = store.request(&alice, "spec_change", "{}").unwrap();
+    let d = store
+        .request(&alice, ApprovalKind::SpecChange, "{}")
+        .unwrap();
     store
         .decide(d.id, Decision::Approve, "uid 0", Some("ok"))
         .unwrap();
@@ -473,7 +492,9 @@ fn decisions_and_outcomes_record_who_when_and_why() {
 fn double_decide_keeps_the_first_decision() {
     let dir = TempDir::new("double");
     let mut store = Store::open(dir.db()).unwrap();
-    let a = store.request(&name("alice"), "spec_change", "{}").unwrap();
+    let a = store
+        .request(&name("alice"), ApprovalKind::SpecChange, "{}")
+        .unwrap();
     let first = store
         .decide(a.id, Decision::Deny, "uid 1000", Some("too broad"))
         .unwrap();
@@ -513,7 +534,7 @@ fn concurrent_decides_end_with_exactly_one_decision() {
     let dir = TempDir::new("race");
     let id = Store::open(dir.db())
         .unwrap()
-        .request(&name("alice"), "spec_change", "{}")
+        .request(&name("alice"), ApprovalKind::SpecChange, "{}")
         .unwrap()
         .id;
     let barrier = Arc::new(Barrier::new(8));
@@ -571,7 +592,7 @@ fn concurrent_requests_from_three_agents_are_all_kept() {
                 (0..count)
                     .map(|n| {
                         store
-                            .request(&agent, "spec_change", &format!(r#"{{"n":{n}}}"#))
+                            .request(&agent, ApprovalKind::SpecChange, &format!(r#"{{"n":{n}}}"#))
                             .unwrap()
                             .id
                     })
@@ -610,10 +631,12 @@ fn orphans_fail_with_the_note_and_stay() {
     let dir = TempDir::new("orphans");
     let mut store = Store::open(dir.db()).unwrap();
     let (alice, bob) = (name("alice"), name("bob"));
-    let a = store.request(&alice, "spec_change", "{}").unwrap();
-    let b1 = store.request(&bob, "spec_change", "{}").unwrap();
-    let b2 = store.request(&bob, "spec_change", "{}").unwrap();
-    let b3 = store.request(&bob, "spec_change", "{}").unwrap();
+    let a = store
+        .request(&alice, ApprovalKind::SpecChange, "{}")
+        .unwrap();
+    let b1 = store.request(&bob, ApprovalKind::SpecChange, "{}").unwrap();
+    let b2 = store.request(&bob, ApprovalKind::SpecChange, "{}").unwrap();
+    let b3 = store.request(&bob, ApprovalKind::SpecChange, "{}").unwrap();
     let b3 = store
         .decide(b3.id, Decision::Approve, "uid 0", None)
         .unwrap();
@@ -663,7 +686,9 @@ fn orphans_fail_with_the_note_and_stay() {
 fn deciding_on_a_read_only_store_is_a_clear_error_and_changes_nothing() {
     let dir = TempDir::new("readonly");
     let mut store = Store::open(dir.db()).unwrap();
-    let a = store.request(&name("alice"), "spec_change", "{}").unwrap();
+    let a = store
+        .request(&name("alice"), ApprovalKind::SpecChange, "{}")
+        .unwrap();
 
     // Tests run as root, and root writes through a chmod 0400 file and 0500 dir alike, so
     // the read-only file is simulated with `PRAGMA query_only=ON`: SQLite then refuses
@@ -686,7 +711,7 @@ fn deciding_on_a_read_only_store_is_a_clear_error_and_changes_nothing() {
         other => panic!("{other:?}"),
     }
     let err = store
-        .request(&name("alice"), "spec_change", "{}")
+        .request(&name("alice"), ApprovalKind::SpecChange, "{}")
         .unwrap_err();
     assert!(format!("{err:#}").contains("readonly"), "{err:#}");
 
@@ -699,7 +724,7 @@ fn a_connection_sqlite_opened_read_only_is_reopened_for_the_next_change() {
     let dir = TempDir::new("reopen");
     let a = Store::open(dir.db())
         .unwrap()
-        .request(&name("alice"), "spec_change", "{}")
+        .request(&name("alice"), ApprovalKind::SpecChange, "{}")
         .unwrap();
 
     // What SQLite falls back to by itself when the file is on a read-only mount: a
@@ -725,7 +750,9 @@ fn a_connection_sqlite_opened_read_only_is_reopened_for_the_next_change() {
         .unwrap();
     assert_eq!(approved.status, Status::Approved);
     assert!(!store.read_only().unwrap());
-    let b = store.request(&name("alice"), "spec_change", "{}").unwrap();
+    let b = store
+        .request(&name("alice"), ApprovalKind::SpecChange, "{}")
+        .unwrap();
     assert_eq!(store.list(ListFilter::All).unwrap(), [approved, b]);
     store.writable().unwrap();
 }
@@ -751,13 +778,18 @@ fn an_agent_has_at_most_the_cap_pending_and_a_repeat_gets_the_same_id() {
     let mut ids = Vec::new();
     for i in 0..4 {
         let (a, new) = store
-            .request_bounded(&alice, "spec_change", &format!("{{\"n\":{i}}}"), 4)
+            .request_bounded(
+                &alice,
+                ApprovalKind::SpecChange,
+                &format!("{{\"n\":{i}}}"),
+                4,
+            )
             .unwrap();
         assert!(new);
         ids.push(a.id);
     }
     let (again, new) = store
-        .request_bounded(&alice, "spec_change", "{\"n\":2}", 4)
+        .request_bounded(&alice, ApprovalKind::SpecChange, "{\"n\":2}", 4)
         .unwrap();
     assert_eq!(
         (again.id, new),
@@ -765,7 +797,7 @@ fn an_agent_has_at_most_the_cap_pending_and_a_repeat_gets_the_same_id() {
         "identical pending request"
     );
     let err = store
-        .request_bounded(&alice, "spec_change", "{\"n\":9}", 4)
+        .request_bounded(&alice, ApprovalKind::SpecChange, "{\"n\":9}", 4)
         .unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains("agent alice already has 4 pending"), "{err}");
@@ -773,20 +805,20 @@ fn an_agent_has_at_most_the_cap_pending_and_a_repeat_gets_the_same_id() {
     // Others are not affected; a decision frees a slot.
     assert!(
         store
-            .request_bounded(&bob, "spec_change", "{}", 4)
+            .request_bounded(&bob, ApprovalKind::SpecChange, "{}", 4)
             .unwrap()
             .1
     );
     store.decide(ids[0], Decision::Deny, "uid 0", None).unwrap();
     assert!(
         store
-            .request_bounded(&alice, "spec_change", "{\"n\":9}", 4)
+            .request_bounded(&alice, ApprovalKind::SpecChange, "{\"n\":9}", 4)
             .unwrap()
             .1
     );
     // A decided request asked again is a new one.
     let (a, new) = store
-        .request_bounded(&alice, "spec_change", "{\"n\":0}", 5)
+        .request_bounded(&alice, ApprovalKind::SpecChange, "{\"n\":0}", 5)
         .unwrap();
     assert!(new && a.id != ids[0]);
 }
@@ -801,7 +833,9 @@ fn pages_cover_every_row_once_in_order() {
         } else {
             name("bob")
         };
-        store.request(&agent, "k", &format!("{i}")).unwrap();
+        store
+            .request(&agent, ApprovalKind::SpecChange, &format!("{i}"))
+            .unwrap();
     }
     store.decide(3, Decision::Deny, "uid 0", None).unwrap();
     for (filter, want) in [(ListFilter::All, 25), (ListFilter::Pending, 24)] {
@@ -834,9 +868,18 @@ fn failing_an_agents_pending_approvals_keeps_them_and_touches_no_other() {
     let dir = TempDir::new("destroyed");
     let mut store = Store::open(dir.db()).unwrap();
     let (alice, bob) = (name("alice"), name("bob"));
-    let a1 = store.request(&alice, "k", "1").unwrap().id;
-    let a2 = store.request(&alice, "k", "2").unwrap().id;
-    let b1 = store.request(&bob, "k", "3").unwrap().id;
+    let a1 = store
+        .request(&alice, ApprovalKind::SpecChange, "1")
+        .unwrap()
+        .id;
+    let a2 = store
+        .request(&alice, ApprovalKind::SpecChange, "2")
+        .unwrap()
+        .id;
+    let b1 = store
+        .request(&bob, ApprovalKind::SpecChange, "3")
+        .unwrap()
+        .id;
     store.decide(a2, Decision::Deny, "uid 0", None).unwrap();
     assert_eq!(
         store.fail_pending_of(&alice, "agent destroyed").unwrap(),
@@ -859,7 +902,9 @@ fn the_approved_filter_finds_only_what_a_restart_must_resume() {
     let mut store = Store::open(dir.db()).unwrap();
     let alice = name("alice");
     for i in 0..6 {
-        store.request(&alice, "k", &format!("{i}")).unwrap();
+        store
+            .request(&alice, ApprovalKind::SpecChange, &format!("{i}"))
+            .unwrap();
     }
     store.decide(2, Decision::Approve, "uid 0", None).unwrap();
     store.decide(4, Decision::Approve, "uid 0", None).unwrap();
@@ -883,11 +928,28 @@ fn last_id_is_the_newest_and_ids_are_dense() {
     let mut store = Store::open(dir.db()).unwrap();
     assert_eq!(store.last_id().unwrap(), 0);
     for i in 0..5 {
-        store.request(&name("alice"), "k", &format!("{i}")).unwrap();
+        store
+            .request(&name("alice"), ApprovalKind::SpecChange, &format!("{i}"))
+            .unwrap();
     }
     store.decide(2, Decision::Deny, "uid 0", None).unwrap();
     assert_eq!(store.last_id().unwrap(), 5);
     // The newest two are the ids above last - 2, as the Cockpit page reads them.
     let page = store.list_page(ListFilter::All, 3, 2).unwrap();
     assert_eq!(page.iter().map(|a| a.id).collect::<Vec<_>>(), [4, 5]);
+}
+
+#[test]
+fn approval_kinds_keep_their_text_in_the_column_and_on_the_wire() {
+    assert_eq!(ApprovalKind::SpecChange.as_str(), "spec_change");
+    assert_eq!(ApprovalKind::ToolUse.as_str(), "tool_use");
+    for k in ApprovalKind::ALL {
+        assert_eq!(ApprovalKind::parse(k.as_str()), Some(k));
+        assert_eq!(
+            serde_json::to_string(&k).unwrap(),
+            format!("\"{}\"", k.as_str())
+        );
+    }
+    assert_eq!(ApprovalKind::parse("Spec_Change"), None);
+    assert_eq!(ApprovalKind::parse(""), None);
 }
