@@ -11,17 +11,18 @@ use tokio::signal::unix::{signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
 use crate::api::{self, calls::Calls, server::Manager};
-use crate::daemon::agent_side::{self, Notice};
+use crate::daemon::agent_side::{self, Notice, WhoAmI};
 use crate::daemon::approvals::Approvals;
 use crate::daemon::changes::Changes;
 use crate::daemon::status::{notify, spawn_status_on_approvals, spawn_watchdog};
 use crate::daemon::{watch, AgentDoors, Hive, Trigger};
 use crate::plan::Host;
-use crate::socket::protocol::Push;
+use crate::socket::answers;
 use crate::socket::server::Handler;
 use crate::socket::Sockets;
 use crate::spans::Spans;
 use crate::spec::AgentName;
+use crate::store::Approval;
 use crate::systemd::{ActiveState, Systemd, AGENT_UNITS};
 
 /// The socket adapter serves the core's approvals: an agent's request goes straight in,
@@ -36,45 +37,20 @@ impl Handler for Approvals {
         self.request(agent, kind, payload)
     }
 
-    fn my_approvals(&self, agent: &AgentName) -> Result<Value, String> {
+    fn my_approvals(&self, agent: &AgentName) -> Result<Vec<Approval>, String> {
         agent_side::my_approvals(self, agent)
     }
 
-    fn approval_status(&self, agent: &AgentName, id: i64) -> Result<Value, String> {
+    fn approval_status(&self, agent: &AgentName, id: i64) -> Result<Approval, String> {
         agent_side::approval_status(self, agent, id)
     }
 
-    fn whoami(&self, agent: &AgentName) -> Result<Value, String> {
+    fn whoami(&self, agent: &AgentName) -> Result<WhoAmI, String> {
         agent_side::whoami(self, agent)
     }
 
-    fn recent_decisions(&self, agent: &AgentName) -> Vec<Push> {
+    fn recent_decisions(&self, agent: &AgentName) -> Vec<Notice> {
         agent_side::recent_decisions(self, agent)
-            .iter()
-            .map(push_of)
-            .collect()
-    }
-}
-
-/// The wire message for what the core tells an agent.
-fn push_of(notice: &Notice) -> Push {
-    match notice.clone() {
-        Notice::Decided {
-            id,
-            kind,
-            status,
-            note,
-        } => Push::ApprovalDecided {
-            id,
-            kind: kind.as_str().to_owned(),
-            status: status.as_str().to_owned(),
-            note,
-        },
-        Notice::RestartPending { id, grace } => Push::RestartPending {
-            id,
-            grace_secs: grace.as_secs(),
-        },
-        Notice::Wake { reason, message } => Push::Wake { reason, message },
     }
 }
 
@@ -89,7 +65,7 @@ impl AgentDoors for Sockets {
     }
 
     fn tell(&self, name: &AgentName, notice: &Notice) -> usize {
-        self.pushes.send(name, &push_of(notice))
+        self.pushes.send(name, &answers::push(notice))
     }
 
     fn listening(&self, name: &AgentName) -> bool {

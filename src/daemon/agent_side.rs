@@ -5,15 +5,15 @@
 //! An agent only ever sees its own: every query is scoped to the agent the socket belongs
 //! to, and another agent's approval id is answered as if it did not exist.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
-
-use serde_json::{json, Value};
 
 use super::approvals::Approvals;
 use super::hive::AgentDoors;
 use super::Error;
 use crate::journal::fields;
-use crate::spec::AgentName;
+use crate::spec::{AgentName, Bind};
 use crate::store::{Approval, ApprovalKind, Status};
 
 /// Approvals listed by `my_approvals` and replayed on `subscribe`, newest: enough for an
@@ -67,19 +67,19 @@ fn grace_from(raw: Option<&str>) -> Duration {
     }
 }
 
-/// An approval as its agent sees it.
-fn view(a: &Approval) -> Value {
-    json!({
-        "id": a.id,
-        "kind": a.kind.as_str(),
-        "status": a.status.as_str(),
-        "payload": serde_json::from_str::<Value>(&a.payload).unwrap_or(Value::Null),
-        "note": a.note.clone().unwrap_or_default(),
-        "decided_by": a.decided_by.clone().unwrap_or_default(),
-        "created_at": a.created_at,
-        "decided_at": a.decided_at.unwrap_or_default(),
-        "finished_at": a.finished_at.unwrap_or_default(),
-    })
+/// What an agent is told about itself (`whoami`): its own entries of its spec, and
+/// which of its approvals wait for an admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoAmI {
+    pub agent: AgentName,
+    /// The agent's own entries, first on its PATH.
+    pub path: Vec<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub binds: Vec<Bind>,
+    pub memory_max: Option<u64>,
+    pub tasks_max: Option<u64>,
+    pub cpu_weight: Option<u64>,
+    pub pending_approvals: Vec<i64>,
 }
 
 fn decided(a: &Approval) -> Option<Notice> {
@@ -96,16 +96,21 @@ fn newest(all: Vec<Approval>) -> Vec<Approval> {
     all.into_iter().skip(skip).collect()
 }
 
-pub fn my_approvals(approvals: &Approvals, agent: &AgentName) -> Result<Value, String> {
+/// The agent's own approvals, the newest [`MAX_LISTED`], oldest first.
+pub fn my_approvals(approvals: &Approvals, agent: &AgentName) -> Result<Vec<Approval>, String> {
     let all = approvals
         .of_agent(agent)
         .map_err(|e| crate::spec::one_line(&format!("agent {agent}: {e:#}")))?;
-    Ok(Value::Array(newest(all).iter().map(view).collect()))
+    Ok(newest(all))
 }
 
-pub fn approval_status(approvals: &Approvals, agent: &AgentName, id: i64) -> Result<Value, String> {
+pub fn approval_status(
+    approvals: &Approvals,
+    agent: &AgentName,
+    id: i64,
+) -> Result<Approval, String> {
     match approvals.get(id) {
-        Ok(a) if &a.agent == agent => Ok(view(&a)),
+        Ok(a) if &a.agent == agent => Ok(a),
         // Someone else's, or none: the same answer, so ids tell an agent nothing.
         Ok(_) | Err(Error::NoSuchApproval(_)) => {
             Err(format!("agent {agent}: no approval {id} of yours"))
@@ -114,7 +119,7 @@ pub fn approval_status(approvals: &Approvals, agent: &AgentName, id: i64) -> Res
     }
 }
 
-pub fn whoami(approvals: &Approvals, agent: &AgentName) -> Result<Value, String> {
+pub fn whoami(approvals: &Approvals, agent: &AgentName) -> Result<WhoAmI, String> {
     let spec = super::specs::load_spec(approvals.roots(), agent)
         .map_err(|e| crate::spec::one_line(&e.to_string()))?;
     let pending: Vec<i64> = approvals
@@ -126,23 +131,16 @@ pub fn whoami(approvals: &Approvals, agent: &AgentName) -> Result<Value, String>
                 .collect()
         })
         .unwrap_or_default();
-    Ok(json!({
-        "agent": agent.as_str(),
-        // The agent's own entries, first on its PATH.
-        "path": spec.path,
-        "env": spec.env,
-        "binds": spec.binds.iter().map(|b| json!({
-            "source": b.source,
-            "target": b.target,
-            "readonly": b.readonly,
-        })).collect::<Vec<_>>(),
-        "limits": {
-            "memory_max": spec.memory_max,
-            "tasks_max": spec.tasks_max,
-            "cpu_weight": spec.cpu_weight,
-        },
-        "pending_approvals": pending,
-    }))
+    Ok(WhoAmI {
+        agent: agent.clone(),
+        path: spec.path,
+        env: spec.env,
+        binds: spec.binds,
+        memory_max: spec.memory_max,
+        tasks_max: spec.tasks_max,
+        cpu_weight: spec.cpu_weight,
+        pending_approvals: pending,
+    })
 }
 
 pub fn recent_decisions(approvals: &Approvals, agent: &AgentName) -> Vec<Notice> {

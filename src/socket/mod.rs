@@ -1,6 +1,7 @@
 //! The per-agent socket `/run/hyperhive/<name>/hive.sock`: the harness's only door to
 //! the host. The protocol is in [`protocol`]; [`server`] serves one listener per agent.
 
+pub mod answers;
 pub mod protocol;
 pub mod push;
 pub mod server;

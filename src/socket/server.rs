@@ -13,12 +13,15 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::answers;
 use super::protocol::{self, Push, Reply, Request, MAX_LINE};
 use super::push::Pushes;
 use super::throttle::{self, Throttle};
 use super::SOCKET_NAME;
+use crate::daemon::agent_side::{Notice, WhoAmI};
 use crate::journal::{self, fields, Event};
 use crate::spec::AgentName;
+use crate::store::Approval;
 
 /// Connections one agent may hold at once; more are refused, so a flood from one agent
 /// cannot exhaust the daemon's file descriptors.
@@ -40,16 +43,16 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<i64, String>;
 
     /// The agent's own approvals (`my_approvals`), newest last.
-    fn my_approvals(&self, agent: &AgentName) -> Result<serde_json::Value, String>;
+    fn my_approvals(&self, agent: &AgentName) -> Result<Vec<Approval>, String>;
 
     /// One of the agent's own approvals (`approval_status`).
-    fn approval_status(&self, agent: &AgentName, id: i64) -> Result<serde_json::Value, String>;
+    fn approval_status(&self, agent: &AgentName, id: i64) -> Result<Approval, String>;
 
     /// What the agent is (`whoami`).
-    fn whoami(&self, agent: &AgentName) -> Result<serde_json::Value, String>;
+    fn whoami(&self, agent: &AgentName) -> Result<WhoAmI, String>;
 
     /// The agent's recent decisions, oldest first, sent on every `subscribe`.
-    fn recent_decisions(&self, agent: &AgentName) -> Vec<Push>;
+    fn recent_decisions(&self, agent: &AgentName) -> Vec<Notice>;
 }
 
 struct Listener {
@@ -317,15 +320,23 @@ async fn serve(
             // in a loop costs the agent, not the daemon.
             Ok(Request::MyApprovals {}) => {
                 slow_down(agent, throttle, throttle::Kind::Request).await;
-                data_reply(handler.my_approvals(agent))
+                data_reply(
+                    handler
+                        .my_approvals(agent)
+                        .map(|all| answers::approvals(&all)),
+                )
             }
             Ok(Request::ApprovalStatus { id }) => {
                 slow_down(agent, throttle, throttle::Kind::Request).await;
-                data_reply(handler.approval_status(agent, id))
+                data_reply(
+                    handler
+                        .approval_status(agent, id)
+                        .map(|a| answers::approval(&a)),
+                )
             }
             Ok(Request::Whoami {}) => {
                 slow_down(agent, throttle, throttle::Kind::Request).await;
-                data_reply(handler.whoami(agent))
+                data_reply(handler.whoami(agent).map(|w| answers::whoami(&w)))
             }
             Ok(Request::Subscribe {}) if feed.is_some() => Reply::Subscribed,
             Ok(Request::Subscribe {}) => {
@@ -336,8 +347,8 @@ async fn serve(
                 write
                     .write_all(&protocol::encode(&Reply::Subscribed))
                     .await?;
-                for push in handler.recent_decisions(agent) {
-                    write_push(&mut write, agent, &push).await?;
+                for notice in handler.recent_decisions(agent) {
+                    write_push(&mut write, agent, &answers::push(&notice)).await?;
                 }
                 // What came during the replay goes out next, in order.
                 while let Ok(push) = rx.try_recv() {
