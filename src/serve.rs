@@ -14,7 +14,7 @@ use crate::api::{self, calls::Calls, server::Manager};
 use crate::daemon::agent_side::{self, Notice, WhoAmI};
 use crate::daemon::approvals::Approvals;
 use crate::daemon::changes::Changes;
-use crate::daemon::status::{notify, spawn_status_on_approvals, spawn_watchdog};
+use crate::daemon::sd_notify::{notify, spawn_status_on_approvals, spawn_watchdog};
 use crate::daemon::{watch, AgentDoors, Hive, Trigger};
 use crate::plan::Host;
 use crate::socket::answers;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = hyperhive::cli::harness::Args::parse();
+    let args = hyperhive::cli::hive_harness::Args::parse();
     hyperhive::logging::init("hive-harness", log::LevelFilter::Info);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hyperhive::cli::harness::run(args)) {
+    match runtime.block_on(hyperhive::cli::hive_harness::run(args)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             let (code, msg) = hyperhive::cli::classify(&e);

@@ -273,6 +273,8 @@ pub fn render_view(v: &ApprovalShown) -> String {
     plan.checks.clear();
     plan.units.clear();
     out.push_str("if approved:\n");
-    out.push_str(&super::reconcile::render_plans(std::slice::from_ref(&plan)));
+    out.push_str(&super::plan_reload::render_plans(std::slice::from_ref(
+        &plan,
+    )));
     out
 }

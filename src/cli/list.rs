@@ -1,5 +1,5 @@
 //! `hivectl list`: read straight from systemd (and the spec files), never from the
-//! daemon, so it works while the daemon is down. `status.rs` shows one agent.
+//! daemon, so it works while the daemon is down. `cli/status.rs` shows one agent.
 //!
 //! With `-H` the spec files are on another machine: agent names then come from the
 //! daemon's `ListAgents` plus the units systemd holds there, and what only the local disk

@@ -8,13 +8,13 @@ pub mod create;
 pub mod create_claude;
 pub mod daemon;
 pub mod daemon_call;
-pub mod harness;
+pub mod hive_harness;
 pub mod lifecycle;
 pub mod list;
 pub mod login;
 pub mod logs;
 pub mod network_status;
-pub mod reconcile;
+pub mod plan_reload;
 pub mod remote;
 pub mod render;
 pub mod status;
@@ -165,10 +165,10 @@ pub enum Command {
     Deny(approvals::DecideArgs),
     /// Show what reload would do (create, rebuild, keep, stop), the host checks, the units
     /// and their diff against the live ones; touches nothing
-    Plan(reconcile::PlanArgs),
+    Plan(plan_reload::PlanArgs),
     /// Bring every agent to its spec now, as hive-c0re does at its start (also on SIGHUP
     /// and systemctl reload hive-c0re)
-    Reload(reconcile::ReloadArgs),
+    Reload(plan_reload::ReloadArgs),
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -188,8 +188,8 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Approvals(a) => approvals::list(t, a).await,
         Command::Approve(a) => approvals::approve(t, a).await,
         Command::Deny(a) => approvals::deny(t, a).await,
-        Command::Plan(a) => reconcile::plan(t, a).await,
-        Command::Reload(a) => reconcile::reload(t, a).await,
+        Command::Plan(a) => plan_reload::plan(t, a).await,
+        Command::Reload(a) => plan_reload::reload(t, a).await,
     }
 }
 
@@ -266,7 +266,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
     }
     if let Some(exit) = err
         .chain()
-        .find_map(|e| e.downcast_ref::<reconcile::Exit>())
+        .find_map(|e| e.downcast_ref::<plan_reload::Exit>())
     {
         return (exit.code, msg);
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::approvals::Approvals;
 use super::changes::{Change, Changes};
-use super::harness::HarnessWatch;
+use super::harness_supervisor::HarnessWatch;
 use crate::plan::{self, Host, UnitPlan};
 use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::Systemd;

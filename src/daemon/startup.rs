@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::files::remove_orphan_runtime_dirs;
-use super::status::warn_low_limits;
+use super::sd_notify::warn_low_limits;
 use super::Hive;
 use crate::inventory::known_agents;
 use crate::spec::AgentName;

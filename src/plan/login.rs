@@ -7,7 +7,7 @@
 //! terminal is relayed to it by hivectl; the credentials claude writes land in the agent's
 //! own `/root/.claude`.
 
-use super::harness::{agent_env, runs_harness};
+use super::harness_unit::{agent_env, runs_harness};
 use super::{stamp, Host, Prop, UnitPlan};
 use crate::plan::HARNESS_IN_CONTAINER;
 use crate::spec::AgentSpec;

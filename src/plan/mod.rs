@@ -17,12 +17,12 @@ pub use claude::API_KEY_CREDENTIAL;
 pub mod bounds;
 pub mod disk;
 pub mod egress;
-mod harness;
+mod harness_unit;
 pub mod login;
 pub mod network;
 pub mod ports;
 pub mod system;
-pub use harness::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
+pub use harness_unit::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
 
 /// The slice every agent unit lives in (units/systemd/system/hive.slice).
 pub const SLICE: &str = "hive.slice";

@@ -5,10 +5,10 @@ pub mod container_bus;
 mod jobs;
 pub mod proxies;
 mod state;
-mod status;
+mod unit_status;
 
 pub use state::{ActiveState, JobResult, LoadState, SubState};
-pub use status::UnitStatus;
+pub use unit_status::UnitStatus;
 
 /// The pattern of every agent's container unit.
 pub const AGENT_UNITS: &str = "hive-agent-*.service";

@@ -316,7 +316,7 @@ fn plan_shows_reasons_once_in_the_admins_words() {
 
     // A limit the spec leaves out is the daemon's default on the live unit (issue 24: no
     // agent unit is left unbounded), shown as its value; never as 2^64-1. (A property the
-    // live unit lacks reads "(not set)": cli::reconcile's unit tests.)
+    // live unit lacks reads "(not set)": cli::plan_reload's unit tests.)
     h.run_ok(&[
         "rm",
         "/etc/hyperhive/agents/dan.toml",

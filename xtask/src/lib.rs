@@ -84,7 +84,7 @@ pub fn binaries() -> Vec<Binary> {
             ],
         },
         Binary {
-            command: hyperhive::cli::harness::Args::command(),
+            command: hyperhive::cli::hive_harness::Args::command(),
             section: "8",
             files: &[
                 (

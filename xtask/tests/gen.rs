@@ -38,7 +38,7 @@ fn writes_man_pages_for_every_subcommand_and_completions_for_every_shell() {
     let hivectl_subs = subcommand_names(&hyperhive::cli::Args::command());
     assert!(hivectl_subs.contains(&"create".to_string()));
     let c0re_subs = subcommand_names(&hyperhive::cli::daemon::Args::command());
-    let harness_subs = subcommand_names(&hyperhive::cli::harness::Args::command());
+    let harness_subs = subcommand_names(&hyperhive::cli::hive_harness::Args::command());
 
     let mut expected = BTreeSet::from([
         "hivectl.1".to_string(),

@@ -216,7 +216,7 @@ impl Hive {
 
     /// The harness checks the startup adoption deferred (agents adopted on their harness's
     /// sign of life): each over the container's bus, which also starts the harness's crash
-    /// watch, at most [`super::reconcile::PARALLEL`] at a time, retried like a heal after
+    /// watch, at most [`super::reconciler::PARALLEL`] at a time, retried like a heal after
     /// a crash. A harness found missing by then is re-created.
     pub async fn check_deferred_harnesses(&self) {
         let names = std::mem::take(
@@ -233,7 +233,7 @@ impl Hive {
                 let spans = &spans;
                 async move { super::watch::heal_with_retries(self, &name, spans).await }
             })
-            .buffer_unordered(super::reconcile::PARALLEL)
+            .buffer_unordered(super::reconciler::PARALLEL)
             .collect::<Vec<()>>()
             .await;
         log::info!(
