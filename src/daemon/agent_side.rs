@@ -6,13 +6,11 @@
 //! to, and another agent's approval id is answered as if it did not exist.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::approvals::Approvals;
-use super::hive::AgentDoors;
 use super::Error;
-use crate::journal::fields;
 use crate::spec::{AgentName, Bind};
 use crate::store::{Approval, ApprovalKind, Status};
 
@@ -36,6 +34,21 @@ pub enum Notice {
     RestartPending { id: i64, grace: Duration },
     /// Wakes a turn (in the turn loop) with an admin's message.
     Wake { reason: String, message: String },
+}
+
+/// The agents' doors to the host (their sockets), served by an adapter the core does not
+/// know. Opened before an agent's container boots (its harness reports ready only once
+/// connected), closed when the agent goes.
+pub trait AgentDoors: Send + Sync {
+    /// Opens (or reopens: idempotent) the agent's door in its runtime dir `dir`.
+    fn open(&self, name: &AgentName, dir: &Path) -> anyhow::Result<()>;
+    fn close(&self, name: &AgentName);
+    /// Tells the agent's listening harness connections `notice`, without waiting on them;
+    /// returns how many it reached (0: none listens).
+    fn tell(&self, name: &AgentName, notice: &Notice) -> usize;
+    /// Whether a connection to the agent's door has subscribed since this daemon started
+    /// (what a harness does first when it connects).
+    fn listening(&self, name: &AgentName) -> bool;
 }
 
 /// How long an agent is given between being told an approved change will restart its
@@ -181,52 +194,6 @@ pub async fn grace_before_restart(doors: &dyn AgentDoors, a: &Approval, spec_gra
 /// The wake reason of `hivectl tell --new-session` (harness/claude.rs starts a new
 /// conversation for it).
 pub const TELL_NEW_SESSION: &str = "tell_new_session";
-
-impl super::Hive {
-    /// `hivectl tell NAME MESSAGE`: wakes the agent's turn loop with `message`. Refused,
-    /// changing nothing, when no harness of the agent listens.
-    /// With `new_session`, a Claude Code agent starts a new conversation for it.
-    pub async fn tell(
-        &self,
-        name: &AgentName,
-        message: &str,
-        by: &str,
-        new_session: bool,
-    ) -> Result<(), Error> {
-        crate::spec::message::check_message(message)
-            .map_err(|e| Error::InvalidArgument(format!("agent {name}: {e}")))?;
-        self.require_known(name).await?;
-        let notice = Notice::Wake {
-            reason: if new_session {
-                TELL_NEW_SESSION
-            } else {
-                "tell"
-            }
-            .into(),
-            message: message.to_owned(),
-        };
-        if self.doors.tell(name, &notice) == 0 {
-            return Err(Error::Failed(format!(
-                "agent {name}: its harness is not connected, nothing was told; is it running? (hivectl status {name})"
-            )));
-        }
-        crate::journal::emit(
-            crate::journal::Event::AgentTold,
-            Some(name),
-            None,
-            &[
-                (fields::TOLD_BY, by.to_owned()),
-                (fields::MESSAGE_TEXT, message.to_owned()),
-                (
-                    fields::NEW_SESSION,
-                    if new_session { "yes" } else { "no" }.into(),
-                ),
-            ],
-            &format!("agent {name}: told by {by} ({} bytes)", message.len()),
-        );
-        Ok(())
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -3,30 +3,15 @@
 //! agent from interleaving. The verbs themselves live beside it, one concern per file.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::agent_side::AgentDoors;
 use super::approvals::Approvals;
 use super::changes::{Change, Changes};
 use super::harness_supervisor::HarnessWatch;
 use crate::plan::{self, Host, UnitPlan};
 use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::Systemd;
-
-/// The agents' doors to the host (their sockets), served by an adapter the core does not
-/// know. Opened before an agent's container boots (its harness reports ready only once
-/// connected), closed when the agent goes.
-pub trait AgentDoors: Send + Sync {
-    /// Opens (or reopens: idempotent) the agent's door in its runtime dir `dir`.
-    fn open(&self, name: &AgentName, dir: &Path) -> anyhow::Result<()>;
-    fn close(&self, name: &AgentName);
-    /// Tells the agent's listening harness connections `notice`, without waiting on them;
-    /// returns how many it reached (0: none listens).
-    fn tell(&self, name: &AgentName, notice: &super::agent_side::Notice) -> usize;
-    /// Whether a connection to the agent's door has subscribed since this daemon started
-    /// (what a harness does first when it connects).
-    fn listening(&self, name: &AgentName) -> bool;
-}
 
 pub struct Hive {
     pub host: Host,

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 
+use super::agent_side::{Notice, TELL_NEW_SESSION};
 use super::changes::Change;
 use super::files::{mark_stopped, remove_if_present, write_atomic};
 use super::units::{Created, Mode, Outcome};
@@ -340,6 +341,50 @@ impl Hive {
             ),
         );
         self.publish(Change::AgentRemoved(name.clone()));
+        Ok(())
+    }
+
+    /// `hivectl tell NAME MESSAGE`: wakes the agent's turn loop with `message`. Refused,
+    /// changing nothing, when no harness of the agent listens.
+    /// With `new_session`, a Claude Code agent starts a new conversation for it.
+    pub async fn tell(
+        &self,
+        name: &AgentName,
+        message: &str,
+        by: &str,
+        new_session: bool,
+    ) -> Result<(), Error> {
+        crate::spec::message::check_message(message)
+            .map_err(|e| Error::InvalidArgument(format!("agent {name}: {e}")))?;
+        self.require_known(name).await?;
+        let notice = Notice::Wake {
+            reason: if new_session {
+                TELL_NEW_SESSION
+            } else {
+                "tell"
+            }
+            .into(),
+            message: message.to_owned(),
+        };
+        if self.doors.tell(name, &notice) == 0 {
+            return Err(Error::Failed(format!(
+                "agent {name}: its harness is not connected, nothing was told; is it running? (hivectl status {name})"
+            )));
+        }
+        journal::emit(
+            Event::AgentTold,
+            Some(name),
+            None,
+            &[
+                (fields::TOLD_BY, by.to_owned()),
+                (fields::MESSAGE_TEXT, message.to_owned()),
+                (
+                    fields::NEW_SESSION,
+                    if new_session { "yes" } else { "no" }.into(),
+                ),
+            ],
+            &format!("agent {name}: told by {by} ({} bytes)", message.len()),
+        );
         Ok(())
     }
 }

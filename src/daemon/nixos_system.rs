@@ -10,41 +10,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{Mode as FileMode, OFlags};
 use rustix::io::Errno;
 
-use super::preflight::{executable, io_reason, Check};
-use super::units::Mode;
+use super::mode::Mode;
 use crate::paths::Roots;
-use crate::plan::system::{gc_root, prepared_root, GC_ROOTS, NIX_STATE, STORE, SWITCH_UNIT};
+use crate::plan::system::{gc_root, prepared_root, GC_ROOTS, SWITCH_UNIT};
+use crate::safe_fs::io_reason;
 use crate::spec::{AgentName, AgentSpec};
 
 /// Longest a switch may run inside the container before the daemon gives up on it (the
 /// unit itself is stopped by its own `TimeoutStartSec=` of the same length).
 pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Host checks of a system agent: its `init` is executable, the store and the Nix state
-/// it is given exist. Looked up on the host in the store, never in the agent's root.
-pub fn checks(spec: &AgentSpec) -> Vec<Check> {
-    let Some(system) = &spec.system else {
-        return Vec::new();
-    };
-    let mut out = vec![];
-    let init = system.join("init");
-    out.push(Check::of(
-        "system",
-        executable(&init).map(|()| format!("{} (its init is PID 1)", system.display())),
-    ));
-    for dir in std::iter::once(STORE).chain(NIX_STATE) {
-        let found = match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => Ok(format!("{dir} (bound read-only)")),
-            Ok(_) => Err(format!("{dir}: not a directory")),
-            Err(e) => Err(format!(
-                "{dir}: {}; a system agent needs Nix on the host",
-                io_reason(&e)
-            )),
-        };
-        out.push(Check::of("nix", found));
-    }
-    out
-}
 
 /// Directories a NixOS system's activation expects in its root, as `containers.<name>`
 /// makes them, with their modes; nspawn refuses a tree without `usr/`.

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 
-use super::units::Mode;
+use super::mode::Mode;
 use super::Hive;
 use crate::plan::ports::{ports_unit, ports_unit_name};
 use crate::spec::{AgentName, AgentSpec};

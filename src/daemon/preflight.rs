@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::reconcile::view::{Check, Verdict};
 
+use crate::plan::system::{NIX_STATE, STORE};
 use crate::plan::{self, Host, HARNESS_IN_CONTAINER};
 use crate::spec::AgentSpec;
 
@@ -47,7 +48,7 @@ pub fn checks(spec: &AgentSpec, host: &Host) -> Vec<Check> {
             };
             out.push(Check::of("root", root));
         }
-        None => out.extend(super::nixos_system::checks(spec)),
+        None => out.extend(system_checks(spec)),
     }
     for b in &spec.binds {
         let source = match std::fs::metadata(&b.source) {
@@ -167,6 +168,32 @@ fn host_view(spec: &AgentSpec, host: &Host, inside: &Path) -> Option<PathBuf> {
         (None, Some(system)) => Some(system.join(inside.strip_prefix("/run/current-system").ok()?)),
         (None, None) => None,
     }
+}
+
+/// Host checks of a system agent: its `init` is executable, the store and the Nix state
+/// it is given exist. Looked up on the host in the store, never in the agent's root.
+fn system_checks(spec: &AgentSpec) -> Vec<Check> {
+    let Some(system) = &spec.system else {
+        return Vec::new();
+    };
+    let mut out = vec![];
+    let init = system.join("init");
+    out.push(Check::of(
+        "system",
+        executable(&init).map(|()| format!("{} (its init is PID 1)", system.display())),
+    ));
+    for dir in std::iter::once(STORE).chain(NIX_STATE) {
+        let found = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(format!("{dir} (bound read-only)")),
+            Ok(_) => Err(format!("{dir}: not a directory")),
+            Err(e) => Err(format!(
+                "{dir}: {}; a system agent needs Nix on the host",
+                io_reason(&e)
+            )),
+        };
+        out.push(Check::of("nix", found));
+    }
+    out
 }
 
 /// `Ok` if `path` is an executable regular file.

@@ -9,6 +9,7 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 
 use super::files::mark_stopped;
+pub(crate) use super::mode::Mode;
 use super::Hive;
 use crate::failpoint;
 use crate::plan::UnitPlan;
@@ -68,16 +69,6 @@ impl Created {
             other => other.parse().ok().map(Created::Done),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Keep a running unit if its plan hash matches, replace it otherwise.
-    Create,
-    /// Keep whatever runs.
-    Start,
-    /// Always replace what runs.
-    Rebuild,
 }
 
 impl Hive {
