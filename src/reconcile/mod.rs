@@ -10,6 +10,7 @@ pub mod view;
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::fields;
 use crate::spec::AgentName;
 use crate::systemd::{ActiveState, SubState};
 
@@ -104,7 +105,10 @@ pub fn decide(f: &Facts, prune: bool) -> Action {
             reason: "no spec and no unit".into(),
         },
         (SpecFacts::Missing, Some(l)) if l.plan.is_none() => Action::Leave {
-            reason: format!("{unit} was not made by hyperhive (no HIVE_PLAN); left alone"),
+            reason: format!(
+                "{unit} was not made by hyperhive (no {}); left alone",
+                fields::PLAN
+            ),
         },
         (SpecFacts::Missing, Some(l)) if l.active_state == ActiveState::Failed => Action::Leave {
             reason: format!("no spec; {unit} is failed (hivectl destroy clears it)"),
@@ -133,8 +137,9 @@ pub fn decide(f: &Facts, prune: bool) -> Action {
         (SpecFacts::Valid { plan, .. }, Some(l)) => match l.plan.as_deref() {
             None => Action::Refuse {
                 reason: format!(
-                    "{unit} is {} but was not made by hyperhive (no HIVE_PLAN); stop it first",
-                    l.active_state
+                    "{unit} is {} but was not made by hyperhive (no {}); stop it first",
+                    l.active_state,
+                    fields::PLAN
                 ),
             },
             Some(_) if l.active_state == ActiveState::Failed => Action::Leave {
