@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::journal::fields;
 use crate::paths::Roots;
-use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
+use crate::spec::AgentSpec;
 
 mod claude;
 pub use claude::API_KEY_CREDENTIAL;
@@ -20,6 +20,7 @@ pub mod egress;
 mod harness_unit;
 pub mod login;
 pub mod network;
+mod nspawn;
 pub mod ports;
 pub mod system;
 pub use harness_unit::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};
@@ -152,115 +153,26 @@ impl UnitPlan {
 /// machine `h-<name>`, with the agent's dirs bound in.
 pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     let name = &spec.name;
+    let properties = container_properties(spec, host, nspawn::argv(spec, host));
+    // The container's hash also covers the harness unit it will carry, so a change to the
+    // harness command alone is drift too, and reconcile can judge an agent from the host
+    // unit without reaching into every container.
+    let harness = harness_unit(spec, host);
+    stamp(
+        name.container_unit(),
+        Some(name.machine()),
+        properties,
+        Some(&harness.hash),
+    )
+}
+
+/// The container unit's properties around nspawn's command line `argv`.
+fn container_properties(spec: &AgentSpec, host: &Host, argv: Vec<String>) -> Vec<(String, Prop)> {
+    let name = &spec.name;
     let roots = &host.roots;
     let machine = name.machine();
     let path_env = format!("PATH={}", agent_path(spec, host));
     let agent_bounds = host.defaults.for_agent(spec);
-
-    let mut argv: Vec<String> = vec![
-        host.nspawn.display().to_string(),
-        "--quiet".into(),
-        "--keep-unit".into(),
-        "--register=yes".into(),
-        format!("--machine={machine}"),
-        format!("--directory={}", system::root_dir(spec, roots).display()),
-        format!("--volatile={}", spec.volatile.as_str()),
-        // READY=1 once the container's systemd finished booting, so the start job (and
-        // `hivectl create`) completes when the agent is really up.
-        "--notify-ready=yes".into(),
-        "--console=passive".into(),
-    ];
-    match agent_journal_dir(spec, host) {
-        Some(dir) => {
-            argv.push(format!("--uuid={}", agent_machine_id(name)));
-            argv.push("--link-journal=no".into());
-            let source = disk::journal_source(host, name).unwrap_or_else(|| dir.clone());
-            argv.push(bind_arg(&source, &dir, false, true));
-        }
-        None => argv.push("--link-journal=try-host".into()),
-    }
-    // Binds the agent writes through are idmapped in its user namespace: its root owns
-    // them inside, and on the host they stay owned by the host's root in a 0700 tree
-    // (docs/persistence.md).
-    let idmap = spec.private_users;
-    if spec.private_users {
-        argv.push("--private-users=pick".into());
-        argv.push(format!("--private-users-ownership={}", ownership(spec)));
-    }
-    argv.push(bind_arg(
-        &disk::state_source(host, name),
-        Path::new("/state"),
-        false,
-        idmap,
-    ));
-    argv.push(bind_arg(
-        &disk::claude_source(host, name),
-        Path::new("/root/.claude"),
-        false,
-        idmap,
-    ));
-    // Read-only: the agent reaches its socket but can neither remove nor replace it, so a
-    // daemon restart always rebinds the socket the harness connects to.
-    argv.push(bind_arg(
-        &roots.runtime_dir(name),
-        Path::new("/run/hyperhive"),
-        true,
-        idmap,
-    ));
-    argv.push(bind_arg(
-        &host.hive_harness,
-        Path::new(HARNESS_IN_CONTAINER),
-        true,
-        false,
-    ));
-    if spec.system.is_some() {
-        argv.extend(system::binds(spec));
-    }
-    argv.extend(egress::container_args(spec, host));
-    for b in &spec.binds {
-        argv.push(bind_arg(&b.source, &b.target, b.readonly, idmap));
-    }
-    let dropped: Vec<&str> = DROPPED_CAPABILITIES
-        .iter()
-        .copied()
-        .filter(|c| !spec.capabilities.iter().any(|k| k == c))
-        .collect();
-    if !dropped.is_empty() {
-        argv.push(format!("--drop-capability={}", dropped.join(",")));
-    }
-    if let Some(c) = &spec.claude {
-        argv.extend(claude::nspawn_args(c));
-    }
-    // The spec's env is not passed here: a command line is world-readable (ExecStart on
-    // the bus, /proc/*/cmdline). The harness unit carries it, inside the container.
-    argv.push(format!("--setenv=HIVE_AGENT={name}"));
-    match spec.network {
-        // Host networking (an admin's explicit choice): no flag at all, so nspawn never
-        // creates a netns.
-        Network::Host => {}
-        // Only lo: no route out, no DNS server, none of the host's loopback services,
-        // abstract sockets or link-local addresses.
-        Network::Private => argv.push("--private-network".into()),
-    }
-    if spec.system.is_some() {
-        // The system's own init is PID 1, as containers.<name> runs it: it activates the
-        // system, then execs its systemd.
-        argv.push("--".into());
-        argv.push(system::init_in_container());
-    } else {
-        argv.push("--boot".into());
-        argv.push("--".into());
-        // An empty /etc (volatile roots) must not stop the boot at a firstboot prompt.
-        argv.push("systemd.firstboot=off".into());
-        if spec.network == Network::Private {
-            // In its own namespace the container's root may configure links, so a root
-            // whose presets enable systemd-networkd starts it, and its wait-online then
-            // holds the boot (and READY=1) for two minutes waiting for a link that will
-            // never come: lo is all there is.
-            argv.push(format!("systemd.mask={WAIT_ONLINE}"));
-        }
-    }
-
     let exec_start = ExecCommand {
         path: host.nspawn.display().to_string(),
         argv: literal_args(argv),
@@ -329,16 +241,7 @@ pub fn container_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
     properties.extend(bounds::properties(&agent_bounds));
     properties.extend(disk::container_properties(host, name));
 
-    // The container's hash also covers the harness unit it will carry, so a change to the
-    // harness command alone is drift too, and reconcile can judge an agent from the host
-    // unit without reaching into every container.
-    let harness = harness_unit(spec, host);
-    stamp(
-        name.container_unit(),
-        Some(machine),
-        properties,
-        Some(&harness.hash),
-    )
+    properties
 }
 
 /// Hashes the properties (and the hash of a unit this one carries) and stamps the hash
@@ -408,21 +311,6 @@ pub fn agent_path(spec: &AgentSpec, host: &Host) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// How nspawn treats file ownership in the container's root under a user namespace. A
-/// volatile root (or the host's own `/`) only lends its read-only /usr: it is used as it
-/// is (`off`; its files show as nobody inside, which a booting systemd tolerates). A root
-/// of the agent's own is idmapped where the filesystem can, and chowned otherwise
-/// (`auto`), so the container's root owns its tree.
-/// A system agent's prepared root is its own (`auto`): with `off` it stays host root's and
-/// its init cannot write it.
-fn ownership(spec: &AgentSpec) -> &'static str {
-    if spec.volatile == Volatile::Yes || spec.root.as_deref() == Some(Path::new("/")) {
-        "off"
-    } else {
-        "auto"
-    }
 }
 
 /// `--bind=SRC:DST[:idmap]` / `--bind-ro=…`, with nspawn's backslash escapes so that
