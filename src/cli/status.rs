@@ -302,9 +302,27 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
     Ok(())
 }
 
-/// Text for `hivectl status`, in the spirit of `systemctl status`.
+/// Text for `hivectl status`, in the spirit of `systemctl status`: the unit, the
+/// agent's bounds, its crashes, where it runs, then what it did.
 pub fn render_status(st: &AgentStatus) -> String {
     let mut out = String::new();
+    render_unit(st, &mut out);
+    if let Some(b) = &st.bounds {
+        out.push_str(&super::bounds::render(b));
+    }
+    if let Some(d) = &st.disk {
+        out.push_str(&super::bounds::render_disk(d));
+    }
+    if st.host.is_none() {
+        render_crashes(st, &mut out);
+    }
+    render_where(st, &mut out);
+    render_doings(st, &mut out);
+    out
+}
+
+/// The container unit as systemd holds it.
+fn render_unit(st: &AgentStatus, out: &mut String) {
     let (dot, state) = match &st.container {
         Some(u) => (
             if u.is_failed() {
@@ -337,35 +355,36 @@ pub fn render_status(st: &AgentStatus) -> String {
         ));
         out.push_str(&format!("Invocation: {}\n", u.invocation_id));
     }
-    if let Some(b) = &st.bounds {
-        out.push_str(&super::bounds::render(b));
-    }
-    if let Some(d) = &st.disk {
-        out.push_str(&super::bounds::render_disk(d));
-    }
-    if st.host.is_none() {
-        let line = |what: &str, c: &super::crash::Crash| {
-            format!(
-                "{what} at {}: {} (result {}, invocation {})",
-                format_usec(c.at_usec),
-                c.how(),
-                c.result,
-                c.invocation_id
-            )
-        };
-        match (&st.last_crash, &st.harness_last_crash) {
-            (None, None) => out.push_str("Last crash: none recorded\n"),
-            (c, h) => {
-                let mut lines = c.iter().map(|c| line("container", c));
-                let mut rest = h.iter().map(|h| line("harness", h));
-                let first = lines.next().or_else(|| rest.next()).unwrap_or_default();
-                out.push_str(&format!("Last crash: {first}\n"));
-                for l in lines.chain(rest) {
-                    out.push_str(&format!("            {l}\n"));
-                }
+}
+
+/// The last crash of the container and of the harness (read from the local journal).
+fn render_crashes(st: &AgentStatus, out: &mut String) {
+    let line = |what: &str, c: &super::crash::Crash| {
+        format!(
+            "{what} at {}: {} (result {}, invocation {})",
+            format_usec(c.at_usec),
+            c.how(),
+            c.result,
+            c.invocation_id
+        )
+    };
+    match (&st.last_crash, &st.harness_last_crash) {
+        (None, None) => out.push_str("Last crash: none recorded\n"),
+        (c, h) => {
+            let mut lines = c.iter().map(|c| line("container", c));
+            let mut rest = h.iter().map(|h| line("harness", h));
+            let first = lines.next().or_else(|| rest.next()).unwrap_or_default();
+            out.push_str(&format!("Last crash: {first}\n"));
+            for l in lines.chain(rest) {
+                out.push_str(&format!("            {l}\n"));
             }
         }
     }
+}
+
+/// Where the agent runs: its user namespace, system, network, harness, machine, and its
+/// spec and dirs (or the host it is on).
+fn render_where(st: &AgentStatus, out: &mut String) {
     match st.user_namespace {
         Some(UidRange { host_uid: 0, .. }) => {
             out.push_str("   User NS: none: container root is host root (private_users = false)\n")
@@ -421,6 +440,10 @@ pub fn render_status(st: &AgentStatus) -> String {
         out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
         out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
     }
+}
+
+/// What the agent did and waits for: approvals, its last turn, its spending, its log.
+fn render_doings(st: &AgentStatus, out: &mut String) {
     let pending = match &st.pending_approvals {
         Some(ids) if ids.is_empty() => "none".to_string(),
         Some(ids) => {
@@ -458,5 +481,4 @@ pub fn render_status(st: &AgentStatus) -> String {
             out.push('\n');
         }
     }
-    out
 }
