@@ -15,6 +15,7 @@ mod name;
 pub mod request;
 pub mod size;
 mod system;
+mod validate;
 pub use diff::differences;
 pub use system::{SYSTEM_IN_CONTAINER, SYSTEM_RESERVED_TARGETS};
 
@@ -183,83 +184,15 @@ impl AgentSpec {
             return Err(SpecError::HostRootWritable);
         }
 
-        let mut path = Vec::new();
-        for dir in &file.path {
-            let dir = clean_abs_path("path entry", dir)?;
-            if dir.to_string_lossy().contains(':') {
-                return Err(SpecError::PathEntryColon(dir));
-            }
-            if !path.contains(&dir) {
-                path.push(dir);
-            }
-        }
+        let path = validate::clean_path(file)?;
 
-        let mut binds: Vec<Bind> = Vec::new();
-        for entry in &file.bind {
-            let bind = entry.to_bind()?;
-            for reserved in RESERVED_TARGETS {
-                if bind.target.starts_with(reserved) {
-                    return Err(SpecError::BindReserved {
-                        target: bind.target,
-                        reserved,
-                    });
-                }
-            }
-            if bind.target == Path::new("/") {
-                return Err(SpecError::BindOverRoot);
-            }
-            if system.is_some() {
-                system::check_bind_target(&bind.target)?;
-            }
-            if binds.iter().any(|b| b.target == bind.target) {
-                return Err(SpecError::BoundTwice(bind.target));
-            }
-            binds.push(bind);
-        }
+        let binds = validate::clean_binds(file, system.is_some())?;
 
         for (key, value) in &file.env {
             check_env(key, value)?;
         }
 
-        let memory_max = match &file.memory_max {
-            Some(size) => Some(size.bytes().map_err(|e| e.in_field("memory_max"))?),
-            None => None,
-        };
-        if memory_max == Some(0) {
-            return Err(SpecError::MemoryZero);
-        }
-        // Specs are saved as TOML, whose integers are i64; systemd has no use for more.
-        const LIMIT: u64 = i64::MAX as u64;
-        if memory_max.is_some_and(|m| m > LIMIT) {
-            return Err(SpecError::LimitTooLarge {
-                field: "memory_max",
-                max: LIMIT,
-                unit: " bytes",
-            });
-        }
-        if file.tasks_max.is_some_and(|t| t > LIMIT) {
-            return Err(SpecError::LimitTooLarge {
-                field: "tasks_max",
-                max: LIMIT,
-                unit: "",
-            });
-        }
-        if let Some(w) = file.cpu_weight {
-            if !(1..=10_000).contains(&w) {
-                return Err(SpecError::CpuWeight(w));
-            }
-        }
-        if file.tasks_max == Some(0) {
-            return Err(SpecError::TasksZero);
-        }
-        let disk_max = match &file.disk_max {
-            Some(size) => {
-                let bytes = size.bytes().map_err(|e| e.in_field("disk_max"))?;
-                bounds::check_disk_max(bytes).map_err(SpecError::DiskMax)?;
-                Some(bytes)
-            }
-            None => None,
-        };
+        let (memory_max, disk_max) = validate::checked_bounds(file)?;
 
         let harness = file.harness.clone().unwrap_or_default();
         if let Some(first) = harness.first() {
@@ -271,71 +204,20 @@ impl AgentSpec {
             return Err(SpecError::HarnessNul(arg.clone()));
         }
 
-        let mut capabilities = Vec::new();
-        for cap in &file.capabilities {
-            if !DROPPED_CAPABILITIES.contains(&cap.as_str()) {
-                return Err(SpecError::Capability(cap.clone()));
-            }
-            if !capabilities.contains(cap) {
-                capabilities.push(cap.clone());
-            }
-        }
-        capabilities.sort();
+        let capabilities = validate::clean_capabilities(file)?;
 
         let claude = match &file.claude {
             Some(c) => Some(ClaudeSpec::validate(c)?),
             None => None,
         };
-        if claude.is_some() {
-            if !harness.is_empty() {
-                return Err(SpecError::ClaudeWithHarness);
-            }
-            if file.turns == Some(false) {
-                return Err(SpecError::ClaudeWithoutTurns);
-            }
-        }
-        // A Claude Code agent runs in turns: claude is started once per wake.
-        let turns = match (file.turns.unwrap_or(claude.is_some()), file.turn_timeout) {
-            (false, None) => None,
-            (false, Some(_)) => return Err(SpecError::TurnTimeoutWithoutTurns),
-            (true, timeout) => {
-                let timeout = timeout.unwrap_or(DEFAULT_TURN_TIMEOUT);
-                if !(1..=MAX_TURN_TIMEOUT).contains(&timeout) {
-                    return Err(SpecError::TurnTimeout(timeout));
-                }
-                if harness.is_empty() && claude.is_none() {
-                    return Err(SpecError::TurnsWithoutHarness);
-                }
-                Some(timeout)
-            }
-        };
-        if let (Some(c), Some(turn)) = (&claude, turns) {
-            if c.permission == claude::Permission::Approvals && c.permission_timeout >= turn {
-                return Err(SpecError::ClaudePermissionPastTurn {
-                    wait: c.permission_timeout,
-                    turn,
-                });
-            }
-        }
+        let turns = validate::checked_turns(file, &harness, claude.as_ref())?;
         if let Some(grace) = file.restart_grace {
             if grace > MAX_RESTART_GRACE {
                 return Err(SpecError::RestartGrace(grace));
             }
         }
         let network = file.network.unwrap_or_default();
-        // A Claude Code agent in one line: on its private network it reaches Anthropic's
-        // API (and, signing in without a key, its sign-in) unless its spec names its
-        // egress itself. Saved in the spec, so status and plan show it like any entry.
-        let default_egress = match &claude {
-            Some(c) if network == Network::Private && file.egress.is_empty() => c.default_egress(),
-            _ => Vec::new(),
-        };
-        let raw_egress = if default_egress.is_empty() {
-            &file.egress[..]
-        } else {
-            &default_egress[..]
-        };
-        let egress = egress_entries(raw_egress, network)?;
+        let egress = validate::egress_of(file, claude.as_ref(), network)?;
         Ok(Self {
             name: name.clone(),
             root,
