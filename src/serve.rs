@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
-use crate::api::{self, calls::Calls, server::Manager};
+use crate::api::{self, calls::Calls, server::ManagerObject};
 use crate::daemon::agent_side::{self, Notice, WhoAmI};
 use crate::daemon::approvals::Approvals;
 use crate::daemon::changes::Changes;
@@ -104,7 +104,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
 
     let server = conn.object_server();
     let calls = Calls::default();
-    let manager = Manager {
+    let manager = ManagerObject {
         hive: hive.clone(),
         calls: calls.clone(),
     };
@@ -119,7 +119,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     let known = hive.rediscover().await;
     spans.mark("rediscover");
     for name in &known {
-        Manager::export_agent(server, &emitter, name).await?;
+        ManagerObject::export_agent(server, &emitter, name).await?;
     }
     spans.mark("export");
     api::follow(conn.clone(), hive.clone(), api_changes);

@@ -12,7 +12,7 @@ use tokio::sync::broadcast::Receiver;
 use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
-use super::server::Manager;
+use super::server::ManagerObject;
 use super::MANAGER_PATH;
 use crate::daemon::{Change, Hive};
 
@@ -54,15 +54,15 @@ async fn apply(
         // Read when handled, not when published: an agent destroyed since has no spec,
         // and its object must not come back.
         Change::AgentAdded(name) if hive.has_spec(&name) => {
-            Manager::export_agent(server, emitter, &name).await
+            ManagerObject::export_agent(server, emitter, &name).await
         }
         Change::AgentAdded(_) | Change::AgentChanged(_) => Ok(()),
-        Change::AgentRemoved(name) => Manager::unexport_agent(server, emitter, &name).await,
+        Change::AgentRemoved(name) => ManagerObject::unexport_agent(server, emitter, &name).await,
         Change::ApprovalNew { id, agent } => {
-            Manager::approval_new(emitter, id, agent.as_str()).await
+            ManagerObject::approval_new(emitter, id, agent.as_str()).await
         }
         Change::ApprovalChanged { id, status } => {
-            Manager::approval_changed(emitter, id, status.as_str()).await
+            ManagerObject::approval_changed(emitter, id, status.as_str()).await
         }
     }
 }
@@ -74,7 +74,7 @@ async fn resync(
     hive: &Hive,
 ) -> zbus::Result<()> {
     for name in hive.known_agents().await {
-        Manager::export_agent(server, emitter, &name).await?;
+        ManagerObject::export_agent(server, emitter, &name).await?;
     }
     Ok(())
 }

@@ -17,7 +17,9 @@ use crate::daemon::{Hive, Trigger};
 use crate::reconcile::{Action, StepResult};
 use crate::spec::AgentName;
 
-pub struct Manager {
+/// The object exported at `/org/hyperhive/hive1` serving `org.hyperhive.Hive1.Manager`
+/// (named apart from systemd's `Manager` proxy in `crate::systemd::proxies`).
+pub struct ManagerObject {
     pub hive: Arc<Hive>,
     /// Every method holds one while it runs: a stopping daemon waits for them.
     pub calls: Calls,
@@ -57,7 +59,7 @@ fn object_path(name: &AgentName) -> OwnedObjectPath {
     OwnedObjectPath::try_from(agent_path(name.as_str())).expect("escaped agent path is valid")
 }
 
-impl Manager {
+impl ManagerObject {
     fn page(&self, all: bool, after: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
         Ok(self
             .hive
@@ -123,7 +125,7 @@ impl Manager {
 }
 
 #[interface(name = "org.hyperhive.Hive1.Manager")]
-impl Manager {
+impl ManagerObject {
     /// Agents the daemon knows: (name, unit, machine, object path).
     async fn list_agents(&self) -> Vec<(String, String, String, OwnedObjectPath)> {
         let _call = self.calls.enter();
