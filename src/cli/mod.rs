@@ -18,6 +18,7 @@ pub mod plan_reload;
 pub mod remote;
 pub mod render;
 pub mod status;
+pub mod status_text;
 pub mod tell;
 
 use std::path::PathBuf;

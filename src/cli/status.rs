@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::bounds::UnitBounds;
 use super::list::{daemon_agents, spec_path, without};
-use super::render::format_usec;
 use super::{BadInput, RootArgs, Target};
+use crate::paths::Roots;
 use crate::spec::AgentName;
 use crate::systemd::{Systemd, UnitStatus};
 
@@ -189,56 +189,86 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
     let sd = Systemd::reader(&conn).await?;
     let unit = sd.status(&name.container_unit()).await?;
     if let Some(host) = t.remote() {
-        let known = daemon_agents(&conn)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|a| a.contains(&name));
-        if unit.is_none() && !known {
-            return Err(BadInput(format!(
-                "no agent {name} on {}: hive-c0re does not know it and there is no unit {}",
-                host.destination(),
-                name.container_unit()
-            ))
-            .into());
-        }
-        let st = AgentStatus {
-            machine_registered: sd
-                .machine_registered(&name.machine())
-                .await
-                .unwrap_or(false),
-            host: Some(host.to_string()),
-            name: name.to_string(),
-            unit: name.container_unit(),
-            machine: name.machine(),
-            spec: None,
-            state_dir: roots.state_dir(&name),
-            credentials_dir: roots.claude_dir(&name),
-            runtime_dir: roots.runtime_dir(&name),
-            harness: None,
-            // The remote host's /proc is not ours to read.
-            user_namespace: None,
-            bounds: unit_bounds(&sd, &name, false).await,
-            disk: None,
-            container: unit,
-            last_crash: None,
-            harness_last_crash: None,
-            last_turn: None,
-            spent_today: None,
-            network: None,
-            system: None,
-            recent_log: Vec::new(),
-            pending_approvals: pending_approvals(&conn, &name).await,
-        };
+        let st = remote_status(&conn, &sd, &roots, &name, unit, host).await?;
         if args.json {
             let v = without(serde_json::to_value(&st)?, &REMOTE_LEAVES_OUT);
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
-            print!("{}", render_status(&st));
+            print!("{}", super::status_text::render_status(&st));
         }
         return Ok(());
     }
-    let spec = spec_path(&roots, &name);
+    let st = local_status(&conn, &sd, &roots, &name, unit).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", super::status_text::render_status(&st));
+    }
+    Ok(())
+}
+
+/// The agent on a host reached with `-H`: what its systemd and its daemon say, nothing of
+/// that host's disk.
+async fn remote_status(
+    conn: &zbus::Connection,
+    sd: &Systemd,
+    roots: &Roots,
+    name: &AgentName,
+    unit: Option<UnitStatus>,
+    host: &super::remote::Host,
+) -> Result<AgentStatus> {
+    let known = daemon_agents(conn)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|a| a.contains(name));
+    if unit.is_none() && !known {
+        return Err(BadInput(format!(
+            "no agent {name} on {}: hive-c0re does not know it and there is no unit {}",
+            host.destination(),
+            name.container_unit()
+        ))
+        .into());
+    }
+    Ok(AgentStatus {
+        machine_registered: sd
+            .machine_registered(&name.machine())
+            .await
+            .unwrap_or(false),
+        host: Some(host.to_string()),
+        name: name.to_string(),
+        unit: name.container_unit(),
+        machine: name.machine(),
+        spec: None,
+        state_dir: roots.state_dir(name),
+        credentials_dir: roots.claude_dir(name),
+        runtime_dir: roots.runtime_dir(name),
+        harness: None,
+        // The remote host's /proc is not ours to read.
+        user_namespace: None,
+        bounds: unit_bounds(sd, name, false).await,
+        disk: None,
+        container: unit,
+        last_crash: None,
+        harness_last_crash: None,
+        last_turn: None,
+        spent_today: None,
+        network: None,
+        system: None,
+        recent_log: Vec::new(),
+        pending_approvals: pending_approvals(conn, name).await,
+    })
+}
+
+/// The agent on this host: systemd, machined, its spec and dirs, and its journal.
+async fn local_status(
+    conn: &zbus::Connection,
+    sd: &Systemd,
+    roots: &Roots,
+    name: &AgentName,
+    unit: Option<UnitStatus>,
+) -> Result<AgentStatus> {
+    let spec = spec_path(roots, name);
     if unit.is_none() && spec.is_none() {
         return Err(BadInput(format!(
             "no agent {name}: no spec and no unit {}",
@@ -246,7 +276,7 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         ))
         .into());
     }
-    let st = AgentStatus {
+    Ok(AgentStatus {
         host: None,
         machine_registered: sd
             .machine_registered(&name.machine())
@@ -257,24 +287,24 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         machine: name.machine(),
         spec,
         // In its image where it has one (docs/persistence.md, "Disk").
-        state_dir: if roots.disk_image(&name).is_file() {
-            roots.disk_dir(&name).join("state")
+        state_dir: if roots.disk_image(name).is_file() {
+            roots.disk_dir(name).join("state")
         } else {
-            roots.state_dir(&name)
+            roots.state_dir(name)
         },
-        credentials_dir: if roots.disk_image(&name).is_file() {
-            roots.disk_dir(&name).join("claude")
+        credentials_dir: if roots.disk_image(name).is_file() {
+            roots.disk_dir(name).join("claude")
         } else {
-            roots.claude_dir(&name)
+            roots.claude_dir(name)
         },
-        runtime_dir: roots.runtime_dir(&name),
+        runtime_dir: roots.runtime_dir(name),
         harness: if unit.as_ref().is_some_and(|u| u.is_up()) {
-            harness_status(&sd, &name).await
+            harness_status(sd, name).await
         } else {
             None
         },
         user_namespace: if unit.as_ref().is_some_and(|u| u.is_up()) {
-            user_namespace(&sd, &name).await
+            user_namespace(sd, name).await
         } else {
             None
         },
@@ -284,201 +314,14 @@ pub async fn status(t: &Target, roots: &RootArgs, args: StatusArgs) -> Result<()
         } else {
             None
         },
-        bounds: unit_bounds(&sd, &name, true).await,
-        disk: super::bounds::disk_use(&roots, &name),
+        bounds: unit_bounds(sd, name, true).await,
+        disk: super::bounds::disk_use(roots, name),
         container: unit,
-        recent_log: super::logs::recent(&name, 10),
-        last_turn: super::tell::last_turn(&name),
-        spent_today: super::tell::spent_today(&name),
-        network: super::network_status::read(&roots, &name),
-        system: RunningSystem::of(&name),
-        pending_approvals: pending_approvals(&conn, &name).await,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
-    } else {
-        print!("{}", render_status(&st));
-    }
-    Ok(())
-}
-
-/// Text for `hivectl status`, in the spirit of `systemctl status`: the unit, the
-/// agent's bounds, its crashes, where it runs, then what it did.
-pub fn render_status(st: &AgentStatus) -> String {
-    let mut out = String::new();
-    render_unit(st, &mut out);
-    if let Some(b) = &st.bounds {
-        out.push_str(&super::bounds::render(b));
-    }
-    if let Some(d) = &st.disk {
-        out.push_str(&super::bounds::render_disk(d));
-    }
-    if st.host.is_none() {
-        render_crashes(st, &mut out);
-    }
-    render_where(st, &mut out);
-    render_doings(st, &mut out);
-    out
-}
-
-/// The container unit as systemd holds it.
-fn render_unit(st: &AgentStatus, out: &mut String) {
-    let (dot, state) = match &st.container {
-        Some(u) => (
-            if u.is_failed() {
-                "×"
-            } else if u.is_up() {
-                "●"
-            } else {
-                "○"
-            },
-            format!(
-                "{} ({}) since {}",
-                u.active_state,
-                u.sub_state,
-                format_usec(u.state_change_timestamp)
-            ),
-        ),
-        None => ("○", "inactive (no unit loaded)".to_string()),
-    };
-    out.push_str(&format!("{dot} {} - hyperhive agent\n", st.name));
-    out.push_str(&format!("      Unit: {}\n", st.unit));
-    out.push_str(&format!("    Active: {state}\n"));
-    if let Some(u) = &st.container {
-        out.push_str(&format!(
-            "    Result: {}   Main: {} (code={}, status={})   Restarts: {}\n",
-            u.result,
-            u.main_pid,
-            u.exec_main_code_name(),
-            u.exec_main_status,
-            u.n_restarts
-        ));
-        out.push_str(&format!("Invocation: {}\n", u.invocation_id));
-    }
-}
-
-/// The last crash of the container and of the harness (read from the local journal).
-fn render_crashes(st: &AgentStatus, out: &mut String) {
-    let line = |what: &str, c: &super::crash::Crash| {
-        format!(
-            "{what} at {}: {} (result {}, invocation {})",
-            format_usec(c.at_usec),
-            c.how(),
-            c.result,
-            c.invocation_id
-        )
-    };
-    match (&st.last_crash, &st.harness_last_crash) {
-        (None, None) => out.push_str("Last crash: none recorded\n"),
-        (c, h) => {
-            let mut lines = c.iter().map(|c| line("container", c));
-            let mut rest = h.iter().map(|h| line("harness", h));
-            let first = lines.next().or_else(|| rest.next()).unwrap_or_default();
-            out.push_str(&format!("Last crash: {first}\n"));
-            for l in lines.chain(rest) {
-                out.push_str(&format!("            {l}\n"));
-            }
-        }
-    }
-}
-
-/// Where the agent runs: its user namespace, system, network, harness, machine, and its
-/// spec and dirs (or the host it is on).
-fn render_where(st: &AgentStatus, out: &mut String) {
-    match st.user_namespace {
-        Some(UidRange { host_uid: 0, .. }) => {
-            out.push_str("   User NS: none: container root is host root (private_users = false)\n")
-        }
-        Some(r) => out.push_str(&format!(
-            "   User NS: container root is host uid {} ({} ids)\n",
-            r.host_uid, r.count
-        )),
-        None => {}
-    }
-    if let Some(system) = &st.system {
-        out.push_str(&format!(
-            "    System: {} (GC root {})\n",
-            system.running.display(),
-            system.gc_root.display()
-        ));
-    }
-    if let Some(n) = &st.network {
-        out.push_str(&super::network_status::render(n));
-    }
-    match (&st.host, &st.harness) {
-        (Some(host), _) => out.push_str(&format!(
-            "   Harness: not read over -H (systemctl -H {host}/{} status {})\n",
-            st.machine,
-            crate::plan::HARNESS_UNIT
-        )),
-        (None, Some(h)) => out.push_str(&format!(
-            "   Harness: {} ({}), result {}, {} restarts\n",
-            h.active_state, h.sub_state, h.result, h.n_restarts
-        )),
-        (None, None) => out.push_str("   Harness: -\n"),
-    }
-    out.push_str(&format!(
-        "   Machine: {} ({})\n",
-        st.machine,
-        if st.machine_registered {
-            "registered"
-        } else {
-            "not registered"
-        }
-    ));
-    if let Some(host) = &st.host {
-        // The spec and the dirs are on that host's disk; its journal is one ssh away.
-        out.push_str(&format!("      Host: {host}\n"));
-    } else {
-        let spec = st
-            .spec
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "-".into());
-        out.push_str(&format!("      Spec: {spec}\n"));
-        out.push_str(&format!("     State: {}\n", st.state_dir.display()));
-        out.push_str(&format!("     Creds: {}\n", st.credentials_dir.display()));
-        out.push_str(&format!("   Runtime: {}\n", st.runtime_dir.display()));
-    }
-}
-
-/// What the agent did and waits for: approvals, its last turn, its spending, its log.
-fn render_doings(st: &AgentStatus, out: &mut String) {
-    let pending = match &st.pending_approvals {
-        Some(ids) if ids.is_empty() => "none".to_string(),
-        Some(ids) => {
-            ids.iter()
-                .map(|id| format!("#{id}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-                + " (hivectl approvals)"
-        }
-        None => "unknown (daemon down, or not root/hive-admin)".to_string(),
-    };
-    out.push_str(&format!(" Approvals: {pending}\n"));
-    if let Some(turn) = &st.last_turn {
-        out.push_str(&format!(" Last turn: {}\n", turn.render()));
-    }
-    if let Some(spent) = &st.spent_today {
-        out.push_str(&format!(
-            "     Spent: ${:.4} today ({}, UTC) in {} turn{}\n",
-            spent.usd,
-            spent.day,
-            spent.turns,
-            if spent.turns == 1 { "" } else { "s" }
-        ));
-    }
-    if let Some(host) = &st.host {
-        out.push_str(&format!(
-            "       Log: hivectl -H {host} logs {} -n 20\n",
-            st.name
-        ));
-    }
-    if !st.recent_log.is_empty() {
-        out.push('\n');
-        for line in &st.recent_log {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
+        recent_log: super::logs::recent(name, 10),
+        last_turn: super::tell::last_turn(name),
+        spent_today: super::tell::spent_today(name),
+        network: super::network_status::read(roots, name),
+        system: RunningSystem::of(name),
+        pending_approvals: pending_approvals(conn, name).await,
+    })
 }
