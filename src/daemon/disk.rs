@@ -49,15 +49,41 @@ impl Hive {
         }
         let max = self.host.defaults.for_agent(spec).disk_max;
         let mount = plan::mount_unit(roots, name);
-        let mut up = self
+        let up = self
             .sd
             .active_state(&mount.unit)
             .await?
             .is_some_and(|s| s.is_up());
+        let (up, stopped) = self
+            .fit_image(name, &image, size, max, up, &mount.unit)
+            .await?;
+        if !up {
+            crate::safe_fs::private_dir(&roots.disk_dir(name))
+                .with_context(|| format!("agent {name}: its disk mount point"))?;
+            self.start_mount(&mount).await.with_context(|| {
+                format!("agent {name}: mounting its disk image ({})", mount.unit)
+            })?;
+        }
+        let moved = self.fill_disk(spec).await?;
+        Ok(stopped || moved)
+    }
+
+    /// Makes the image, or grows it offline to `max` (stopping the container and the
+    /// mount first, if up); never shrinks it. Returns whether the mount is still up and
+    /// whether the container was stopped.
+    async fn fit_image(
+        &self,
+        name: &AgentName,
+        image: &Path,
+        size: Option<u64>,
+        max: u64,
+        mut up: bool,
+        mount_unit: &str,
+    ) -> Result<(bool, bool)> {
         let mut stopped = false;
         match size {
             None => {
-                let (img, n) = (image.clone(), name.clone());
+                let (img, n) = (image.to_owned(), name.clone());
                 tokio::task::spawn_blocking(move || make_image(&img, max, &n)).await??;
                 log::info!(
                     "agent {name}: made its disk image {} ({max} bytes, sparse)",
@@ -69,10 +95,10 @@ impl Hive {
                 // (resize2fs online needs CAP_SYS_RESOURCE), and e2fsck wants it unmounted.
                 if up {
                     stopped = self.stop_container(name).await?;
-                    self.sd.stop(&mount.unit).await?;
+                    self.sd.stop(mount_unit).await?;
                     up = false;
                 }
-                let (img, n) = (image.clone(), name.clone());
+                let (img, n) = (image.to_owned(), name.clone());
                 tokio::task::spawn_blocking(move || grow_image(&img, max, &n)).await??;
                 log::info!("agent {name}: grew its disk image from {size} to {max} bytes");
             }
@@ -82,13 +108,16 @@ impl Hive {
             ),
             Some(_) => {}
         }
-        if !up {
-            crate::safe_fs::private_dir(&roots.disk_dir(name))
-                .with_context(|| format!("agent {name}: its disk mount point"))?;
-            self.start_mount(&mount).await.with_context(|| {
-                format!("agent {name}: mounting its disk image ({})", mount.unit)
-            })?;
-        }
+        Ok((up, stopped))
+    }
+
+    /// Fills the mounted image: the agent's state, credentials and journal dirs, what
+    /// was in plain dirs moved in, the journal linked. Returns whether the container was
+    /// stopped to move data in.
+    async fn fill_disk(&self, spec: &AgentSpec) -> Result<bool> {
+        let name = &spec.name;
+        let roots = &self.host.roots;
+        let mut stopped = false;
         let disk = roots.disk_dir(name);
         check_mounted(&disk).with_context(|| format!("agent {name}"))?;
         // Its journal directory too, where it gets one: 0755 as journald's own.
