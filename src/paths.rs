@@ -8,6 +8,10 @@ use crate::spec::AgentName;
 /// Where the agent socket appears inside the container (`HIVE_SOCKET`).
 pub const SOCKET_IN_CONTAINER: &str = "/run/hyperhive/hive.sock";
 
+/// The egress proxy's socket in its directory (the proxy listens on it, the container
+/// binds it; defined with the paths both read).
+pub const EGRESS_SOCKET_FILE: &str = "proxy.sock";
+
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/hyperhive";
 pub const DEFAULT_RUN_ROOT: &str = "/run/hyperhive";
 pub const DEFAULT_CONFIG_ROOT: &str = "/etc/hyperhive";
@@ -32,6 +36,28 @@ impl Default for Roots {
 }
 
 impl Roots {
+    /// Host paths an agent may never bind, nor any path under them, nor a directory
+    /// holding one (binding `/var/lib` would hand over `/var/lib/hyperhive`): the kernel's
+    /// and systemd's trees and hyperhive's own roots, wherever they are configured.
+    pub fn protected(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = ["/proc", "/sys", "/dev", "/run"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        for p in [
+            self.state.as_path(),
+            self.run.as_path(),
+            self.config.as_path(),
+            Path::new(DEFAULT_STATE_ROOT),
+            Path::new(DEFAULT_CONFIG_ROOT),
+        ] {
+            if !out.iter().any(|o| o == p) {
+                out.push(p.to_owned());
+            }
+        }
+        out
+    }
+
     /// Checks the roots once so later path joins can be trusted.
     pub fn validate(self) -> Result<Self, String> {
         for (what, p) in [

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use crate::paths::Roots;
 use crate::spec::bind::BindEntry;
-use crate::spec::request::{protected_paths, AgentRequest};
+use crate::spec::request::AgentRequest;
 use crate::spec::AgentSpec;
 
 /// Host paths no agent may bind, for these roots.
 pub fn protected(roots: &Roots) -> Vec<PathBuf> {
-    protected_paths(&roots.state, &roots.run, &roots.config)
+    roots.protected()
 }
 
 /// The spec `req` would make of `current`, if it stays within what an agent may ask for

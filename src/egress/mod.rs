@@ -30,7 +30,7 @@ use count::{Counted, Counters};
 use events::{Events, Outcome};
 
 /// The socket inside the proxy's directory.
-pub const SOCKET_FILE: &str = "proxy.sock";
+pub use crate::paths::EGRESS_SOCKET_FILE as SOCKET_FILE;
 /// Connections served at once; past it a client gets a 503 at once.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections answered 503 at once; past both a connection is closed unanswered.

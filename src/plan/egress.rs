@@ -252,7 +252,7 @@ pub fn forward_unit(spec: &AgentSpec) -> UnitPlan {
         format!(
             "--to={}",
             Path::new(EGRESS_IN_CONTAINER)
-                .join(crate::egress::SOCKET_FILE)
+                .join(crate::paths::EGRESS_SOCKET_FILE)
                 .display()
         ),
     ];

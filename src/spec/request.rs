@@ -224,28 +224,6 @@ fn lowers(
     }
 }
 
-/// Host paths an agent may never bind, nor any path under them, nor a directory holding
-/// one (binding `/var/lib` would hand over `/var/lib/hyperhive`): the kernel's and
-/// systemd's trees and hyperhive's own roots, wherever they are configured.
-pub fn protected_paths(state: &Path, run: &Path, config: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = ["/proc", "/sys", "/dev", "/run"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-    for p in [
-        state,
-        run,
-        config,
-        Path::new(crate::paths::DEFAULT_STATE_ROOT),
-        Path::new(crate::paths::DEFAULT_CONFIG_ROOT),
-    ] {
-        if !out.iter().any(|o| o == p) {
-            out.push(p.to_owned());
-        }
-    }
-    out
-}
-
 /// The protected path `source` is, lies under, or holds, if any. `source` is clean
 /// (absolute, no `..`); `/` holds everything, so it is always refused.
 pub fn protected_source<'a>(source: &Path, protected: &'a [PathBuf]) -> Option<&'a Path> {
@@ -363,11 +341,12 @@ mod tests {
     }
 
     fn protected() -> Vec<PathBuf> {
-        protected_paths(
-            Path::new("/var/lib/hyperhive"),
-            Path::new("/run/hyperhive"),
-            Path::new("/etc/hyperhive"),
-        )
+        crate::paths::Roots {
+            state: "/var/lib/hyperhive".into(),
+            run: "/run/hyperhive".into(),
+            config: "/etc/hyperhive".into(),
+        }
+        .protected()
     }
 
     fn ask(v: serde_json::Value) -> Result<AgentSpec, SpecError> {
