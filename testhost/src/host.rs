@@ -393,7 +393,11 @@ impl TestHost {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            // A signal to this test process (e.g. a child's SIGCHLD) is no
+                            // reason to give up the boot: the loop's own deadline bounds it.
+                            | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(e).context("reading the notify socket"),
             }
