@@ -138,15 +138,7 @@ impl Hive {
         if watched {
             return Ok(Outcome::Adopted);
         }
-        crate::failpoint::fails_once("heal:try")
-            .with_context(|| format!("agent {name}: re-creating its harness"))?;
-        let outcome = self
-            .ensure_harness_in(&spec, Mode::Start, None, st.invocation_id.clone(), spans)
-            .await?;
-        if outcome != Outcome::Adopted {
-            log::info!("agent {name}: harness re-created in its restarted container");
-        }
-        Ok(outcome)
+        self.recreate_harness(&spec, &st, spans).await
     }
 
     /// The harness check of an agent adopted at the daemon's start, whose unit `st` was
@@ -187,10 +179,22 @@ impl Hive {
         if watched {
             return Ok(Outcome::Adopted);
         }
+        self.recreate_harness(&spec, st, spans).await
+    }
+
+    /// The one way both heals bring a harness back: ensured over the container's bus in
+    /// the unit's current invocation `st` (a no-op when it is already there and watched).
+    async fn recreate_harness(
+        &self,
+        spec: &AgentSpec,
+        st: &UnitStatus,
+        spans: &Summed,
+    ) -> Result<Outcome> {
+        let name = &spec.name;
         crate::failpoint::fails_once("heal:try")
             .with_context(|| format!("agent {name}: re-creating its harness"))?;
         let outcome = self
-            .ensure_harness_in(&spec, Mode::Start, None, st.invocation_id.clone(), spans)
+            .ensure_harness_in(spec, Mode::Start, None, st.invocation_id.clone(), spans)
             .await?;
         if outcome != Outcome::Adopted {
             log::info!("agent {name}: harness re-created in its restarted container");
