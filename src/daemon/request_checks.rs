@@ -9,11 +9,6 @@ use crate::spec::bind::BindEntry;
 use crate::spec::request::AgentRequest;
 use crate::spec::AgentSpec;
 
-/// Host paths no agent may bind, for these roots.
-pub fn protected(roots: &Roots) -> Vec<PathBuf> {
-    roots.protected()
-}
-
 /// The spec `req` would make of `current`, if it stays within what an agent may ask for
 /// and its bind sources pass [`bind_source`]. Run when the agent asks, when an admin
 /// looks, and again when applying: the host may have changed in between.
@@ -21,7 +16,7 @@ pub fn check(req: &AgentRequest, current: &AgentSpec, roots: &Roots) -> Result<A
     // Read now, as the bind sources are: the bound an agent may not exceed is the one its
     // spec would get, hive.toml's where the spec sets none.
     let defaults = super::bounds::read_defaults(&roots.config).map_err(|e| format!("{e:#}"))?;
-    let spec = req.apply_to(current, &defaults, &protected(roots))?;
+    let spec = req.apply_to(current, &defaults, &roots.protected())?;
     for entry in &req.bind {
         bind_source(&entry_source(entry)?)?;
     }

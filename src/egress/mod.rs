@@ -29,8 +29,7 @@ use allowlist::Allowlist;
 use count::{Counted, Counters};
 use events::{Events, Outcome};
 
-/// The socket inside the proxy's directory.
-pub use crate::paths::EGRESS_SOCKET_FILE as SOCKET_FILE;
+use crate::paths::EGRESS_SOCKET_FILE;
 /// Connections served at once; past it a client gets a 503 at once.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections answered 503 at once; past both a connection is closed unanswered.
@@ -54,7 +53,7 @@ struct State {
 
 /// Runs the proxy until killed. `dir` is its runtime directory (the socket and `allow`).
 pub async fn run(agent: AgentName, dir: PathBuf) -> Result<()> {
-    let socket = dir.join(SOCKET_FILE);
+    let socket = dir.join(EGRESS_SOCKET_FILE);
     match std::fs::remove_file(&socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -409,5 +408,5 @@ async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
 
 /// Where the proxy's directory is for a given agent (the unit's RuntimeDirectory).
 pub fn socket_in(dir: &Path) -> PathBuf {
-    dir.join(SOCKET_FILE)
+    dir.join(EGRESS_SOCKET_FILE)
 }
