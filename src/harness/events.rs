@@ -5,6 +5,14 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+/// Now, as the log's `at_usec`: µs since the epoch.
+pub fn now_usec() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 pub struct EventLog {
     conn: Option<Mutex<rusqlite::Connection>>,
 }
@@ -61,16 +69,29 @@ impl EventLog {
     }
 
     pub fn record(&self, kind: &str, data: &serde_json::Value) {
+        self.record_at(now_usec(), kind, data);
+    }
+
+    /// Records an event that happened at `at_usec` (µs since the epoch), told later.
+    pub fn record_at(&self, at_usec: i64, kind: &str, data: &serde_json::Value) {
+        self.record_all(&[(at_usec, kind, data.clone())]);
+    }
+
+    /// Records events in one transaction: one write (and fsync) for all of them.
+    pub fn record_all(&self, events: &[(i64, &str, serde_json::Value)]) {
         let Some(conn) = &self.conn else { return };
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
-        let conn = conn.lock().expect("event log lock");
-        if let Err(e) = conn.execute(
-            "INSERT INTO events (at_usec, kind, data) VALUES (?1, ?2, ?3)",
-            rusqlite::params![at, kind, data.to_string()],
-        ) {
+        let mut conn = conn.lock().expect("event log lock");
+        let written = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for (at, kind, data) in events {
+                tx.execute(
+                    "INSERT INTO events (at_usec, kind, data) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![at, kind, data.to_string()],
+                )?;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = written {
             log::warn!("event log: {e}");
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::events::now_usec;
 use super::{feed, Backoff, Client, EventLog, Outbox, OUTBOX_CAPACITY};
 use crate::socket::protocol::{self, Reply, Request};
 
@@ -52,6 +53,15 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a cut stays quiet. A daemon restart is over well within it (the new daemon
+/// answers ~0.2 s after the old one stopped, with 200 agents running), and every harness
+/// of the hive is cut at the same instant: telling it at once — a journal line, an event
+/// written to sqlite with its fsync, STATUS= to the container's systemd — woke every
+/// container together just as the old daemon exited and the new one started, on the same
+/// CPUs. A cut that outlasts this is told then, with its first error and time; one that
+/// does not is recorded (`disconnected`, at its own time) beside `reconnected`.
+pub(super) const QUIET_CUT: Duration = Duration::from_secs(1);
+
 /// The link to the daemon: connected, or cut off since some time and reconnecting.
 pub(super) struct Link {
     socket: PathBuf,
@@ -63,6 +73,9 @@ pub(super) struct Link {
     backoff: Backoff,
     /// When the link went down (monotonic, and wall clock for STATUS= and the log).
     down_since: Option<(tokio::time::Instant, u64)>,
+    /// The cut not yet told (journal, event log, STATUS=): its first error and when it
+    /// happened. `None` once told, or while connected. See [`QUIET_CUT`].
+    untold: Option<(String, i64)>,
     attempts: u32,
     pub(super) next_attempt: tokio::time::Instant,
     /// When STATUS= last said the link is down: said again at most once a second, so a
@@ -88,27 +101,40 @@ impl Link {
         )
     }
 
-    /// The socket stopped answering: from now on, reconnect with backoff.
+    /// The socket stopped answering: from now on, reconnect with backoff. Told once the
+    /// cut has lasted [`QUIET_CUT`].
     pub(super) fn went_down(&mut self, log: &EventLog, error: &str) {
         self.client = None;
         if self.down_since.is_none() {
             self.down_status_at = None;
             self.down_since = Some((tokio::time::Instant::now(), now_secs()));
+            self.untold = Some((crate::spec::one_line(error), now_usec()));
             self.attempts = 0;
             self.backoff = Backoff::new();
             self.next_attempt = tokio::time::Instant::now();
-            log::warn!("agent socket unreachable ({error}); the agent's command keeps running, reconnecting");
-            log.record(
-                "disconnected",
-                &serde_json::json!({ "error": crate::spec::one_line(error) }),
-            );
         }
-        self.tell_down(error);
+        self.tell_down(log, error);
     }
 
-    /// STATUS= for a link that is down, at most once a second (see `down_status_at`).
-    fn tell_down(&mut self, error: &str) {
+    /// Tells a cut not told yet: the journal, and the event log at the time it happened.
+    pub(super) fn tell_cut(&mut self, log: &EventLog) {
+        if let Some((error, at)) = self.untold.take() {
+            log::warn!("agent socket unreachable ({error}); the agent's command keeps running, reconnecting");
+            log.record_at(at, "disconnected", &serde_json::json!({ "error": error }));
+        }
+    }
+
+    /// Once the cut is no longer quiet: tells it, and says so in STATUS=, at most once a
+    /// second (see `down_status_at`).
+    fn tell_down(&mut self, log: &EventLog, error: &str) {
         let now = tokio::time::Instant::now();
+        if self
+            .down_since
+            .is_some_and(|(since, _)| now.duration_since(since) < QUIET_CUT)
+        {
+            return;
+        }
+        self.tell_cut(log);
         if self
             .down_status_at
             .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
@@ -180,30 +206,49 @@ impl Link {
         match connect_subscribed(&self.socket, &self.pushes).await {
             Ok(c) => {
                 let (since, at) = self.down_since.take().expect("down");
-                log::info!(
-                    "reconnected to hive-c0re after {}s ({} attempts)",
-                    since.elapsed().as_secs(),
-                    self.attempts
-                );
-                log.record(
-                    "reconnected",
-                    &serde_json::json!({
-                        "down_since": at,
-                        "down_secs": since.elapsed().as_secs(),
-                        "attempts": self.attempts,
-                        "queued": self.outbox.len(),
-                    }),
-                );
+                let reconnected = serde_json::json!({
+                    "down_since": at,
+                    "down_secs": since.elapsed().as_secs(),
+                    "attempts": self.attempts,
+                    "queued": self.outbox.len(),
+                });
                 self.agent = c.agent.clone();
                 self.client = Some(c);
-                notify(&[sd_notify::NotifyState::Status(&self.status_connected())]);
+                match self.untold.take() {
+                    // A quiet cut (a daemon restart): both records in one write, no journal
+                    // line, and STATUS= never said otherwise.
+                    Some((error, down_at)) => {
+                        log::debug!(
+                            "reconnected to hive-c0re after {:?} ({} attempts)",
+                            since.elapsed(),
+                            self.attempts
+                        );
+                        log.record_all(&[
+                            (
+                                down_at,
+                                "disconnected",
+                                serde_json::json!({ "error": error }),
+                            ),
+                            (now_usec(), "reconnected", reconnected),
+                        ]);
+                    }
+                    None => {
+                        log::info!(
+                            "reconnected to hive-c0re after {}s ({} attempts)",
+                            since.elapsed().as_secs(),
+                            self.attempts
+                        );
+                        log.record("reconnected", &reconnected);
+                        notify(&[sd_notify::NotifyState::Status(&self.status_connected())]);
+                    }
+                }
                 self.flush(log).await;
             }
             Err(e) => {
                 let pause = self.backoff.next_pause();
                 self.next_attempt = tokio::time::Instant::now() + pause;
                 log::debug!("{e:#}; next attempt in {pause:?}");
-                self.tell_down(&format!("{e:#}"));
+                self.tell_down(log, &format!("{e:#}"));
             }
         }
     }
@@ -215,6 +260,7 @@ impl Link {
             self.reconnect(log).await;
         }
         self.flush(log).await;
+        self.tell_cut(log);
         if !self.outbox.is_empty() {
             let names = self.outbox.names();
             log::warn!(
@@ -246,6 +292,7 @@ pub(super) async fn connect(
         outbox: Outbox::new(OUTBOX_CAPACITY),
         backoff: Backoff::new(),
         down_since: None,
+        untold: None,
         attempts: 0,
         next_attempt: tokio::time::Instant::now(),
         down_status_at: None,

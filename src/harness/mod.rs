@@ -226,6 +226,7 @@ pub async fn run(opts: Options) -> Result<i32> {
                 return Ok(code);
             }
             _ = term.recv() => {
+                link.tell_cut(&log);
                 log.record("stopping", &serde_json::json!({}));
                 notify(&[sd_notify::NotifyState::Stopping]);
                 return Ok(0);

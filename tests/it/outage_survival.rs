@@ -214,6 +214,74 @@ fn a_daemon_crash_looping_past_its_start_limit_leaves_agents_running() {
     assert_survived(&h, &before);
 }
 
+/// The harness's own journal lines that tell a cut.
+fn harness_cut_lines(h: &TestHost, agent: &str) -> Vec<String> {
+    h.run_ok(&[
+        "journalctl",
+        "-M",
+        &format!("h-{agent}"),
+        "-u",
+        "hive-harness.service",
+        "--no-pager",
+        "-o",
+        "cat",
+    ])
+    .lines()
+    .filter(|l| l.contains("unreachable") || l.contains("reconnected"))
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn a_daemon_restart_is_quiet_in_the_containers_and_recorded_in_the_event_log() {
+    let (h, before) = setup();
+    for _ in 0..2 {
+        let told_before: Vec<usize> = AGENTS
+            .iter()
+            .map(|a| harness_cut_lines(&h, a).len())
+            .collect();
+        let restarted = h.run_ok(&["date", "+%s%6N"]).parse::<i64>().unwrap();
+        h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+        assert_survived(&h, &before);
+        for (a, told_before) in AGENTS.iter().zip(told_before) {
+            // Both records, the cut at its own time: after the restart was asked for, and
+            // before the harness was back.
+            let rows = h.run_ok(&[
+                "sqlite3",
+                &format!("/var/lib/hyperhive/agents/{a}/state/hyperhive-events.sqlite"),
+                "SELECT kind, at_usec FROM events WHERE kind IN ('disconnected', 'reconnected') \
+                 ORDER BY id DESC LIMIT 2",
+            ]);
+            let rows: Vec<(&str, i64)> = rows
+                .lines()
+                .rev()
+                .map(|l| {
+                    let (k, at) = l.split_once('|').unwrap();
+                    (k, at.parse().unwrap())
+                })
+                .collect();
+            let [("disconnected", down), ("reconnected", up)] = rows.as_slice() else {
+                panic!("{a}: {rows:?}");
+            };
+            assert!(
+                *down >= restarted && down <= up,
+                "{a}: {rows:?}, restart at {restarted}"
+            );
+            // A cut within the quiet second (a restart, unless the machine is very busy)
+            // wrote nothing to the container's journal (nor STATUS=) while the old daemon
+            // exited and the new one started. A longer one is told once an attempt fails
+            // after that second: then both its lines are there.
+            let told = harness_cut_lines(&h, a).len() - told_before;
+            let ms = (up - down) / 1000;
+            if ms < 1000 {
+                assert_eq!(told, 0, "{a}: a {ms} ms cut was told");
+            } else {
+                assert!(told == 0 || told == 2, "{a}: a {ms} ms cut, {told} lines");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_command_ending_while_the_daemon_is_away_names_the_undelivered_event() {
     let h = hive();
