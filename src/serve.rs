@@ -157,6 +157,12 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         startup.resume_approved().await;
         startup.reload(false, Trigger::Startup).await;
         startup.check_deferred_harnesses().await;
+        // Every agent has its own container connection again: the previous daemon's,
+        // kept open in systemd's fd store through the restart, can go now.
+        let closed = crate::systemd::fd_store::close_inherited();
+        if closed > 0 {
+            log::info!("closed {closed} container connections the previous daemon handed over");
+        }
     });
 
     loop {
@@ -179,6 +185,12 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     drain(&conn, &calls).await;
+    // The containers' connections outlive this process in systemd's fd store, so that
+    // their close does not wake every container while the next daemon starts.
+    let handed = crate::systemd::fd_store::hand_over();
+    if handed > 0 {
+        log::info!("handed {handed} container connections to systemd's fd store");
+    }
     log::info!("hive-c0re stopping; agents keep running");
     Ok(())
 }

@@ -24,6 +24,13 @@ fn main() -> ExitCode {
         return hyperhive::cli::daemon::port_forward(agent, machine, dir, ports);
     }
     hyperhive::logging::init("hive-c0re", log::LevelFilter::Info);
+    if args.command.is_none() {
+        // Before any other thread: it reads and clears the environment.
+        let n = hyperhive::systemd::fd_store::take_inherited();
+        if n > 0 {
+            log::info!("took {n} container connections the previous daemon handed over; closing them once the agents are adopted");
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! errors are matched by D-Bus error name, never by message text.
 
 pub mod container_bus;
+pub mod fd_store;
 mod jobs;
 pub mod proxies;
 mod state;
@@ -86,6 +87,9 @@ pub struct Systemd {
     /// Bound on waiting for a job, for a systemd we do not trust to finish one: the one
     /// inside an agent's container. The host's systemd enforces its own unit timeouts.
     job_timeout: Option<Duration>,
+    /// A container connection's duplicate, for systemd's fd store at the daemon's exit
+    /// ([`fd_store`]); dropped with the connection.
+    _held: Option<fd_store::Held>,
 }
 
 impl Systemd {
@@ -97,6 +101,7 @@ impl Systemd {
             machined: MachinedProxy::new(conn).await?,
             jobs: None,
             job_timeout: None,
+            _held: None,
         })
     }
 
@@ -108,6 +113,7 @@ impl Systemd {
             anyhow!("container {machine} is not running (machined has no such machine)")
         })?;
         let stream = container_bus::connect(machine, leader, timeout).await?;
+        let held = fd_store::hold(&stream);
         let connect = async {
             stream.set_nonblocking(true)?;
             let stream = tokio::net::UnixStream::from_std(stream)?;
@@ -117,6 +123,7 @@ impl Systemd {
                 .await?;
             let mut sd = Self::subscribed(&conn, false).await?;
             sd.job_timeout = Some(timeout);
+            sd._held = held;
             anyhow::Ok(sd)
         };
         match tokio::time::timeout(timeout, connect).await {

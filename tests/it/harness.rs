@@ -136,6 +136,89 @@ fn daemon_restart_then_rebuild_leaves_one_socket_one_listener_one_harness() {
     );
 }
 
+/// The sockets the daemon holds, by systemd's account of its main process.
+fn daemon_sockets(h: &TestHost) -> usize {
+    let pid = h.show("hive-c0re.service", "MainPID");
+    h.run_ok(&["ls", "-l", &format!("/proc/{pid}/fd")])
+        .lines()
+        .filter(|l| l.contains("socket:"))
+        .count()
+}
+
+/// A restart hands the connections to the agents' containers to systemd's fd store rather
+/// than closing them as the old daemon exits (which woke every container at once); the
+/// next daemon takes them, has systemd drop its copies, and closes them only after READY=1
+/// and the adoption. Nothing accumulates: not in the store, not in the daemon.
+#[test]
+fn a_restart_carries_the_container_connections_in_the_fd_store_until_adopted() {
+    let h = hive();
+    h.create("alice", STAND_IN);
+    h.create("bob", STAND_IN);
+    // Each agent's harness crash watch holds one connection to its container.
+    h.wait_for("both harnesses watched", Duration::from_secs(20), || {
+        daemon_log(&h)
+            .matches("watching hive-harness.service for crashes")
+            .count()
+            >= 2
+    });
+    let settled = |h: &TestHost, restarts: usize| {
+        h.wait_for(
+            "the new daemon closed what it was handed",
+            Duration::from_secs(30),
+            || {
+                daemon_log(h)
+                    .matches("closed 2 container connections the previous daemon handed over")
+                    .count()
+                    == restarts
+            },
+        );
+    };
+    for restart in 1..=2 {
+        h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+        settled(&h, restart);
+        let log = daemon_log(&h);
+        let at = |what: &str| {
+            log.rfind(what)
+                .unwrap_or_else(|| panic!("{what:?} not in the daemon's journal:\n{log}"))
+        };
+        // In this order: handed over by the old daemon, taken by the new one, READY=1,
+        // closed after the adoption.
+        assert!(
+            at("handed 2 container connections to systemd's fd store")
+                < at("hive-c0re stopping; agents keep running")
+        );
+        assert!(at("hive-c0re stopping; agents keep running") < at("took 2 container connections"));
+        assert!(at("took 2 container connections") < at("hive-c0re ready on"));
+        assert!(at("hive-c0re ready on") < at("closed 2 container connections"));
+        // systemd dropped its copies when the new daemon took them.
+        assert_eq!(h.show("hive-c0re.service", "NFileDescriptorStore"), "0");
+    }
+    // Another restart leaves the daemon with as many sockets as before it: the handed-over
+    // connections were closed, not kept.
+    let harnesses_back = |h: &TestHost| {
+        h.wait_for("both harnesses back", Duration::from_secs(15), || {
+            connections(h, "alice") == 1 && connections(h, "bob") == 1
+        });
+    };
+    harnesses_back(&h);
+    let after_two = daemon_sockets(&h);
+    h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
+    settled(&h, 3);
+    harnesses_back(&h);
+    assert_eq!(daemon_sockets(&h), after_two);
+
+    // A plain stop empties the store (systemd closes them at once): the next start takes none.
+    h.run_ok(&["systemctl", "stop", "hive-c0re.service"]);
+    assert_eq!(h.show("hive-c0re.service", "NFileDescriptorStore"), "0");
+    h.run_ok(&["systemctl", "start", "hive-c0re.service"]);
+    assert_eq!(
+        daemon_log(&h)
+            .matches("took 2 container connections")
+            .count(),
+        3
+    );
+}
+
 /// A harness that is really missing when the daemon starts (stopped while the daemon was
 /// away) shows no sign of life on its socket: the startup adoption checks it over the
 /// container's bus and re-creates it, without restarting the agent.
