@@ -14,8 +14,8 @@ use crate::api::{self, calls::Calls, server::ManagerObject};
 use crate::daemon::agent_side::{self, Notice, WhoAmI};
 use crate::daemon::approvals::Approvals;
 use crate::daemon::changes::Changes;
-use crate::daemon::sd_notify::{notify, spawn_status_on_approvals, spawn_watchdog};
-use crate::daemon::{watch, AgentDoors, Hive, Trigger};
+use crate::daemon::sd_notify::{notify, spawn_watchdog};
+use crate::daemon::{AgentDoors, Hive, Trigger};
 use crate::plan::Host;
 use crate::socket::answers;
 use crate::socket::server::Handler;
@@ -99,7 +99,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     // Subscribed before anything can change, so the adapter misses nothing.
     let api_changes = hive.subscribe();
     // Watch before rediscovering, so a container that restarts meanwhile is not missed.
-    watch::spawn(&conn, hive.clone()).await?;
+    hive.watch(&conn).await?;
     spans.mark("watch");
 
     let server = conn.object_server();
@@ -130,7 +130,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     spans.mark("name");
     notify(&[sd_notify::NotifyState::Ready]);
     hive.refresh_status().await;
-    spawn_status_on_approvals(hive.clone());
+    hive.spawn_status_on_approvals();
     spawn_watchdog(conn.clone());
     crate::daemon::oom::spawn();
     crate::daemon::tool_use::spawn_expiry(hive.clone());

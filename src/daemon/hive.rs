@@ -1,35 +1,31 @@
 //! The core: one [`Hive`] holds what every verb needs — the host's plan inputs, systemd,
-//! the approvals, the agents' doors — and the per-agent locks that keep two verbs on one
-//! agent from interleaving. The verbs themselves live beside it, one concern per file.
+//! the approvals, the agents' doors — and the components that own their state: the
+//! per-agent locks, the harness supervisor. The verbs themselves live beside it, one
+//! concern per file.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::agent_side::AgentDoors;
 use super::approvals::Approvals;
 use super::changes::{Change, Changes};
-use super::harness_supervisor::HarnessWatch;
+use super::harness_supervisor::HarnessSupervisor;
+use super::locks::AgentLocks;
+use super::sd_notify::StatusLine;
 use crate::plan::{self, Host, UnitPlan};
 use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::Systemd;
 
 pub struct Hive {
-    pub host: Host,
+    pub host: Arc<Host>,
     pub sd: Systemd,
     pub approvals: Arc<Approvals>,
     pub(super) doors: Arc<dyn AgentDoors>,
     pub(super) changes: Changes,
-    locks: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
-    /// One watch per agent on its harness, replaced with each new harness.
-    pub(super) harness_watches: Mutex<HashMap<AgentName, HarnessWatch>>,
+    locks: Arc<AgentLocks>,
+    pub(super) harness: Arc<HarnessSupervisor>,
+    pub(super) status: StatusLine,
     /// Held by the one reconcile that runs; a reload during another waits for it.
     pub(super) reconciling: tokio::sync::Mutex<()>,
-    /// When this daemon started (the startup adoption waits for harnesses' signs of life
-    /// until a bound after it).
-    pub(super) started: tokio::time::Instant,
-    /// Agents the startup adoption took on their harness's sign of life, whose check over
-    /// the container's bus comes after every agent is adopted.
-    pub(super) deferred_harness_checks: Mutex<Vec<AgentName>>,
 }
 
 impl Hive {
@@ -41,17 +37,24 @@ impl Hive {
         approvals: Arc<Approvals>,
         changes: Changes,
     ) -> Self {
+        let host = Arc::new(host);
+        let locks = Arc::new(AgentLocks::default());
+        let harness = Arc::new(HarnessSupervisor::new(
+            host.clone(),
+            sd.clone(),
+            doors.clone(),
+            locks.clone(),
+        ));
         Self {
+            status: StatusLine::new(sd.clone(), approvals.clone()),
             host,
             sd,
             approvals,
             doors,
             changes,
-            locks: Mutex::new(HashMap::new()),
-            harness_watches: Mutex::new(HashMap::new()),
+            locks,
+            harness,
             reconciling: tokio::sync::Mutex::new(()),
-            started: tokio::time::Instant::now(),
-            deferred_harness_checks: Mutex::new(Vec::new()),
         }
     }
 
@@ -60,19 +63,33 @@ impl Hive {
         self.changes.subscribe()
     }
 
+    /// Starts watching the host's systemd (`watch.rs`); a container it restarted by itself
+    /// goes to the harness supervisor.
+    pub async fn watch(&self, conn: &zbus::Connection) -> anyhow::Result<()> {
+        super::watch::spawn(conn, self.status.clone(), self.harness.heal_started()).await
+    }
+
+    /// Tells systemd how the hive is doing (STATUS=).
+    pub async fn refresh_status(&self) {
+        self.status.refresh().await;
+    }
+
+    /// Keeps STATUS= following the approvals.
+    pub fn spawn_status_on_approvals(&self) {
+        super::sd_notify::spawn_status_on_approvals(self.subscribe(), self.status.clone());
+    }
+
+    /// The harness checks the startup adoption deferred.
+    pub async fn check_deferred_harnesses(&self) {
+        self.harness.check_deferred_harnesses().await;
+    }
+
     pub(super) fn publish(&self, change: Change) {
         self.changes.publish(change);
     }
 
     pub(super) async fn lock(&self, name: &AgentName) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = self
-            .locks
-            .lock()
-            .expect("agent locks")
-            .entry(name.clone())
-            .or_default()
-            .clone();
-        m.lock_owned().await
+        self.locks.lock(name).await
     }
 
     pub(super) fn container_plan(&self, spec: &AgentSpec) -> UnitPlan {

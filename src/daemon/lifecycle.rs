@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 
 use super::agent_side::{Notice, TELL_NEW_SESSION};
 use super::changes::Change;
+use super::ensure::{wait_unloaded, Created, Outcome};
 use super::files::{mark_stopped, remove_if_present, write_atomic};
-use super::units::{Created, Mode, Outcome};
+use super::mode::Mode;
 use super::{preflight, Error, Hive};
 use crate::failpoint;
 use crate::journal::{self, fields, Event};
@@ -150,7 +151,7 @@ impl Hive {
         let unit = name.container_unit();
         // Before stopping: a daemon killed in between must not bring the agent back.
         mark_stopped(&self.host.roots, name, true).map_err(Error::failed)?;
-        self.stop_harness_watch(name);
+        self.harness.stop_harness_watch(name);
         self.sd
             .stop(&unit)
             .await
@@ -197,7 +198,8 @@ impl Hive {
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
         // The harness unit lived in the old container; the new one needs its own.
-        self.ensure_harness(&spec, Mode::Start, None)
+        self.harness
+            .ensure_harness(&spec, Mode::Start, None)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -289,7 +291,9 @@ impl Hive {
             .unregister_machine(&name.machine())
             .await
             .map_err(Error::failed)?;
-        self.wait_unloaded(&unit).await.map_err(Error::failed)?;
+        wait_unloaded(&self.sd, &unit)
+            .await
+            .map_err(Error::failed)?;
         self.stop_egress(name)
             .await
             .with_context(|| ctx("stopping its egress proxy"))
@@ -304,7 +308,7 @@ impl Hive {
             .with_context(|| ctx("unmounting its disk image"))
             .map_err(Error::failed)?;
         self.doors.close(name);
-        self.stop_harness_watch(name);
+        self.harness.stop_harness_watch(name);
         // With its socket gone the agent cannot ask again; what it asked is failed before
         // its spec goes, so a later agent of this name never inherits it.
         self.approvals.agent_destroyed(name);

@@ -41,6 +41,7 @@ impl Hive {
             )));
         }
         let in_container = self
+            .harness
             .container_systemd(name)
             .await
             .map_err(|e| Error::failed(e.context(format!("agent {name}"))))?;

@@ -162,7 +162,11 @@ impl super::Hive {
                 system.display()
             )
         };
-        let mut sd = self.container_systemd(name).await.with_context(what)?;
+        let mut sd = self
+            .harness
+            .container_systemd(name)
+            .await
+            .with_context(what)?;
         sd.set_job_timeout(SWITCH_TIMEOUT + Duration::from_secs(5));
         // A switch the daemon gave up on (timed out) may still be there.
         let _ = sd.reset_failed(SWITCH_UNIT).await;

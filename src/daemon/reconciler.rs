@@ -7,8 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use super::changes::Change as HiveChange;
+use super::ensure::Outcome;
+use super::mode::Mode;
 use super::preflight::{self, Check};
-use super::units::{Mode, Outcome};
 use super::{Error, Hive};
 use crate::journal::{self, fields, Event};
 use crate::plan;
@@ -20,10 +21,7 @@ use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::{UnitStatus, AGENT_UNITS};
 use futures_util::{stream, StreamExt};
 
-/// Agents brought up at once. Each holds a start job or two and a few calls in flight:
-/// far below systemd's limits (128 replies in flight per connection, ~512 pending jobs),
-/// and enough to keep two cores busy booting containers.
-pub const PARALLEL: usize = 8;
+pub use super::ensure::PARALLEL;
 
 /// What asked for a reconcile; it is in every event the reconcile writes (`HIVE_TRIGGER=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
@@ -167,7 +165,7 @@ impl Hive {
                 self.publish(HiveChange::AgentAdded(s.agent.clone()));
             }
         }
-        self.refresh_status().await;
+        self.status.refresh().await;
         steps
     }
 
@@ -266,7 +264,7 @@ impl Hive {
                 ),
             );
         }
-        if let Err(e) = self.heal_adopted(name, st, spans).await {
+        if let Err(e) = self.harness.heal_adopted(name, st, spans).await {
             log::warn!("agent {name}: checking its harness: {e:#}");
         }
         if let Err(e) = self.heal_egress(name).await {
@@ -328,7 +326,7 @@ impl Hive {
     async fn prune(&self, name: &AgentName, trigger: Trigger) -> anyhow::Result<()> {
         let _guard = self.lock(name).await;
         let unit = name.container_unit();
-        self.stop_harness_watch(name);
+        self.harness.stop_harness_watch(name);
         self.sd.stop(&unit).await?;
         self.doors.close(name);
         journal::emit(
