@@ -133,7 +133,7 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     hive.spawn_status_on_approvals();
     spawn_watchdog(conn.clone());
     crate::daemon::oom::spawn();
-    crate::daemon::tool_use::spawn_expiry(hive.clone());
+    hive.spawn_expiry();
     // Counted after READY=1: only this line needs it.
     let running = match sd.list(AGENT_UNITS).await {
         Ok(units) => units

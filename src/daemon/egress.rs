@@ -11,14 +11,14 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use rustix::fs::{Mode as FileMode, OFlags};
 
+use super::driver::UnitDriver;
 use super::mode::Mode;
-use super::Hive;
 use crate::egress::allowlist::{render, ALLOW_FILE};
 use crate::journal::fields;
 use crate::plan::egress as plan;
 use crate::spec::{AgentName, AgentSpec};
 
-impl Hive {
+impl UnitDriver {
     /// Brings the proxy up (kept as it is when it already runs this plan: an allowlist
     /// change never restarts it) and writes its allowlist and the login shells' profile.
     /// An agent on the host's network has no proxy: one left from before is stopped.
