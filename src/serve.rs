@@ -1,4 +1,4 @@
-//! hive-c0re put together: the core ([`crate::daemon::Hive`]) and its two adapters — the
+//! hive-c0re put together: the core ([`crate::hive::Hive`]) and its two adapters — the
 //! D-Bus API ([`crate::api`]) and the agents' sockets ([`crate::socket`]) — on one bus
 //! connection. The only module that knows all three; it owns the wiring, and the core
 //! never learns who serves it.
@@ -11,11 +11,11 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
 use crate::api::{self, calls::Calls, server::ManagerObject};
-use crate::daemon::agent_side::{self, Notice, WhoAmI};
-use crate::daemon::approvals::Approvals;
-use crate::daemon::changes::Changes;
-use crate::daemon::sd_notify::{notify, spawn_watchdog};
-use crate::daemon::{AgentDoors, Hive, Trigger};
+use crate::hive::agent_side::{self, Notice, WhoAmI};
+use crate::hive::approvals::Approvals;
+use crate::hive::changes::Changes;
+use crate::hive::sd_notify::{notify, spawn_watchdog};
+use crate::hive::{AgentDoors, Hive, Trigger};
 use crate::plan::Host;
 use crate::socket::answers;
 use crate::socket::server::Handler;
@@ -162,7 +162,7 @@ async fn ready(conn: &zbus::Connection, sd: &Systemd, hive: &Arc<Hive>, spans: &
     hive.refresh_status().await;
     hive.spawn_status_on_approvals();
     spawn_watchdog(conn.clone());
-    crate::daemon::oom::spawn();
+    crate::hive::oom::spawn();
     hive.spawn_expiry();
     // Counted after READY=1: only this line needs it.
     let running = match sd.list(AGENT_UNITS).await {

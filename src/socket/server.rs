@@ -20,7 +20,7 @@ use super::protocol::{self, Push, Reply, Request, MAX_LINE};
 use super::push::Pushes;
 use super::throttle::{self, Throttle};
 use super::SOCKET_NAME;
-use crate::daemon::agent_side::{Notice, WhoAmI};
+use crate::hive::agent_side::{Notice, WhoAmI};
 use crate::journal::{self, fields, Event};
 use crate::spec::AgentName;
 use crate::store::Approval;

@@ -1,7 +1,7 @@
 //! Agent specs: parse (TOML or CLI flags, every field optional), merge the layers, then
 //! validate once into an [`AgentSpec`] that can no longer be wrong. Pure: nothing here
 //! touches the filesystem; checks that need the host (does the root exist?) live in
-//! `daemon::preflight`.
+//! `hive::preflight`.
 
 pub mod bind;
 pub mod bounds;
