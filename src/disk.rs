@@ -3,7 +3,7 @@
 //!
 //! The bound is a filesystem image per agent (`<state>/agents/<name>/disk.img`, ext4, sparse),
 //! mounted through a loop device by a transient `.mount` unit at `…/<name>/disk`; the agent's
-//! `state/` and `claude/` live in it (plan/disk.rs, daemon/disk.rs). This kernel has no
+//! `state/` and `claude/` live in it (plan/disk.rs, hive/disk.rs). This kernel has no
 //! CONFIG_QUOTA, so project quotas are no option here; an image bounds any host filesystem.
 //! Where the host cannot make or mount one (no `/dev/loop-control`, no `mkfs.ext4`), nothing
 //! bounds the bytes, and that is never silent: hive-c0re says so at its start and `hivectl

@@ -26,7 +26,7 @@ pub const STEPS: [&str; 9] = [
 
 /// Steps that fail once with an error instead of killing the daemon.
 pub const ERROR_STEPS: [&str; 1] = [
-    // One try to give a restarted container its harness back (daemon/watch.rs retries).
+    // One try to give a restarted container its harness back (the harness supervisor retries).
     "heal:try",
 ];
 

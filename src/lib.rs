@@ -4,11 +4,11 @@
 pub mod api;
 pub mod cgroup;
 pub mod cli;
-pub(crate) mod daemon;
 pub mod disk;
 pub mod egress;
 pub mod failpoint;
 pub(crate) mod harness;
+pub(crate) mod hive;
 pub(crate) mod inventory;
 pub mod journal;
 pub mod logging;

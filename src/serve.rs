@@ -1,4 +1,4 @@
-//! hive-c0re put together: the core ([`crate::daemon::Hive`]) and its two adapters — the
+//! hive-c0re put together: the core ([`crate::hive::Hive`]) and its two adapters — the
 //! D-Bus API ([`crate::api`]) and the agents' sockets ([`crate::socket`]) — on one bus
 //! connection. The only module that knows all three; it owns the wiring, and the core
 //! never learns who serves it.
@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use zbus::object_server::SignalEmitter;
 
 use crate::api::{self, calls::Calls, server::ManagerObject};
-use crate::daemon::agent_side::{self, Notice, WhoAmI};
-use crate::daemon::approvals::Approvals;
-use crate::daemon::changes::Changes;
-use crate::daemon::sd_notify::{notify, spawn_status_on_approvals, spawn_watchdog};
-use crate::daemon::{watch, AgentDoors, Hive, Trigger};
+use crate::hive::agent_side::{self, Notice, WhoAmI};
+use crate::hive::approvals::Approvals;
+use crate::hive::changes::Changes;
+use crate::hive::sd_notify::{notify, spawn_watchdog};
+use crate::hive::{AgentDoors, Hive, Trigger};
 use crate::plan::Host;
 use crate::socket::answers;
 use crate::socket::server::Handler;
@@ -74,52 +74,32 @@ impl AgentDoors for Sockets {
 }
 
 /// Connects, rediscovers the agents systemd already runs, takes the bus name, then
-/// tells systemd it is ready; serves until SIGTERM.
+/// tells systemd it is ready; serves until SIGTERM. Each step is timed (`Spans`).
 pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
     // Installed first: SIGHUP's default action would kill the daemon.
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut spans = Spans::start();
-    let builder = match &bus_address {
-        Some(addr) => zbus::connection::Builder::address(addr.as_str())?,
-        None => zbus::connection::Builder::system()?,
-    };
-    let conn = builder
-        .build()
-        .await
-        .context("connecting to the system bus")?;
+    let conn = connect(bus_address.as_deref()).await?;
     spans.mark("connect");
     let sd = Systemd::manager(&conn).await?;
     spans.mark("subscribe");
-    let changes = Changes::default();
-    let approvals = Arc::new(Approvals::open(&host.roots, changes.clone()));
-    let sockets = Arc::new(Sockets::new(approvals.clone()));
-    let hive = Arc::new(Hive::new(host, sd.clone(), sockets, approvals, changes));
+    let hive = core(host, &sd);
     spans.mark("store");
     // Subscribed before anything can change, so the adapter misses nothing.
     let api_changes = hive.subscribe();
     // Watch before rediscovering, so a container that restarts meanwhile is not missed.
-    watch::spawn(&conn, hive.clone()).await?;
+    hive.watch(&conn).await?;
     spans.mark("watch");
-
-    let server = conn.object_server();
     let calls = Calls::default();
-    let manager = ManagerObject {
-        hive: hive.clone(),
-        calls: calls.clone(),
-    };
-    server
-        .at(api::MANAGER_PATH, manager)
-        .await
-        .context("exporting the manager object")?;
-    let emitter = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
+    let emitter = export_manager(&conn, &hive, &calls).await?;
 
     // Before READY=1: the daemon knows every agent, serves its socket and shows its object
     // before it says it is up.
     let known = hive.rediscover().await;
     spans.mark("rediscover");
     for name in &known {
-        ManagerObject::export_agent(server, &emitter, name).await?;
+        ManagerObject::export_agent(conn.object_server(), &emitter, name).await?;
     }
     spans.mark("export");
     api::follow(conn.clone(), hive.clone(), api_changes);
@@ -128,12 +108,68 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         .await
         .with_context(|| format!("taking bus name {}", api::BUS_NAME))?;
     spans.mark("name");
+    ready(&conn, &sd, &hive, &spans).await;
+    after_ready(hive.clone());
+    serve_signals(&mut term, &mut hup, &hive).await;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    drain(&conn, &calls).await;
+    // The containers' connections outlive this process in systemd's fd store, so that
+    // their close does not wake every container while the next daemon starts.
+    let handed = crate::systemd::fd_store::hand_over();
+    if handed > 0 {
+        log::info!("handed {handed} container connections to systemd's fd store");
+    }
+    log::info!("hive-c0re stopping; agents keep running");
+    Ok(())
+}
+
+/// The system bus, or the bus at `address` (tests, the demo).
+async fn connect(address: Option<&str>) -> Result<zbus::Connection> {
+    let builder = match address {
+        Some(addr) => zbus::connection::Builder::address(addr)?,
+        None => zbus::connection::Builder::system()?,
+    };
+    builder
+        .build()
+        .await
+        .context("connecting to the system bus")
+}
+
+/// The core and the socket adapter, wired: the store's approvals, the agents' doors, the
+/// `Hive` and its components, on one change stream.
+fn core(host: Host, sd: &Systemd) -> Arc<Hive> {
+    let changes = Changes::default();
+    let approvals = Arc::new(Approvals::open(&host.roots, changes.clone()));
+    let sockets = Arc::new(Sockets::new(approvals.clone()));
+    Arc::new(Hive::new(host, sd.clone(), sockets, approvals, changes))
+}
+
+/// Exports the API's manager object; its signals go out through the emitter returned.
+async fn export_manager(
+    conn: &zbus::Connection,
+    hive: &Arc<Hive>,
+    calls: &Calls,
+) -> Result<SignalEmitter<'static>> {
+    let manager = ManagerObject {
+        hive: hive.clone(),
+        calls: calls.clone(),
+    };
+    conn.object_server()
+        .at(api::MANAGER_PATH, manager)
+        .await
+        .context("exporting the manager object")?;
+    Ok(SignalEmitter::new(conn, api::MANAGER_PATH)?)
+}
+
+/// READY=1, and what runs from then on: STATUS=, the watchdog, the OOM watch, the expiry
+/// of `tool_use` approvals; one log line with the start-up's steps and their times.
+async fn ready(conn: &zbus::Connection, sd: &Systemd, hive: &Arc<Hive>, spans: &Spans) {
     notify(&[sd_notify::NotifyState::Ready]);
     hive.refresh_status().await;
-    spawn_status_on_approvals(hive.clone());
+    hive.spawn_status_on_approvals();
     spawn_watchdog(conn.clone());
-    crate::daemon::oom::spawn();
-    crate::daemon::tool_use::spawn_expiry(hive.clone());
+    crate::hive::oom::spawn();
+    hive.spawn_expiry();
     // Counted after READY=1: only this line needs it.
     let running = match sd.list(AGENT_UNITS).await {
         Ok(units) => units
@@ -146,17 +182,18 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
         "hive-c0re ready on {}: {running} agents running; start-up {spans}",
         api::BUS_NAME
     );
+}
 
-    // After READY=1, so that one slow container never holds the daemon back: first an
-    // approval the previous daemon approved but did not finish applying (the admin's
-    // decision stands), then reconcile — every agent whose spec wants it up and has no unit
-    // (after a reboot: all of them) is created, drifted ones rebuilt, and running ones
-    // adopted with their harness checked and its crash watch started.
-    let startup = hive.clone();
+/// After READY=1, so that one slow container never holds the daemon back: first an
+/// approval the previous daemon approved but did not finish applying (the admin's
+/// decision stands), then reconcile — every agent whose spec wants it up and has no unit
+/// (after a reboot: all of them) is created, drifted ones rebuilt, and running ones
+/// adopted with their harness checked and its crash watch started.
+fn after_ready(hive: Arc<Hive>) {
     tokio::spawn(async move {
-        startup.resume_approved().await;
-        startup.reload(false, Trigger::Startup).await;
-        startup.check_deferred_harnesses().await;
+        hive.resume_approved().await;
+        hive.reload(false, Trigger::Startup).await;
+        hive.check_deferred_harnesses().await;
         // Every agent has its own container connection again: the previous daemon's,
         // kept open in systemd's fd store through the restart, can go now.
         let closed = crate::systemd::fd_store::close_inherited();
@@ -164,7 +201,11 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
             log::info!("closed {closed} container connections the previous daemon handed over");
         }
     });
+}
 
+/// Serves until SIGTERM (or Ctrl-C); each SIGHUP reloads (RELOADING=1, reconcile,
+/// READY=1) in its own task.
+async fn serve_signals(term: &mut Signal, hup: &mut Signal, hive: &Arc<Hive>) {
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -183,16 +224,6 @@ pub async fn run(host: Host, bus_address: Option<String>) -> Result<()> {
             }
         }
     }
-    notify(&[sd_notify::NotifyState::Stopping]);
-    drain(&conn, &calls).await;
-    // The containers' connections outlive this process in systemd's fd store, so that
-    // their close does not wake every container while the next daemon starts.
-    let handed = crate::systemd::fd_store::hand_over();
-    if handed > 0 {
-        log::info!("handed {handed} container connections to systemd's fd store");
-    }
-    log::info!("hive-c0re stopping; agents keep running");
-    Ok(())
 }
 
 /// How long a stopping daemon waits for the calls it is serving (a create waits for a

@@ -14,7 +14,7 @@ use zbus::Connection;
 
 use super::server::ManagerObject;
 use super::MANAGER_PATH;
-use crate::daemon::{Change, Hive};
+use crate::hive::{Change, Hive};
 
 /// Follows `changes` (subscribed before anything could be published) for as long as the
 /// core publishes.

@@ -39,9 +39,9 @@ pub enum Error {
 
 /// The one place the core's errors become wire errors: each keeps its name, which
 /// clients branch on (hivectl's exit code 2 for bad input), and its one-line message.
-impl From<crate::daemon::Error> for Error {
-    fn from(e: crate::daemon::Error) -> Self {
-        use crate::daemon::Error as Core;
+impl From<crate::hive::Error> for Error {
+    fn from(e: crate::hive::Error) -> Self {
+        use crate::hive::Error as Core;
         match e {
             Core::InvalidArgument(m) => Error::InvalidArgument(m),
             Core::NoSuchAgent(m) => Error::NoSuchAgent(m),

@@ -1,5 +1,5 @@
 //! The server side of the API, an adapter around the core: thin methods that check the
-//! caller, call [`crate::daemon::Hive`], and map its errors to the wire's.
+//! caller, call [`crate::hive::Hive`], and map its errors to the wire's.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use super::access::{require_admin, require_root};
 use super::calls::Calls;
 use super::paging::{bound_page, check_note, PAGE_ROWS};
 use super::{agent_path, ApprovalRecord, ApprovalShown, Error};
-use crate::daemon::{Hive, Trigger};
+use crate::hive::{Hive, Trigger};
 use crate::reconcile::{Action, StepResult};
 use crate::spec::AgentName;
 

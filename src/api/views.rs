@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ApprovalRecord;
-use crate::daemon::ApprovalView;
+use crate::hive::ApprovalView;
 use crate::reconcile::view::AgentPlan;
 
 /// One approval as an admin reads it before deciding: the record, who asked and when,

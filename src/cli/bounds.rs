@@ -1,7 +1,7 @@
 //! An agent's bounds and what it uses of them, as `hivectl status` and `list` show them:
 //! from the container unit's own properties (`MemoryCurrent=`, `MemoryMax=`,
 //! `TasksCurrent=`, … as `systemctl show` and node_exporter read them), the kernel's OOM
-//! count for its cgroup, and its disk bound (daemon/disk.rs). Pure but for the cgroup read.
+//! count for its cgroup, and its disk bound (hive/disk.rs). Pure but for the cgroup read.
 
 use std::collections::HashMap;
 
@@ -129,11 +129,11 @@ pub fn disk_use(
     roots: &crate::paths::Roots,
     name: &crate::spec::AgentName,
 ) -> Option<crate::disk::DiskUse> {
-    let spec = crate::daemon::specs::load_spec(roots, name).ok()?;
+    let spec = crate::hive::specs::load_spec(roots, name).ok()?;
     let max = match spec.disk_max {
         Some(m) => m,
         None => {
-            crate::daemon::bounds::read_defaults(&roots.config)
+            crate::hive::bounds::read_defaults(&roots.config)
                 .ok()?
                 .disk_max
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{BadInput, Target};
-use crate::daemon::{Created, Outcome};
+use crate::hive::{Created, Outcome};
 use crate::spec::{AgentName, AgentSpec, SpecFile};
 
 #[derive(Debug, clap::Args)]

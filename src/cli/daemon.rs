@@ -129,7 +129,7 @@ impl DaemonOpts {
         if let Some(bad) = base_path.iter().find(|p| !p.is_absolute()) {
             anyhow::bail!("base PATH entry {}: must be absolute", bad.display());
         }
-        let defaults = crate::daemon::bounds::load_defaults(&roots.config)?;
+        let defaults = crate::hive::bounds::load_defaults(&roots.config)?;
         // Never silently unbounded: said at every start either way.
         let disk_images = match crate::disk::images_available() {
             Ok(()) => {

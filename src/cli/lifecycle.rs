@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::{BadInput, Target};
-use crate::daemon::{Created, Outcome};
+use crate::hive::{Created, Outcome};
 use crate::spec::AgentName;
 
 #[derive(Debug, clap::Args)]

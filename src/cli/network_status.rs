@@ -40,7 +40,7 @@ pub struct Refused {
 
 /// `None` when the spec cannot be read (no spec, or not root).
 pub fn read(roots: &Roots, name: &AgentName) -> Option<NetworkStatus> {
-    let spec = crate::daemon::load_spec(roots, name).ok()?;
+    let spec = crate::hive::load_spec(roots, name).ok()?;
     let egress = has_egress(&spec);
     Some(NetworkStatus {
         network: spec.network,

@@ -80,7 +80,7 @@ fn wake_text(wake: &Wake) -> String {
                     notes in /state and carry on with your work."
             .to_owned(),
         "tell" => format!("An admin says:\n{}", wake.message),
-        crate::daemon::agent_side::TELL_NEW_SESSION => format!(
+        crate::hive::agent_side::TELL_NEW_SESSION => format!(
             "An admin starts a new conversation with you (your earlier ones are in your notes, \
              not in this context) and says:\n{}",
             wake.message
@@ -193,7 +193,7 @@ pub fn wants_new_session(input: &TurnInput) -> bool {
     input
         .wakes
         .iter()
-        .any(|w| w.reason == crate::daemon::agent_side::TELL_NEW_SESSION)
+        .any(|w| w.reason == crate::hive::agent_side::TELL_NEW_SESSION)
 }
 
 /// The session to resume: the id kept in `file`, if it looks like one of claude's.

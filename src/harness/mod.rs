@@ -128,13 +128,6 @@ impl Client {
 /// turn loop, until SIGTERM.
 pub async fn run(opts: Options) -> Result<i32> {
     let log = EventLog::open(&opts.events);
-    let mut usec = 0u64;
-    let tick_every = if sd_notify::watchdog_enabled(false, &mut usec) {
-        Duration::from_micros(usec / 4)
-    } else {
-        DEFAULT_PING
-    };
-
     // Pushes from the daemon (decisions, restarts ahead, admins' messages), handed aside
     // by the link's reader.
     let (mut link, mut feed) = connect(&opts.socket, &log).await;
@@ -152,7 +145,7 @@ pub async fn run(opts: Options) -> Result<i32> {
     };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(tick_every);
+    let mut tick = tokio::time::interval(tick_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pings = 0u32;
     loop {
@@ -165,19 +158,7 @@ pub async fn run(opts: Options) -> Result<i32> {
             // The watchdog tick first, whatever else is ready.
             biased;
             _ = tick.tick() => {
-                // This loop running is what systemd's watchdog checks. Every step below is
-                // bounded by ANSWER_TIMEOUT, well inside the watchdog period.
-                notify(&[sd_notify::NotifyState::Watchdog]);
-                pings = pings.wrapping_add(1);
-                // Ping at half the watchdog period; while cut off, each tick is a chance to
-                // reconnect (the backoff decides whether it is taken).
-                if link.client.is_none() || pings.is_multiple_of(2) {
-                    link.check(&log).await;
-                }
-                // Wakes held back by a claude budget go at the new day.
-                if let Some(tl) = turn_loop.as_mut() {
-                    tl.start_next(&opts.command, &log, &mut link).await;
-                }
+                ticked(&mut pings, &opts.command, &log, &mut link, &mut turn_loop).await;
             }
             // The daemon closed a subscribed connection (it restarts, or dropped a feed it
             // could not deliver to): reconnect now rather than at the next ping.
@@ -194,12 +175,7 @@ pub async fn run(opts: Options) -> Result<i32> {
                     continue;
                 };
                 if let Some(wake) = feed::received(&log, push) {
-                    if let Some(tl) = turn_loop.as_mut() {
-                        tl.wakes.push(wake);
-                        if tl.running.is_none() {
-                            tl.start_next(&opts.command, &log, &mut link).await;
-                        }
-                    }
+                    woken(wake, &opts.command, &log, &mut link, &mut turn_loop).await;
                 }
             }
             status = async { turn_loop.as_mut().and_then(|t| t.running.as_mut()).expect("guarded").child.wait().await },
@@ -211,18 +187,11 @@ pub async fn run(opts: Options) -> Result<i32> {
             }
             _ = tokio::time::sleep_until(turn_deadline.unwrap_or_else(tokio::time::Instant::now)), if turn_deadline.is_some() => {
                 let tl = turn_loop.as_mut().expect("guarded");
-                let running = tl.running.as_mut().expect("guarded");
-                log::warn!("turn {} ran past its timeout of {:?}; killing it", running.turn, tl.timeout);
-                turns::kill(running).await;
-                tl.done(137, true, &log, &mut link).await;
-                tl.start_next(&opts.command, &log, &mut link).await;
+                timed_out(tl, &opts.command, &log, &mut link).await;
             }
             status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
                 let code = status.map(|s| s.code().unwrap_or(128)).unwrap_or(1);
-                let data = serde_json::json!({ "code": code });
-                log.record("command_exited", &data);
-                link.outbox.push("command_exited", data);
-                link.close(&log).await;
+                command_exited(code, &log, &mut link).await;
                 return Ok(code);
             }
             _ = term.recv() => {
@@ -233,6 +202,76 @@ pub async fn run(opts: Options) -> Result<i32> {
             }
         }
     }
+}
+
+/// How often the loop ticks: a quarter of systemd's watchdog period, or [`DEFAULT_PING`].
+fn tick_period() -> Duration {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) {
+        Duration::from_micros(usec / 4)
+    } else {
+        DEFAULT_PING
+    }
+}
+
+/// One tick: feeds the watchdog, checks the link, starts a wake held back by a budget.
+async fn ticked(
+    pings: &mut u32,
+    command: &[String],
+    log: &EventLog,
+    link: &mut Link,
+    turn_loop: &mut Option<turns::TurnLoop>,
+) {
+    // This loop running is what systemd's watchdog checks. Every step below is
+    // bounded by ANSWER_TIMEOUT, well inside the watchdog period.
+    notify(&[sd_notify::NotifyState::Watchdog]);
+    *pings = pings.wrapping_add(1);
+    // Ping at half the watchdog period; while cut off, each tick is a chance to
+    // reconnect (the backoff decides whether it is taken).
+    if link.client.is_none() || pings.is_multiple_of(2) {
+        link.check(log).await;
+    }
+    // Wakes held back by a claude budget go at the new day.
+    if let Some(tl) = turn_loop.as_mut() {
+        tl.start_next(command, log, link).await;
+    }
+}
+
+/// A wake pushed by the daemon: queued, and started if no turn runs.
+async fn woken(
+    wake: turns::Wake,
+    command: &[String],
+    log: &EventLog,
+    link: &mut Link,
+    turn_loop: &mut Option<turns::TurnLoop>,
+) {
+    if let Some(tl) = turn_loop.as_mut() {
+        tl.wakes.push(wake);
+        if tl.running.is_none() {
+            tl.start_next(command, log, link).await;
+        }
+    }
+}
+
+/// A turn ran past its timeout: killed, recorded, and the next one started.
+async fn timed_out(tl: &mut turns::TurnLoop, command: &[String], log: &EventLog, link: &mut Link) {
+    let running = tl.running.as_mut().expect("guarded");
+    log::warn!(
+        "turn {} ran past its timeout of {:?}; killing it",
+        running.turn,
+        tl.timeout
+    );
+    turns::kill(running).await;
+    tl.done(137, true, log, link).await;
+    tl.start_next(command, log, link).await;
+}
+
+/// The agent's command ended with `code`: recorded, told to the daemon, the link closed.
+async fn command_exited(code: i32, log: &EventLog, link: &mut Link) {
+    let data = serde_json::json!({ "code": code });
+    log.record("command_exited", &data);
+    link.outbox.push("command_exited", data);
+    link.close(log).await;
 }
 
 /// The turn loop, if the agent runs in turns: its first wake is the start.

@@ -5,8 +5,9 @@
 //! unit's environment and its `LogExtraFields=`, `HIVE_PLAN` is in the environment and
 //! in events. Tests spell the names as literals: they are the contract's side.
 
-/// The prefix of all of them; a spec's own environment may not use it.
-pub const PREFIX: &str = "HIVE_";
+/// The prefix of all of them; a spec's own environment may not use it (the rule is the
+/// spec's, and so the constant).
+pub use crate::spec::RESERVED_PREFIX as PREFIX;
 
 /// `key=value`, as a unit's `Environment=` and `LogExtraFields=` take it.
 pub fn assign(key: &str, value: impl std::fmt::Display) -> String {

@@ -1,6 +1,6 @@
 //! An agent's bounds as unit properties: memory (with `MemoryHigh=` below `MemoryMax=`),
 //! tasks and CPU weight on every agent unit, from its spec or the daemon's defaults
-//! (spec/bounds.rs). The disk bound is not a unit property: see daemon/disk.rs.
+//! (spec/bounds.rs). The disk bound is not a unit property: see hive/disk.rs.
 
 use super::Prop;
 use crate::spec::bounds::Bounds;

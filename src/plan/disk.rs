@@ -107,7 +107,7 @@ pub fn claude_source(host: &Host, name: &AgentName) -> PathBuf {
 
 /// Where an agent's journal directory lives where the host bounds disks: in its image,
 /// bound over `/var/log/journal/<its machine ID>` inside; the host's path is then a link to
-/// it, so the host's journalctl reads it (daemon/disk.rs).
+/// it, so the host's journalctl reads it (hive/disk.rs).
 pub fn journal_source(host: &Host, name: &AgentName) -> Option<PathBuf> {
     host.disk_images
         .then(|| host.roots.disk_dir(name).join("journal"))

@@ -1,6 +1,6 @@
 //! Specs are the truth: what reconcile does with one agent, decided from its spec (and the
 //! plan hash of that spec) and what systemd runs. Pure: the daemon gathers the facts, asks
-//! [`decide`], and carries the answer out (daemon::reconciler); `hivectl plan` shows the same
+//! [`decide`], and carries the answer out (hive::reconciler); `hivectl plan` shows the same
 //! answer without acting on it.
 
 pub mod diff;

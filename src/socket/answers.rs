@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::protocol::Push;
-use crate::daemon::agent_side::{Notice, WhoAmI};
+use crate::hive::agent_side::{Notice, WhoAmI};
 use crate::store::Approval;
 
 /// An approval as its agent sees it.

@@ -53,7 +53,7 @@ pub enum Request {
 }
 
 /// The core's bound on what `my_approvals` lists and `subscribe` replays.
-pub const MAX_LISTED: usize = crate::daemon::agent_side::MAX_LISTED;
+pub const MAX_LISTED: usize = crate::hive::agent_side::MAX_LISTED;
 
 /// Daemon → harness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc::Receiver;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -18,7 +20,7 @@ use super::protocol::{self, Push, Reply, Request, MAX_LINE};
 use super::push::Pushes;
 use super::throttle::{self, Throttle};
 use super::SOCKET_NAME;
-use crate::daemon::agent_side::{Notice, WhoAmI};
+use crate::hive::agent_side::{Notice, WhoAmI};
 use crate::journal::{self, fields, Event};
 use crate::spec::AgentName;
 use crate::store::Approval;
@@ -202,40 +204,17 @@ async fn serve(
     let mut greeted = false;
     let mut errors = 0u32;
     // Set once the connection subscribed: pushes for it arrive here.
-    let mut feed: Option<tokio::sync::mpsc::Receiver<Push>> = None;
+    let mut feed: Option<Receiver<Push>> = None;
     loop {
         line.clear();
-        // A line, or a push to write meanwhile. read_until keeps what it read in `line`
-        // when a push wins the race, so the line's limit counts what is already there.
-        let n = loop {
-            let read = async {
-                let room = (MAX_LINE - line.len().min(MAX_LINE)) as u64;
-                (&mut reader).take(room).read_until(b'\n', &mut line).await
-            };
-            tokio::select! {
-                n = read => break n?,
-                push = async { feed.as_mut().expect("guarded").recv().await }, if feed.is_some() => {
-                    let Some(push) = push else {
-                        // Dropped by the daemon (it did not keep up): close the connection.
-                        return Ok(());
-                    };
-                    write_push(&mut write, agent, &push).await?;
-                }
-            }
+        let Some(n) = read_line(&mut reader, &mut line, &mut feed, &mut write, agent).await? else {
+            return Ok(());
         };
         if n == 0 && line.is_empty() {
             return Ok(());
         }
         if line.last() != Some(&b'\n') {
-            let error = if line.len() >= MAX_LINE {
-                format!("message longer than {MAX_LINE} bytes; closing")
-            } else {
-                "incomplete message at end of stream".to_string()
-            };
-            write
-                .write_all(&protocol::encode(&Reply::Error { error }))
-                .await?;
-            return Ok(());
+            return refuse_unframed(&mut write, &line).await;
         }
         line.pop();
         let reply = match protocol::parse_request(&line) {
@@ -245,16 +224,7 @@ async fn serve(
             }
             Ok(Request::Hello { version }) => {
                 greeted = true;
-                if version != protocol::VERSION {
-                    log::info!(
-                        "agent {agent}: harness speaks protocol {version}, daemon {}",
-                        protocol::VERSION
-                    );
-                }
-                Reply::Welcome {
-                    agent: agent.to_string(),
-                    version: protocol::VERSION,
-                }
+                welcome(agent, version)
             }
             Ok(_) if !greeted => {
                 errors += 1;
@@ -262,101 +232,12 @@ async fn serve(
                     error: "say hello first".into(),
                 }
             }
-            Ok(Request::Ping {}) => Reply::Pong,
-            Ok(Request::Event { name, data }) => {
-                slow_down(agent, throttle, throttle::Kind::Event).await;
-                let data = data.to_string();
-                if data.len() > protocol::MAX_EVENT_DATA {
-                    Reply::Error {
-                        error: format!(
-                            "event {name}: data of {} bytes, at most {}",
-                            data.len(),
-                            protocol::MAX_EVENT_DATA
-                        ),
-                    }
-                } else if let Some(turn) = super::turn_entry::of(&name, &data) {
-                    journal::emit(
-                        Event::AgentTurn,
-                        Some(agent),
-                        None,
-                        &turn.fields(&name, data),
-                        &turn.message(agent),
-                    );
-                    Reply::Ok
-                } else if name == "over_budget" {
-                    let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
-                    let usd = |k: &str| v[k].as_f64().filter(|x| x.is_finite()).unwrap_or(0.0);
-                    journal::emit(
-                        Event::AgentOverBudget,
-                        Some(agent),
-                        None,
-                        &[(fields::DATA, data.clone())],
-                        &format!(
-                            "agent {agent}: spent ${:.4} of its ${:.4} daily budget; its wakes wait for the next day (UTC) or a raised budget",
-                            usd("spent_usd"),
-                            usd("budget_usd")
-                        ),
-                    );
-                    Reply::Ok
-                } else {
-                    journal::emit(
-                        Event::AgentEvent,
-                        Some(agent),
-                        None,
-                        &[(fields::AGENT_EVENT, name.clone()), (fields::DATA, data)],
-                        &format!("agent {agent}: {name}"),
-                    );
-                    Reply::Ok
-                }
-            }
-            Ok(Request::RequestApproval { kind, payload }) => {
+            Ok(Request::Subscribe {}) if feed.is_none() => {
                 slow_down(agent, throttle, throttle::Kind::Request).await;
-                match handler.request_approval(agent, &kind, &payload) {
-                    Ok(id) => Reply::ApprovalPending { id },
-                    Err(error) => Reply::Error { error },
-                }
-            }
-            // Queries read the store and the spec: rate-limited like requests, so asking
-            // in a loop costs the agent, not the daemon.
-            Ok(Request::MyApprovals {}) => {
-                slow_down(agent, throttle, throttle::Kind::Request).await;
-                data_reply(
-                    handler
-                        .my_approvals(agent)
-                        .map(|all| answers::approvals(&all)),
-                )
-            }
-            Ok(Request::ApprovalStatus { id }) => {
-                slow_down(agent, throttle, throttle::Kind::Request).await;
-                data_reply(
-                    handler
-                        .approval_status(agent, id)
-                        .map(|a| answers::approval(&a)),
-                )
-            }
-            Ok(Request::Whoami {}) => {
-                slow_down(agent, throttle, throttle::Kind::Request).await;
-                data_reply(handler.whoami(agent).map(|w| answers::whoami(&w)))
-            }
-            Ok(Request::Subscribe {}) if feed.is_some() => Reply::Subscribed,
-            Ok(Request::Subscribe {}) => {
-                slow_down(agent, throttle, throttle::Kind::Request).await;
-                // Subscribe before reading the replay, so no decision falls in between
-                // (one may then come twice; the harness keeps each once).
-                let mut rx = pushes.subscribe(agent);
-                write
-                    .write_all(&protocol::encode(&Reply::Subscribed))
-                    .await?;
-                for notice in handler.recent_decisions(agent) {
-                    write_push(&mut write, agent, &answers::push(&notice)).await?;
-                }
-                // What came during the replay goes out next, in order.
-                while let Ok(push) = rx.try_recv() {
-                    write_push(&mut write, agent, &push).await?;
-                }
-                feed = Some(rx);
+                feed = Some(subscribe(&mut write, agent, handler, pushes).await?);
                 continue;
             }
+            Ok(request) => answer(request, agent, handler, throttle).await,
         };
         write.write_all(&protocol::encode(&reply)).await?;
         if errors >= MAX_ERRORS {
@@ -369,13 +250,181 @@ async fn serve(
     }
 }
 
+/// Reads one line into `line`, or writes the pushes that arrive meanwhile (once
+/// subscribed). `read_until` keeps what it read in `line` when a push wins the race, so
+/// the line's limit counts what is already there. `None`: the daemon dropped the feed (it
+/// did not keep up), and the connection is closed.
+async fn read_line(
+    reader: &mut BufReader<OwnedReadHalf>,
+    line: &mut Vec<u8>,
+    feed: &mut Option<Receiver<Push>>,
+    write: &mut OwnedWriteHalf,
+    agent: &AgentName,
+) -> Result<Option<usize>> {
+    loop {
+        let read = async {
+            let room = (MAX_LINE - line.len().min(MAX_LINE)) as u64;
+            (&mut *reader).take(room).read_until(b'\n', line).await
+        };
+        tokio::select! {
+            n = read => return Ok(Some(n?)),
+            push = async { feed.as_mut().expect("guarded").recv().await }, if feed.is_some() => {
+                let Some(push) = push else {
+                    return Ok(None);
+                };
+                write_push(write, agent, &push).await?;
+            }
+        }
+    }
+}
+
+/// A line without its newline: too long, or cut by the end of the stream. Says which;
+/// the connection is then closed.
+async fn refuse_unframed(write: &mut OwnedWriteHalf, line: &[u8]) -> Result<()> {
+    let error = if line.len() >= MAX_LINE {
+        format!("message longer than {MAX_LINE} bytes; closing")
+    } else {
+        "incomplete message at end of stream".to_string()
+    };
+    write
+        .write_all(&protocol::encode(&Reply::Error { error }))
+        .await?;
+    Ok(())
+}
+
+fn welcome(agent: &AgentName, version: u32) -> Reply {
+    if version != protocol::VERSION {
+        log::info!(
+            "agent {agent}: harness speaks protocol {version}, daemon {}",
+            protocol::VERSION
+        );
+    }
+    Reply::Welcome {
+        agent: agent.to_string(),
+        version: protocol::VERSION,
+    }
+}
+
+/// Subscribes the connection to the agent's pushes and replays its recent decisions.
+/// Subscribed before reading the replay, so no decision falls in between (one may then
+/// come twice; the harness keeps each once); what came during the replay goes out next,
+/// in order.
+async fn subscribe(
+    write: &mut OwnedWriteHalf,
+    agent: &AgentName,
+    handler: &dyn Handler,
+    pushes: &Pushes,
+) -> Result<Receiver<Push>> {
+    let mut rx = pushes.subscribe(agent);
+    write
+        .write_all(&protocol::encode(&Reply::Subscribed))
+        .await?;
+    for notice in handler.recent_decisions(agent) {
+        write_push(write, agent, &answers::push(&notice)).await?;
+    }
+    while let Ok(push) = rx.try_recv() {
+        write_push(write, agent, &push).await?;
+    }
+    Ok(rx)
+}
+
+/// The reply to a request of a greeted connection (a first `subscribe` aside).
+async fn answer(
+    request: Request,
+    agent: &AgentName,
+    handler: &dyn Handler,
+    throttle: &Throttle,
+) -> Reply {
+    match request {
+        Request::Hello { version } => welcome(agent, version),
+        Request::Ping {} => Reply::Pong,
+        Request::Event { name, data } => {
+            slow_down(agent, throttle, throttle::Kind::Event).await;
+            journal_event(agent, &name, data.to_string())
+        }
+        Request::RequestApproval { kind, payload } => {
+            slow_down(agent, throttle, throttle::Kind::Request).await;
+            match handler.request_approval(agent, &kind, &payload) {
+                Ok(id) => Reply::ApprovalPending { id },
+                Err(error) => Reply::Error { error },
+            }
+        }
+        // Queries read the store and the spec: rate-limited like requests, so asking
+        // in a loop costs the agent, not the daemon.
+        Request::MyApprovals {} => {
+            slow_down(agent, throttle, throttle::Kind::Request).await;
+            data_reply(
+                handler
+                    .my_approvals(agent)
+                    .map(|all| answers::approvals(&all)),
+            )
+        }
+        Request::ApprovalStatus { id } => {
+            slow_down(agent, throttle, throttle::Kind::Request).await;
+            data_reply(
+                handler
+                    .approval_status(agent, id)
+                    .map(|a| answers::approval(&a)),
+            )
+        }
+        Request::Whoami {} => {
+            slow_down(agent, throttle, throttle::Kind::Request).await;
+            data_reply(handler.whoami(agent).map(|w| answers::whoami(&w)))
+        }
+        // Subscribed already: the feed is there.
+        Request::Subscribe {} => Reply::Subscribed,
+    }
+}
+
+/// An agent's event, journaled: a turn as its own entry, a budget spent as a warning,
+/// anything else as an `agent_event`.
+fn journal_event(agent: &AgentName, name: &str, data: String) -> Reply {
+    if data.len() > protocol::MAX_EVENT_DATA {
+        return Reply::Error {
+            error: format!(
+                "event {name}: data of {} bytes, at most {}",
+                data.len(),
+                protocol::MAX_EVENT_DATA
+            ),
+        };
+    }
+    if let Some(turn) = super::turn_entry::of(name, &data) {
+        journal::emit(
+            Event::AgentTurn,
+            Some(agent),
+            None,
+            &turn.fields(name, data),
+            &turn.message(agent),
+        );
+    } else if name == "over_budget" {
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+        let usd = |k: &str| v[k].as_f64().filter(|x| x.is_finite()).unwrap_or(0.0);
+        journal::emit(
+            Event::AgentOverBudget,
+            Some(agent),
+            None,
+            &[(fields::DATA, data.clone())],
+            &format!(
+                "agent {agent}: spent ${:.4} of its ${:.4} daily budget; its wakes wait for the next day (UTC) or a raised budget",
+                usd("spent_usd"),
+                usd("budget_usd")
+            ),
+        );
+    } else {
+        journal::emit(
+            Event::AgentEvent,
+            Some(agent),
+            None,
+            &[(fields::AGENT_EVENT, name.to_owned()), (fields::DATA, data)],
+            &format!("agent {agent}: {name}"),
+        );
+    }
+    Reply::Ok
+}
+
 /// Writes one push, giving up (and so closing the connection) if the agent does not take
 /// it within [`PUSH_WRITE_TIMEOUT`].
-async fn write_push(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    agent: &AgentName,
-    push: &Push,
-) -> Result<()> {
+async fn write_push(write: &mut OwnedWriteHalf, agent: &AgentName, push: &Push) -> Result<()> {
     tokio::time::timeout(PUSH_WRITE_TIMEOUT, write.write_all(&protocol::encode(push)))
         .await
         .map_err(|_| {

@@ -1,7 +1,7 @@
 //! The resource bounds every agent gets unless its spec says otherwise: the daemon-wide
 //! defaults file (`<config root>/hive.toml`, table `[agents]`), the shipped defaults
 //! derived from the host's size, and one agent's effective bounds. Pure: the daemon reads
-//! the file and the host's memory (`daemon::bounds`) and hands the text and the number in.
+//! the file and the host's memory (`hive::bounds`) and hands the text and the number in.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! Agent specs: parse (TOML or CLI flags, every field optional), merge the layers, then
 //! validate once into an [`AgentSpec`] that can no longer be wrong. Pure: nothing here
 //! touches the filesystem; checks that need the host (does the root exist?) live in
-//! `daemon::preflight`.
+//! `hive::preflight`.
 
 pub mod bind;
 pub mod bounds;
@@ -29,6 +29,12 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// The prefix of every name the product writes in a unit's environment and in the journal
+/// (`journal::fields` names them all); a spec's own environment may not use it. Here,
+/// with the rule that reserves it, so that `journal` (which names agents by `AgentName`)
+/// and `spec` do not import each other.
+pub const RESERVED_PREFIX: &str = "HIVE_";
 
 /// Container targets hyperhive binds itself; a spec's own binds may not shadow them: the
 /// agent's state, its credentials, its socket, its own bus, and the harness binary.
@@ -393,7 +399,7 @@ fn check_env(key: &str, value: &str) -> Result<(), SpecError> {
     if key == "PATH" {
         return Err(SpecError::EnvPath);
     }
-    if key.starts_with(crate::journal::fields::PREFIX) {
+    if key.starts_with(RESERVED_PREFIX) {
         return Err(SpecError::EnvReserved(key.to_owned()));
     }
     if value.chars().any(|c| c.is_control()) {

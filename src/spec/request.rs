@@ -2,7 +2,7 @@
 //! a field added to specs later (`private_users`, `capabilities`, …) is refused by
 //! construction until someone decides an agent may ask for it. Pure, except nothing: the
 //! checks that need the host (does a bind source exist, is any part of it a symlink) live
-//! in `daemon::request_checks`. See docs/approvals.md "What an agent may ask for".
+//! in `hive::request_checks`. See docs/approvals.md "What an agent may ask for".
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

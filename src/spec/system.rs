@@ -1,7 +1,7 @@
 //! The `system` field: an agent that is a NixOS system booted from the store, as
 //! `containers.<name>` does, instead of a root directory. Pure validation; the daemon
-//! checks on the host that `<system>/init` is executable (daemon::preflight) and prepares
-//! the root (daemon::nixos_system).
+//! checks on the host that `<system>/init` is executable (hive::preflight) and prepares
+//! the root (hive::nixos_system).
 
 use std::path::{Path, PathBuf};
 

@@ -3,12 +3,12 @@
 
 use anyhow::{Context, Result};
 
+use super::driver::UnitDriver;
 use super::mode::Mode;
-use super::Hive;
 use crate::plan::ports::{ports_unit, ports_unit_name};
 use crate::spec::{AgentName, AgentSpec};
 
-impl Hive {
+impl UnitDriver {
     /// The spec's ports published, or the unit gone when it publishes none.
     pub(super) async fn ensure_ports(&self, spec: &AgentSpec) -> Result<()> {
         let name = &spec.name;

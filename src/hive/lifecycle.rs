@@ -3,19 +3,55 @@
 //! verbs on one agent never interleave; each says what it did in one journal entry and
 //! publishes the change for the adapters.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 
-use super::agent_side::{Notice, TELL_NEW_SESSION};
-use super::changes::Change;
-use super::files::{mark_stopped, remove_if_present, write_atomic};
-use super::units::{Created, Mode, Outcome};
-use super::{preflight, Error, Hive};
+use super::agent_side::{AgentDoors, Notice, TELL_NEW_SESSION};
+use super::approvals::Approvals;
+use super::changes::{Change, Changes};
+use super::driver::UnitDriver;
+use super::ensure::{wait_unloaded, Created, Outcome};
+use super::files::{mark_stopped, prepare_dirs, remove_if_present, write_atomic};
+use super::locks::AgentLocks;
+use super::mode::Mode;
+use super::specs::load_spec;
+use super::{preflight, Error};
 use crate::failpoint;
 use crate::journal::{self, fields, Event};
-use crate::plan;
+use crate::plan::{self, Host};
 use crate::spec::{AgentName, AgentSpec, SpecFile};
+use crate::systemd::Systemd;
 
-impl Hive {
+/// The lifecycle verbs, on the unit driver, under the agents' locks.
+pub(super) struct Lifecycle {
+    host: Arc<Host>,
+    sd: Systemd,
+    doors: Arc<dyn AgentDoors>,
+    changes: Changes,
+    approvals: Arc<Approvals>,
+    locks: Arc<AgentLocks>,
+    driver: Arc<UnitDriver>,
+}
+
+impl Lifecycle {
+    pub(super) fn new(
+        driver: Arc<UnitDriver>,
+        locks: Arc<AgentLocks>,
+        approvals: Arc<Approvals>,
+        changes: Changes,
+    ) -> Self {
+        Self {
+            host: driver.host.clone(),
+            sd: driver.sd.clone(),
+            doors: driver.doors.clone(),
+            changes,
+            approvals,
+            locks,
+            driver,
+        }
+    }
+
     /// Creates an agent, never clobbering one: an agent that already has this very spec is
     /// left as it is (started if it is down) and `Unchanged` is returned; one with another
     /// spec is refused with the differences, field by field, unless `replace` — so nothing
@@ -27,7 +63,7 @@ impl Hive {
         replace: bool,
     ) -> Result<Created, Error> {
         let created = self.create_agent(name, spec_toml, replace).await?;
-        self.publish(Change::AgentAdded(name.clone()));
+        self.changes.publish(Change::AgentAdded(name.clone()));
         Ok(created)
     }
 
@@ -41,8 +77,8 @@ impl Hive {
         let spec = AgentSpec::validate(name, &file)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
 
-        let _guard = self.lock(name).await;
-        let existing = match self.load_spec(name) {
+        let _guard = self.locks.lock(name).await;
+        let existing = match load_spec(&self.host.roots, name) {
             Ok(old) => Some(Ok(old)),
             Err(Error::NoSuchAgent(_)) => None,
             Err(e) => Some(Err(e)),
@@ -76,15 +112,16 @@ impl Hive {
             }
             _ => {}
         }
-        self.prepare_dirs(&spec).map_err(Error::failed)?;
+        prepare_dirs(&self.host, &spec).map_err(Error::failed)?;
         let saved = self.host.roots.saved_spec(name);
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
             .with_context(|| format!("agent {name}: saving spec {}", saved.display()))
             .map_err(Error::failed)?;
         failpoint::hit("create:spec-saved");
 
-        let plan = self.container_plan(&spec);
+        let plan = self.driver.container_plan(&spec);
         let outcome = self
+            .driver
             .bring_up(&spec, &plan, Mode::Create, None)
             .await
             .with_context(|| format!("agent {name}"))
@@ -110,14 +147,14 @@ impl Hive {
 
     pub async fn start(&self, name: &AgentName) -> Result<Outcome, Error> {
         let outcome = self.start_agent(name).await?;
-        self.publish(Change::AgentAdded(name.clone()));
+        self.changes.publish(Change::AgentAdded(name.clone()));
         Ok(outcome)
     }
 
     async fn start_agent(&self, name: &AgentName) -> Result<Outcome, Error> {
-        let spec = self.load_spec(name)?;
+        let spec = load_spec(&self.host.roots, name)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
-        let _guard = self.lock(name).await;
+        let _guard = self.locks.lock(name).await;
         self.start_locked(&spec, "").await
     }
 
@@ -125,9 +162,10 @@ impl Hive {
     /// held; journals `agent_started` (with `why` after the unit) unless it was running.
     async fn start_locked(&self, spec: &AgentSpec, why: &str) -> Result<Outcome, Error> {
         let name = &spec.name;
-        self.prepare_dirs(spec).map_err(Error::failed)?;
-        let plan = self.container_plan(spec);
+        prepare_dirs(&self.host, spec).map_err(Error::failed)?;
+        let plan = self.driver.container_plan(spec);
         let outcome = self
+            .driver
             .bring_up(spec, &plan, Mode::Start, None)
             .await
             .with_context(|| format!("agent {name}"))
@@ -146,21 +184,23 @@ impl Hive {
 
     pub async fn stop(&self, name: &AgentName) -> Result<(), Error> {
         self.require_known(name).await?;
-        let _guard = self.lock(name).await;
+        let _guard = self.locks.lock(name).await;
         let unit = name.container_unit();
         // Before stopping: a daemon killed in between must not bring the agent back.
         mark_stopped(&self.host.roots, name, true).map_err(Error::failed)?;
-        self.stop_harness_watch(name);
+        self.driver.harness.stop_harness_watch(name);
         self.sd
             .stop(&unit)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
-        self.stop_egress(name)
+        self.driver
+            .stop_egress(name)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
-        self.stop_ports(name)
+        self.driver
+            .stop_ports(name)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -171,7 +211,7 @@ impl Hive {
             &[],
             &format!("agent {name}: stopped {unit}"),
         );
-        self.publish(Change::AgentChanged(name.clone()));
+        self.changes.publish(Change::AgentChanged(name.clone()));
         Ok(())
     }
 
@@ -186,18 +226,20 @@ impl Hive {
             .is_some_and(|s| s.is_up());
         if !up {
             return self.start_agent(name).await.map(|_| {
-                self.publish(Change::AgentChanged(name.clone()));
+                self.changes.publish(Change::AgentChanged(name.clone()));
             });
         }
-        let spec = self.load_spec(name)?;
-        let _guard = self.lock(name).await;
+        let spec = load_spec(&self.host.roots, name)?;
+        let _guard = self.locks.lock(name).await;
         self.sd
             .restart(&unit)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
         // The harness unit lived in the old container; the new one needs its own.
-        self.ensure_harness(&spec, Mode::Start, None)
+        self.driver
+            .harness
+            .ensure_harness(&spec, Mode::Start, None)
             .await
             .with_context(|| format!("agent {name}"))
             .map_err(Error::failed)?;
@@ -208,20 +250,20 @@ impl Hive {
             &[],
             &format!("agent {name}: restarted {unit}"),
         );
-        self.publish(Change::AgentChanged(name.clone()));
+        self.changes.publish(Change::AgentChanged(name.clone()));
         Ok(())
     }
 
     /// Replaces the agent's units with ones planned from its current spec.
     pub async fn rebuild(&self, name: &AgentName) -> Result<Outcome, Error> {
-        let spec = self.load_spec(name)?;
+        let spec = load_spec(&self.host.roots, name)?;
         preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
-        let _guard = self.lock(name).await;
+        let _guard = self.locks.lock(name).await;
         let outcome = self
             .rebuild_locked(&spec, None)
             .await
             .map_err(Error::failed)?;
-        self.publish(Change::AgentAdded(name.clone()));
+        self.changes.publish(Change::AgentAdded(name.clone()));
         Ok(outcome)
     }
 
@@ -233,8 +275,8 @@ impl Hive {
         approval: Option<i64>,
     ) -> Result<Outcome> {
         let name = &spec.name;
-        self.prepare_dirs(spec)?;
-        let mut plan = self.container_plan(spec);
+        prepare_dirs(&self.host, spec)?;
+        let mut plan = self.driver.container_plan(spec);
         let mut fields = vec![];
         if let Some(id) = approval {
             plan::stamp_approval(&mut plan, id);
@@ -248,6 +290,7 @@ impl Hive {
             &format!("agent {name}: rebuilding {}", plan.unit),
         );
         let outcome = self
+            .driver
             .bring_up(spec, &plan, Mode::Rebuild, approval)
             .await
             .with_context(|| format!("agent {name}: rebuilding"))?;
@@ -274,7 +317,7 @@ impl Hive {
                 return Err(e);
             }
         }
-        let _guard = self.lock(name).await;
+        let _guard = self.locks.lock(name).await;
         let unit = name.container_unit();
         let roots = &self.host.roots;
         let ctx = |what: &str| format!("agent {name}: {what}");
@@ -289,22 +332,27 @@ impl Hive {
             .unregister_machine(&name.machine())
             .await
             .map_err(Error::failed)?;
-        self.wait_unloaded(&unit).await.map_err(Error::failed)?;
-        self.stop_egress(name)
+        wait_unloaded(&self.sd, &unit)
+            .await
+            .map_err(Error::failed)?;
+        self.driver
+            .stop_egress(name)
             .await
             .with_context(|| ctx("stopping its egress proxy"))
             .map_err(Error::failed)?;
-        self.stop_ports(name)
+        self.driver
+            .stop_ports(name)
             .await
             .with_context(|| ctx("stopping its published ports"))
             .map_err(Error::failed)?;
         // The image stays (only --purge deletes it, below); unmounted, so the tree can go.
-        self.unmount_disk(name)
+        self.driver
+            .unmount_disk(name)
             .await
             .with_context(|| ctx("unmounting its disk image"))
             .map_err(Error::failed)?;
         self.doors.close(name);
-        self.stop_harness_watch(name);
+        self.driver.harness.stop_harness_watch(name);
         // With its socket gone the agent cannot ask again; what it asked is failed before
         // its spec goes, so a later agent of this name never inherits it.
         self.approvals.agent_destroyed(name);
@@ -315,7 +363,8 @@ impl Hive {
         crate::safe_fs::remove_tree(&roots.runtime_dir(name))
             .with_context(|| ctx("removing its runtime dir"))
             .map_err(Error::failed)?;
-        self.remove_egress_dir(name)
+        self.driver
+            .remove_egress_dir(name)
             .with_context(|| ctx("removing its egress dir"))
             .map_err(Error::failed)?;
         mark_stopped(roots, name, false).map_err(Error::failed)?;
@@ -326,7 +375,8 @@ impl Hive {
                 .with_context(|| ctx("purging"))
                 .map_err(Error::failed)?;
             super::nixos_system::remove_gc_root(name).map_err(Error::failed)?;
-            self.unlink_journal(name)
+            self.driver
+                .unlink_journal(name)
                 .with_context(|| ctx("removing the link to its journal"))
                 .map_err(Error::failed)?;
         }
@@ -340,7 +390,7 @@ impl Hive {
                 if purge { " and purged" } else { "" }
             ),
         );
-        self.publish(Change::AgentRemoved(name.clone()));
+        self.changes.publish(Change::AgentRemoved(name.clone()));
         Ok(())
     }
 
@@ -386,5 +436,35 @@ impl Hive {
             &format!("agent {name}: told by {by} ({} bytes)", message.len()),
         );
         Ok(())
+    }
+
+    /// The spec file an agent's spec is read from: the saved one, else the declared one.
+    pub(super) fn spec_origin(&self, name: &AgentName) -> std::path::PathBuf {
+        let roots = &self.host.roots;
+        roots
+            .spec_paths(name)
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| roots.saved_spec(name))
+    }
+
+    /// An agent exists if it has a spec or a unit.
+    pub(super) async fn require_known(&self, name: &AgentName) -> Result<(), Error> {
+        match load_spec(&self.host.roots, name) {
+            Ok(_) => Ok(()),
+            Err(Error::NoSuchAgent(msg)) => {
+                let unit = self
+                    .sd
+                    .status(&name.container_unit())
+                    .await
+                    .map_err(Error::failed)?;
+                if unit.is_some() {
+                    Ok(())
+                } else {
+                    Err(Error::NoSuchAgent(msg))
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeSet;
 
+use super::driver::UnitDriver;
 use super::files::remove_orphan_runtime_dirs;
 use super::sd_notify::warn_low_limits;
-use super::Hive;
 use crate::inventory::known_agents;
 use crate::spec::AgentName;
 
-impl Hive {
+impl UnitDriver {
     /// Agents keep running across daemon restarts: the daemon must know every one of them
     /// (and serve their sockets) before it says it is up. Returns them, for the adapters
     /// to show.

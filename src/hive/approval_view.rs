@@ -6,9 +6,11 @@
 
 use serde_json::Value;
 
-use super::approvals::requested_spec;
+use super::approvals::{requested_spec, Approvals};
+use super::planner::Planner;
 use super::preflight::{Check, Verdict};
-use super::{Error, Hive};
+use super::Error;
+use crate::paths::Roots;
 use crate::reconcile::view::AgentPlan;
 use crate::spec::request::AgentRequest;
 use crate::store::Approval;
@@ -31,65 +33,68 @@ pub struct Outlook {
     pub plan: Option<AgentPlan>,
 }
 
-impl Hive {
-    /// The view of approval `id`. Reads only. A request that would be refused now (its
-    /// bind source became a symlink, the agent's spec changed under it) says why instead
-    /// of a plan.
-    pub async fn show_approval(&self, id: i64) -> Result<ApprovalView, Error> {
-        let a = self.approvals.get(id)?;
-        if a.kind == crate::store::ApprovalKind::ToolUse {
-            return Ok(ApprovalView {
-                approval: a,
-                outlook: Ok(Outlook {
-                    spec_diff: Vec::new(),
-                    plan: None,
-                }),
-            });
-        }
-        let (current, spec) = match requested_spec(&self.host.roots, &a) {
-            Ok(pair) => pair,
-            Err(why) => {
-                return Ok(ApprovalView {
-                    approval: a,
-                    outlook: Err(why),
-                })
-            }
-        };
-        let spec_diff = line_diff(&current.to_file().to_toml(), &spec.to_file().to_toml());
-        let mut extra = Vec::new();
-        if let Ok(req) = serde_json::from_str::<Value>(&a.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|p| AgentRequest::parse(&p).map_err(String::from))
-        {
-            for entry in &req.bind {
-                if let Ok(b) = entry.to_bind() {
-                    extra.push(Check {
-                        what: "requested bind source".into(),
-                        verdict: Verdict::Ok,
-                        detail: format!(
-                            "{}: exists, no symlink in its path, not a protected host path; \
-                             bound {} at {}",
-                            b.source.display(),
-                            if b.readonly {
-                                "read-only"
-                            } else {
-                                "read-write"
-                            },
-                            b.target.display()
-                        ),
-                    });
-                }
-            }
-        }
-        let plan = self.plan_spec(&spec, extra).await?;
-        Ok(ApprovalView {
+/// The view of approval `id`. Reads only. A request that would be refused now (its
+/// bind source became a symlink, the agent's spec changed under it) says why instead
+/// of a plan.
+pub(super) async fn show(
+    approvals: &Approvals,
+    roots: &Roots,
+    planner: &Planner,
+    id: i64,
+) -> Result<ApprovalView, Error> {
+    let a = approvals.get(id)?;
+    if a.kind == crate::store::ApprovalKind::ToolUse {
+        return Ok(ApprovalView {
             approval: a,
             outlook: Ok(Outlook {
-                spec_diff,
-                plan: Some(plan),
+                spec_diff: Vec::new(),
+                plan: None,
             }),
-        })
+        });
     }
+    let (current, spec) = match requested_spec(roots, &a) {
+        Ok(pair) => pair,
+        Err(why) => {
+            return Ok(ApprovalView {
+                approval: a,
+                outlook: Err(why),
+            })
+        }
+    };
+    let spec_diff = line_diff(&current.to_file().to_toml(), &spec.to_file().to_toml());
+    let mut extra = Vec::new();
+    if let Ok(req) = serde_json::from_str::<Value>(&a.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|p| AgentRequest::parse(&p).map_err(String::from))
+    {
+        for entry in &req.bind {
+            if let Ok(b) = entry.to_bind() {
+                extra.push(Check {
+                    what: "requested bind source".into(),
+                    verdict: Verdict::Ok,
+                    detail: format!(
+                        "{}: exists, no symlink in its path, not a protected host path; \
+                         bound {} at {}",
+                        b.source.display(),
+                        if b.readonly {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        },
+                        b.target.display()
+                    ),
+                });
+            }
+        }
+    }
+    let plan = planner.plan_spec(&spec, extra).await?;
+    Ok(ApprovalView {
+        approval: a,
+        outlook: Ok(Outlook {
+            spec_diff,
+            plan: Some(plan),
+        }),
+    })
 }
 
 /// `old` and `new` line by line: lines only in `old` as `- …`, only in `new` as `+ …`,

@@ -6,13 +6,26 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::changes::Change;
-use super::Hive;
-use crate::systemd::{ActiveState, AGENT_UNITS};
+use tokio::sync::broadcast::Receiver;
 
-impl Hive {
+use super::approvals::Approvals;
+use super::changes::Change;
+use crate::systemd::{ActiveState, Systemd, AGENT_UNITS};
+
+/// The daemon's STATUS= line: what it counts from (systemd's agent units, the approvals).
+#[derive(Clone)]
+pub struct StatusLine {
+    sd: Systemd,
+    approvals: Arc<Approvals>,
+}
+
+impl StatusLine {
+    pub fn new(sd: Systemd, approvals: Arc<Approvals>) -> Self {
+        Self { sd, approvals }
+    }
+
     /// Tells systemd how the hive is doing (`systemctl status hive-c0re` shows it).
-    pub async fn refresh_status(&self) {
+    pub async fn refresh(&self) {
         let units = match self.sd.list(AGENT_UNITS).await {
             Ok(u) => u,
             Err(e) => {
@@ -49,8 +62,7 @@ impl Hive {
 /// changes: every path that changes an approval (socket, API, orphan marking) publishes
 /// it. Changes coalesce into one pending refresh: a flood of requests costs a few
 /// refreshes, not one each.
-pub fn spawn_status_on_approvals(hive: Arc<Hive>) {
-    let mut changes = hive.subscribe();
+pub fn spawn_status_on_approvals(mut changes: Receiver<Change>, status: StatusLine) {
     let due = Arc::new(tokio::sync::Notify::new());
     let wake = due.clone();
     tokio::spawn(async move {
@@ -66,7 +78,7 @@ pub fn spawn_status_on_approvals(hive: Arc<Hive>) {
     tokio::spawn(async move {
         loop {
             due.notified().await;
-            hive.refresh_status().await;
+            status.refresh().await;
         }
     });
 }

@@ -1,9 +1,16 @@
-//! Turns unit state snapshots into crash events, once per crash. Pure: the watcher feeds
-//! it what systemd reports and journals what comes out.
+//! Turns unit state snapshots into crash events, once per crash ([`CrashTracker`], pure),
+//! and the plumbing both watches share: the stream of systemd's PropertiesChanged, the
+//! unit a signal is about, the crash's journal entry. The host's watch (`watch.rs`) and
+//! each harness's (`harness_supervisor.rs`) feed it what systemd reports.
 
 use std::collections::HashMap;
 
-use crate::systemd::{ActiveState, SubState, UnitStatus};
+use anyhow::{Context, Result};
+use zbus::{Connection, MatchRule, MessageStream};
+
+use crate::journal::{self, fields, Event};
+use crate::spec::AgentName;
+use crate::systemd::{unit_name_from_path, ActiveState, SubState, UnitStatus, UNIT_PATH_PREFIX};
 
 /// What a state change means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +79,73 @@ impl CrashTracker {
     pub fn forget(&mut self, unit: &str) {
         self.units.remove(unit);
     }
+}
+
+/// A stream of PropertiesChanged for units whose object path starts with `path_prefix`
+/// (matched as a namespace, then filtered here). `queue` bounds the messages held for a
+/// slow reader, and is allocated up front: the host's stream sees every agent unit, each
+/// container's sees one harness.
+pub(super) async fn unit_changes(conn: &Connection, queue: usize) -> Result<MessageStream> {
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.systemd1")?
+        .interface("org.freedesktop.DBus.Properties")?
+        .member("PropertiesChanged")?
+        .path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/'))?
+        .build();
+    MessageStream::for_match_rule(rule, conn, Some(queue))
+        .await
+        .context("watching unit PropertiesChanged")
+}
+
+/// The unit a PropertiesChanged message is about, if it changed the Unit interface (which
+/// carries ActiveState/SubState; the Service interface's signal comes with the same
+/// change, so reacting to one of them is enough).
+pub(super) fn changed_unit(msg: &zbus::Message) -> Option<String> {
+    let header = msg.header();
+    let path = header.path()?.as_str().to_owned();
+    let (iface, _, _): (
+        String,
+        std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        Vec<String>,
+    ) = msg.body().deserialize().ok()?;
+    (iface == "org.freedesktop.systemd1.Unit")
+        .then(|| unit_name_from_path(&path))
+        .flatten()
+}
+
+fn crash_fields(st: &UnitStatus) -> Vec<(&'static str, String)> {
+    vec![
+        (fields::RESULT, st.result.clone()),
+        (fields::EXEC_MAIN_CODE, st.exec_main_code_name().to_owned()),
+        (fields::EXEC_MAIN_STATUS, st.exec_main_status.to_string()),
+        (fields::N_RESTARTS, st.n_restarts.to_string()),
+        (fields::INVOCATION_ID, st.invocation_id.clone()),
+    ]
+}
+
+pub(super) fn report(verdict: Verdict, crash_event: Event, agent: &AgentName, st: &UnitStatus) {
+    let (event, what) = match verdict {
+        Verdict::Crash => (crash_event, "crashed"),
+        Verdict::CrashLoop => (
+            Event::CrashLoop,
+            "hit its start limit; systemd gave up restarting it",
+        ),
+    };
+    journal::emit(
+        event,
+        Some(agent),
+        Some(&st.unit),
+        &crash_fields(st),
+        &format!(
+            "agent {agent}: {} {what} (result {}, {} status {}, {} restarts)",
+            st.unit,
+            st.result,
+            st.exec_main_code_name(),
+            st.exec_main_status,
+            st.n_restarts
+        ),
+    );
 }
 
 #[cfg(test)]

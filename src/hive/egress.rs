@@ -11,15 +11,14 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use rustix::fs::{Mode as FileMode, OFlags};
 
-use super::units::{Mode, Outcome};
-use super::Hive;
+use super::driver::UnitDriver;
+use super::mode::Mode;
 use crate::egress::allowlist::{render, ALLOW_FILE};
 use crate::journal::fields;
 use crate::plan::egress as plan;
 use crate::spec::{AgentName, AgentSpec};
-use crate::systemd::Systemd;
 
-impl Hive {
+impl UnitDriver {
     /// Brings the proxy up (kept as it is when it already runs this plan: an allowlist
     /// change never restarts it) and writes its allowlist and the login shells' profile.
     /// An agent on the host's network has no proxy: one left from before is stopped.
@@ -129,22 +128,6 @@ impl Hive {
             std::fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
         }
         Ok(())
-    }
-
-    /// `hive-egress.service` inside the container (127.0.0.1:3128 to the proxy's socket).
-    pub(super) async fn ensure_forwarder(
-        sd: &Systemd,
-        spec: &AgentSpec,
-        mode: Mode,
-    ) -> Result<Option<Outcome>> {
-        if !plan::has_egress(spec) {
-            return Ok(None);
-        }
-        let unit = plan::forward_unit(spec);
-        Self::ensure_running(sd, &unit, mode)
-            .await
-            .map(Some)
-            .with_context(|| format!("egress forwarder {}", unit.unit))
     }
 }
 

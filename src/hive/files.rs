@@ -9,42 +9,37 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::{preflight, Hive};
+use super::preflight;
 use crate::paths::Roots;
-use crate::plan;
+use crate::plan::{self, Host};
 use crate::spec::{AgentName, AgentSpec};
 
-impl Hive {
-    /// The bind sources the daemon makes for an agent: its state and credentials
-    /// directories (mode 0700, created if missing and tightened if they exist; their
-    /// contents are never touched), and its journal directory where it gets one (0755,
-    /// as journald's own). Also where `create` saves the spec.
-    pub(super) fn prepare_dirs(&self, spec: &AgentSpec) -> Result<()> {
-        let name = &spec.name;
-        let roots = &self.host.roots;
-        std::fs::create_dir_all(roots.agents_dir())
-            .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
-        // The agent writes inside state/ and claude/ and could plant a symlink there, but
-        // not at these paths themselves; opened without following links all the same.
-        // Where disks are images, they are made inside the image (`ensure_disk`).
-        crate::safe_fs::private_dir(&roots.agent_dir(name))
-            .with_context(|| format!("agent {name}"))?;
-        if !self.host.disk_images {
-            for dir in [roots.state_dir(name), roots.claude_dir(name)] {
-                crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
-            }
+/// The bind sources the daemon makes for an agent: its state and credentials
+/// directories (mode 0700, created if missing and tightened if they exist; their
+/// contents are never touched), and its journal directory where it gets one (0755,
+/// as journald's own). Also where `create` saves the spec.
+pub(super) fn prepare_dirs(host: &Host, spec: &AgentSpec) -> Result<()> {
+    let name = &spec.name;
+    let roots = &host.roots;
+    std::fs::create_dir_all(roots.agents_dir())
+        .with_context(|| format!("creating {}", roots.agents_dir().display()))?;
+    // The agent writes inside state/ and claude/ and could plant a symlink there, but
+    // not at these paths themselves; opened without following links all the same.
+    // Where disks are images, they are made inside the image (`ensure_disk`).
+    crate::safe_fs::private_dir(&roots.agent_dir(name)).with_context(|| format!("agent {name}"))?;
+    if !host.disk_images {
+        for dir in [roots.state_dir(name), roots.claude_dir(name)] {
+            crate::safe_fs::private_dir(&dir).with_context(|| format!("agent {name}"))?;
         }
-        if let Some(dir) =
-            plan::agent_journal_dir(spec, &self.host).filter(|_| !self.host.disk_images)
-        {
-            crate::safe_fs::dir_with_mode(&dir, 0o755)
-                .with_context(|| format!("agent {name}: its journal directory"))?;
-        }
-        if spec.system.is_some() {
-            super::nixos_system::prepare_root(roots, name)?;
-        }
-        Ok(())
     }
+    if let Some(dir) = plan::agent_journal_dir(spec, host).filter(|_| !host.disk_images) {
+        crate::safe_fs::dir_with_mode(&dir, 0o755)
+            .with_context(|| format!("agent {name}: its journal directory"))?;
+    }
+    if spec.system.is_some() {
+        super::nixos_system::prepare_root(roots, name)?;
+    }
+    Ok(())
 }
 
 /// Writes `data` to `path` through a temporary file beside it, synced, then renamed over

@@ -1,15 +1,24 @@
 //! Harness supervision: `hive-harness.service` inside each agent's container, ensured
-//! over the container's own bus, watched for crashes, and re-created when systemd
-//! restarted the container by itself (the transient harness died with it).
+//! over the container's own bus, watched for crashes (the supervisor owns each harness's
+//! watch), and re-created when systemd restarted the container by itself (the transient
+//! harness died with it; the host's watch sends the container's name).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
-use super::units::{Mode, Outcome};
-use super::Hive;
-use crate::plan;
+use super::agent_side::AgentDoors;
+use super::crash::{changed_unit, report, unit_changes, CrashTracker};
+use super::ensure::{ensure_running, Outcome, PARALLEL};
+use super::locks::AgentLocks;
+use super::mode::Mode;
+use super::specs::load_spec;
+use crate::journal::Event;
+use crate::plan::{self, Host, HARNESS_UNIT};
 use crate::spans::Summed;
 use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::{Systemd, UnitStatus};
@@ -25,8 +34,25 @@ const CONTAINER_BUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// not one per agent: a hive whose harnesses are all missing waits it once.
 const SIGN_OF_LIFE: Duration = Duration::from_secs(1);
 
+/// Keeps every agent's harness running: ensures it, watches it, heals it. Owns the
+/// harnesses' watches and the checks the startup adoption deferred.
+pub(super) struct HarnessSupervisor {
+    host: Arc<Host>,
+    sd: Systemd,
+    doors: Arc<dyn AgentDoors>,
+    locks: Arc<AgentLocks>,
+    /// One watch per agent on its harness, replaced with each new harness.
+    watches: Mutex<HashMap<AgentName, HarnessWatch>>,
+    /// When this daemon started (the startup adoption waits for harnesses' signs of life
+    /// until a bound after it).
+    started: tokio::time::Instant,
+    /// Agents the startup adoption took on their harness's sign of life, whose check over
+    /// the container's bus comes after every agent is adopted.
+    deferred: Mutex<Vec<AgentName>>,
+}
+
 /// A running watch on an agent's harness, and the container invocation it lives in.
-pub(super) struct HarnessWatch {
+struct HarnessWatch {
     task: tokio::task::JoinHandle<()>,
     /// InvocationID of the container unit the harness was ensured in.
     container: String,
@@ -39,14 +65,40 @@ impl HarnessWatch {
     }
 }
 
-impl Hive {
+impl HarnessSupervisor {
+    pub(super) fn new(
+        host: Arc<Host>,
+        sd: Systemd,
+        doors: Arc<dyn AgentDoors>,
+        locks: Arc<AgentLocks>,
+    ) -> Self {
+        Self {
+            host,
+            sd,
+            doors,
+            locks,
+            watches: Mutex::new(HashMap::new()),
+            started: tokio::time::Instant::now(),
+            deferred: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Where the host's watch sends each container whose start job finished: its harness
+    /// is healed ([`Self::heal_harness`], retried), one task per container.
+    pub(super) fn heal_started(self: &Arc<Self>) -> UnboundedSender<AgentName> {
+        let (tx, mut rx) = unbounded_channel::<AgentName>();
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(name) = rx.recv().await {
+                let me = me.clone();
+                tokio::spawn(async move { me.heal_with_retries(&name, &Summed::default()).await });
+            }
+        });
+        tx
+    }
+
     pub(super) fn stop_harness_watch(&self, name: &AgentName) {
-        if let Some(old) = self
-            .harness_watches
-            .lock()
-            .expect("watches lock")
-            .remove(name)
-        {
+        if let Some(old) = self.watches.lock().expect("watches lock").remove(name) {
             old.task.abort();
         }
     }
@@ -88,18 +140,18 @@ impl Hive {
             .time("container bus", self.container_systemd(name))
             .await?;
         // Before the harness, so the agent's first request finds 127.0.0.1:3128 open.
-        Self::ensure_forwarder(&sd, spec, mode)
+        ensure_forwarder(&sd, spec, mode)
             .await
             .with_context(|| format!("inside container {}", name.machine()))?;
         let outcome = spans
-            .time("harness check", Self::ensure_running(&sd, &plan, mode))
+            .time("harness check", ensure_running(&sd, &plan, mode))
             .await
             .with_context(|| format!("inside container {}", name.machine()))?;
-        let mut watches = self.harness_watches.lock().expect("watches lock");
+        let mut watches = self.watches.lock().expect("watches lock");
         let stale = watches.get(name).is_none_or(|w| !w.covers(&container));
         if outcome != Outcome::Adopted || stale {
             let watch = HarnessWatch {
-                task: super::watch::harness(name.clone(), sd),
+                task: watch(name.clone(), sd),
                 container,
             };
             if let Some(old) = watches.insert(name.clone(), watch) {
@@ -114,8 +166,8 @@ impl Hive {
     /// check of a harness adopted at start-up on its sign of life. `spans` gets the time to
     /// reach the container's bus and to check the harness.
     pub async fn heal_harness(&self, name: &AgentName, spans: &Summed) -> Result<Outcome> {
-        let spec = self.load_spec(name)?;
-        let _guard = self.lock(name).await;
+        let spec = load_spec(&self.host.roots, name)?;
+        let _guard = self.locks.lock(name).await;
         // Only a running unit of ours (stamped HIVE_PLAN) gets a harness; a foreign unit that
         // merely holds the name is left alone.
         let Some(st) = self
@@ -130,7 +182,7 @@ impl Hive {
         // harness was ensured in this very invocation and is watched, so there is nothing
         // to heal and no second connection to the container's bus to open.
         let watched = self
-            .harness_watches
+            .watches
             .lock()
             .expect("watches lock")
             .get(name)
@@ -162,16 +214,16 @@ impl Hive {
             return Ok(Outcome::Adopted);
         }
         if spans.time("sign of life", self.sign_of_life(name)).await {
-            self.deferred_harness_checks
+            self.deferred
                 .lock()
                 .expect("deferred checks lock")
                 .push(name.clone());
             return Ok(Outcome::Adopted);
         }
-        let spec = self.load_spec(name)?;
-        let _guard = spans.time("lock", self.lock(name)).await;
+        let spec = load_spec(&self.host.roots, name)?;
+        let _guard = spans.time("lock", self.locks.lock(name)).await;
         let watched = self
-            .harness_watches
+            .watches
             .lock()
             .expect("watches lock")
             .get(name)
@@ -220,24 +272,19 @@ impl Hive {
 
     /// The harness checks the startup adoption deferred (agents adopted on their harness's
     /// sign of life): each over the container's bus, which also starts the harness's crash
-    /// watch, at most [`super::reconciler::PARALLEL`] at a time, retried like a heal after
+    /// watch, at most [`PARALLEL`] at a time, retried like a heal after
     /// a crash. A harness found missing by then is re-created.
     pub async fn check_deferred_harnesses(&self) {
-        let names = std::mem::take(
-            &mut *self
-                .deferred_harness_checks
-                .lock()
-                .expect("deferred checks lock"),
-        );
+        let names = std::mem::take(&mut *self.deferred.lock().expect("deferred checks lock"));
         let started = std::time::Instant::now();
         let spans = Summed::default();
         let n = names.len();
         futures_util::stream::iter(names)
             .map(|name| {
                 let spans = &spans;
-                async move { super::watch::heal_with_retries(self, &name, spans).await }
+                async move { self.heal_with_retries(&name, spans).await }
             })
-            .buffer_unordered(super::reconciler::PARALLEL)
+            .buffer_unordered(PARALLEL)
             .collect::<Vec<()>>()
             .await;
         log::info!(
@@ -278,4 +325,74 @@ impl Hive {
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
+
+    /// A container systemd restarted on its own boots while the host may be busy: its bus can
+    /// stay silent past one try's bound, or the harness's start job outlast its wait. Giving up
+    /// after one try would leave the agent without a harness until the next reload, so a
+    /// failed heal is tried again, a bounded number of times (about a minute in all). Each
+    /// try re-reads the unit, so a container that went away meanwhile ends the retries.
+    async fn heal_with_retries(&self, name: &AgentName, spans: &Summed) {
+        const TRIES: u32 = 4;
+        let mut pause = Duration::from_secs(2);
+        for attempt in 1..=TRIES {
+            match self.heal_harness(name, spans).await {
+                Ok(_) => return,
+                Err(e) if attempt < TRIES => {
+                    log::warn!(
+                        "agent {name}: re-creating its harness (try {attempt} of {TRIES}, again in {pause:?}): {e:#}"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => log::warn!(
+                    "agent {name}: re-creating its harness failed {TRIES} times, giving up until the next reload: {e:#}"
+                ),
+            }
+        }
+    }
+}
+
+/// `hive-egress.service` inside the container (127.0.0.1:3128 to the proxy's socket).
+async fn ensure_forwarder(sd: &Systemd, spec: &AgentSpec, mode: Mode) -> Result<Option<Outcome>> {
+    if !plan::egress::has_egress(spec) {
+        return Ok(None);
+    }
+    let unit = plan::egress::forward_unit(spec);
+    ensure_running(sd, &unit, mode)
+        .await
+        .map(Some)
+        .with_context(|| format!("egress forwarder {}", unit.unit))
+}
+
+/// Signals queued for each container's watch: one harness unit. One of these per agent, so its size
+/// shows in the daemon's memory (a 1024-deep queue cost ~24 KiB per agent).
+const CONTAINER_QUEUE: usize = 32;
+
+/// Container side: harness crashes, seen by the container's own systemd. Ends when the
+/// container's bus goes away (the container stopped or restarted; a new watch is started
+/// with the new harness).
+fn watch(agent: AgentName, sd: Systemd) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = match unit_changes(sd.connection(), CONTAINER_QUEUE).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("agent {agent}: cannot watch its harness: {e:#}");
+                return;
+            }
+        };
+        // The match rule is in place: from here on a harness crash is seen (tests wait
+        // for this line rather than for a guessed delay).
+        log::info!("agent {agent}: watching {HARNESS_UNIT} for crashes");
+        let mut tracker = CrashTracker::default();
+        while let Some(Ok(msg)) = changes.next().await {
+            if changed_unit(&msg).as_deref() != Some(HARNESS_UNIT) {
+                continue;
+            }
+            if let Ok(Some(st)) = sd.status(HARNESS_UNIT).await {
+                if let Some(v) = tracker.observe(&st) {
+                    report(v, Event::HarnessCrash, &agent, &st);
+                }
+            }
+        }
+    })
 }

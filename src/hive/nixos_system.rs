@@ -1,6 +1,6 @@
-//! NixOS system agents on the host side: the checks before anything is made, the root the
-//! daemon prepares under the agent's state, the GC root that names the running system,
-//! and switching a running container to a new system in place.
+//! NixOS system agents on the host side: the root the daemon prepares under the agent's
+//! state, and the GC root that names the running system. Switching a running container to
+//! a new system in place is the unit driver's (`units.rs`).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -10,11 +10,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{Mode as FileMode, OFlags};
 use rustix::io::Errno;
 
-use super::mode::Mode;
 use crate::paths::Roots;
-use crate::plan::system::{gc_root, prepared_root, GC_ROOTS, SWITCH_UNIT};
+use crate::plan::system::{gc_root, prepared_root, GC_ROOTS};
 use crate::safe_fs::io_reason;
-use crate::spec::{AgentName, AgentSpec};
+use crate::spec::AgentName;
 
 /// Longest a switch may run inside the container before the daemon gives up on it (the
 /// unit itself is stopped by its own `TimeoutStartSec=` of the same length).
@@ -110,70 +109,6 @@ pub fn remove_gc_root(name: &AgentName) -> Result<()> {
             link.display(),
             io_reason(&e)
         )),
-    }
-}
-
-impl super::Hive {
-    /// A system agent's step before its units are ensured, returning the mode to ensure
-    /// them with and whether it switched. A unit that will be (re)started boots what the GC root names, so the GC
-    /// root is pointed at the spec's system first. A running unit whose plan is the same
-    /// but whose system is not is switched in place (not for `start`, which keeps what
-    /// runs): its InvocationID stays; a failed switch is an error and leaves the GC root,
-    /// and so the running system, as it was.
-    pub(super) async fn settle_system(
-        &self,
-        spec: &AgentSpec,
-        plan: &crate::plan::UnitPlan,
-        mode: Mode,
-    ) -> Result<(Mode, bool)> {
-        let Some(system) = &spec.system else {
-            return Ok((mode, false));
-        };
-        let name = &spec.name;
-        let live = self.sd.status(&plan.unit).await?.filter(|s| s.is_up());
-        let live_plan = live.as_ref().and_then(|s| s.plan_hash().map(str::to_owned));
-        let same_plan = live_plan.as_deref() == Some(plan.hash.as_str());
-        let kept = live.is_some()
-            && match mode {
-                Mode::Start => live_plan.is_some(),
-                Mode::Create => same_plan,
-                Mode::Rebuild => false,
-            };
-        let running = running_system(name);
-        if mode != Mode::Start && same_plan && running.as_deref() != Some(system.as_path()) {
-            self.switch_in_place(spec, system).await?;
-            set_gc_root(name, system)?;
-            return Ok((Mode::Start, true));
-        }
-        if !kept {
-            set_gc_root(name, system)?;
-        }
-        Ok((mode, false))
-    }
-
-    /// Runs the new system's `switch-to-configuration test` inside the running container,
-    /// over the container's own bus, bounded by [`SWITCH_TIMEOUT`].
-    async fn switch_in_place(&self, spec: &AgentSpec, system: &Path) -> Result<()> {
-        let name = &spec.name;
-        let machine = name.machine();
-        let what = || {
-            format!(
-                "switching container {machine} to {} in place (its output: journalctl -M {machine} -u {SWITCH_UNIT})",
-                system.display()
-            )
-        };
-        let mut sd = self.container_systemd(name).await.with_context(what)?;
-        sd.set_job_timeout(SWITCH_TIMEOUT + Duration::from_secs(5));
-        // A switch the daemon gave up on (timed out) may still be there.
-        let _ = sd.reset_failed(SWITCH_UNIT).await;
-        let plan =
-            crate::plan::system::switch_unit(spec, system, SWITCH_TIMEOUT.as_micros() as u64);
-        sd.start_transient(&plan).await.with_context(what)?;
-        log::info!(
-            "agent {name}: switched container {machine} to {} in place",
-            system.display()
-        );
-        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::Hive;
+use super::driver::UnitDriver;
 use crate::plan::disk as plan;
 use crate::spec::{AgentName, AgentSpec};
 use crate::systemd::{anyhow_error_name, UNIT_EXISTS};
@@ -24,7 +24,7 @@ use crate::systemd::{anyhow_error_name, UNIT_EXISTS};
 const MOUNT_ATTEMPTS: u32 = 50;
 const MOUNT_PAUSE: Duration = Duration::from_millis(20);
 
-impl Hive {
+impl UnitDriver {
     /// Before the container starts: the agent's image made (or grown to its `disk_max`),
     /// mounted, its `state/` and `claude/` in it, and its plain directories from before
     /// moved in. Where the host cannot make images it does nothing, unless the agent has one:

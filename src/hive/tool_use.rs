@@ -4,43 +4,27 @@
 //! and no restart. docs/approvals.md.
 //!
 //! claude waits for the decision only up to the agent's `permission_timeout` (the hive's
-//! MCP tool answers "refused" then); an approval still pending past it is closed here, as
-//! denied by hive-c0re with a note saying so, so that it neither counts against the
+//! MCP tool answers "refused" then); an approval still pending past it is closed (by the
+//! applier, `apply.rs`), as denied by hive-c0re with a note saying so, so that it neither counts against the
 //! agent's pending requests nor offers an admin a decision that no longer reaches claude.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::specs::load_spec;
-use super::{Error, Hive};
 use crate::paths::Roots;
-use crate::spec::claude::{Permission, DEFAULT_PERMISSION_TIMEOUT};
+use crate::spec::claude::Permission;
 use crate::spec::AgentName;
-use crate::store::ApprovalKind;
 
 /// How often pending `tool_use` approvals are looked at for expiry.
-const EXPIRY_EVERY: Duration = Duration::from_secs(10);
+pub(super) const EXPIRY_EVERY: Duration = Duration::from_secs(10);
 /// Past `permission_timeout`, this long more: claude has had its refusal.
 const EXPIRY_GRACE: Duration = Duration::from_secs(5);
 /// Who closes an expired one, as `HIVE_DECIDED_BY` and `hivectl approvals` show it.
 pub const EXPIRED_BY: &str = "hive-c0re (timeout)";
 
-/// Closes expired `tool_use` approvals now and then, for as long as the daemon runs
-/// (also those left pending by an earlier daemon).
-pub fn spawn_expiry(hive: Arc<Hive>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(EXPIRY_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            hive.expire_tool_uses(now_micros()).await;
-        }
-    });
-}
-
-fn now_micros() -> i64 {
+pub(super) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -49,45 +33,9 @@ fn now_micros() -> i64 {
 
 /// Whether a `tool_use` approval made at `created_at` (unix µs) with `timeout` seconds
 /// for an admin is past it, at `now`.
-fn expired(created_at: i64, timeout: u64, now: i64) -> bool {
+pub(super) fn expired(created_at: i64, timeout: u64, now: i64) -> bool {
     let limit = Duration::from_secs(timeout) + EXPIRY_GRACE;
     now.saturating_sub(created_at) > limit.as_micros() as i64
-}
-
-impl Hive {
-    /// Denies every pending `tool_use` approval past its agent's `permission_timeout`.
-    pub async fn expire_tool_uses(&self, now: i64) {
-        let pending = match self.approvals.pending_list() {
-            Ok(p) => p,
-            Err(e) => {
-                log::warn!("looking for expired tool_use approvals: {e}");
-                return;
-            }
-        };
-        for a in pending.iter().filter(|a| a.kind == ApprovalKind::ToolUse) {
-            // An agent whose spec is gone or changed: the default bound.
-            let timeout = load_spec(&self.host.roots, &a.agent)
-                .ok()
-                .and_then(|s| s.claude)
-                .map(|c| c.permission_timeout)
-                .unwrap_or(DEFAULT_PERMISSION_TIMEOUT);
-            if !expired(a.created_at, timeout, now) {
-                continue;
-            }
-            let note = format!(
-                "no admin decided within {timeout} s (the agent's permission_timeout); claude was refused"
-            );
-            match self.deny(a.id, EXPIRED_BY, Some(&note)).await {
-                // An admin decided in between: theirs stands.
-                Ok(_) | Err(Error::AlreadyDecided(_)) => {}
-                Err(e) => log::warn!(
-                    "approval {} of agent {}: closing it at its timeout: {e}",
-                    a.id,
-                    a.agent
-                ),
-            }
-        }
-    }
 }
 
 /// The longest tool name claude may name.
