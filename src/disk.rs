@@ -44,6 +44,47 @@ pub fn images_available() -> Result<(), String> {
     Ok(())
 }
 
+/// How long the filesystem tools may take on one agent's image (mkfs, e2fsck, resize2fs),
+/// and a copy of its state into a new image: far above what they take (seconds for a
+/// 10 GiB image), so only a stuck tool meets it. The agent's content is what they walk.
+pub const FS_TOOL_BOUND: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+pub const COPY_BOUND: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Runs `cmd` to its end, or kills it at `bound`: its output, or an error that says it was
+/// stopped. Blocking: for `spawn_blocking`.
+pub fn output_within(
+    mut cmd: std::process::Command,
+    bound: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let what = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = rustix::process::Pid::from_child(&child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The waiter reaps the child, so until it answers the PID is still the child's.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = rx.recv();
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "{what} did not finish within {} s; stopped it",
+                    bound.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
 /// `name` on PATH (plus the sbin directories a daemon's PATH may lack), if executable.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -186,6 +227,23 @@ fn walk(root: &Path, used: &mut u64, budget: &mut usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_that_never_ends_is_stopped_at_its_bound() {
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30");
+        let t = std::time::Instant::now();
+        let err = output_within(cmd, std::time::Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("sleep did not finish"), "{err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let out = output_within(cmd, std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+    }
 
     #[test]
     fn usage_counts_blocks_without_following_links() {

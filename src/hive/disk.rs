@@ -371,13 +371,17 @@ fn grow_image(image: &Path, max: u64, name: &AgentName) -> Result<()> {
 fn copy_into(old: &Path, new: &Path, name: &AgentName) -> Result<()> {
     let mut src = old.as_os_str().to_owned();
     src.push("/.");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg("--no-dereference")
-        .arg(&src)
-        .arg(new)
-        .output()
-        .context("running cp")?;
+    let mut cp = Command::new("cp");
+    cp.arg("-a").arg("--no-dereference").arg(&src).arg(new);
+    let out = crate::disk::output_within(cp, crate::disk::COPY_BOUND).context("running cp");
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = crate::safe_fs::remove_tree(new);
+            let _ = crate::safe_fs::private_dir(new);
+            return Err(e).with_context(|| format!("agent {name}: copying {}", old.display()));
+        }
+    };
     if out.status.success() {
         return Ok(());
     }
@@ -411,11 +415,10 @@ fn check_mounted(disk: &Path) -> Result<()> {
 fn run(tool: &str, args: &[&str], file: &Path) -> Result<()> {
     let program = crate::disk::find_program(tool)
         .ok_or_else(|| anyhow!("{tool} is not on PATH (install e2fsprogs)"))?;
-    let out = Command::new(&program)
-        .args(args)
-        .arg(file)
-        .output()
-        .with_context(|| format!("running {tool}"))?;
+    let mut cmd = Command::new(&program);
+    cmd.args(args).arg(file);
+    let out = crate::disk::output_within(cmd, crate::disk::FS_TOOL_BOUND)
+        .with_context(|| format!("running {tool} on {}", file.display()))?;
     // e2fsck: 1 and 2 mean it fixed something, which is fine here.
     let ok = out.status.success() || (tool == "e2fsck" && matches!(out.status.code(), Some(1 | 2)));
     if !ok {
