@@ -450,3 +450,61 @@ fn the_proxy_carries_a_bpf_address_filter_and_a_start_limited_proxy_is_healed_at
         "{said}"
     );
 }
+
+/// An admin's address entry in a denied range changes the proxy's plan (`IPAddressAllow=`):
+/// the proxy is replaced, the container and its harness stay. A change of names only
+/// changes the allowlist file: nothing restarts (units.md, "egress").
+#[test]
+fn an_admins_address_entry_restarts_only_the_proxy() {
+    let h = hive();
+    h.create("alice", &["--egress", "first.test:8080"]);
+    let proxy_unit = "hive-egress-alice.service";
+    let container = h.invocation("alice");
+    let harness = harness_invocation(&h, "alice");
+    let proxy = h.show(proxy_unit, "InvocationID");
+    assert!(!h.show(proxy_unit, "IPAddressAllow").contains("169.254"));
+
+    let said = h.create(
+        "alice",
+        &[
+            "--replace",
+            "--egress",
+            "first.test:8080",
+            "--egress",
+            "169.254.169.254:80",
+        ],
+    );
+    assert!(
+        h.show(proxy_unit, "IPAddressAllow")
+            .contains("169.254.169.254"),
+        "{said}"
+    );
+    let replaced = h.show(proxy_unit, "InvocationID");
+    assert_ne!(replaced, proxy, "the proxy runs its old plan: {said}");
+    assert_eq!(h.show(proxy_unit, "ActiveState"), "active");
+    assert_eq!(
+        h.invocation("alice"),
+        container,
+        "the container was restarted: {said}"
+    );
+    assert_eq!(harness_invocation(&h, "alice"), harness, "{said}");
+
+    // Names only: the proxy re-reads its file; nothing restarts.
+    let said = h.create(
+        "alice",
+        &[
+            "--replace",
+            "--egress",
+            "first.test:8080",
+            "--egress",
+            "169.254.169.254:80",
+            "--egress",
+            "second.test:8080",
+        ],
+    );
+    assert_eq!(h.show(proxy_unit, "InvocationID"), replaced, "{said}");
+    assert_eq!(h.invocation("alice"), container, "{said}");
+    assert_eq!(harness_invocation(&h, "alice"), harness, "{said}");
+    let allow = h.run_ok(&["cat", "/run/private/hyperhive-egress/alice/allow"]);
+    assert!(allow.contains("second.test"), "{allow}");
+}
