@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::agent_side::AgentDoors;
 use super::approvals::{requested_spec, Approvals};
 use super::changes::{Change, Changes};
 use super::driver::UnitDriver;
@@ -18,17 +17,12 @@ use super::tool_use::{expired, now_micros, EXPIRED_BY, EXPIRY_EVERY};
 use super::{preflight, Error};
 use crate::failpoint;
 use crate::journal::fields;
-use crate::plan::Host;
 use crate::spec::claude::DEFAULT_PERMISSION_TIMEOUT;
 use crate::store::{Approval, ApprovalKind, Decision, Outcome as ApprovalOutcome};
-use crate::systemd::Systemd;
 
 /// Decides approvals and applies them: the decision goes to the store and to the agent,
 /// the change through the lifecycle's rebuild (or in place).
 pub(super) struct Applier {
-    host: Arc<Host>,
-    sd: Systemd,
-    doors: Arc<dyn AgentDoors>,
     changes: Changes,
     approvals: Arc<Approvals>,
     locks: Arc<AgentLocks>,
@@ -45,9 +39,6 @@ impl Applier {
         changes: Changes,
     ) -> Self {
         Self {
-            host: driver.host.clone(),
-            sd: driver.sd.clone(),
-            doors: driver.doors.clone(),
             changes,
             approvals,
             locks,
@@ -65,27 +56,28 @@ impl Applier {
         note: Option<&str>,
     ) -> Result<Approval, Error> {
         let decided = self.approvals.decide(id, Decision::Approve, by, note)?;
-        super::agent_side::tell_decided(self.doors.as_ref(), &decided);
+        super::agent_side::tell_decided(self.driver.doors.as_ref(), &decided);
         if decided.kind == ApprovalKind::ToolUse {
             // Nothing to apply on the host: the agent's claude runs the call it asked for.
             let finished = self.approvals.finish(id, ApprovalOutcome::Applied)?;
-            super::agent_side::tell_decided(self.doors.as_ref(), &finished);
+            super::agent_side::tell_decided(self.driver.doors.as_ref(), &finished);
             return Ok(finished);
         }
         failpoint::hit("approve:decided");
         // The grace the agent's spec gives it now, before the change is laid over it.
-        let current = load_spec(&self.host.roots, &decided.agent).ok();
+        let current = load_spec(&self.driver.host.roots, &decided.agent).ok();
         let grace = current.as_ref().and_then(|s| s.restart_grace);
         // A change of the egress allowlist alone restarts nothing: no grace, no warning.
         let egress_only = current.as_ref().is_some_and(|old| {
-            requested_spec(&self.host.roots, &decided).is_ok_and(|(_, new)| {
+            requested_spec(&self.driver.host.roots, &decided).is_ok_and(|(_, new)| {
                 let mut o = old.clone();
                 o.egress = new.egress.clone();
                 o == new
             })
         });
         if !egress_only {
-            super::agent_side::grace_before_restart(self.doors.as_ref(), &decided, grace).await;
+            super::agent_side::grace_before_restart(self.driver.doors.as_ref(), &decided, grace)
+                .await;
         }
         let outcome = match self.apply(&decided).await {
             Ok(in_place) => {
@@ -99,7 +91,7 @@ impl Applier {
             Err(e) => ApprovalOutcome::Failed(format!("{e:#}")),
         };
         let finished = self.approvals.finish(id, outcome)?;
-        super::agent_side::tell_decided(self.doors.as_ref(), &finished);
+        super::agent_side::tell_decided(self.driver.doors.as_ref(), &finished);
         Ok(finished)
     }
 
@@ -110,7 +102,7 @@ impl Applier {
         note: Option<&str>,
     ) -> Result<Approval, Error> {
         let denied = self.approvals.decide(id, Decision::Deny, by, note)?;
-        super::agent_side::tell_decided(self.doors.as_ref(), &denied);
+        super::agent_side::tell_decided(self.driver.doors.as_ref(), &denied);
         Ok(denied)
     }
 
@@ -118,9 +110,9 @@ impl Applier {
     async fn apply(&self, a: &Approval) -> Result<bool> {
         let name = &a.agent;
         let _guard = self.locks.lock(name).await;
-        let (_, spec) = requested_spec(&self.host.roots, a).map_err(anyhow::Error::msg)?;
-        preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
-        let saved = self.host.roots.saved_spec(name);
+        let (_, spec) = requested_spec(&self.driver.host.roots, a).map_err(anyhow::Error::msg)?;
+        preflight::check(&spec, &self.driver.host).map_err(anyhow::Error::msg)?;
+        let saved = self.driver.host.roots.saved_spec(name);
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
             .with_context(|| format!("agent {name}: saving spec {}", saved.display()))?;
         failpoint::hit("approve:spec-saved");
@@ -173,7 +165,7 @@ impl Applier {
     /// which saved the spec first). Applying again would rebuild the agent a second time.
     async fn rebuilt_for(&self, a: &Approval) -> bool {
         let stamp = fields::assign(fields::APPROVAL_ID, a.id);
-        match self.sd.status(&a.agent.container_unit()).await {
+        match self.driver.sd.status(&a.agent.container_unit()).await {
             Ok(Some(st)) => st.is_up() && st.environment.contains(&stamp),
             Ok(None) => false,
             Err(e) => {
@@ -194,7 +186,7 @@ impl Applier {
         };
         for a in pending.iter().filter(|a| a.kind == ApprovalKind::ToolUse) {
             // An agent whose spec is gone or changed: the default bound.
-            let timeout = load_spec(&self.host.roots, &a.agent)
+            let timeout = load_spec(&self.driver.host.roots, &a.agent)
                 .ok()
                 .and_then(|s| s.claude)
                 .map(|c| c.permission_timeout)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::agent_side::{AgentDoors, Notice, TELL_NEW_SESSION};
+use super::agent_side::{Notice, TELL_NEW_SESSION};
 use super::approvals::Approvals;
 use super::changes::{Change, Changes};
 use super::driver::UnitDriver;
@@ -19,15 +19,11 @@ use super::specs::load_spec;
 use super::{preflight, Error};
 use crate::failpoint;
 use crate::journal::{self, fields, Event};
-use crate::plan::{self, Host};
+use crate::plan;
 use crate::spec::{AgentName, AgentSpec, SpecFile};
-use crate::systemd::Systemd;
 
 /// The lifecycle verbs, on the unit driver, under the agents' locks.
 pub(super) struct Lifecycle {
-    host: Arc<Host>,
-    sd: Systemd,
-    doors: Arc<dyn AgentDoors>,
     changes: Changes,
     approvals: Arc<Approvals>,
     locks: Arc<AgentLocks>,
@@ -42,9 +38,6 @@ impl Lifecycle {
         changes: Changes,
     ) -> Self {
         Self {
-            host: driver.host.clone(),
-            sd: driver.sd.clone(),
-            doors: driver.doors.clone(),
             changes,
             approvals,
             locks,
@@ -75,10 +68,10 @@ impl Lifecycle {
     ) -> Result<Created, Error> {
         let file = SpecFile::from_toml(spec_toml, &format!("spec for agent {name}"))?;
         let spec = AgentSpec::validate(name, &file)?;
-        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+        preflight::check(&spec, &self.driver.host).map_err(Error::InvalidArgument)?;
 
         let _guard = self.locks.lock(name).await;
-        let existing = match load_spec(&self.host.roots, name) {
+        let existing = match load_spec(&self.driver.host.roots, name) {
             Ok(old) => Some(Ok(old)),
             Err(Error::NoSuchAgent(_)) => None,
             Err(e) => Some(Err(e)),
@@ -112,8 +105,8 @@ impl Lifecycle {
             }
             _ => {}
         }
-        prepare_dirs(&self.host, &spec).map_err(Error::failed)?;
-        let saved = self.host.roots.saved_spec(name);
+        prepare_dirs(&self.driver.host, &spec).map_err(Error::failed)?;
+        let saved = self.driver.host.roots.saved_spec(name);
         write_atomic(&saved, spec.to_file().to_toml().as_bytes())
             .with_context(|| format!("agent {name}: saving spec {}", saved.display()))
             .map_err(Error::failed)?;
@@ -152,8 +145,8 @@ impl Lifecycle {
     }
 
     async fn start_agent(&self, name: &AgentName) -> Result<Outcome, Error> {
-        let spec = load_spec(&self.host.roots, name)?;
-        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+        let spec = load_spec(&self.driver.host.roots, name)?;
+        preflight::check(&spec, &self.driver.host).map_err(Error::InvalidArgument)?;
         let _guard = self.locks.lock(name).await;
         self.start_locked(&spec, "").await
     }
@@ -162,7 +155,7 @@ impl Lifecycle {
     /// held; journals `agent_started` (with `why` after the unit) unless it was running.
     async fn start_locked(&self, spec: &AgentSpec, why: &str) -> Result<Outcome, Error> {
         let name = &spec.name;
-        prepare_dirs(&self.host, spec).map_err(Error::failed)?;
+        prepare_dirs(&self.driver.host, spec).map_err(Error::failed)?;
         let plan = self.driver.container_plan(spec);
         let outcome = self
             .driver
@@ -187,9 +180,10 @@ impl Lifecycle {
         let _guard = self.locks.lock(name).await;
         let unit = name.container_unit();
         // Before stopping: a daemon killed in between must not bring the agent back.
-        mark_stopped(&self.host.roots, name, true).map_err(Error::failed)?;
+        mark_stopped(&self.driver.host.roots, name, true).map_err(Error::failed)?;
         self.driver.harness.stop_harness_watch(name);
-        self.sd
+        self.driver
+            .sd
             .stop(&unit)
             .await
             .with_context(|| format!("agent {name}"))
@@ -219,6 +213,7 @@ impl Lifecycle {
     pub async fn restart(&self, name: &AgentName) -> Result<(), Error> {
         let unit = name.container_unit();
         let up = self
+            .driver
             .sd
             .status(&unit)
             .await
@@ -229,9 +224,10 @@ impl Lifecycle {
                 self.changes.publish(Change::AgentChanged(name.clone()));
             });
         }
-        let spec = load_spec(&self.host.roots, name)?;
+        let spec = load_spec(&self.driver.host.roots, name)?;
         let _guard = self.locks.lock(name).await;
-        self.sd
+        self.driver
+            .sd
             .restart(&unit)
             .await
             .with_context(|| format!("agent {name}"))
@@ -256,8 +252,8 @@ impl Lifecycle {
 
     /// Replaces the agent's units with ones planned from its current spec.
     pub async fn rebuild(&self, name: &AgentName) -> Result<Outcome, Error> {
-        let spec = load_spec(&self.host.roots, name)?;
-        preflight::check(&spec, &self.host).map_err(Error::InvalidArgument)?;
+        let spec = load_spec(&self.driver.host.roots, name)?;
+        preflight::check(&spec, &self.driver.host).map_err(Error::InvalidArgument)?;
         let _guard = self.locks.lock(name).await;
         let outcome = self
             .rebuild_locked(&spec, None)
@@ -275,7 +271,7 @@ impl Lifecycle {
         approval: Option<i64>,
     ) -> Result<Outcome> {
         let name = &spec.name;
-        prepare_dirs(&self.host, spec)?;
+        prepare_dirs(&self.driver.host, spec)?;
         let mut plan = self.driver.container_plan(spec);
         let mut fields = vec![];
         if let Some(id) = approval {
@@ -311,7 +307,7 @@ impl Lifecycle {
     pub async fn destroy(&self, name: &AgentName, purge: bool) -> Result<(), Error> {
         // An agent destroyed earlier keeps its state and credentials; purging them later
         // must still be possible, though the agent itself is gone.
-        let leftovers = purge && self.host.roots.agent_dir(name).is_dir();
+        let leftovers = purge && self.driver.host.roots.agent_dir(name).is_dir();
         if let Err(e) = self.require_known(name).await {
             if !leftovers {
                 return Err(e);
@@ -319,20 +315,26 @@ impl Lifecycle {
         }
         let _guard = self.locks.lock(name).await;
         let unit = name.container_unit();
-        let roots = &self.host.roots;
+        let roots = &self.driver.host.roots;
         let ctx = |what: &str| format!("agent {name}: {what}");
-        self.sd
+        self.driver
+            .sd
             .stop(&unit)
             .await
             .with_context(|| ctx("stopping"))
             .map_err(Error::failed)?;
         failpoint::hit("destroy:stopped");
-        self.sd.reset_failed(&unit).await.map_err(Error::failed)?;
-        self.sd
+        self.driver
+            .sd
+            .reset_failed(&unit)
+            .await
+            .map_err(Error::failed)?;
+        self.driver
+            .sd
             .unregister_machine(&name.machine())
             .await
             .map_err(Error::failed)?;
-        wait_unloaded(&self.sd, &unit)
+        wait_unloaded(&self.driver.sd, &unit)
             .await
             .map_err(Error::failed)?;
         self.driver
@@ -351,7 +353,7 @@ impl Lifecycle {
             .await
             .with_context(|| ctx("unmounting its disk image"))
             .map_err(Error::failed)?;
-        self.doors.close(name);
+        self.driver.doors.close(name);
         self.driver.harness.stop_harness_watch(name);
         // With its socket gone the agent cannot ask again; what it asked is failed before
         // its spec goes, so a later agent of this name never inherits it.
@@ -416,7 +418,7 @@ impl Lifecycle {
             .into(),
             message: message.to_owned(),
         };
-        if self.doors.tell(name, &notice) == 0 {
+        if self.driver.doors.tell(name, &notice) == 0 {
             return Err(Error::Failed(format!(
                 "agent {name}: its harness is not connected, nothing was told; is it running? (hivectl status {name})"
             )));
@@ -440,7 +442,7 @@ impl Lifecycle {
 
     /// The spec file an agent's spec is read from: the saved one, else the declared one.
     pub(super) fn spec_origin(&self, name: &AgentName) -> std::path::PathBuf {
-        let roots = &self.host.roots;
+        let roots = &self.driver.host.roots;
         roots
             .spec_paths(name)
             .into_iter()
@@ -450,10 +452,11 @@ impl Lifecycle {
 
     /// An agent exists if it has a spec or a unit.
     pub(super) async fn require_known(&self, name: &AgentName) -> Result<(), Error> {
-        match load_spec(&self.host.roots, name) {
+        match load_spec(&self.driver.host.roots, name) {
             Ok(_) => Ok(()),
             Err(Error::NoSuchAgent(msg)) => {
                 let unit = self
+                    .driver
                     .sd
                     .status(&name.container_unit())
                     .await

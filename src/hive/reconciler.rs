@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::agent_side::AgentDoors;
 use super::changes::{Change as HiveChange, Changes};
 use super::driver::UnitDriver;
 use super::ensure::Outcome;
@@ -17,11 +16,10 @@ use super::preflight;
 use super::sd_notify::StatusLine;
 use super::specs::load_spec;
 use crate::journal::{self, fields, Event};
-use crate::plan::Host;
 use crate::reconcile::{decide, Action, SpecFacts, Step, StepResult, Totals};
 use crate::spans::Summed;
 use crate::spec::AgentName;
-use crate::systemd::{Systemd, UnitStatus};
+use crate::systemd::UnitStatus;
 use futures_util::{stream, StreamExt};
 
 pub use super::ensure::PARALLEL;
@@ -47,9 +45,6 @@ impl Trigger {
 
 /// Carries out reconcile's decisions; one reconcile at a time.
 pub(super) struct Reconciler {
-    host: Arc<Host>,
-    sd: Systemd,
-    doors: Arc<dyn AgentDoors>,
     changes: Changes,
     status: StatusLine,
     locks: Arc<AgentLocks>,
@@ -68,9 +63,6 @@ impl Reconciler {
         status: StatusLine,
     ) -> Self {
         Self {
-            host: driver.host.clone(),
-            sd: driver.sd.clone(),
-            doors: driver.doors.clone(),
             changes,
             status,
             locks,
@@ -264,10 +256,10 @@ impl Reconciler {
         action: &Action,
         trigger: Trigger,
     ) -> anyhow::Result<()> {
-        let spec = load_spec(&self.host.roots, name)?;
-        preflight::check(&spec, &self.host).map_err(anyhow::Error::msg)?;
+        let spec = load_spec(&self.driver.host.roots, name)?;
+        preflight::check(&spec, &self.driver.host).map_err(anyhow::Error::msg)?;
         let _guard = self.locks.lock(name).await;
-        prepare_dirs(&self.host, &spec)?;
+        prepare_dirs(&self.driver.host, &spec)?;
         let plan = self.driver.container_plan(&spec);
         let unit = plan.unit.clone();
         let trig = (fields::TRIGGER, trigger.as_str().to_string());
@@ -313,8 +305,8 @@ impl Reconciler {
         let _guard = self.locks.lock(name).await;
         let unit = name.container_unit();
         self.driver.harness.stop_harness_watch(name);
-        self.sd.stop(&unit).await?;
-        self.doors.close(name);
+        self.driver.sd.stop(&unit).await?;
+        self.driver.doors.close(name);
         journal::emit(
             Event::AgentStopped,
             Some(name),
