@@ -73,7 +73,9 @@ pub fn output_within(
         Ok(out) => out,
         Err(_) => {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            let _ = rx.recv();
+            // Reaped at once, unless something it started still holds its pipes: then the
+            // waiter is left to finish on its own.
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(5));
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(

@@ -373,22 +373,14 @@ fn copy_into(old: &Path, new: &Path, name: &AgentName) -> Result<()> {
     src.push("/.");
     let mut cp = Command::new("cp");
     cp.arg("-a").arg("--no-dereference").arg(&src).arg(new);
-    let out = crate::disk::output_within(cp, crate::disk::COPY_BOUND).context("running cp");
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            let _ = crate::safe_fs::remove_tree(new);
-            let _ = crate::safe_fs::private_dir(new);
-            return Err(e).with_context(|| format!("agent {name}: copying {}", old.display()));
-        }
+    let why = match crate::disk::output_within(cp, crate::disk::COPY_BOUND) {
+        Ok(out) if out.status.success() => return Ok(()),
+        Ok(out) => last_line(&out.stderr),
+        Err(e) => e.to_string(),
     };
-    if out.status.success() {
-        return Ok(());
-    }
     // Nothing half-copied stays in the image; the original is untouched.
     let _ = crate::safe_fs::remove_tree(new);
     let _ = crate::safe_fs::private_dir(new);
-    let why = last_line(&out.stderr);
     bail!(
         "agent {name}: {} does not fit its disk image, or could not be copied ({why}); it stays \
          where it is and the agent is not started: raise its disk_max",
