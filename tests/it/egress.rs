@@ -463,17 +463,16 @@ fn an_admins_address_entry_restarts_only_the_proxy() {
     let harness = harness_invocation(&h, "alice");
     let proxy = h.show(proxy_unit, "InvocationID");
     assert!(!h.show(proxy_unit, "IPAddressAllow").contains("169.254"));
+    // The admin's new spec for alice: these egress entries.
+    let respec = |entries: &[&str]| {
+        let mut args = vec!["--replace"];
+        for e in entries {
+            args.extend(["--egress", e]);
+        }
+        h.create("alice", &args)
+    };
 
-    let said = h.create(
-        "alice",
-        &[
-            "--replace",
-            "--egress",
-            "first.test:8080",
-            "--egress",
-            "169.254.169.254:80",
-        ],
-    );
+    let said = respec(&["first.test:8080", "169.254.169.254:80"]);
     assert!(
         h.show(proxy_unit, "IPAddressAllow")
             .contains("169.254.169.254"),
@@ -490,18 +489,7 @@ fn an_admins_address_entry_restarts_only_the_proxy() {
     assert_eq!(harness_invocation(&h, "alice"), harness, "{said}");
 
     // Names only: the proxy re-reads its file; nothing restarts.
-    let said = h.create(
-        "alice",
-        &[
-            "--replace",
-            "--egress",
-            "first.test:8080",
-            "--egress",
-            "169.254.169.254:80",
-            "--egress",
-            "second.test:8080",
-        ],
-    );
+    let said = respec(&["first.test:8080", "169.254.169.254:80", "second.test:8080"]);
     assert_eq!(h.show(proxy_unit, "InvocationID"), replaced, "{said}");
     assert_eq!(h.invocation("alice"), container, "{said}");
     assert_eq!(harness_invocation(&h, "alice"), harness, "{said}");
