@@ -1,5 +1,6 @@
 //! `cargo bench --bench egress`: an agent's egress proxy (`hive-c0re egress-proxy`, run here
-//! as a plain child process on this machine's loopback) next to a direct connection to the
+//! as a child process on this machine's loopback, its socket passed by
+//! `systemd-socket-activate`) next to a direct connection to the
 //! same upstream, in one run: bulk throughput of 100 MiB (goal: through the proxy ≥ 0.8× of
 //! direct), the time to first byte a new connection adds (goal: p50 ≤ 2 ms), and the
 //! proxy's resident memory afterwards (goal: ≤ 8 MiB). A third column takes the agent's
@@ -148,13 +149,20 @@ fn main() {
     let port = upstream();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("allow"), format!("127.0.0.1:{port}\n")).unwrap();
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
-        .args(["egress-proxy", "--agent=bench", "--dir"])
+    let sock = dir.path().join("proxy.sock");
+    // systemd's own tool binds the socket and passes it, as the .socket unit does.
+    let mut proxy = Command::new("systemd-socket-activate")
+        .arg(format!("--listen={}", sock.display()))
+        .args([
+            env!("CARGO_BIN_EXE_hive-c0re"),
+            "egress-proxy",
+            "--agent=bench",
+            "--dir",
+        ])
         .arg(dir.path())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let sock = dir.path().join("proxy.sock");
     let t0 = Instant::now();
     while UnixStream::connect(&sock).is_err() {
         assert!(

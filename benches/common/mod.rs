@@ -19,7 +19,7 @@ pub const MAX_IN_FLIGHT: usize = 128;
 
 /// The plan's properties in the shapes systemd expects, written out here the way a client
 /// using nothing but zbus would: `s`, `b`, `t`, `as`, `a(sasb)`, `aay`, `(aiai)`, `a(ss)`, `(bas)`,
-/// `a(iayu)`.
+/// `a(iayu)`, `a(ssbt)`.
 pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
     plan.properties
         .iter()
@@ -60,6 +60,12 @@ pub fn dbus_properties(plan: &UnitPlan) -> Vec<(&str, Value<'_>)> {
                                 (10i32, a.octets().to_vec(), u32::from(*prefix))
                             }
                         })
+                        .collect::<Vec<_>>(),
+                ),
+                Prop::Binds(binds) => Value::from(
+                    binds
+                        .iter()
+                        .map(|(src, dst)| (src.as_str(), dst.as_str(), false, 16384u64))
                         .collect::<Vec<_>>(),
                 ),
             };

@@ -63,12 +63,13 @@ pub struct DaemonOpts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve one agent's egress proxy (run by hive-c0re as hive-egress-<name>.service)
+    /// Serve one agent's egress proxy on the socket systemd passes it (run as
+    /// hive-egress-<name>.service, started by hive-egress-<name>.socket)
     EgressProxy {
         /// The agent whose allowlist it enforces
         #[arg(long)]
         agent: String,
-        /// Its runtime directory: the socket it listens on and the allowlist file
+        /// The directory that holds its allowlist file
         #[arg(long)]
         dir: PathBuf,
     },
@@ -259,7 +260,25 @@ pub fn egress_proxy(agent: &str, dir: &std::path::Path) -> std::process::ExitCod
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(crate::egress::run(agent.clone(), dir.to_path_buf())) {
+    // Taken before any thread starts: the crate reads and clears the environment.
+    let listener = match listenfd::ListenFd::from_env().take_unix_listener(0) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            log::error!(
+                "egress proxy of {agent}: no socket from systemd (LISTEN_FDS): it runs as hive-egress-{agent}.service, started by its .socket"
+            );
+            return std::process::ExitCode::from(2);
+        }
+        Err(e) => {
+            log::error!("egress proxy of {agent}: the socket from systemd: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rt.block_on(crate::egress::run(
+        agent.clone(),
+        dir.to_path_buf(),
+        listener,
+    )) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             log::error!("egress proxy of {agent}: {e:#}");

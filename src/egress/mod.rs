@@ -1,6 +1,7 @@
 //! An agent's egress proxy (`hive-c0re egress-proxy`), run on the host as its own sandboxed
-//! transient unit `hive-egress-<name>.service` (plan/egress.rs). It listens on a unix
-//! socket the agent's container sees (its only way out of a namespace with only `lo`),
+//! transient unit `hive-egress-<name>.service`, started by `hive-egress-<name>.socket` at
+//! the agent's first connection (plan/egress.rs). It serves the unix socket the agent's
+//! container sees (its only way out of a namespace with only `lo`),
 //! speaks HTTP through hyper (CONNECT for TLS, absolute-form forwarding for plain http),
 //! resolves names itself, and lets through only what the agent's allowlist names.
 
@@ -11,7 +12,7 @@ pub mod splice;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,6 @@ use allowlist::Allowlist;
 use count::{Counted, Counters};
 use events::{Events, Outcome};
 
-use crate::paths::EGRESS_SOCKET_FILE;
 /// Connections served at once; past it a client gets a 503 at once.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections answered 503 at once; past both a connection is closed unanswered.
@@ -51,20 +51,17 @@ struct State {
     events: Events,
 }
 
-/// Runs the proxy until killed. `dir` is its runtime directory (the socket and `allow`).
-pub async fn run(agent: AgentName, dir: PathBuf) -> Result<()> {
-    let socket = dir.join(EGRESS_SOCKET_FILE);
-    match std::fs::remove_file(&socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", socket.display())),
-    }
-    let listener =
-        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
-    // The container's root is another (unprivileged) uid than this unit's dynamic one.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-        .with_context(|| format!("opening {} to the agent", socket.display()))?;
+/// Serves on `listener` (the socket systemd listens on for the agent) until killed.
+/// `dir` holds the allowlist.
+pub async fn run(
+    agent: AgentName,
+    dir: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+) -> Result<()> {
+    listener
+        .set_nonblocking(true)
+        .context("the socket from systemd")?;
+    let listener = UnixListener::from_std(listener).context("the socket from systemd")?;
     let state = Arc::new(State {
         allow: Allowlist::new(&dir),
         events: Events::new(agent.clone()),
@@ -404,9 +401,4 @@ async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
         }
     }
     Err(last)
-}
-
-/// Where the proxy's directory is for a given agent (the unit's RuntimeDirectory).
-pub fn socket_in(dir: &Path) -> PathBuf {
-    dir.join(EGRESS_SOCKET_FILE)
 }

@@ -135,7 +135,9 @@ pub(super) async fn ensure_running(sd: &Systemd, plan: &UnitPlan, mode: Mode) ->
             }
             _ => {}
         }
-        // Not loaded, or inactive and about to be collected: try to create it.
+        // Not loaded, or inactive and about to be collected: try to create it, with its
+        // auxiliary units, which must not be up or failed under their names either.
+        clear_aux(sd, plan).await?;
         if let Some(machine) = &plan.machine {
             if sd.machine_registered(machine).await? {
                 sd.unregister_machine(machine).await?;
@@ -158,6 +160,22 @@ pub(super) async fn ensure_running(sd: &Systemd, plan: &UnitPlan, mode: Mode) ->
     Err(anyhow!(
         "unit {unit} did not settle: systemd kept reporting it exists after {SETTLE_ATTEMPTS} attempts"
     ))
+}
+
+/// Stops and resets what systemd holds under the names of the plan's auxiliary units (a
+/// socket's service still running, or failed), so that they can be created anew with it.
+async fn clear_aux(sd: &Systemd, plan: &UnitPlan) -> Result<()> {
+    for aux in &plan.aux {
+        match sd.status(&aux.unit).await? {
+            Some(st) if st.is_up() || st.active_state == ActiveState::Deactivating => {
+                sd.stop(&aux.unit).await?;
+                sd.reset_failed(&aux.unit).await?;
+            }
+            Some(st) if st.is_failed() => sd.reset_failed(&aux.unit).await?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

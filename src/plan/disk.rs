@@ -83,6 +83,7 @@ pub fn mount_unit(roots: &Roots, name: &AgentName) -> UnitPlan {
         machine: None,
         properties,
         hash,
+        aux: Vec::new(),
     }
 }
 

@@ -35,14 +35,22 @@ pub fn proxy_unit_name(name: &AgentName) -> String {
     format!("hive-egress-{name}.service")
 }
 
+/// The socket unit that starts the proxy at the agent's first connection.
+pub fn socket_unit_name(name: &AgentName) -> String {
+    format!("hive-egress-{name}.socket")
+}
+
+/// Where the proxy sees its directory: bound read-only into its own private /tmp, since
+/// its dynamic user cannot pass the root-only `/run/private` to reach [`dir`].
+pub const DIR_IN_PROXY: &str = "/tmp/hive-egress";
+
 /// Whether the agent has an egress proxy at all: only in a namespace of its own.
 pub fn has_egress(spec: &AgentSpec) -> bool {
     spec.network == Network::Private
 }
 
-/// `RuntimeDirectory=` of the proxy, relative to /run: `<run root>-egress/<name>`, beside
-/// the agents' runtime dirs (`/run/hyperhive-egress/alice`).
-pub fn runtime_directory(roots: &Roots, name: &AgentName) -> String {
+/// `<run root>-egress/<name>` relative to /run: `hyperhive-egress/alice`.
+fn relative_dir(roots: &Roots, name: &AgentName) -> String {
     let rel = roots
         .run
         .strip_prefix("/run")
@@ -50,12 +58,19 @@ pub fn runtime_directory(roots: &Roots, name: &AgentName) -> String {
     format!("{}-egress/{name}", rel.display())
 }
 
-/// The proxy's directory on the host. With `DynamicUser=yes` and
-/// `RuntimeDirectoryPreserve=yes` systemd keeps it under `/run/private/` (0700, so no
-/// other host user reaches it) and links `/run/<runtime directory>` there; the daemon and
-/// nspawn use the real directory, never that link.
+/// Where systemd linked the proxy's directory when the proxy unit still owned it
+/// (`RuntimeDirectory=` under a dynamic user, before the socket unit): `/run/<run
+/// root>-egress/<name>`. Only removed now, at destroy.
+pub fn legacy_link(roots: &Roots, name: &AgentName) -> PathBuf {
+    Path::new("/run").join(relative_dir(roots, name))
+}
+
+/// The proxy's directory on the host: `/run/private/<run root>-egress/<name>`, root's,
+/// 0755, under `/run/private` (0700), so no host user but root reaches the socket in it.
+/// The daemon makes it and writes the allowlist there; PID 1 binds the socket in it; the
+/// container binds it read-only, the proxy through [`DIR_IN_PROXY`]. Neither can write it.
 pub fn dir(roots: &Roots, name: &AgentName) -> PathBuf {
-    Path::new("/run/private").join(runtime_directory(roots, name))
+    Path::new("/run/private").join(relative_dir(roots, name))
 }
 
 /// The variables that point curl, pip, npm, git, python and claude-code at the proxy:
@@ -100,18 +115,54 @@ pub fn container_args(spec: &AgentSpec, host: &Host) -> Vec<String> {
     ]
 }
 
-/// `hive-egress-<name>.service` on the host: `hive-c0re egress-proxy`, under a user of its
-/// own, able to write nothing but its runtime directory, with only the address families
-/// it needs and bounded memory and tasks.
-pub fn proxy_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
+/// `hive-egress-<name>.socket` on the host, carrying the proxy's service: PID 1 listens
+/// on the agent's socket from the start, and starts the proxy at the first connection.
+/// An agent that never reaches out never pays for a proxy, and its container never waits
+/// for one to start. The socket's hash covers the service's, so either changing replaces
+/// both.
+pub fn proxy_units(spec: &AgentSpec, host: &Host) -> UnitPlan {
     let name = &spec.name;
-    // The unit itself reaches its directory through systemd's link.
-    let d = Path::new("/run").join(runtime_directory(&host.roots, name));
+    let service = proxy_service(spec, host);
+    let socket = dir(&host.roots, name).join(crate::paths::EGRESS_SOCKET_FILE);
+    let properties: Vec<(String, Prop)> = vec![
+        (
+            "Description".into(),
+            Prop::Str(format!("hyperhive egress proxy socket of agent {name}")),
+        ),
+        ("Slice".into(), Prop::Str(SLICE.into())),
+        (
+            "Listen".into(),
+            Prop::Pairs(vec![("Stream".into(), socket.display().to_string())]),
+        ),
+        // The container's root is another (unprivileged) uid; /run/private keeps every
+        // other host user out.
+        ("SocketMode".into(), Prop::U32(0o666)),
+        ("DirectoryMode".into(), Prop::U32(0o755)),
+        (
+            "Environment".into(),
+            Prop::Strv(vec![fields::assign(fields::AGENT, name)]),
+        ),
+    ];
+    let mut plan = stamp(
+        socket_unit_name(name),
+        None,
+        properties,
+        Some(&service.hash),
+    );
+    plan.aux.push(service);
+    plan
+}
+
+/// `hive-egress-<name>.service`: `hive-c0re egress-proxy` on the socket systemd hands it,
+/// under a user of its own, able to write nothing, reading its directory read-only, with
+/// only the address families it needs and bounded memory and tasks.
+pub fn proxy_service(spec: &AgentSpec, host: &Host) -> UnitPlan {
+    let name = &spec.name;
     let argv = vec![
         host.hive_c0re.display().to_string(),
         "egress-proxy".into(),
         format!("--agent={name}"),
-        format!("--dir={}", d.display()),
+        format!("--dir={DIR_IN_PROXY}"),
     ];
     let s = |v: &str| Prop::Str(v.into());
     let yes = Prop::Bool(true);
@@ -121,7 +172,7 @@ pub fn proxy_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
             Prop::Str(format!("hyperhive egress proxy of agent {name}")),
         ),
         ("Slice".into(), Prop::Str(SLICE.into())),
-        // READY=1 once the socket is bound.
+        // READY=1 once it holds the socket.
         ("Type".into(), s("notify")),
         ("NotifyAccess".into(), s("main")),
         ("Restart".into(), s("on-failure")),
@@ -146,12 +197,12 @@ pub fn proxy_unit(spec: &AgentSpec, host: &Host) -> UnitPlan {
         // touch the host's files.
         ("DynamicUser".into(), yes.clone()),
         (
-            "RuntimeDirectory".into(),
-            Prop::Strv(vec![runtime_directory(&host.roots, name)]),
+            "BindReadOnlyPaths".into(),
+            Prop::Binds(vec![(
+                dir(&host.roots, name).display().to_string(),
+                DIR_IN_PROXY.into(),
+            )]),
         ),
-        // The container binds this directory: it must outlive a restart of the proxy.
-        ("RuntimeDirectoryPreserve".into(), s("yes")),
-        ("RuntimeDirectoryMode".into(), Prop::U32(0o755)),
         ("ProtectSystem".into(), s("strict")),
         ("ProtectHome".into(), s("yes")),
         ("PrivateTmp".into(), yes.clone()),
@@ -299,15 +350,20 @@ mod tests {
 
     #[test]
     fn the_proxy_is_sandboxed_under_its_own_user_in_hive_slice() {
-        let p = proxy_unit(&spec("root = \"/\"\nvolatile = \"yes\"\n"), &host());
+        let p = proxy_service(&spec("root = \"/\"\nvolatile = \"yes\"\n"), &host());
         assert_eq!(p.unit, "hive-egress-alice.service");
         assert_eq!(p.get("Slice"), Some(&Prop::Str("hive.slice".into())));
         assert_eq!(p.get("DynamicUser"), Some(&Prop::Bool(true)));
         assert_eq!(p.get("ProtectSystem"), Some(&Prop::Str("strict".into())));
         assert_eq!(p.get("CapabilityBoundingSet"), Some(&Prop::U64(0)));
+        // It writes nothing: its directory is the daemon's, seen read-only.
+        assert_eq!(p.get("RuntimeDirectory"), None);
         assert_eq!(
-            p.get("RuntimeDirectory"),
-            Some(&Prop::Strv(vec!["hyperhive-egress/alice".into()]))
+            p.get("BindReadOnlyPaths"),
+            Some(&Prop::Binds(vec![(
+                "/run/private/hyperhive-egress/alice".into(),
+                "/tmp/hive-egress".into()
+            )]))
         );
         assert!(matches!(p.get("MemoryMax"), Some(Prop::U64(_))));
         assert!(matches!(p.get("TasksMax"), Some(Prop::U64(_))));
@@ -318,7 +374,7 @@ mod tests {
 
     #[test]
     fn the_proxy_cannot_reach_link_local_or_multicast_unless_an_admin_entry_names_it() {
-        let plain = proxy_unit(
+        let plain = proxy_service(
             &spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"api.example.com\", \"10.0.0.0/8:443\"]\n"),
             &host(),
         );
@@ -333,7 +389,7 @@ mod tests {
         assert!(!shown.iter().any(|n| n.starts_with("127.")), "{shown:?}");
         assert_eq!(plain.get("IPAddressAllow"), Some(&Prop::IpPrefixes(vec![])));
 
-        let metadata = proxy_unit(
+        let metadata = proxy_service(
             &spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"169.254.169.254:80\", \"10.0.0.0/8:443\", \"160.0.0.0/3:80\"]\n"),
             &host(),
         );
@@ -344,6 +400,36 @@ mod tests {
                 ("169.254.169.254".parse().unwrap(), 32),
             ]))
         );
+    }
+
+    #[test]
+    fn the_socket_carries_the_proxy_and_its_hash_covers_it() {
+        let plain = spec("root = \"/\"\nvolatile = \"yes\"\n");
+        let p = proxy_units(&plain, &host());
+        assert_eq!(p.unit, "hive-egress-alice.socket");
+        assert_eq!(
+            p.get("Listen"),
+            Some(&Prop::Pairs(vec![(
+                "Stream".into(),
+                "/run/private/hyperhive-egress/alice/proxy.sock".into()
+            )]))
+        );
+        assert_eq!(p.get("SocketMode"), Some(&Prop::U32(0o666)));
+        assert_eq!(p.aux.len(), 1);
+        assert_eq!(p.aux[0].unit, "hive-egress-alice.service");
+        // An admin's address entry changes only the service's properties: both are replaced.
+        let entry = spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"169.254.169.254:80\"]\n");
+        let q = proxy_units(&entry, &host());
+        let own = |u: &UnitPlan| -> Vec<(String, Prop)> {
+            u.properties
+                .iter()
+                .filter(|(k, _)| k != "Environment")
+                .cloned()
+                .collect()
+        };
+        assert_eq!(own(&p), own(&q));
+        assert_ne!(p.aux[0].hash, q.aux[0].hash);
+        assert_ne!(p.hash, q.hash);
     }
 
     #[test]
@@ -361,7 +447,7 @@ mod tests {
     fn the_allowlist_is_no_part_of_any_plan() {
         let a = spec("root = \"/\"\nvolatile = \"yes\"\n");
         let b = spec("root = \"/\"\nvolatile = \"yes\"\negress = [\"api.example.com\"]\n");
-        assert_eq!(proxy_unit(&a, &host()).hash, proxy_unit(&b, &host()).hash);
+        assert_eq!(proxy_units(&a, &host()).hash, proxy_units(&b, &host()).hash);
         assert_eq!(
             super::super::container_unit(&a, &host()).hash,
             super::super::container_unit(&b, &host()).hash

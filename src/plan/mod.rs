@@ -119,6 +119,8 @@ pub enum Prop {
     AddressFamilies(Vec<String>),
     /// `a(iayu)`: address prefixes, e.g. IPAddressDeny.
     IpPrefixes(Vec<(std::net::IpAddr, u8)>),
+    /// `a(ssbt)`: source and destination of recursive bind mounts, e.g. BindReadOnlyPaths.
+    Binds(Vec<(String, String)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,6 +140,10 @@ pub struct UnitPlan {
     /// Short hash of the properties, stamped on the unit as `HIVE_PLAN=` so a later
     /// comparison does not depend on how systemd reformats what it was given.
     pub hash: String,
+    /// Units created in the same `StartTransientUnit` call and not started by it, e.g.
+    /// the service a socket unit activates. Their hashes are part of [`Self::hash`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aux: Vec<UnitPlan>,
 }
 
 impl UnitPlan {
@@ -261,6 +267,7 @@ fn stamp(
         machine,
         properties,
         hash,
+        aux: Vec::new(),
     }
 }
 

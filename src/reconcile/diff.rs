@@ -97,6 +97,7 @@ pub fn render_planned(p: &Prop) -> String {
         Prop::Pairs(pairs) => join(pairs.iter().map(|(a, b)| format!("{a}:{b}"))),
         Prop::AddressFamilies(f) => join(f.iter().map(String::as_str)),
         Prop::IpPrefixes(nets) => join(nets.iter().map(|(a, p)| format!("{a}/{p}"))),
+        Prop::Binds(binds) => join(binds.iter().map(|(src, dst)| format!("{src}:{dst}"))),
     }
 }
 

@@ -216,10 +216,26 @@ impl Systemd {
                 values.push((key, Value::from(zbus::zvariant::Fd::from(fd))));
             }
         }
+        let aux_values: Vec<(&str, Vec<(&str, Value<'_>)>)> = plan
+            .aux
+            .iter()
+            .map(|a| {
+                let props = a
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), to_value(v)))
+                    .collect();
+                (a.unit.as_str(), props)
+            })
+            .collect();
+        let aux: Vec<(&str, &[(&str, Value<'_>)])> = aux_values
+            .iter()
+            .map(|(unit, props)| (*unit, props.as_slice()))
+            .collect();
         self.job_tracker().await?;
         let job = self
             .manager
-            .start_transient_unit(&plan.unit, "fail", &values, &[])
+            .start_transient_unit(&plan.unit, "fail", &values, &aux)
             .await
             .with_context(|| format!("creating transient unit {}", plan.unit))?;
         self.expect_done(&plan.unit, "start", job).await
@@ -263,8 +279,8 @@ impl Systemd {
             .map(|all| UnitStatus::from_properties(unit, &all)))
     }
 
-    /// Every property of a service unit (Unit and Service interfaces), or `None` if
-    /// systemd has no such unit loaded.
+    /// Every property of a unit (its Unit interface, and its type's for a service or a
+    /// socket), or `None` if systemd has no such unit loaded.
     pub async fn properties(&self, unit: &str) -> Result<Option<HashMap<String, OwnedValue>>> {
         let path = match self.manager.get_unit(unit).await {
             Ok(p) => p,
@@ -345,10 +361,12 @@ impl Systemd {
                     .with_context(|| format!("reading {iface} properties of {unit}"))
             }
         };
-        let (u, s) = tokio::try_join!(
-            read("org.freedesktop.systemd1.Unit"),
-            read("org.freedesktop.systemd1.Service")
-        )?;
+        let typed = if unit.ends_with(".socket") {
+            "org.freedesktop.systemd1.Socket"
+        } else {
+            "org.freedesktop.systemd1.Service"
+        };
+        let (u, s) = tokio::try_join!(read("org.freedesktop.systemd1.Unit"), read(typed))?;
         let mut all: HashMap<String, OwnedValue> = u;
         all.extend(s);
         Ok(all)
@@ -455,8 +473,18 @@ fn to_value(p: &Prop) -> Value<'static> {
                 })
                 .collect::<Vec<_>>(),
         ),
+        // Recursive (MS_REC), as systemd's own parser makes them.
+        Prop::Binds(binds) => Value::from(
+            binds
+                .iter()
+                .map(|(src, dst)| (src.clone(), dst.clone(), false, MS_REC))
+                .collect::<Vec<_>>(),
+        ),
     }
 }
+
+/// `MS_REC` from <sys/mount.h>.
+const MS_REC: u64 = 16384;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,9 @@
 //! An agent's egress through its host-side proxy (issue 23). The upstream is a server in a
 //! network namespace this test makes inside the test host (a veth pair; no address outside
 //! the test's own namespaces), named in the test host's /etc/hosts. Judged by what the
-//! host sees: the upstream's own log, the journal of hive-egress-<name>.service.
+//! host sees: the upstream's own log, the journal of hive-egress-<name>.service. The proxy
+//! starts at the agent's first connection (hive-egress-<name>.socket), so a test that
+//! reads its process or its InvocationID connects first ([`started`]).
 
 use std::time::Duration;
 
@@ -72,6 +74,23 @@ fn proxy_journal(h: &TestHost, agent: &str, event: &str) -> Vec<serde_json::Valu
     )
 }
 
+/// Connects to the agent's proxy socket from the test host, as the agent's first
+/// connection would, and waits for the proxy systemd starts for it; its InvocationID.
+fn started(h: &TestHost, agent: &str) -> String {
+    let unit = format!("hive-egress-{agent}.service");
+    h.run_ok(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/private/hyperhive-egress/{agent}/proxy.sock')"
+        ),
+    ]);
+    h.wait_for("the proxy started", Duration::from_secs(10), || {
+        h.show(&unit, "ActiveState") == "active"
+    });
+    h.show(&unit, "InvocationID")
+}
+
 fn out(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -98,9 +117,40 @@ fn an_agent_reaches_its_allowlist_by_name_and_nothing_else() {
             "rebind.test:8080",
         ],
     );
-    // The proxy is its own sandboxed unit in hive.slice, as systemd sees it.
+    // PID 1 listens for the agent; the proxy is not started until the agent reaches out.
+    let socket = "hive-egress-alice.socket";
+    assert_eq!(h.show(socket, "ActiveState"), "active");
+    assert_eq!(h.show(socket, "SubState"), "listening");
+    assert_eq!(h.show(socket, "Slice"), "hive.slice");
     let unit = "hive-egress-alice.service";
-    assert_eq!(h.show(unit, "ActiveState"), "active");
+    assert_eq!(h.show(unit, "ActiveState"), "inactive");
+    assert_eq!(h.show(unit, "TriggeredBy"), socket);
+    // Its directory is root's: neither the proxy (a dynamic user) nor the agent writes it.
+    assert_eq!(
+        h.run_ok(&[
+            "stat",
+            "-c",
+            "%U %a",
+            "/run/private/hyperhive-egress/alice",
+            "/run/private/hyperhive-egress/alice/proxy.sock"
+        ]),
+        "root 755\nroot 666"
+    );
+    assert!(
+        h.show(unit, "BindReadOnlyPaths")
+            .starts_with("/run/private/hyperhive-egress/alice:/tmp/hive-egress"),
+        "{}",
+        h.show(unit, "BindReadOnlyPaths")
+    );
+    for attack in [
+        "rm -f /run/hive-egress/proxy.sock",
+        "ln -s /etc/shadow /run/hive-egress/allow.new",
+        "echo '*' > /run/hive-egress/allow",
+    ] {
+        let o = h.in_agent("alice", &["sh", "-c", attack]);
+        assert!(!o.status.success(), "{attack}: {}", out(&o));
+    }
+    // The proxy is its own sandboxed unit in hive.slice, as systemd sees it.
     assert_eq!(h.show(unit, "Slice"), "hive.slice");
     assert_eq!(h.show(unit, "DynamicUser"), "yes");
     assert_eq!(h.show(unit, "ProtectSystem"), "strict");
@@ -146,6 +196,10 @@ fn an_agent_reaches_its_allowlist_by_name_and_nothing_else() {
     let o =
         in_agent_env("curl -sS -m 10 -o /dev/null -w '%{http_code}' http://upstream.test:8080/");
     assert_eq!(out(&o), "200");
+    // The agent's first connection started the proxy, under a user of its own.
+    assert_eq!(h.show(unit, "ActiveState"), "active");
+    let user = h.run_ok(&["ps", "-o", "user=", "-p", &h.show(unit, "MainPID")]);
+    assert_ne!(user.trim(), "root");
     let o = in_agent_env(
         "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://upstream.test:8080/x').status)\"",
     );
@@ -238,6 +292,7 @@ fn a_thousand_connections_at_once_leave_the_proxy_and_a_neighbour_up() {
     let up = Upstream::start(&h, "flood.test");
     h.create("alice", &["--egress", "flood.test:8080"]);
     h.create("bob", &["--egress", "flood.test:8080"]);
+    started(&h, "alice");
     let pid = h.show("hive-egress-alice.service", "MainPID");
     // 1,000 connections to alice's proxy at once, held open and never finishing a request.
     let flood = r#"
@@ -301,7 +356,7 @@ fn an_approved_egress_request_applies_without_a_restart_and_a_removal_at_once() 
     h.create("alice", &["--egress", "first.test:8080"]);
     let id = h.invocation("alice");
     let harness = harness_invocation(&h, "alice");
-    let proxy = h.show("hive-egress-alice.service", "InvocationID");
+    let proxy = started(&h, "alice");
     let fetch = |url: &str| {
         out(&h.in_agent(
             "alice",
@@ -409,10 +464,12 @@ fn the_proxy_carries_a_bpf_address_filter_and_a_start_limited_proxy_is_healed_at
     assert!(allow.contains("169.254.169.254"), "{allow}");
     assert!(!allow.contains("169.254.0.0"), "{allow}");
 
-    // Killed again and again until systemd gives up on it.
+    // Started, then killed again and again until systemd gives up on it, and on its socket.
+    let socket = "hive-egress-alice.socket";
     let container = h.invocation("alice");
+    started(&h, "alice");
     for _ in 0..30 {
-        if h.show(unit, "ActiveState") == "failed" {
+        if h.show(socket, "ActiveState") == "failed" {
             break;
         }
         let pid = h.show(unit, "MainPID");
@@ -421,16 +478,20 @@ fn the_proxy_carries_a_bpf_address_filter_and_a_start_limited_proxy_is_healed_at
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    // systemd has given up on it: it stays down by itself.
-    assert_eq!(h.show(unit, "ActiveState"), "failed");
+    // systemd has given up on it: it stays down by itself, and no connection starts it.
+    assert_eq!(h.show(socket, "ActiveState"), "failed");
+    assert_eq!(h.show(socket, "Result"), "service-start-limit-hit");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(h.show(unit, "ActiveState"), "failed");
+    assert_eq!(h.show(socket, "ActiveState"), "failed");
     assert_eq!(h.show(unit, "MainPID"), "0");
 
     h.run_ok(&["systemctl", "restart", "hive-c0re.service"]);
-    h.wait_for("the proxy up again", Duration::from_secs(20), || {
-        h.show(unit, "ActiveState") == "active"
-    });
+    h.wait_for(
+        "the proxy's socket up again",
+        Duration::from_secs(20),
+        || h.show(socket, "ActiveState") == "active",
+    );
+    started(&h, "alice");
     assert_eq!(
         h.invocation("alice"),
         container,
@@ -445,23 +506,26 @@ fn the_proxy_carries_a_bpf_address_filter_and_a_start_limited_proxy_is_healed_at
         "--no-pager",
     ]);
     assert!(
-        said.contains("egress proxy hive-egress-alice.service was failed (")
-            && said.contains("); started it again"),
+        said.contains(
+            "egress proxy socket hive-egress-alice.socket was failed (service-start-limit-hit); started it again"
+        ),
         "{said}"
     );
 }
 
 /// An admin's address entry in a denied range changes the proxy's plan (`IPAddressAllow=`):
-/// the proxy is replaced, the container and its harness stay. A change of names only
-/// changes the allowlist file: nothing restarts (units.md, "egress").
+/// the proxy and its socket are replaced, the container and its harness stay. A change of
+/// names only changes the allowlist file: nothing restarts (units.md, "egress").
 #[test]
 fn an_admins_address_entry_restarts_only_the_proxy() {
     let h = hive();
     h.create("alice", &["--egress", "first.test:8080"]);
     let proxy_unit = "hive-egress-alice.service";
+    let socket_unit = "hive-egress-alice.socket";
     let container = h.invocation("alice");
     let harness = harness_invocation(&h, "alice");
-    let proxy = h.show(proxy_unit, "InvocationID");
+    let proxy = started(&h, "alice");
+    let socket = h.show(socket_unit, "InvocationID");
     assert!(!h.show(proxy_unit, "IPAddressAllow").contains("169.254"));
     // The admin's new spec for alice: these egress entries.
     let respec = |entries: &[&str]| {
@@ -478,9 +542,15 @@ fn an_admins_address_entry_restarts_only_the_proxy() {
             .contains("169.254.169.254"),
         "{said}"
     );
-    let replaced = h.show(proxy_unit, "InvocationID");
-    assert_ne!(replaced, proxy, "the proxy runs its old plan: {said}");
-    assert_eq!(h.show(proxy_unit, "ActiveState"), "active");
+    assert_ne!(
+        h.show(proxy_unit, "InvocationID"),
+        proxy,
+        "the proxy runs its old plan: {said}"
+    );
+    let replaced = h.show(socket_unit, "InvocationID");
+    assert_ne!(replaced, socket, "{said}");
+    assert_eq!(h.show(socket_unit, "SubState"), "listening");
+    let proxy = started(&h, "alice");
     assert_eq!(
         h.invocation("alice"),
         container,
@@ -490,9 +560,80 @@ fn an_admins_address_entry_restarts_only_the_proxy() {
 
     // Names only: the proxy re-reads its file; nothing restarts.
     let said = respec(&["first.test:8080", "169.254.169.254:80", "second.test:8080"]);
-    assert_eq!(h.show(proxy_unit, "InvocationID"), replaced, "{said}");
+    assert_eq!(h.show(socket_unit, "InvocationID"), replaced, "{said}");
+    assert_eq!(h.show(proxy_unit, "InvocationID"), proxy, "{said}");
     assert_eq!(h.invocation("alice"), container, "{said}");
     assert_eq!(harness_invocation(&h, "alice"), harness, "{said}");
     let allow = h.run_ok(&["cat", "/run/private/hyperhive-egress/alice/allow"]);
     assert!(allow.contains("second.test"), "{allow}");
+}
+
+/// An agent created before the socket unit, whose proxy owned its directory
+/// (`RuntimeDirectory=` under a dynamic user, no socket unit), is moved over by the next
+/// daemon's startup: the directory becomes root's in place (the running container binds
+/// it), the old proxy stops, the socket takes over, and the container keeps running.
+#[test]
+fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
+    let h = hive();
+    h.create("alice", &[]);
+    let container = h.invocation("alice");
+    // The proxy as an earlier hive-c0re ran it, in place of the socket and its service.
+    h.run_ok(&["systemctl", "stop", "hive-c0re.service"]);
+    h.run_ok(&["systemctl", "stop", "hive-egress-alice.socket"]);
+    h.wait_for("the proxy unloaded", Duration::from_secs(10), || {
+        h.show("hive-egress-alice.service", "LoadState") == "not-found"
+    });
+    h.run_ok(&[
+        "systemd-run",
+        "--unit=hive-egress-alice.service",
+        "-p",
+        "DynamicUser=yes",
+        "-p",
+        "RuntimeDirectory=hyperhive-egress/alice",
+        "-p",
+        "RuntimeDirectoryPreserve=yes",
+        "-p",
+        "Environment=HIVE_AGENT=alice HIVE_PLAN=0123456789abcdef",
+        "sh",
+        "-c",
+        "touch /run/hyperhive-egress/alice/planted; exec sleep infinity",
+    ]);
+    let dir = "/run/private/hyperhive-egress/alice";
+    h.wait_for("the old proxy's file", Duration::from_secs(10), || {
+        h.run(&["test", "-e", &format!("{dir}/planted")])
+            .status
+            .success()
+    });
+    assert_ne!(h.run_ok(&["stat", "-c", "%U", dir]), "root");
+
+    h.run_ok(&["systemctl", "start", "hive-c0re.service"]);
+    h.wait_for("the socket", Duration::from_secs(20), || {
+        h.show("hive-egress-alice.socket", "SubState") == "listening"
+    });
+    assert_eq!(h.run_ok(&["stat", "-c", "%U %a", dir]), "root 755");
+    assert_eq!(
+        h.show("hive-egress-alice.service", "ActiveState"),
+        "inactive"
+    );
+    assert_eq!(
+        h.invocation("alice"),
+        container,
+        "the container was restarted"
+    );
+    // The container's bind is the same directory: it sees the socket PID 1 made.
+    let o = h.in_agent("alice", &["test", "-S", "/run/hive-egress/proxy.sock"]);
+    assert!(o.status.success(), "{}", out(&o));
+    started(&h, "alice");
+    let said = h.run_ok(&[
+        "journalctl",
+        "-u",
+        "hive-c0re.service",
+        "-o",
+        "cat",
+        "--no-pager",
+    ]);
+    assert!(
+        said.contains("hive-egress-alice.socket was missing, its proxy running an older plan"),
+        "{said}"
+    );
 }
