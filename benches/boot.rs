@@ -9,7 +9,7 @@
 //!   properties `hyperhive::plan::container_unit` plans for the daemon's host (checked
 //!   against the HIVE_PLAN hash the daemon stamps), turned into D-Bus values here — on
 //!   one D-Bus connection, C in flight, each waiting for its JobRemoved. No harness (and
-//!   no egress proxy: only its directory, which the unit binds). The
+//!   no egress socket: only its directory, which the unit binds). The
 //!   units are named `bench-raw-*` so that the daemon, which watches `hive-agent-*`, has
 //!   nothing to do with them.
 //!
@@ -275,10 +275,10 @@ impl Bench<'_> {
                 }));
                 let mkdir: Vec<&str> = mkdir.iter().map(String::as_str).collect();
                 self.h.run_ok(&mkdir);
-                // And, for an agent on its private network (the default), the directory its
-                // egress proxy's unit keeps, bound into the container, with the login
-                // shells' proxy variables in it as the daemon writes them. The proxy itself
-                // is not started (as the harness is not).
+                // And, for an agent on its private network (the default), the directory the
+                // daemon makes for its egress proxy, bound into the container, with the
+                // login shells' proxy variables in it as the daemon writes them. No socket
+                // unit (the proxy behind it would not start before the agent reaches out).
                 for i in 0..n {
                     let a = AgentName::parse(&Self::agent(side, i)).unwrap();
                     let dir = plan::egress::dir(&self.plan_host.roots, &a);
