@@ -177,9 +177,9 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut forward = Command::new(env!("CARGO_BIN_EXE_hive-harness"))
-        .arg("egress-forward")
+    let mut forward = Command::new("systemd-socket-activate")
         .arg(format!("--listen=127.0.0.1:{fport}"))
+        .args([env!("CARGO_BIN_EXE_hive-harness"), "egress-forward"])
         .arg(format!("--to={}", sock.display()))
         .stderr(Stdio::null())
         .spawn()

@@ -100,12 +100,10 @@ pub enum HarnessCommand {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Forward a local TCP port to the agent's egress proxy socket (run by hive-c0re as
-    /// hive-egress.service in a private-network container)
+    /// Forward the TCP socket systemd passes (LISTEN_FDS) to the agent's egress proxy
+    /// socket (run by hive-c0re as hive-egress.service, started by hive-egress.socket on
+    /// 127.0.0.1:3128, in a private-network container)
     EgressForward {
-        /// Address to listen on
-        #[arg(long, default_value = crate::plan::egress::PROXY_LISTEN)]
-        listen: String,
         /// The proxy's unix socket
         #[arg(long, default_value = "/run/hive-egress/proxy.sock")]
         to: PathBuf,
@@ -136,8 +134,8 @@ pub async fn run(args: Args) -> Result<i32> {
             };
             crate::harness::run(opts).await
         }
-        Some(HarnessCommand::EgressForward { listen, to }) => {
-            crate::harness::egress_forward::run(listen, to).await?;
+        Some(HarnessCommand::EgressForward { to }) => {
+            crate::harness::egress_forward::run(to).await?;
             Ok(0)
         }
         Some(HarnessCommand::ClaudeLogin { args }) => Ok(crate::harness::claude::exec_login(&args)),

@@ -1,20 +1,29 @@
-//! `hive-harness egress-forward`: inside a private-network container, a local TCP port
-//! (127.0.0.1:3128, what HTTPS_PROXY names) forwarded byte for byte to the agent's egress
-//! proxy, whose unix socket the container sees at /run/hive-egress/proxy.sock. The proxy
-//! on the host does all the checking; this only carries bytes.
+//! `hive-harness egress-forward`: inside a private-network container, the local TCP port
+//! HTTPS_PROXY names (127.0.0.1:3128, on which the container's systemd listens and starts
+//! this at the first connection) forwarded byte for byte to the agent's egress proxy,
+//! whose unix socket the container sees at /run/hive-egress/proxy.sock. The proxy on the
+//! host does all the checking; this only carries bytes.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use tokio::net::{TcpListener, UnixStream};
 
 use crate::egress::splice::{tunnel, Socket};
 use std::sync::atomic::AtomicU64;
 
-pub async fn run(listen: String, to: PathBuf) -> Result<()> {
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+pub async fn run(to: PathBuf) -> Result<()> {
+    // The process is still single-threaded here: the crate reads and clears the environment.
+    let listener = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("the socket from systemd")?
+        .ok_or_else(|| {
+            anyhow!("no socket from systemd (LISTEN_FDS): it runs as hive-egress.service, started by hive-egress.socket")
+        })?;
+    listener
+        .set_nonblocking(true)
+        .context("the socket from systemd")?;
+    let listener = TcpListener::from_std(listener).context("the socket from systemd")?;
     // Each tunnel holds two sockets and two pipes: take the whole hard limit of open files
     // rather than the 1024 a unit gets by default (the proxy on the host bounds connections).
     let mut nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);

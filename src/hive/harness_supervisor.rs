@@ -352,12 +352,13 @@ impl HarnessSupervisor {
     }
 }
 
-/// `hive-egress.service` inside the container (127.0.0.1:3128 to the proxy's socket).
+/// `hive-egress.socket` inside the container (127.0.0.1:3128, whose `hive-egress.service`
+/// carries it to the proxy's socket).
 async fn ensure_forwarder(sd: &Systemd, spec: &AgentSpec, mode: Mode) -> Result<Option<Outcome>> {
     if !plan::egress::has_egress(spec) {
         return Ok(None);
     }
-    let unit = plan::egress::forward_unit(spec);
+    let unit = plan::egress::forward_units(spec);
     ensure_running(sd, &unit, mode)
         .await
         .map(Some)

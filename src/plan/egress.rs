@@ -15,7 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Where the proxy's directory (its socket, the allowlist) is seen inside the container.
 pub const EGRESS_IN_CONTAINER: &str = "/run/hive-egress";
-/// The forwarder's unit inside the container.
+/// The forwarder's units inside the container.
+pub const FORWARD_SOCKET: &str = "hive-egress.socket";
 pub const FORWARD_UNIT: &str = "hive-egress.service";
 /// What the agent's tools are pointed at.
 pub const PROXY_LISTEN: &str = "127.0.0.1:3128";
@@ -292,14 +293,41 @@ fn overlap(a: (IpAddr, u8), b: (IpAddr, u8)) -> bool {
     top(x) == top(y)
 }
 
-/// `hive-egress.service` inside the container: 127.0.0.1:3128 forwarded to the proxy's
-/// socket by hive-harness (bound into every container, whatever its root holds).
-pub fn forward_unit(spec: &AgentSpec) -> UnitPlan {
+/// `hive-egress.socket` inside the container, carrying `hive-egress.service`: the
+/// container's systemd listens on 127.0.0.1:3128 and starts the forwarder (hive-harness,
+/// bound into every container, whatever its root holds) at the first connection, which
+/// it carries to the proxy's socket. Like the proxy, nothing runs until the agent reaches
+/// out.
+pub fn forward_units(spec: &AgentSpec) -> UnitPlan {
+    let name = &spec.name;
+    let service = forward_service(spec);
+    let properties = vec![
+        (
+            "Description".into(),
+            Prop::Str(format!(
+                "hyperhive egress socket of agent {name} ({PROXY_LISTEN})"
+            )),
+        ),
+        (
+            "Listen".into(),
+            Prop::Pairs(vec![("Stream".into(), PROXY_LISTEN.into())]),
+        ),
+        (
+            "Environment".into(),
+            Prop::Strv(vec![fields::assign(fields::AGENT, name)]),
+        ),
+    ];
+    let mut plan = stamp(FORWARD_SOCKET.into(), None, properties, Some(&service.hash));
+    plan.aux.push(service);
+    plan
+}
+
+/// `hive-egress.service` inside the container: the forwarder on the socket systemd passes.
+fn forward_service(spec: &AgentSpec) -> UnitPlan {
     let name = &spec.name;
     let argv = vec![
         HARNESS_IN_CONTAINER.to_string(),
         "egress-forward".into(),
-        format!("--listen={PROXY_LISTEN}"),
         format!(
             "--to={}",
             Path::new(EGRESS_IN_CONTAINER)
@@ -430,6 +458,28 @@ mod tests {
         assert_eq!(own(&p), own(&q));
         assert_ne!(p.aux[0].hash, q.aux[0].hash);
         assert_ne!(p.hash, q.hash);
+    }
+
+    #[test]
+    fn inside_the_container_a_socket_on_3128_carries_the_forwarder() {
+        let p = forward_units(&spec("root = \"/\"\nvolatile = \"yes\"\n"));
+        assert_eq!(p.unit, "hive-egress.socket");
+        assert_eq!(
+            p.get("Listen"),
+            Some(&Prop::Pairs(vec![(
+                "Stream".into(),
+                "127.0.0.1:3128".into()
+            )]))
+        );
+        assert_eq!(p.aux.len(), 1);
+        assert_eq!(p.aux[0].unit, "hive-egress.service");
+        let Some(Prop::Exec(cmd)) = p.aux[0].get("ExecStart") else {
+            panic!("no ExecStart");
+        };
+        assert_eq!(
+            cmd[0].argv[1..],
+            ["egress-forward", "--to=/run/hive-egress/proxy.sock"]
+        );
     }
 
     #[test]

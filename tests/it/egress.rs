@@ -125,6 +125,25 @@ fn an_agent_reaches_its_allowlist_by_name_and_nothing_else() {
     let unit = "hive-egress-alice.service";
     assert_eq!(h.show(unit, "ActiveState"), "inactive");
     assert_eq!(h.show(unit, "TriggeredBy"), socket);
+    // Inside, the container's systemd listens on 127.0.0.1:3128; no forwarder runs yet.
+    let inside = |unit: &str, prop: &str| {
+        h.run_ok(&[
+            "systemctl",
+            "-M",
+            "h-alice",
+            "show",
+            "-p",
+            prop,
+            "--value",
+            unit,
+        ])
+    };
+    assert_eq!(inside("hive-egress.socket", "SubState"), "listening");
+    assert_eq!(
+        inside("hive-egress.socket", "Listen"),
+        "127.0.0.1:3128 (Stream)"
+    );
+    assert_eq!(inside("hive-egress.service", "ActiveState"), "inactive");
     // Its directory is root's: neither the proxy (a dynamic user) nor the agent writes it.
     assert_eq!(
         h.run_ok(&[
@@ -196,7 +215,9 @@ fn an_agent_reaches_its_allowlist_by_name_and_nothing_else() {
     let o =
         in_agent_env("curl -sS -m 10 -o /dev/null -w '%{http_code}' http://upstream.test:8080/");
     assert_eq!(out(&o), "200");
-    // The agent's first connection started the proxy, under a user of its own.
+    // The agent's first connection started the forwarder and the proxy, under a user of
+    // its own.
+    assert_eq!(inside("hive-egress.service", "ActiveState"), "active");
     assert_eq!(h.show(unit, "ActiveState"), "active");
     let user = h.run_ok(&["ps", "-o", "user=", "-p", &h.show(unit, "MainPID")]);
     assert_ne!(user.trim(), "root");
@@ -571,7 +592,8 @@ fn an_admins_address_entry_restarts_only_the_proxy() {
 /// An agent created before the socket unit, whose proxy owned its directory
 /// (`RuntimeDirectory=` under a dynamic user, no socket unit), is moved over by the next
 /// daemon's startup: the directory becomes root's in place (the running container binds
-/// it), the old proxy stops, the socket takes over, and the container keeps running.
+/// it), the old proxy stops, the socket takes over, and the container keeps running. So
+/// does a forwarder inside that listened itself: its socket unit takes over.
 #[test]
 fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
     let h = hive();
@@ -597,6 +619,30 @@ fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
         "sh",
         "-c",
         "touch /run/hyperhive-egress/alice/planted; exec sleep infinity",
+    ]);
+    // And inside, a forwarder that listened itself, without a socket unit.
+    h.run_ok(&["systemctl", "-M", "h-alice", "stop", "hive-egress.socket"]);
+    h.wait_for("the forwarder unloaded", Duration::from_secs(10), || {
+        h.run_ok(&[
+            "systemctl",
+            "-M",
+            "h-alice",
+            "show",
+            "-p",
+            "LoadState",
+            "--value",
+            "hive-egress.service",
+        ]) == "not-found"
+    });
+    h.run_ok(&[
+        "systemd-run",
+        "-M",
+        "h-alice",
+        "--unit=hive-egress.service",
+        "-p",
+        "Environment=HIVE_AGENT=alice HIVE_PLAN=0123456789abcdef",
+        "sleep",
+        "infinity",
     ]);
     let dir = "/run/private/hyperhive-egress/alice";
     h.wait_for("the old proxy's file", Duration::from_secs(10), || {
@@ -624,6 +670,28 @@ fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
     let o = h.in_agent("alice", &["test", "-S", "/run/hive-egress/proxy.sock"]);
     assert!(o.status.success(), "{}", out(&o));
     started(&h, "alice");
+    // Inside, the old forwarder gave way to the socket, which reaches the proxy.
+    h.wait_for("the socket inside", Duration::from_secs(20), || {
+        h.run_ok(&[
+            "systemctl",
+            "-M",
+            "h-alice",
+            "show",
+            "-p",
+            "SubState",
+            "--value",
+            "hive-egress.socket",
+        ]) == "listening"
+    });
+    let o = h.in_agent(
+        "alice",
+        &[
+            "python3",
+            "-c",
+            "import socket; s = socket.create_connection(('127.0.0.1', 3128), 5); s.sendall(b'GET http://x.test/ HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100).decode().split()[1])",
+        ],
+    );
+    assert_eq!(out(&o).trim(), "403", "{}", out(&o));
     let said = h.run_ok(&[
         "journalctl",
         "-u",
