@@ -614,8 +614,11 @@ fn report(rows: &[(usize, usize, Vec<Round>, Vec<Round>)], runs: usize, load_bef
             .map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64())
             .collect();
         paired.sort_by(f64::total_cmp);
+        // Issue 28: one create within 1.1x raw; many at once within 1.05x, where the
+        // containers' own boot dominates.
+        let goal = if *n == 1 { "1.1" } else { "1.05" };
         println!(
-            "{:<5} {:>4}  ratio hyperhive/raw {:.2} (p50s; per run {}) goal <= 1.1",
+            "{:<5} {:>4}  ratio hyperhive/raw {:.2} (p50s; per run {}) goal <= {goal}",
             n,
             c,
             p50(ours) / p50(raw),
