@@ -518,14 +518,7 @@ fn the_proxy_carries_a_bpf_address_filter_and_a_start_limited_proxy_is_healed_at
         container,
         "the container was restarted"
     );
-    let said = h.run_ok(&[
-        "journalctl",
-        "-u",
-        "hive-c0re.service",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let said = daemon_log(&h);
     assert!(
         said.contains(
             "egress proxy socket hive-egress-alice.socket was failed (service-start-limit-hit); started it again"
@@ -692,14 +685,7 @@ fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
         ],
     );
     assert_eq!(out(&o).trim(), "403", "{}", out(&o));
-    let said = h.run_ok(&[
-        "journalctl",
-        "-u",
-        "hive-c0re.service",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let said = daemon_log(&h);
     assert!(
         said.contains("hive-egress-alice.socket was missing, its proxy running an older plan"),
         "{said}"

@@ -277,8 +277,6 @@ pub fn harness_invocation(h: &TestHost, agent: &str) -> String {
     harness_show(h, agent, "InvocationID")
 }
 
-/// Sends `signal` to the main process of the agent's harness, through the container's own
-/// systemd, as an admin would.
 /// hive-c0re's whole journal in the test host, message text only.
 pub fn daemon_log(h: &TestHost) -> String {
     h.run_ok(&[
@@ -309,6 +307,8 @@ pub fn kill_container_and_await_restart(h: &TestHost, agent: &str) -> String {
     now
 }
 
+/// Sends `signal` to the main process of the agent's harness, through the container's own
+/// systemd, as an admin would.
 pub fn kill_harness(h: &TestHost, agent: &str, signal: &str) {
     let machine = format!("h-{agent}");
     h.run_ok(&[
