@@ -11,21 +11,6 @@ fn agent_sh(h: &TestHost, agent: &str, script: &str) -> std::process::Output {
     h.in_agent(agent, &["sh", "-c", script])
 }
 
-/// A property of a unit inside the agent's container, read as an admin would.
-fn inner_show(h: &TestHost, agent: &str, unit: &str, prop: &str) -> String {
-    let machine = format!("h-{agent}");
-    h.run_ok(&[
-        "systemctl",
-        "-M",
-        &machine,
-        "show",
-        "-p",
-        prop,
-        "--value",
-        unit,
-    ])
-}
-
 /// Whether the test host's own systemd has a unit of that name loaded.
 fn host_has_unit(h: &TestHost, unit: &str) -> bool {
     h.show(unit, "LoadState") != "not-found"

@@ -126,18 +126,7 @@ fn an_agent_reaches_its_allowlist_by_name_and_nothing_else() {
     assert_eq!(h.show(unit, "ActiveState"), "inactive");
     assert_eq!(h.show(unit, "TriggeredBy"), socket);
     // Inside, the container's systemd listens on 127.0.0.1:3128; no forwarder runs yet.
-    let inside = |unit: &str, prop: &str| {
-        h.run_ok(&[
-            "systemctl",
-            "-M",
-            "h-alice",
-            "show",
-            "-p",
-            prop,
-            "--value",
-            unit,
-        ])
-    };
+    let inside = |unit: &str, prop: &str| inner_show(&h, "alice", unit, prop);
     assert_eq!(inside("hive-egress.socket", "SubState"), "listening");
     assert_eq!(
         inside("hive-egress.socket", "Listen"),
@@ -616,16 +605,7 @@ fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
     // And inside, a forwarder that listened itself, without a socket unit.
     h.run_ok(&["systemctl", "-M", "h-alice", "stop", "hive-egress.socket"]);
     h.wait_for("the forwarder unloaded", Duration::from_secs(10), || {
-        h.run_ok(&[
-            "systemctl",
-            "-M",
-            "h-alice",
-            "show",
-            "-p",
-            "LoadState",
-            "--value",
-            "hive-egress.service",
-        ]) == "not-found"
+        inner_show(&h, "alice", "hive-egress.service", "LoadState") == "not-found"
     });
     h.run_ok(&[
         "systemd-run",
@@ -665,16 +645,7 @@ fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
     started(&h, "alice");
     // Inside, the old forwarder gave way to the socket, which reaches the proxy.
     h.wait_for("the socket inside", Duration::from_secs(20), || {
-        h.run_ok(&[
-            "systemctl",
-            "-M",
-            "h-alice",
-            "show",
-            "-p",
-            "SubState",
-            "--value",
-            "hive-egress.socket",
-        ]) == "listening"
+        inner_show(&h, "alice", "hive-egress.socket", "SubState") == "listening"
     });
     let o = h.in_agent(
         "alice",

@@ -277,6 +277,21 @@ pub fn harness_invocation(h: &TestHost, agent: &str) -> String {
     harness_show(h, agent, "InvocationID")
 }
 
+/// A property of a unit inside the agent's container, read as an admin would.
+pub fn inner_show(h: &TestHost, agent: &str, unit: &str, prop: &str) -> String {
+    let machine = format!("h-{agent}");
+    h.run_ok(&[
+        "systemctl",
+        "-M",
+        &machine,
+        "show",
+        "-p",
+        prop,
+        "--value",
+        unit,
+    ])
+}
+
 /// hive-c0re's whole journal in the test host, message text only.
 pub fn daemon_log(h: &TestHost) -> String {
     h.run_ok(&[
