@@ -135,9 +135,7 @@ pub(super) async fn ensure_running(sd: &Systemd, plan: &UnitPlan, mode: Mode) ->
             }
             _ => {}
         }
-        // Not loaded, or inactive and about to be collected: try to create it, with its
-        // auxiliary units, which must not be up or failed under their names either.
-        clear_aux(sd, plan).await?;
+        // Not loaded, or inactive and about to be collected: try to create it.
         if let Some(machine) = &plan.machine {
             if sd.machine_registered(machine).await? {
                 sd.unregister_machine(machine).await?;
@@ -151,7 +149,11 @@ pub(super) async fn ensure_running(sd: &Systemd, plan: &UnitPlan, mode: Mode) ->
                     Outcome::Created
                 })
             }
+            // The unit itself being collected, or an auxiliary unit held under its name
+            // (a socket's service still running or failed): cleared only then, so that a
+            // plain create costs no look at the auxiliary units.
             Err(e) if anyhow_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
+                clear_aux(sd, plan).await?;
                 tokio::time::sleep(SETTLE_PAUSE).await;
             }
             Err(e) => return Err(e),
