@@ -144,12 +144,13 @@ pub fn proxy_units(spec: &AgentSpec, host: &Host) -> UnitPlan {
             Prop::Strv(vec![fields::assign(fields::AGENT, name)]),
         ),
     ];
-    let mut plan = stamp(
-        socket_unit_name(name),
-        None,
-        properties,
-        Some(&service.hash),
-    );
+    socket_carrying(socket_unit_name(name), properties, service)
+}
+
+/// A socket unit's plan that carries the service it starts as an auxiliary unit; its hash
+/// covers the service's.
+fn socket_carrying(unit: String, properties: Vec<(String, Prop)>, service: UnitPlan) -> UnitPlan {
+    let mut plan = stamp(unit, None, properties, Some(&service.hash));
     plan.aux.push(service);
     plan
 }
@@ -317,9 +318,7 @@ pub fn forward_units(spec: &AgentSpec) -> UnitPlan {
             Prop::Strv(vec![fields::assign(fields::AGENT, name)]),
         ),
     ];
-    let mut plan = stamp(FORWARD_SOCKET.into(), None, properties, Some(&service.hash));
-    plan.aux.push(service);
-    plan
+    socket_carrying(FORWARD_SOCKET.into(), properties, service)
 }
 
 /// `hive-egress.service` inside the container: the forwarder on the socket systemd passes.

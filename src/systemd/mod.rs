@@ -202,11 +202,7 @@ impl Systemd {
     }
 
     async fn start_with(&self, plan: &UnitPlan, stdio: Option<BorrowedFd<'_>>) -> Result<()> {
-        let mut values: Vec<(&str, Value<'_>)> = plan
-            .properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), to_value(v)))
-            .collect();
+        let mut values = to_values(&plan.properties);
         if let Some(fd) = stdio {
             for key in [
                 "StandardInputFileDescriptor",
@@ -219,14 +215,7 @@ impl Systemd {
         let aux_values: Vec<(&str, Vec<(&str, Value<'_>)>)> = plan
             .aux
             .iter()
-            .map(|a| {
-                let props = a
-                    .properties
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), to_value(v)))
-                    .collect();
-                (a.unit.as_str(), props)
-            })
+            .map(|a| (a.unit.as_str(), to_values(&a.properties)))
             .collect();
         let aux: Vec<(&str, &[(&str, Value<'_>)])> = aux_values
             .iter()
@@ -447,6 +436,14 @@ impl Systemd {
     }
 }
 
+/// A plan's properties as `StartTransientUnit` takes them.
+fn to_values(props: &[(String, Prop)]) -> Vec<(&str, Value<'static>)> {
+    props
+        .iter()
+        .map(|(k, v)| (k.as_str(), to_value(v)))
+        .collect()
+}
+
 /// Plan values in the D-Bus shapes systemd expects.
 fn to_value(p: &Prop) -> Value<'static> {
     match p {
@@ -473,7 +470,7 @@ fn to_value(p: &Prop) -> Value<'static> {
                 })
                 .collect::<Vec<_>>(),
         ),
-        // Recursive (MS_REC), as systemd's own parser makes them.
+        // Recursive (MS_REC): what is mounted below the source comes along.
         Prop::Binds(binds) => Value::from(
             binds
                 .iter()
