@@ -91,6 +91,14 @@ fn started(h: &TestHost, agent: &str) -> String {
     h.show(&unit, "InvocationID")
 }
 
+/// The status the agent's proxy answers, from inside the agent, to a plain http request
+/// for a name on no allowlist (no curl needed: python3).
+fn proxy_status(h: &TestHost, agent: &str) -> String {
+    let ask = "import socket; s = socket.create_connection(('127.0.0.1', 3128), 5); s.sendall(b'GET http://x.test/ HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100).decode().split()[1])";
+    let o = h.in_agent(agent, &["python3", "-c", ask]);
+    out(&o).trim().to_owned()
+}
+
 fn out(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -647,18 +655,43 @@ fn an_older_proxy_that_owned_its_directory_is_moved_to_the_socket_at_startup() {
     h.wait_for("the socket inside", Duration::from_secs(20), || {
         inner_show(&h, "alice", "hive-egress.socket", "SubState") == "listening"
     });
-    let o = h.in_agent(
-        "alice",
-        &[
-            "python3",
-            "-c",
-            "import socket; s = socket.create_connection(('127.0.0.1', 3128), 5); s.sendall(b'GET http://x.test/ HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100).decode().split()[1])",
-        ],
-    );
-    assert_eq!(out(&o).trim(), "403", "{}", out(&o));
+    assert_eq!(proxy_status(&h, "alice"), "403");
     let said = daemon_log(&h);
     assert!(
         said.contains("hive-egress-alice.socket was missing, its proxy running an older plan"),
         "{said}"
     );
+}
+
+/// A flood from inside the agent while its proxy has not started yet: the socket starts one
+/// proxy and stays listening (the flood trips no trigger limit), the proxy is not
+/// restarted, and the agent's next request is answered by it.
+#[test]
+fn a_flood_at_a_cold_socket_starts_one_proxy_and_leaves_the_socket_up() {
+    let h = hive();
+    h.create("alice", &[]);
+    let unit = "hive-egress-alice.service";
+    assert_eq!(h.show(unit, "ActiveState"), "inactive");
+    let flood = r#"
+import resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+held = []
+for i in range(1000):
+    try:
+        held.append(socket.create_connection(('127.0.0.1', 3128), 5))
+    except OSError:
+        pass
+print('held', len(held))
+time.sleep(2)
+"#;
+    let o = h.in_agent("alice", &["python3", "-c", flood]);
+    assert!(out(&o).contains("held"), "{}", out(&o));
+    h.wait_for("the proxy started", Duration::from_secs(10), || {
+        h.show(unit, "ActiveState") == "active"
+    });
+    let socket = "hive-egress-alice.socket";
+    assert_eq!(h.show(socket, "SubState"), "running");
+    assert_eq!(h.show(socket, "Result"), "success");
+    assert_eq!(h.show(unit, "NRestarts"), "0");
+    assert_eq!(proxy_status(&h, "alice"), "403");
 }
