@@ -363,6 +363,12 @@ fn a_non_root_host_user_reads_no_secret_and_reaches_no_agent() {
         vec!["ls", "/var/lib/hyperhive/agents/alice/state"],
         vec!["busctl", "-M", "h-alice", "list"],
         vec!["systemctl", "-M", "h-alice", "show", HARNESS],
+        // Nor her egress socket (0666 itself, under the root-only /run/private).
+        vec![
+            "python3",
+            "-c",
+            "import socket; socket.socket(socket.AF_UNIX).connect('/run/private/hyperhive-egress/alice/proxy.sock')",
+        ],
     ] {
         let out = nobody(&argv);
         assert!(
