@@ -21,6 +21,7 @@ mod harness_unit;
 pub mod login;
 pub mod network;
 mod nspawn;
+pub use nspawn::{MOUNT_BURST, MOUNT_BURST_VAR};
 pub mod ports;
 pub mod system;
 pub use harness_unit::{harness_unit, HARNESS_IN_CONTAINER, HARNESS_UNIT, HARNESS_WATCHDOG_USEC};

@@ -10,6 +10,11 @@ use super::{
 use crate::journal::fields;
 use crate::spec::{AgentSpec, Network, Volatile, DROPPED_CAPABILITIES};
 
+/// The variable the container's systemd reads its burst of mount table changes per second
+/// from, and what hyperhive sets it to (systemd's default is 5).
+pub const MOUNT_BURST_VAR: &str = "SYSTEMD_DEFAULT_MOUNT_RATE_LIMIT_BURST";
+pub const MOUNT_BURST: u32 = 25;
+
 /// nspawn's command line: the machine, its root and journal, the binds, capabilities,
 /// network, and what it boots.
 pub(super) fn argv(spec: &AgentSpec, host: &Host) -> Vec<String> {
@@ -53,6 +58,14 @@ pub(super) fn argv(spec: &AgentSpec, host: &Host) -> Vec<String> {
     // The spec's env is not passed here: a command line is world-readable (ExecStart on
     // the bus, /proc/*/cmdline). The harness unit carries it, inside the container.
     argv.push(format!("--setenv={}", fields::assign(fields::AGENT, name)));
+    // The container's systemd pauses its mount table watch for the rest of a second once
+    // it saw 5 changes in one (its default burst), and a boot makes more than that (each
+    // early service's credentials are a mount): local-fs.target then waits ~0.9 s for
+    // nothing. Measured on 252 and 257, a container booted in 1.6 s, and in 0.6–0.8 s
+    // with this. A mount storm the agent makes itself costs only its own CPU. Read from
+    // PID 1's environment by systemd ≥ 253 and Debian 12's 252, which carries it; an init
+    // that clears its environment before it execs systemd (NixOS's) drops it.
+    argv.push(format!("--setenv={MOUNT_BURST_VAR}={MOUNT_BURST}"));
     match spec.network {
         // Host networking (an admin's explicit choice): no flag at all, so nspawn never
         // creates a netns.
