@@ -76,6 +76,26 @@ impl CrashTracker {
         None
     }
 
+    /// Takes a change that cannot be a crash as it is, without reading the unit: systemd
+    /// says the unit is up and not waiting to restart (starting, running, reloading), and
+    /// [`Self::observe`] reports only from a unit that is down. Its SubState is kept, as
+    /// `observe` keeps it, for telling later whether a failure ended a restart; a new
+    /// invocation is noticed at the next read, which starts its record afresh. `false`:
+    /// the unit must be read (anything else, or a signal without both states).
+    pub fn up_without_read(&mut self, change: &UnitChange) -> bool {
+        let (Some(active), Some(sub)) = (&change.active_state, &change.sub_state) else {
+            return false;
+        };
+        let restarting = sub.is_auto_restart() || sub.as_str() == "auto-restart-queued";
+        if !active.is_up() || restarting {
+            return false;
+        }
+        if let Some(seen) = self.units.get_mut(&change.unit) {
+            seen.sub_state = sub.clone();
+        }
+        true
+    }
+
     pub fn forget(&mut self, unit: &str) {
         self.units.remove(unit);
     }
@@ -98,20 +118,44 @@ pub(super) async fn unit_changes(conn: &Connection, queue: usize) -> Result<Mess
         .context("watching unit PropertiesChanged")
 }
 
-/// The unit a PropertiesChanged message is about, if it changed the Unit interface (which
+/// What one PropertiesChanged of a unit's Unit interface says: which unit, and its new
+/// ActiveState and SubState (systemd sends both, with their values, in each one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitChange {
+    pub unit: String,
+    pub active_state: Option<ActiveState>,
+    pub sub_state: Option<SubState>,
+}
+
+/// The change a PropertiesChanged message tells, if it changed the Unit interface (which
 /// carries ActiveState/SubState; the Service interface's signal comes with the same
 /// change, so reacting to one of them is enough).
-pub(super) fn changed_unit(msg: &zbus::Message) -> Option<String> {
+pub(super) fn unit_change(msg: &zbus::Message) -> Option<UnitChange> {
     let header = msg.header();
     let path = header.path()?.as_str().to_owned();
-    let (iface, _, _): (
+    let (iface, changed, _): (
         String,
-        std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        HashMap<String, zbus::zvariant::OwnedValue>,
         Vec<String>,
     ) = msg.body().deserialize().ok()?;
-    (iface == "org.freedesktop.systemd1.Unit")
-        .then(|| unit_name_from_path(&path))
-        .flatten()
+    if iface != "org.freedesktop.systemd1.Unit" {
+        return None;
+    }
+    let text = |key: &str| {
+        changed
+            .get(key)
+            .and_then(|v| String::try_from(v.clone()).ok())
+    };
+    Some(UnitChange {
+        unit: unit_name_from_path(&path)?,
+        active_state: text("ActiveState").map(ActiveState::from),
+        sub_state: text("SubState").map(SubState),
+    })
+}
+
+/// The unit a PropertiesChanged message is about (see [`unit_change`]).
+pub(super) fn changed_unit(msg: &zbus::Message) -> Option<String> {
+    unit_change(msg).map(|c| c.unit)
 }
 
 fn crash_fields(st: &UnitStatus) -> Vec<(&'static str, String)> {
@@ -235,6 +279,76 @@ mod tests {
             Some(Verdict::Crash)
         );
         assert_eq!(t.observe(&st("failed", "failed", "watchdog", "a")), None);
+    }
+
+    fn change(active: &str, sub: &str) -> UnitChange {
+        UnitChange {
+            unit: "hive-agent-alice.service".into(),
+            active_state: Some(ActiveState::from(active)),
+            sub_state: Some(SubState::from(sub)),
+        }
+    }
+
+    #[test]
+    fn only_a_unit_up_and_not_restarting_goes_unread() {
+        let mut t = CrashTracker::default();
+        for (active, sub) in [
+            ("activating", "start"),
+            ("active", "running"),
+            ("reloading", "reload"),
+        ] {
+            assert!(t.up_without_read(&change(active, sub)), "{active} {sub}");
+        }
+        for (active, sub) in [
+            ("activating", "auto-restart"),
+            ("activating", "auto-restart-queued"),
+            ("deactivating", "stop-sigkill"),
+            ("failed", "failed"),
+            ("inactive", "dead"),
+        ] {
+            assert!(!t.up_without_read(&change(active, sub)), "{active} {sub}");
+        }
+        let mut without_sub = change("active", "running");
+        without_sub.sub_state = None;
+        assert!(!t.up_without_read(&without_sub));
+    }
+
+    #[test]
+    fn skipping_the_reads_of_a_unit_up_reports_what_reading_them_does() {
+        // Crashes, restarts that come up, systemd giving up, an admin's stop and start: a
+        // tracker that reads the unit at every change and one that leaves the changes to
+        // an up unit unread report the same, at the same changes.
+        let seq = [
+            st("activating", "start", "", "a"),
+            st("active", "running", "success", "a"),
+            st("deactivating", "stop-sigkill", "signal", "a"),
+            st("activating", "auto-restart", "signal", "a"),
+            st("activating", "start", "", "b"),
+            st("active", "running", "success", "b"),
+            st("activating", "auto-restart", "exit-code", "b"),
+            st("activating", "start", "", "c"),
+            st("activating", "auto-restart", "exit-code", "c"),
+            st("failed", "failed", "exit-code", "c"),
+            st("activating", "start", "", "d"),
+            st("active", "running", "success", "d"),
+            st("reloading", "reload", "success", "d"),
+            st("deactivating", "stop-sigterm", "success", "d"),
+            st("inactive", "dead", "success", "d"),
+            st("activating", "start", "", "e"),
+            st("active", "running", "success", "e"),
+            st("failed", "failed", "watchdog", "e"),
+        ];
+        let (mut reads, mut skips) = (CrashTracker::default(), CrashTracker::default());
+        for s in &seq {
+            let read = reads.observe(s);
+            let change = change(s.active_state.as_str(), s.sub_state.as_str());
+            let skipped = if skips.up_without_read(&change) {
+                None
+            } else {
+                skips.observe(s)
+            };
+            assert_eq!(read, skipped, "{s:?}");
+        }
     }
 
     #[test]

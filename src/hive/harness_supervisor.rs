@@ -113,9 +113,8 @@ impl HarnessSupervisor {
     ) -> Result<Outcome> {
         let container = self
             .sd
-            .status(&spec.name.container_unit())
+            .invocation_id(&spec.name.container_unit())
             .await?
-            .map(|s| s.invocation_id)
             .unwrap_or_default();
         self.ensure_harness_in(spec, mode, approval, container, &Summed::default())
             .await
@@ -168,29 +167,39 @@ impl HarnessSupervisor {
     pub async fn heal_harness(&self, name: &AgentName, spans: &Summed) -> Result<Outcome> {
         let spec = load_spec(&self.host.roots, name)?;
         let _guard = self.locks.lock(name).await;
+        let unit = name.container_unit();
+        // The start job of a create or rebuild this daemon just did ends here too: its
+        // harness was ensured in this very invocation and is watched, so there is nothing
+        // to heal, no second connection to the container's bus to open, and no need to
+        // read more of the unit than its InvocationID.
+        if let Some(invocation) = self.sd.invocation_id(&unit).await? {
+            if self.watching(name, &invocation) {
+                return Ok(Outcome::Adopted);
+            }
+        }
         // Only a running unit of ours (stamped HIVE_PLAN) gets a harness; a foreign unit that
         // merely holds the name is left alone.
         let Some(st) = self
             .sd
-            .status(&name.container_unit())
+            .status(&unit)
             .await?
             .filter(|s| s.is_up() && s.sub_state.is_running() && s.plan_hash().is_some())
         else {
             return Ok(Outcome::Adopted);
         };
-        // The start job of a create or rebuild this daemon just did ends here too: its
-        // harness was ensured in this very invocation and is watched, so there is nothing
-        // to heal and no second connection to the container's bus to open.
-        let watched = self
-            .watches
-            .lock()
-            .expect("watches lock")
-            .get(name)
-            .is_some_and(|w| w.covers(&st.invocation_id));
-        if watched {
+        if self.watching(name, &st.invocation_id) {
             return Ok(Outcome::Adopted);
         }
         self.recreate_harness(&spec, &st, spans).await
+    }
+
+    /// Whether `name`'s harness in the container invocation `invocation` is watched.
+    fn watching(&self, name: &AgentName, invocation: &str) -> bool {
+        self.watches
+            .lock()
+            .expect("watches lock")
+            .get(name)
+            .is_some_and(|w| w.covers(invocation))
     }
 
     /// The harness check of an agent adopted at the daemon's start, whose unit `st` was

@@ -23,6 +23,12 @@ impl UnitDriver {
 
     pub(super) async fn stop_ports(&self, name: &AgentName) -> Result<()> {
         let unit = ports_unit_name(name);
+        // Most agents publish no ports: a unit systemd has not loaded needs nothing, and
+        // looking costs less than a stop and a reset, each of which has systemd search
+        // its unit directories for the name.
+        if self.sd.active_state(&unit).await?.is_none() {
+            return Ok(());
+        }
         self.sd.stop(&unit).await?;
         self.sd.reset_failed(&unit).await
     }

@@ -292,6 +292,32 @@ impl Systemd {
     /// A unit's `ActiveState` from its Unit interface alone (any unit type, a mount
     /// included), or `None` if systemd has no such unit loaded.
     pub async fn active_state(&self, unit: &str) -> Result<Option<ActiveState>> {
+        match self.unit_property(unit, "ActiveState").await? {
+            Some(v) => Ok(Some(ActiveState::from(
+                String::try_from(v).context("ActiveState is no string")?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// A unit's `InvocationID` (hex, as [`UnitStatus`] has it; empty for a unit never
+    /// started), or `None` if systemd has no such unit loaded. One property where
+    /// [`Self::status`] reads them all.
+    pub async fn invocation_id(&self, unit: &str) -> Result<Option<String>> {
+        match self.unit_property(unit, "InvocationID").await? {
+            Some(v) => Ok(Some(
+                Vec::<u8>::try_from(v)
+                    .context("InvocationID is no byte array")?
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// One property of a unit's Unit interface, or `None` if systemd has no such unit.
+    async fn unit_property(&self, unit: &str, name: &str) -> Result<Option<OwnedValue>> {
         let path = match self.manager.get_unit(unit).await {
             Ok(p) => p,
             Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => return Ok(None),
@@ -304,12 +330,10 @@ impl Systemd {
             .await?;
         let iface =
             zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-        match props.get(iface, "ActiveState").await {
-            Ok(v) => Ok(Some(ActiveState::from(
-                String::try_from(v).context("ActiveState is no string")?,
-            ))),
+        match props.get(iface, name).await {
+            Ok(v) => Ok(Some(v)),
             Err(zbus::fdo::Error::UnknownObject(_)) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading ActiveState of {unit}")),
+            Err(e) => Err(e).with_context(|| format!("reading {name} of {unit}")),
         }
     }
 
