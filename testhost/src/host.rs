@@ -177,6 +177,10 @@ impl TestHost {
                 .args(["--link-journal=no", "-M", &name])
                 .arg(format!("--uuid={}", new_id128()?))
                 .args(["--notify-ready=yes", "--console=read-only"])
+                // Its systemd would pause its mount table watch for the rest of a second
+                // after 5 changes, which a boot makes: the agents' containers get the same
+                // (hyperhive's plan/nspawn.rs says why).
+                .arg("--setenv=SYSTEMD_DEFAULT_MOUNT_RATE_LIMIT_BURST=25")
                 .args(&binds)
                 .args([
                     "-b",
