@@ -63,8 +63,8 @@ pub(super) fn argv(spec: &AgentSpec, host: &Host) -> Vec<String> {
     // early service's credentials are a mount): local-fs.target then waits ~0.9 s for
     // nothing. Measured on 252 and 257, a container booted in 1.6 s, and in 0.6–0.8 s
     // with this. A mount storm the agent makes itself costs only its own CPU. Read from
-    // PID 1's environment by systemd ≥ 253 and Debian 12's 252, which carries it; an init
-    // that clears its environment before it execs systemd (NixOS's) drops it.
+    // PID 1's environment by systemd ≥ 253 and Debian 12's 252, which carries it; NixOS's
+    // stage 2 (a system agent's init) passes its environment on when it execs systemd.
     argv.push(format!("--setenv={MOUNT_BURST_VAR}={MOUNT_BURST}"));
     match spec.network {
         // Host networking (an admin's explicit choice): no flag at all, so nspawn never
