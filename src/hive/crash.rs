@@ -153,11 +153,6 @@ pub(super) fn unit_change(msg: &zbus::Message) -> Option<UnitChange> {
     })
 }
 
-/// The unit a PropertiesChanged message is about (see [`unit_change`]).
-pub(super) fn changed_unit(msg: &zbus::Message) -> Option<String> {
-    unit_change(msg).map(|c| c.unit)
-}
-
 fn crash_fields(st: &UnitStatus) -> Vec<(&'static str, String)> {
     vec![
         (fields::RESULT, st.result.clone()),

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::agent_side::AgentDoors;
-use super::crash::{changed_unit, report, unit_changes, CrashTracker};
+use super::crash::{report, unit_change, unit_changes, CrashTracker};
 use super::ensure::{ensure_running, Outcome, PARALLEL};
 use super::locks::AgentLocks;
 use super::mode::Mode;
@@ -395,7 +395,11 @@ fn watch(agent: AgentName, sd: Systemd) -> tokio::task::JoinHandle<()> {
         log::info!("agent {agent}: watching {HARNESS_UNIT} for crashes");
         let mut tracker = CrashTracker::default();
         while let Some(Ok(msg)) = changes.next().await {
-            if changed_unit(&msg).as_deref() != Some(HARNESS_UNIT) {
+            let Some(change) = unit_change(&msg).filter(|c| c.unit == HARNESS_UNIT) else {
+                continue;
+            };
+            // As the host's watch: a harness starting or running is read no further.
+            if tracker.up_without_read(&change) {
                 continue;
             }
             if let Ok(Some(st)) = sd.status(HARNESS_UNIT).await {
