@@ -86,8 +86,7 @@ impl CrashTracker {
         let (Some(active), Some(sub)) = (&change.active_state, &change.sub_state) else {
             return false;
         };
-        let restarting = sub.is_auto_restart() || sub.as_str() == "auto-restart-queued";
-        if !active.is_up() || restarting {
+        if !active.is_up() || sub.is_auto_restart() {
             return false;
         }
         if let Some(seen) = self.units.get_mut(&change.unit) {
@@ -101,9 +100,10 @@ impl CrashTracker {
     }
 }
 
-/// A stream of PropertiesChanged for units whose object path starts with `path_prefix`
-/// (matched as a namespace, then filtered here). `queue` bounds the messages held for a
-/// slow reader, and is allocated up front: the host's stream sees every agent unit, each
+/// A stream of systemd's PropertiesChanged of units' Unit interface (objects under its
+/// unit path; the bus itself drops the other interfaces' signals, which come with each
+/// change too, by their first argument). `queue` bounds the messages held for a slow
+/// reader, and is allocated up front: the host's stream sees every agent unit, each
 /// container's sees one harness.
 pub(super) async fn unit_changes(conn: &Connection, queue: usize) -> Result<MessageStream> {
     let rule = MatchRule::builder()
@@ -112,6 +112,7 @@ pub(super) async fn unit_changes(conn: &Connection, queue: usize) -> Result<Mess
         .interface("org.freedesktop.DBus.Properties")?
         .member("PropertiesChanged")?
         .path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/'))?
+        .add_arg(UNIT_IFACE)?
         .build();
     MessageStream::for_match_rule(rule, conn, Some(queue))
         .await
@@ -127,18 +128,26 @@ pub struct UnitChange {
     pub sub_state: Option<SubState>,
 }
 
-/// The change a PropertiesChanged message tells, if it changed the Unit interface (which
-/// carries ActiveState/SubState; the Service interface's signal comes with the same
-/// change, so reacting to one of them is enough).
-pub(super) fn unit_change(msg: &zbus::Message) -> Option<UnitChange> {
-    let header = msg.header();
-    let path = header.path()?.as_str().to_owned();
+/// The interface whose PropertiesChanged carries ActiveState/SubState; the Service
+/// interface's signal comes with the same change, so reacting to one of them is enough.
+const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+
+/// The change a PropertiesChanged message tells, if it changed the Unit interface of a unit
+/// `wanted` takes; the body is read only then (the host's stream carries every unit's).
+pub(super) fn unit_change(
+    msg: &zbus::Message,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<UnitChange> {
+    let unit = unit_name_from_path(msg.header().path()?.as_str())?;
+    if !wanted(&unit) {
+        return None;
+    }
     let (iface, changed, _): (
         String,
         HashMap<String, zbus::zvariant::OwnedValue>,
         Vec<String>,
     ) = msg.body().deserialize().ok()?;
-    if iface != "org.freedesktop.systemd1.Unit" {
+    if iface != UNIT_IFACE {
         return None;
     }
     let text = |key: &str| {
@@ -147,7 +156,7 @@ pub(super) fn unit_change(msg: &zbus::Message) -> Option<UnitChange> {
             .and_then(|v| String::try_from(v.clone()).ok())
     };
     Some(UnitChange {
-        unit: unit_name_from_path(&path)?,
+        unit,
         active_state: text("ActiveState").map(ActiveState::from),
         sub_state: text("SubState").map(SubState),
     })

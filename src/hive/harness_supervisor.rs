@@ -171,10 +171,14 @@ impl HarnessSupervisor {
         // The start job of a create or rebuild this daemon just did ends here too: its
         // harness was ensured in this very invocation and is watched, so there is nothing
         // to heal, no second connection to the container's bus to open, and no need to
-        // read more of the unit than its InvocationID.
-        if let Some(invocation) = self.sd.invocation_id(&unit).await? {
-            if self.watching(name, &invocation) {
-                return Ok(Outcome::Adopted);
+        // read more of the unit than its InvocationID. Without a live watch (a daemon
+        // start's deferred checks, a container restarted by systemd) that read would only
+        // come before the full one.
+        if self.watching_any(name) {
+            if let Some(invocation) = self.sd.invocation_id(&unit).await? {
+                if self.watching(name, &invocation) {
+                    return Ok(Outcome::Adopted);
+                }
             }
         }
         // Only a running unit of ours (stamped HIVE_PLAN) gets a harness; a foreign unit that
@@ -191,6 +195,15 @@ impl HarnessSupervisor {
             return Ok(Outcome::Adopted);
         }
         self.recreate_harness(&spec, &st, spans).await
+    }
+
+    /// Whether a watch on `name`'s harness still runs, whichever invocation it is in.
+    fn watching_any(&self, name: &AgentName) -> bool {
+        self.watches
+            .lock()
+            .expect("watches lock")
+            .get(name)
+            .is_some_and(|w| !w.task.is_finished())
     }
 
     /// Whether `name`'s harness in the container invocation `invocation` is watched.
@@ -231,13 +244,7 @@ impl HarnessSupervisor {
         }
         let spec = load_spec(&self.host.roots, name)?;
         let _guard = spans.time("lock", self.locks.lock(name)).await;
-        let watched = self
-            .watches
-            .lock()
-            .expect("watches lock")
-            .get(name)
-            .is_some_and(|w| !w.task.is_finished());
-        if watched {
+        if self.watching_any(name) {
             return Ok(Outcome::Adopted);
         }
         self.recreate_harness(&spec, st, spans).await
@@ -395,7 +402,7 @@ fn watch(agent: AgentName, sd: Systemd) -> tokio::task::JoinHandle<()> {
         log::info!("agent {agent}: watching {HARNESS_UNIT} for crashes");
         let mut tracker = CrashTracker::default();
         while let Some(Ok(msg)) = changes.next().await {
-            let Some(change) = unit_change(&msg).filter(|c| c.unit == HARNESS_UNIT) else {
+            let Some(change) = unit_change(&msg, |u| u == HARNESS_UNIT) else {
                 continue;
             };
             // As the host's watch: a harness starting or running is read no further.

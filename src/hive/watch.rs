@@ -46,7 +46,8 @@ pub async fn spawn(
     tokio::spawn(async move {
         let mut tracker = CrashTracker::default();
         while let Some(Ok(msg)) = changes.next().await {
-            let Some(change) = unit_change(&msg) else {
+            let is_agent = |u: &str| AgentName::from_container_unit(u).is_some();
+            let Some(change) = unit_change(&msg, is_agent) else {
                 continue;
             };
             let Some(agent) = AgentName::from_container_unit(&change.unit) else {

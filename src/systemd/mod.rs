@@ -305,13 +305,9 @@ impl Systemd {
     /// [`Self::status`] reads them all.
     pub async fn invocation_id(&self, unit: &str) -> Result<Option<String>> {
         match self.unit_property(unit, "InvocationID").await? {
-            Some(v) => Ok(Some(
-                Vec::<u8>::try_from(v)
-                    .context("InvocationID is no byte array")?
-                    .iter()
-                    .map(|x| format!("{x:02x}"))
-                    .collect(),
-            )),
+            Some(v) => Ok(Some(unit_status::invocation_hex(
+                &Vec::<u8>::try_from(v).context("InvocationID is no byte array")?,
+            ))),
             None => Ok(None),
         }
     }

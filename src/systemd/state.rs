@@ -100,9 +100,10 @@ impl SubState {
         self.0 == "running"
     }
 
-    /// The service died and systemd waits `RestartSec=` before starting it again.
+    /// The service died and systemd waits `RestartSec=` before starting it again, or (257:
+    /// `auto-restart-queued`) has queued that start.
     pub fn is_auto_restart(&self) -> bool {
-        self.0 == "auto-restart"
+        matches!(self.0.as_str(), "auto-restart" | "auto-restart-queued")
     }
 }
 

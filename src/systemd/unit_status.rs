@@ -27,6 +27,11 @@ pub struct UnitStatus {
     pub environment: Vec<String>,
 }
 
+/// An `InvocationID` as systemd shows it (`systemctl show`): 32 lowercase hex digits.
+pub(super) fn invocation_hex(id: &[u8]) -> String {
+    id.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 impl UnitStatus {
     pub fn from_properties(unit: &str, p: &HashMap<String, OwnedValue>) -> Self {
         let s = |k: &str| {
@@ -52,7 +57,7 @@ impl UnitStatus {
         let invocation_id = p
             .get("InvocationID")
             .and_then(|v| Vec::<u8>::try_from(v.clone()).ok())
-            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+            .map(|b| invocation_hex(&b))
             .unwrap_or_default();
         let environment = p
             .get("Environment")

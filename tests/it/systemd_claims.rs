@@ -281,3 +281,80 @@ fn a_killed_container_restarts_only_once_its_machine_is_unregistered() {
         );
     }
 }
+
+/// What the daemon's watches rely on to leave a unit that is up unread (`hive/crash.rs`):
+/// with a match on the first argument, the bus delivers only the Unit interface's
+/// PropertiesChanged (not the Service interface's that comes with each change), and every
+/// one of them carries ActiveState and SubState with their values, through a start, a crash
+/// with its automatic restart, and a stop.
+#[tokio::test(flavor = "current_thread")]
+async fn each_unit_interface_change_carries_its_states_and_arg0_selects_it() {
+    let h = bare();
+    let conn = connect(&h).await;
+    manager_call(&conn, "Subscribe").await.unwrap();
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.systemd1")
+        .unwrap()
+        .interface("org.freedesktop.DBus.Properties")
+        .unwrap()
+        .member("PropertiesChanged")
+        .unwrap()
+        .path("/org/freedesktop/systemd1/unit/probe_2eservice")
+        .unwrap()
+        .add_arg("org.freedesktop.systemd1.Unit")
+        .unwrap()
+        .build();
+    let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, None)
+        .await
+        .unwrap();
+    h.run_ok(&[
+        "systemd-run",
+        "--unit=probe",
+        "-p",
+        "Restart=on-failure",
+        "-p",
+        "RestartSec=200ms",
+        "sleep",
+        "1000",
+    ]);
+    h.run_ok(&["systemctl", "kill", "-s", "KILL", "probe"]);
+    h.wait_for("probe restarted", Duration::from_secs(10), || {
+        h.show("probe.service", "NRestarts") == "1"
+            && h.show("probe.service", "SubState") == "running"
+    });
+    h.run_ok(&["systemctl", "stop", "probe"]);
+
+    let mut states = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(
+        until.saturating_duration_since(Instant::now()),
+        stream.next(),
+    )
+    .await
+    {
+        let (iface, changed, _): (
+            String,
+            std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+            Vec<String>,
+        ) = msg.body().deserialize().unwrap();
+        assert_eq!(
+            iface, "org.freedesktop.systemd1.Unit",
+            "arg0 lets no other through"
+        );
+        let text = |k: &str| {
+            changed
+                .get(k)
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_else(|| panic!("{k} missing from a Unit change: {changed:?}"))
+        };
+        states.push(format!("{}/{}", text("ActiveState"), text("SubState")));
+    }
+    // Up, down to its restart, up again, and stopped: each seen with its states.
+    for want in ["active/running", "auto-restart", "inactive/dead"] {
+        assert!(
+            states.iter().any(|s| s.contains(want)),
+            "{want} not among {states:?}"
+        );
+    }
+}
